@@ -1,0 +1,21 @@
+//! Topic names.
+
+/// Every call a bot makes.
+pub const CALLS: &str = "calls";
+
+/// Answers for the ingest instance `instance`: it alone consumes this topic, so its egress
+/// can resolve the HTTP requests it holds.
+pub fn responses(instance: &str) -> String {
+    format!("responses.{instance}")
+}
+
+/// A bounded metric label for a topic name (reply topics collapse into one).
+pub fn label(topic: &str) -> &'static str {
+    if topic == CALLS {
+        "calls"
+    } else if topic.starts_with("responses.") {
+        "responses"
+    } else {
+        "other"
+    }
+}

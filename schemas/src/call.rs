@@ -1,0 +1,154 @@
+//! The `calls` topic: one record per HTTP request a bot made to `/bot<token>/<method>`.
+//!
+//! The record keeps the request as the bot encoded it (query string, and a body that is JSON,
+//! a form, multipart parts or opaque bytes), so the passthrough can forward it in the same
+//! encoding and an operator can replay it. File parts are blob references.
+
+use crate::body::{BlobRef, BodyBytes};
+use crate::envelope::{Payload, RecordKind};
+use crate::error::ApiError;
+use crate::seal::{SealedToken, TokenFingerprint};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// The token sealed under the cluster key; `None` when the token had the wrong shape.
+    pub token: Option<SealedToken>,
+    pub token_fingerprint: TokenFingerprint,
+    /// `/bot<token>/test/<method>`: Telegram's test environment.
+    #[serde(default)]
+    pub test_env: bool,
+    /// As the client spelled it (methods are case-insensitive).
+    pub method: String,
+    /// `GET` or `POST`.
+    pub http_method: String,
+    /// The raw query string, without `?`.
+    #[serde(default)]
+    pub query: String,
+    pub body: CallBody,
+    /// When the client stops waiting for this call, ms since the epoch.
+    pub deadline_ms: i64,
+    /// Set when ingest has already answered the client with this error (bad token, malformed
+    /// body): the record exists for the audit log and must not be executed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<ApiError>,
+}
+
+impl Payload for Call {
+    const KIND: RecordKind = RecordKind::Call;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallBody {
+    Empty,
+    Json { value: Value },
+    Form { pairs: Vec<(String, String)> },
+    Multipart { parts: Vec<Part> },
+    /// A body of another content type; forwarded as it came.
+    Other { content_type: String, data: BodyBytes },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Part {
+    Text {
+        name: String,
+        value: String,
+    },
+    File {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content_type: Option<String>,
+        blob: BlobRef,
+    },
+}
+
+/// Parameters whose values are secrets of the bot and are kept out of the audit log.
+const REDACTED: &[&str] = &["secret_token"];
+
+impl Call {
+    /// The parameters as the Bot API sees them: the query string, then the body (a body value
+    /// wins over a query value of the same name). File parts appear as
+    /// `{"file": {"file_name", "size", "sha256"}}`.
+    pub fn params(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (k, v) in form_urlencoded::parse(self.query.as_bytes()) {
+            out.insert(k.into_owned(), Value::String(v.into_owned()));
+        }
+        match &self.body {
+            CallBody::Empty | CallBody::Other { .. } => {}
+            CallBody::Json { value } => {
+                if let Value::Object(m) = value {
+                    for (k, v) in m {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            CallBody::Form { pairs } => {
+                for (k, v) in pairs {
+                    out.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+            CallBody::Multipart { parts } => {
+                for p in parts {
+                    match p {
+                        Part::Text { name, value } => {
+                            out.insert(name.clone(), Value::String(value.clone()));
+                        }
+                        Part::File {
+                            name,
+                            file_name,
+                            blob,
+                            ..
+                        } => {
+                            out.insert(
+                                name.clone(),
+                                serde_json::json!({"file": {
+                                    "file_name": file_name,
+                                    "size": blob.size,
+                                    "sha256": blob.sha256,
+                                }}),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Call::params`] with secrets replaced, for the audit log.
+    pub fn audit_params(&self) -> Map<String, Value> {
+        let mut p = self.params();
+        for k in REDACTED {
+            if let Some(v) = p.get_mut(*k) {
+                *v = Value::String("<redacted>".into());
+            }
+        }
+        p
+    }
+
+    /// Every blob the call references.
+    pub fn blobs(&self) -> Vec<&BlobRef> {
+        let mut out = Vec::new();
+        match &self.body {
+            CallBody::Multipart { parts } => {
+                for p in parts {
+                    if let Part::File { blob, .. } = p {
+                        out.push(blob);
+                    }
+                }
+            }
+            CallBody::Other {
+                data: BodyBytes::Blob { blob },
+                ..
+            } => out.push(blob),
+            _ => {}
+        }
+        out
+    }
+}

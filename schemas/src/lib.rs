@@ -1,0 +1,42 @@
+//! Records on the bus and the vocabulary every telepipe crate shares.
+//!
+//! Everything that crosses a process boundary (a bus record, a stored row's payload) is
+//! defined here, versioned, and pinned by golden files in `golden/`. This crate depends on no
+//! other crate of ours.
+//!
+//! # Layout
+//! - [`ids`]: `CallId`, `BotId` newtypes.
+//! - [`token`]: the bot token, its shape check, and the only place it is ever held in clear.
+//! - [`seal`]: AEAD sealing of tokens under the cluster key, token fingerprints.
+//! - [`envelope`]: `Envelope { header, payload }`, schema versions, decoding that refuses to guess.
+//! - [`call`], [`response`]: the payloads of the `calls` and `responses` topics.
+//! - [`body`]: byte bodies inline or by blob reference (records stay small).
+//! - [`error`]: Bot API-shaped errors, the one place that maps an error to JSON and status.
+//! - [`catalogue`]: the official Bot API method names (from `api.json`).
+
+pub mod body;
+pub mod call;
+pub mod catalogue;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod response;
+pub mod seal;
+pub mod token;
+
+pub use body::{BlobRef, BodyBytes};
+pub use call::{Call, CallBody, Part};
+pub use envelope::{DecodeError, Envelope, Header, Payload, RecordKind, SCHEMA_VERSION};
+pub use error::{ApiError, ResponseParameters};
+pub use ids::{BotId, CallId};
+pub use response::{Origin, Response, Stages};
+pub use seal::{SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
+pub use token::{BotToken, TokenError};
+
+/// Milliseconds since the Unix epoch, the one clock format used in records.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,193 @@
+//! Tokens sealed with XChaCha20-Poly1305 under the cluster key, and token fingerprints.
+//!
+//! Records carry the sealed token so that any processor holding the cluster key can act for
+//! the bot, while the bus, the store and the logs never see it in clear (DESIGN invariant 5).
+//! The bot id is the AEAD's associated data: a sealed token cannot be replayed under another
+//! bot's key.
+
+use crate::ids::BotId;
+use crate::token::BotToken;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::fmt;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the seal key must be 32 bytes, given as 64 hex digits")]
+    KeyFormat,
+    #[error("the sealed token is malformed")]
+    Malformed,
+    #[error("the sealed token does not open under this key (another cluster key?)")]
+    Open,
+    #[error("the opened token has the wrong shape")]
+    Token,
+}
+
+/// The cluster key. Never logged.
+#[derive(Clone)]
+pub struct SealKey([u8; 32]);
+
+impl SealKey {
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut k);
+        Self(k)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, SealError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| SealError::KeyFormat)?;
+        let k: [u8; 32] = bytes.try_into().map_err(|_| SealError::KeyFormat)?;
+        Ok(Self(k))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A key for one purpose, so that the AEAD key, the fingerprint key and later the storage
+    /// link key are independent even though one secret is configured.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("hmac takes any key");
+        mac.update(b"telepipe/");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(***)")
+    }
+}
+
+/// `base64url(nonce ‖ ciphertext)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedToken(pub String);
+
+/// A keyed hash of a token: tells two tokens of one bot apart in the audit log (a revoked
+/// token vs the new one) without revealing either.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenFingerprint(pub String);
+
+impl fmt::Display for TokenFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone)]
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+    fingerprint_key: [u8; 32],
+}
+
+impl Sealer {
+    pub fn new(key: &SealKey) -> Self {
+        let aead_key = key.derive("seal/v1");
+        Self {
+            cipher: XChaCha20Poly1305::new((&aead_key).into()),
+            fingerprint_key: key.derive("fingerprint/v1"),
+        }
+    }
+
+    pub fn seal(&self, token: &BotToken) -> SealedToken {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = token.bot_id().0.to_be_bytes();
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: token.expose().as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .expect("xchacha20poly1305 encryption of a short message cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        SealedToken(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    pub fn open(&self, bot_id: BotId, sealed: &SealedToken) -> Result<BotToken, SealError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed.0.as_bytes())
+            .map_err(|_| SealError::Malformed)?;
+        if raw.len() < 24 + 16 {
+            return Err(SealError::Malformed);
+        }
+        let (nonce, ct) = raw.split_at(24);
+        let aad = bot_id.0.to_be_bytes();
+        let clear = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| SealError::Open)?;
+        let s = String::from_utf8(clear).map_err(|_| SealError::Token)?;
+        let token = BotToken::parse(&s).map_err(|_| SealError::Token)?;
+        if token.bot_id() != bot_id {
+            return Err(SealError::Token);
+        }
+        Ok(token)
+    }
+
+    /// 96 bits of HMAC-SHA256 over whatever the client sent as a token, shaped or not.
+    pub fn fingerprint(&self, token: &str) -> TokenFingerprint {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.fingerprint_key)
+            .expect("hmac takes any key");
+        mac.update(token.as_bytes());
+        TokenFingerprint(hex::encode(&mac.finalize().into_bytes()[..12]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+    #[test]
+    fn seals_and_opens_without_leaking() {
+        let s = Sealer::new(&SealKey::generate());
+        let t = BotToken::parse(T).unwrap();
+        let sealed = s.seal(&t);
+        assert!(!sealed.0.contains("AAHdq"));
+        assert_eq!(s.open(t.bot_id(), &sealed).unwrap().expose(), T);
+    }
+
+    #[test]
+    fn refuses_other_key_and_other_bot() {
+        let t = BotToken::parse(T).unwrap();
+        let sealed = Sealer::new(&SealKey::generate()).seal(&t);
+        let other = Sealer::new(&SealKey::generate());
+        assert!(matches!(other.open(t.bot_id(), &sealed), Err(SealError::Open)));
+        let s = Sealer::new(&SealKey::from_hex(&"11".repeat(32)).unwrap());
+        let sealed = s.seal(&t);
+        assert!(s.open(BotId(42), &sealed).is_err());
+        assert!(s.open(t.bot_id(), &SealedToken("!!".into())).is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_stable_per_key() {
+        let k = SealKey::from_hex(&"22".repeat(32)).unwrap();
+        let a = Sealer::new(&k).fingerprint(T);
+        assert_eq!(a, Sealer::new(&k).fingerprint(T));
+        assert_eq!(a.0.len(), 24);
+        assert_ne!(a, Sealer::new(&SealKey::generate()).fingerprint(T));
+    }
+
+    #[test]
+    fn key_parsing() {
+        assert!(SealKey::from_hex("abcd").is_err());
+        let k = SealKey::generate();
+        assert_eq!(SealKey::from_hex(&k.to_hex()).unwrap().to_hex(), k.to_hex());
+        assert_eq!(format!("{k:?}"), "SealKey(***)");
+    }
+}
