@@ -1,1 +1,121 @@
+//! The store: the audit log, call outcomes, and the blob folder.
+//!
+//! Processors write one [`CallRow`] per call when its outcome is known (the audit log), and the
+//! outcome itself under its call id ([`Store::put_result`]) before committing the call's
+//! offset, so a redelivered call is answered from the store instead of running twice. File
+//! bytes never enter the store's tables: they live in [`blobs`], content-addressed.
+//!
+//! # Layout
+//! - [`Store`] and its rows (this file).
+//! - [`sqlite`]: the embedded implementation (one file under the data dir).
+//! - [`blobs`]: the blob store trait and its local-folder implementation.
+//! - [`testsuite`]: the behaviour every implementation must show; each runs it.
 
+pub mod blobs;
+pub mod sqlite;
+pub mod testsuite;
+
+use async_trait::async_trait;
+use schemas::{BlobRef, BotId, CallId, Response, Stages};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is malformed: {0}")]
+    Malformed(String),
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    /// Whether retrying may help (a busy database) or not (malformed data).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Sqlite(_) | StoreError::Task(_))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Upstream (or the gateway) answered with a success.
+    Ok,
+    /// The answer was an error (the bot's, upstream's or the gateway's).
+    Error,
+    /// Ingest refused the request before it went anywhere (bad token, malformed body).
+    Rejected,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "ok" => Ok(Outcome::Ok),
+            "error" => Ok(Outcome::Error),
+            "rejected" => Ok(Outcome::Rejected),
+            other => Err(StoreError::Malformed(format!("outcome {other}"))),
+        }
+    }
+}
+
+/// One row of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRow {
+    pub call_id: CallId,
+    pub bot_id: BotId,
+    pub received_ms: i64,
+    pub token_fingerprint: String,
+    pub method: String,
+    pub http_method: String,
+    pub test_env: bool,
+    /// The parameters with secrets redacted.
+    pub params: Map<String, Value>,
+    pub blobs: Vec<BlobRef>,
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub error_code: Option<i64>,
+    pub description: Option<String>,
+    pub latency_ms: Option<u64>,
+    pub stages: Stages,
+}
+
+/// Which audit rows to list: one bot, a time window, newest last.
+#[derive(Clone, Debug)]
+pub struct CallQuery {
+    pub bot_id: BotId,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes (or overwrites) the audit row of a call.
+    async fn record_call(&self, row: &CallRow) -> Result<(), StoreError>;
+
+    /// Audit rows of a bot in `[from_ms, to_ms)`, oldest first.
+    async fn calls(&self, query: &CallQuery) -> Result<Vec<CallRow>, StoreError>;
+
+    /// Stores a call's outcome until `expires_ms`.
+    async fn put_result(
+        &self,
+        call_id: CallId,
+        response: &Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// A call's stored outcome, if it has one that has not expired.
+    async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
+
+    /// Deletes outcomes expired before `now_ms`; returns how many.
+    async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,193 @@
+//! The blob store: file bytes, content-addressed by sha256, written while streaming.
+//!
+//! A writer streams into a temporary file while hashing, then renames it to its
+//! content address; nothing ever holds a whole file in memory, and the same bytes sent twice
+//! are kept once. Keys have one shape (`sha256/ab/cd/<hex>`), checked on every open, so no
+//! request can address a path outside the folder.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use schemas::BlobRef;
+use sha2::{Digest, Sha256};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob store i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The stream being stored failed (the client went away, a malformed multipart body).
+    #[error("{0}")]
+    Source(io::Error),
+    #[error("the content exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no such blob")]
+    NotFound,
+    #[error("malformed blob key")]
+    BadKey,
+}
+
+#[async_trait]
+pub trait Blobs: Send + Sync + 'static {
+    /// Stores a stream of at most `limit` bytes; returns its reference.
+    async fn put(&self, stream: ByteStream<'_>, limit: u64) -> Result<BlobRef, BlobError>;
+
+    /// Opens a stored blob for reading.
+    async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError>;
+}
+
+/// Blobs in a local folder (`<data dir>/blobs`).
+#[derive(Clone, Debug)]
+pub struct LocalBlobs {
+    root: PathBuf,
+}
+
+impl LocalBlobs {
+    pub fn open(root: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(root.join("tmp"))?;
+        std::fs::create_dir_all(root.join("sha256"))?;
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn key_for(sha256_hex: &str) -> String {
+        format!(
+            "sha256/{}/{}/{}",
+            &sha256_hex[0..2],
+            &sha256_hex[2..4],
+            sha256_hex
+        )
+    }
+
+    /// The file of a key, or `BadKey` when the key is not exactly a content address.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let ok = parts.len() == 4
+            && parts[0] == "sha256"
+            && parts[3].len() == 64
+            && parts[3]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && parts[1] == &parts[3][0..2]
+            && parts[2] == &parts[3][2..4];
+        if !ok {
+            return Err(BlobError::BadKey);
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let n: u128 = rand::random();
+        self.root.join("tmp").join(format!("{n:032x}"))
+    }
+}
+
+#[async_trait]
+impl Blobs for LocalBlobs {
+    async fn put(&self, mut stream: ByteStream<'_>, limit: u64) -> Result<BlobRef, BlobError> {
+        let tmp = self.temp_path();
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let mut hasher = Sha256::new();
+            let mut size: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(BlobError::Source)?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(BlobError::TooLarge { limit });
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            // The record that references this blob is published next: the bytes must be on
+            // disk before anyone can read the reference.
+            file.sync_data().await?;
+            Ok((hex::encode(hasher.finalize()), size))
+        }
+        .await;
+        let (sha256, size) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let key = Self::key_for(&sha256);
+        let path = self.path_of(&key)?;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            tokio::fs::remove_file(&tmp).await?;
+        } else {
+            if let Some(dir) = path.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+        Ok(BlobRef { sha256, size, key })
+    }
+
+    async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError> {
+        let path = self.path_of(&blob.key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::pin(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn stream(chunks: Vec<&'static [u8]>) -> ByteStream<'static> {
+        Box::pin(futures_util::stream::iter(
+            chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+        ))
+    }
+
+    fn dir() -> PathBuf {
+        std::env::temp_dir().join(format!("telepipe-blobs-{:032x}", rand::random::<u128>()))
+    }
+
+    #[tokio::test]
+    async fn stores_by_content_once() {
+        let d = dir();
+        let b = LocalBlobs::open(&d).unwrap();
+        let r1 = b.put(stream(vec![b"hel", b"lo"]), 100).await.unwrap();
+        let r2 = b.put(stream(vec![b"hello"]), 100).await.unwrap();
+        assert_eq!(r1, r2);
+        assert_eq!(
+            r1.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        let mut s = String::new();
+        b.open(&r1).await.unwrap().read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello");
+        assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[tokio::test]
+    async fn refuses_oversize_and_bad_keys() {
+        let d = dir();
+        let b = LocalBlobs::open(&d).unwrap();
+        assert!(matches!(
+            b.put(stream(vec![b"123456"]), 5).await,
+            Err(BlobError::TooLarge { limit: 5 })
+        ));
+        assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        for key in ["../../etc/passwd", "sha256/ab/cd/../../x", "sha256/00/00/abc"] {
+            assert!(matches!(b.path_of(key), Err(BlobError::BadKey)), "{key}");
+        }
+        std::fs::remove_dir_all(d).ok();
+    }
+}

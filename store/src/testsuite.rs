@@ -1,0 +1,118 @@
+//! The behaviour every [`Store`] implementation must show. Each implementation's tests call
+//! [`run_all`]; the ScyllaDB one runs it when `TELEPIPE_TEST_SCYLLA` names a node.
+
+use crate::{CallQuery, CallRow, Outcome, Store};
+use schemas::{BlobRef, BodyBytes, BotId, CallId, Origin, Response, Stages};
+use serde_json::json;
+
+pub fn ok_response() -> Response {
+    Response {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: BodyBytes::inline(br#"{"ok":true,"result":true}"#),
+        origin: Origin::Upstream,
+        stages: Stages {
+            queue_ms: 1,
+            upstream_ms: 2,
+        },
+    }
+}
+
+pub fn call_row(bot: i64, received_ms: i64, method: &str) -> CallRow {
+    CallRow {
+        call_id: CallId::new(),
+        bot_id: BotId(bot),
+        received_ms,
+        token_fingerprint: "00112233445566778899aabb".into(),
+        method: method.into(),
+        http_method: "POST".into(),
+        test_env: false,
+        params: json!({"chat_id": "42", "text": "hi"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        blobs: vec![BlobRef {
+            sha256: "ab".repeat(32),
+            size: 3,
+            key: "sha256/ab/ab/x".into(),
+        }],
+        outcome: Outcome::Ok,
+        http_status: Some(200),
+        error_code: None,
+        description: None,
+        latency_ms: Some(12),
+        stages: Stages {
+            queue_ms: 1,
+            upstream_ms: 10,
+        },
+    }
+}
+
+pub async fn run_all(store: &dyn Store) {
+    audit_rows_roundtrip_and_filter(store).await;
+    audit_rows_are_upserts(store).await;
+    results_roundtrip_and_expire(store).await;
+}
+
+/// Rows come back as written, per bot, inside the window, oldest first, at most `limit`.
+async fn audit_rows_roundtrip_and_filter(store: &dyn Store) {
+    let day = 86_400_000;
+    let a1 = call_row(1001, 5 * day + 10, "sendMessage");
+    let a2 = call_row(1001, 6 * day + 10, "getMe");
+    let mut a3 = call_row(1001, 6 * day + 20, "sendDocument");
+    a3.outcome = Outcome::Error;
+    a3.http_status = Some(400);
+    a3.error_code = Some(400);
+    a3.description = Some("Bad Request: chat not found".into());
+    let b1 = call_row(1002, 6 * day + 15, "getMe");
+    for r in [&a3, &b1, &a2, &a1] {
+        store.record_call(r).await.unwrap();
+    }
+    let q = |from, to, limit| CallQuery {
+        bot_id: BotId(1001),
+        from_ms: from,
+        to_ms: to,
+        limit,
+    };
+    let all = store.calls(&q(0, 7 * day, 100)).await.unwrap();
+    assert_eq!(all, vec![a1.clone(), a2.clone(), a3.clone()]);
+    let window = store.calls(&q(6 * day, 6 * day + 15, 100)).await.unwrap();
+    assert_eq!(window, vec![a2.clone()]);
+    let limited = store.calls(&q(0, 7 * day, 2)).await.unwrap();
+    assert_eq!(limited.len(), 2);
+}
+
+/// Writing a row twice (a redelivered call) leaves one row, the latest.
+async fn audit_rows_are_upserts(store: &dyn Store) {
+    let mut r = call_row(2001, 1000, "sendMessage");
+    r.outcome = Outcome::Rejected;
+    store.record_call(&r).await.unwrap();
+    r.outcome = Outcome::Ok;
+    store.record_call(&r).await.unwrap();
+    let rows = store
+        .calls(&CallQuery {
+            bot_id: BotId(2001),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![r]);
+}
+
+/// Results are found by call id until they expire, then purged.
+async fn results_roundtrip_and_expire(store: &dyn Store) {
+    let now = schemas::now_ms();
+    let (live, dead) = (CallId::new(), CallId::new());
+    store
+        .put_result(live, &ok_response(), now + 60_000)
+        .await
+        .unwrap();
+    store.put_result(dead, &ok_response(), now - 1).await.unwrap();
+    assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
+    assert_eq!(store.get_result(dead).await.unwrap(), None);
+    assert_eq!(store.get_result(CallId::new()).await.unwrap(), None);
+    assert!(store.purge_results(now).await.unwrap() >= 1);
+    assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
+}
