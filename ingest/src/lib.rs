@@ -1,1 +1,219 @@
+//! The HTTP front door for `/bot<token>/<method>` and `/bot<token>/test/<method>`.
+//!
+//! A request is parsed (query string; JSON, form, multipart or opaque body), its token sealed,
+//! its file parts streamed to the blob store, and the whole call published to the `calls`
+//! topic with this instance's reply topic in its header. The handler then waits for the answer
+//! that egress hands over through the [`bus::reply::Correlator`]. Requests that cannot be
+//! parsed are answered at once with a Bot API-shaped error, and still published, marked
+//! rejected, for the audit log.
+//!
+//! # Layout
+//! - [`Ingest`]: configuration, state and the request handler (this file).
+//! - [`parse`]: path, token and body parsing.
+//! - [`metrics`]: calls by method and outcome, in-flight, latency.
 
+pub mod metrics;
+pub mod parse;
+
+use axum::body::Body;
+use bus::reply::Correlator;
+use bus::Bus;
+use http::{header, Request, Response, StatusCode};
+use schemas::{ApiError, BodyBytes, Call, CallBody, CallId, Envelope, Sealer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::blobs::Blobs;
+use tracing::Instrument;
+
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// This instance's name; its reply topic is `responses.<instance>`.
+    pub instance: String,
+    /// Largest non-multipart body (JSON, form).
+    pub max_body: usize,
+    /// Largest single file part of a multipart body.
+    pub max_upload: u64,
+    /// Largest text part of a multipart body.
+    pub max_text_part: usize,
+    /// Most parts in one multipart body.
+    pub max_parts: usize,
+    /// How long a call may take end to end, before a long poll's own timeout is added.
+    pub call_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            instance: "local".into(),
+            max_body: 10 * 1024 * 1024,
+            max_upload: 2000 * 1024 * 1024,
+            max_text_part: 1024 * 1024,
+            max_parts: 200,
+            call_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: IngestConfig,
+    bus: Arc<dyn Bus>,
+    blobs: Arc<dyn Blobs>,
+    sealer: Sealer,
+    correlator: Arc<Correlator>,
+    reply_topic: String,
+    producer: String,
+}
+
+/// How long past a call's deadline ingest still waits: the processor answers by the deadline,
+/// this covers the trip back.
+const REPLY_GRACE: Duration = Duration::from_secs(5);
+
+impl Ingest {
+    pub fn new(
+        cfg: IngestConfig,
+        bus: Arc<dyn Bus>,
+        blobs: Arc<dyn Blobs>,
+        sealer: Sealer,
+        correlator: Arc<Correlator>,
+    ) -> Self {
+        let reply_topic = bus::topics::responses(&cfg.instance);
+        let producer = format!("ingest/{}", cfg.instance);
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                bus,
+                blobs,
+                sealer,
+                correlator,
+                reply_topic,
+                producer,
+            }),
+        }
+    }
+
+    /// The topics this instance needs.
+    pub fn topics(&self) -> Vec<String> {
+        vec![bus::topics::CALLS.to_owned(), self.inner.reply_topic.clone()]
+    }
+
+    /// Handles one request whose path starts with `/bot`.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let call_id = CallId::new();
+        let span = tracing::info_span!("call", %call_id);
+        self.handle_inner(call_id, req).instrument(span).await
+    }
+
+    async fn handle_inner(&self, call_id: CallId, req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let me = &self.inner;
+        let (parts, body) = req.into_parts();
+        let target = parse::target(parts.uri.path());
+        let fingerprint = me.sealer.fingerprint(&target.token);
+        let token = schemas::BotToken::parse(&target.token).ok();
+        let bot_id = token
+            .as_ref()
+            .map_or(schemas::BotId::UNKNOWN, |t| t.bot_id());
+        let mut call = Call {
+            token: token.as_ref().map(|t| me.sealer.seal(t)),
+            token_fingerprint: fingerprint,
+            test_env: target.test_env,
+            method: target.method.clone(),
+            http_method: parts.method.as_str().to_owned(),
+            query: parts.uri.query().unwrap_or("").to_owned(),
+            body: CallBody::Empty,
+            deadline_ms: 0,
+            rejected: None,
+        };
+        let label = schemas::catalogue::label(&call.method);
+        let _in_flight = metrics::InFlight::start();
+
+        let refusal = if token.is_none() {
+            Some(ApiError::unauthorized())
+        } else if call.method.is_empty() || call.method.contains('/') {
+            Some(ApiError::not_found())
+        } else if parts.method != http::Method::GET && parts.method != http::Method::POST {
+            Some(ApiError::method_not_allowed())
+        } else {
+            match parse::body(&me.cfg, me.blobs.as_ref(), &parts.headers, body).await {
+                Ok(b) => {
+                    call.body = b;
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        };
+        let timeout = me.cfg.call_timeout + parse::long_poll(&call);
+        call.deadline_ms = schemas::now_ms() + timeout.as_millis() as i64;
+        tracing::debug!(bot_id = %bot_id, method = %call.method, "call received");
+
+        if let Some(err) = refusal {
+            call.rejected = Some(err.clone());
+            let env = Envelope::new(call_id, bot_id, &me.producer, None, call);
+            if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
+                tracing::warn!(%error, "could not record a rejected call");
+            }
+            metrics::observe(label, "rejected", started);
+            return error_response(&err);
+        }
+
+        // Register before publishing: the answer may come back before `publish` returns.
+        let waiter = me.correlator.register(call_id);
+        let env = Envelope::new(call_id, bot_id, &me.producer, Some(me.reply_topic.clone()), call);
+        if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
+            tracing::error!(%error, "could not publish a call");
+            metrics::observe(label, "unavailable", started);
+            return error_response(&ApiError::unavailable("the gateway cannot accept calls now"));
+        }
+        match waiter.wait(timeout + REPLY_GRACE).await {
+            Some(reply) => {
+                let r = reply.payload;
+                let outcome = if r.status < 400 { "ok" } else { "error" };
+                metrics::observe(label, outcome, started);
+                self.respond(r).await
+            }
+            None => {
+                tracing::warn!("no answer from the pipeline before the deadline");
+                metrics::observe(label, "timeout", started);
+                error_response(&ApiError::gateway_timeout("the call took too long"))
+            }
+        }
+    }
+
+    async fn respond(&self, r: schemas::Response) -> Response<Body> {
+        let mut builder = Response::builder()
+            .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
+        if let Some(ct) = &r.content_type {
+            builder = builder.header(header::CONTENT_TYPE, ct.as_str());
+        }
+        let body = match &r.body {
+            BodyBytes::Blob { blob } => match self.inner.blobs.open(blob).await {
+                Ok(reader) => {
+                    builder = builder.header(header::CONTENT_LENGTH, blob.size);
+                    Body::from_stream(tokio_util::io::ReaderStream::new(reader))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "answer blob is missing");
+                    return error_response(&ApiError::internal("the answer was lost"));
+                }
+            },
+            inline => Body::from(inline.inline_bytes().unwrap_or_default().into_owned()),
+        };
+        builder
+            .body(body)
+            .unwrap_or_else(|_| error_response(&ApiError::internal("bad answer headers")))
+    }
+}
+
+/// A Bot API-shaped error as an HTTP response.
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(e.to_json()))
+        .expect("static headers are valid")
+}

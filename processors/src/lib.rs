@@ -1,1 +1,218 @@
+//! Processors: take calls off the bus, do the work, answer.
+//!
+//! One consumer group (`processors`) reads `calls`. Each call runs on its own task, at most
+//! `per_bot` at once for one bot and `total` overall, so a bot's 50-second long poll does not
+//! hold up its sendMessage and one tenant cannot starve the rest. An offset is committed only
+//! when it and every record before it are finished ([`bus::offsets::OffsetTracker`]).
+//!
+//! For every call: a recorded outcome is answered from the store (a redelivery is never
+//! executed twice); otherwise the [`router`] picks the handler (today: the passthrough to
+//! the Bot API upstream), the outcome is written to the store (result + audit row), and the
+//! answer is published to the caller's reply topic.
+//!
+//! # Layout
+//! - [`run`], [`ProcessorConfig`], [`Deps`]: the role (this file).
+//! - [`router`]: which handler takes a method.
+//! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
+//! - [`outcome`]: recording outcomes and answering.
+//! - [`metrics`]: the processors' metrics.
 
+pub mod metrics;
+pub mod outcome;
+pub mod passthrough;
+pub mod router;
+
+use bus::offsets::OffsetTracker;
+use bus::Bus;
+use schemas::{BotId, Call, Envelope};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::blobs::Blobs;
+use store::Store;
+use telegram::botapi::BotApi;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+#[derive(Clone, Debug)]
+pub struct ProcessorConfig {
+    /// Instance name, for the producer field of records.
+    pub instance: String,
+    /// Calls of one bot running at once.
+    pub per_bot: usize,
+    /// Calls running at once in this process.
+    pub total: usize,
+    /// How long a recorded outcome answers redeliveries.
+    pub result_ttl: Duration,
+    /// How long shutdown waits for calls in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            instance: "local".into(),
+            per_bot: 32,
+            total: 4096,
+            result_ttl: Duration::from_secs(24 * 3600),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the processors work with.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn Store>,
+    pub blobs: Arc<dyn Blobs>,
+    pub upstream: BotApi,
+    pub sealer: schemas::Sealer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("bus: {0}")]
+    Bus(#[from] bus::BusError),
+}
+
+/// The consumer group all processor instances share.
+pub const GROUP: &str = "processors";
+
+/// Per-bot concurrency shares, created on first use.
+struct Shares {
+    per_bot: usize,
+    bots: Mutex<HashMap<BotId, Arc<Semaphore>>>,
+}
+
+impl Shares {
+    async fn acquire(&self, bot: BotId) -> OwnedSemaphorePermit {
+        let sem = {
+            let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget bots that have nothing running, so the map does not grow forever.
+            if bots.len() > 10_000 {
+                let full = self.per_bot;
+                bots.retain(|_, s| s.available_permits() < full);
+            }
+            bots.entry(bot)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_bot)))
+                .clone()
+        };
+        sem.acquire_owned().await.expect("shares are never closed")
+    }
+}
+
+/// Runs the processors until `shutdown`, then drains: stops taking calls, finishes those in
+/// flight (up to `drain_timeout`), commits.
+pub async fn run(
+    cfg: ProcessorConfig,
+    deps: Deps,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    deps.bus
+        .ensure_topics(&[bus::topics::CALLS.to_owned()])
+        .await?;
+    let mut consumer = deps
+        .bus
+        .subscribe(GROUP, &[bus::topics::CALLS.to_owned()])
+        .await?;
+    let producer = format!("processor/{}", cfg.instance);
+    let shares = Arc::new(Shares {
+        per_bot: cfg.per_bot.max(1),
+        bots: Mutex::new(HashMap::new()),
+    });
+    let total = Arc::new(Semaphore::new(cfg.total.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u32, u64)>();
+    let mut tracker = OffsetTracker::default();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some((topic, partition, offset)) = done_rx.recv() => {
+                if let Some(o) = tracker.finish(&topic, partition, offset) {
+                    consumer.commit(&topic, partition, o).await?;
+                }
+            }
+            record = consumer.next(), if total.available_permits() > 0 => {
+                let record = record?;
+                let permit = total.clone().try_acquire_owned().expect("a permit is free");
+                tracker.start(&record.topic, record.partition, record.offset);
+                let done = done_tx.clone();
+                let key = (record.topic.clone(), record.partition, record.offset);
+                let Some(env) = bus::decode_or_skip::<Call>(&record) else {
+                    let _ = done.send(key);
+                    continue;
+                };
+                let deps = deps.clone();
+                let shares = shares.clone();
+                let producer = producer.clone();
+                let ttl = cfg.result_ttl;
+                let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
+                tokio::spawn(async move {
+                    {
+                        let _share = shares.acquire(env.header.bot_id).await;
+                        process(&deps, &producer, ttl, env).await;
+                    }
+                    // Release before reporting, so the loop sees the permit free when it
+                    // reads the report.
+                    drop(permit);
+                    let _ = done.send(key);
+                }.instrument(span));
+            }
+        }
+    }
+
+    // Drain: finish what is in flight, commit as it finishes.
+    drop(done_tx);
+    let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
+    while tracker.in_flight() > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some((topic, partition, offset))) => {
+                if let Some(o) = tracker.finish(&topic, partition, offset) {
+                    consumer.commit(&topic, partition, o).await?;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    in_flight = tracker.in_flight(),
+                    "drain timed out; unfinished calls will be redelivered"
+                );
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One call, start to finish. Never fails: every failure becomes an answer.
+async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>) {
+    let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
+    bus::metrics::STAGE_SECONDS
+        .with_label_values(&["queue"])
+        .observe(queued_ms as f64 / 1000.0);
+
+    if let Some(err) = &env.payload.rejected {
+        outcome::record_rejected(deps, &env, err).await;
+        return;
+    }
+    match deps.store.get_result(env.header.call_id).await {
+        Ok(Some(mut stored)) => {
+            tracing::info!("redelivered call answered from its recorded outcome");
+            metrics::REDELIVERED.inc();
+            stored.origin = schemas::Origin::Stored;
+            outcome::reply(deps, producer, &env, stored).await;
+            return;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not look up a recorded outcome"),
+    }
+    let mut response = match router::route(&env.payload) {
+        router::Route::Passthrough => passthrough::execute(deps, &env).await,
+    };
+    response.stages.queue_ms = queued_ms;
+    outcome::finish(deps, producer, ttl, &env, response).await;
+}

@@ -1,0 +1,188 @@
+//! The passthrough: a call goes to the Bot API upstream in the encoding the bot used, and the
+//! answer comes back byte for byte — status, content type and body. One exception (ENHANCED.md):
+//! an error answer that is not JSON (an HTML page from a proxy) is wrapped into the Bot API
+//! error shape with the same status, because client libraries break on it.
+
+use crate::{metrics, Deps};
+use schemas::body::INLINE_LIMIT;
+use schemas::{ApiError, BodyBytes, Call, CallBody, Envelope, Origin, Part, Response, Stages};
+use std::time::{Duration, Instant};
+use telegram::botapi::{UpstreamAnswer, UpstreamBody, UpstreamError};
+use tokio_util::io::ReaderStream;
+
+/// Answer the client a little before its deadline, so the answer gets back in time.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let call = &env.payload;
+    let Some(sealed) = &call.token else {
+        return Response::from_error(&ApiError::unauthorized());
+    };
+    let token = match deps.sealer.open(env.header.bot_id, sealed) {
+        Ok(t) => t,
+        Err(error) => {
+            tracing::error!(%error, "the call's token does not open; is TELEPIPE_SEAL_KEY the same on every role?");
+            return Response::from_error(&ApiError::internal("the call cannot be authenticated"));
+        }
+    };
+    let body = match upstream_body(deps, &call.body).await {
+        Ok(b) => b,
+        Err(e) => return Response::from_error(&e),
+    };
+    let left_ms = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
+    let timeout = Duration::from_millis(left_ms)
+        .saturating_sub(DEADLINE_MARGIN)
+        .max(Duration::from_secs(1));
+
+    let started = Instant::now();
+    let result = deps
+        .upstream
+        .call(
+            &token,
+            call.test_env,
+            &call.http_method,
+            &call.method,
+            &call.query,
+            body,
+            timeout,
+        )
+        .await;
+    let upstream_ms = started.elapsed().as_millis() as u64;
+    bus::metrics::STAGE_SECONDS
+        .with_label_values(&["upstream"])
+        .observe(started.elapsed().as_secs_f64());
+    let mut response = match result {
+        Ok(answer) => {
+            metrics::UPSTREAM.with_label_values(&["answered"]).inc();
+            from_answer(deps, answer).await
+        }
+        Err(error) => {
+            let (label, api) = match &error {
+                UpstreamError::Connect(_) => ("unreachable", ApiError::bad_gateway("upstream is unreachable")),
+                UpstreamError::Timeout => ("timeout", ApiError::gateway_timeout("upstream did not answer in time")),
+                UpstreamError::Answer(_) => ("failed", ApiError::bad_gateway("upstream's answer broke off")),
+                UpstreamError::Request(_) => ("failed", ApiError::bad_gateway("the request to upstream failed")),
+            };
+            metrics::UPSTREAM.with_label_values(&[label]).inc();
+            tracing::warn!(%error, forwarded = error.forwarded(), "upstream call failed");
+            Response::from_error(&api)
+        }
+    };
+    response.stages = Stages {
+        queue_ms: 0,
+        upstream_ms,
+    };
+    response
+}
+
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+async fn from_answer(deps: &Deps, a: UpstreamAnswer) -> Response {
+    if a.status >= 400 && !is_json(&a.body) {
+        let reason = http::StatusCode::from_u16(a.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        return Response {
+            origin: Origin::Upstream,
+            ..Response::from_error(&ApiError::new(a.status, reason))
+        };
+    }
+    let body = if a.body.len() <= INLINE_LIMIT {
+        BodyBytes::inline(&a.body)
+    } else {
+        let size = a.body.len() as u64;
+        let bytes = a.body.clone();
+        let stream = futures_util::stream::once(async move { Ok(bytes) });
+        match deps.blobs.put(Box::pin(stream), size).await {
+            Ok(blob) => BodyBytes::Blob { blob },
+            Err(error) => {
+                tracing::error!(%error, "could not keep a large answer");
+                return Response::from_error(&ApiError::internal("the answer could not be kept"));
+            }
+        }
+    };
+    Response {
+        status: a.status,
+        content_type: a.content_type,
+        body,
+        origin: Origin::Upstream,
+        stages: Stages::default(),
+    }
+}
+
+/// The call's body in the encoding the bot used; file parts stream from the blob store.
+async fn upstream_body(deps: &Deps, body: &CallBody) -> Result<UpstreamBody, ApiError> {
+    Ok(match body {
+        CallBody::Empty => UpstreamBody::Empty,
+        CallBody::Json { value } => {
+            UpstreamBody::Json(serde_json::to_vec(value).expect("JSON values serialise"))
+        }
+        CallBody::Form { pairs } => {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                ser.append_pair(k, v);
+            }
+            UpstreamBody::Form(ser.finish())
+        }
+        CallBody::Multipart { parts } => {
+            let mut form = reqwest::multipart::Form::new();
+            for p in parts {
+                form = match p {
+                    Part::Text { name, value } => form.text(name.clone(), value.clone()),
+                    Part::File {
+                        name,
+                        file_name,
+                        content_type,
+                        blob,
+                    } => {
+                        let reader = deps.blobs.open(blob).await.map_err(|error| {
+                            tracing::error!(%error, "an uploaded part is missing from the blob store");
+                            ApiError::internal("an uploaded file was lost")
+                        })?;
+                        let body = reqwest::Body::wrap_stream(ReaderStream::new(reader));
+                        let mut part = reqwest::multipart::Part::stream_with_length(body, blob.size);
+                        if let Some(f) = file_name {
+                            part = part.file_name(f.clone());
+                        }
+                        // An unparseable content type is dropped rather than refused: upstream
+                        // would ignore it anyway.
+                        if let Some(m) = content_type
+                            .as_deref()
+                            .and_then(|c| c.parse::<mime::Mime>().ok())
+                        {
+                            part = part
+                                .mime_str(m.as_ref())
+                                .expect("a parsed mime type is valid");
+                        }
+                        form.part(name.clone(), part)
+                    }
+                };
+            }
+            UpstreamBody::Multipart(form)
+        }
+        CallBody::Other { content_type, data } => {
+            let bytes = match data {
+                BodyBytes::Blob { blob } => {
+                    let mut reader = deps
+                        .blobs
+                        .open(blob)
+                        .await
+                        .map_err(|_| ApiError::internal("the request body was lost"))?;
+                    let mut buf = Vec::with_capacity(blob.size as usize);
+                    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
+                        .await
+                        .map_err(|_| ApiError::internal("the request body was lost"))?;
+                    buf
+                }
+                inline => inline.inline_bytes().unwrap_or_default().into_owned(),
+            };
+            UpstreamBody::Raw {
+                content_type: content_type.clone(),
+                data: bytes.into(),
+            }
+        }
+    })
+}
