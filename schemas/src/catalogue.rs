@@ -8,9 +8,24 @@ use std::sync::LazyLock;
 
 const METHODS_TXT: &str = include_str!("methods.txt");
 
+/// Every official method with what it returns (`Message`, `Array of Update`, `Message |
+/// Boolean`, ...), in the catalogue's order.
+fn entries() -> impl Iterator<Item = (&'static str, &'static str)> {
+    METHODS_TXT
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_once('\t').unwrap_or((l, "")))
+}
+
 /// Every official method, in the catalogue's order.
 pub fn methods() -> impl Iterator<Item = &'static str> {
-    METHODS_TXT.lines().filter(|l| !l.is_empty())
+    entries().map(|(m, _)| m)
+}
+
+/// What a method returns, as the catalogue writes it.
+pub fn returns(method: &str) -> Option<&'static str> {
+    let m = canonical(method)?;
+    entries().find(|(n, _)| *n == m).map(|(_, r)| r)
 }
 
 static BY_LOWER: LazyLock<HashMap<String, &'static str>> =
@@ -37,5 +52,7 @@ mod tests {
         assert_eq!(canonical("SENDMESSAGE"), Some("sendMessage"));
         assert_eq!(label("sendmessage"), "sendMessage");
         assert_eq!(label("../../etc"), "other");
+        assert_eq!(returns("getupdates"), Some("Array of Update"));
+        assert_eq!(returns("editMessageText"), Some("Message | Boolean"));
     }
 }

@@ -1,1 +1,217 @@
+//! The composition root: configuration, and the roles wired together.
+//!
+//! `main` parses the command line and calls [`serve`] or [`sandbox`]; nothing else here
+//! knows about the command line, so benchmarks and tests can start the same roles in-process.
+//!
+//! # Layout
+//! - [`config`]: flags and their `TELEPIPE_*` variables.
+//! - [`serve`]: every role in one process (this file).
+//! - [`http`]: the HTTP surface: bot calls, file downloads, `/metrics`, `/healthz`.
+//! - [`metrics`]: process-level gauges (bus depth).
 
+pub mod config;
+pub mod http;
+pub mod metrics;
+
+use anyhow::Context;
+use bus::memory::MemoryBus;
+use bus::reply::Correlator;
+use bus::Bus;
+use config::{SandboxArgs, ServeArgs};
+use lifecycle::Tasks;
+use schemas::{SealKey, Sealer};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use store::blobs::{Blobs, LocalBlobs};
+use store::sqlite::SqliteStore;
+use store::Store;
+use telegram::botapi::BotApi;
+use tokio_util::sync::CancellationToken;
+
+/// The seal key: given, or kept in `<data dir>/seal.key` (created on first start).
+pub fn seal_key(given: Option<&str>, data_dir: &Path) -> anyhow::Result<SealKey> {
+    if let Some(k) = given {
+        return SealKey::from_hex(k).context("TELEPIPE_SEAL_KEY");
+    }
+    let path = data_dir.join("seal.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => SealKey::from_hex(&s).with_context(|| format!("{}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SealKey::generate();
+            write_private(&path, &key.to_hex())?;
+            tracing::info!(path = %path.display(), "created a new seal key");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("{}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+/// Runs every role in one process until `shutdown`. `ready` receives the bound address.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let sealer = Sealer::new(&seal_key(args.seal_key.as_deref(), &args.data_dir)?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&args.data_dir.join("store.db")).context("opening the SQLite store")?,
+    );
+    let blobs: Arc<dyn Blobs> =
+        Arc::new(LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?);
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.partitions));
+    let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
+        .context("building the upstream client")?;
+    let correlator = Correlator::new();
+    let drain = Duration::from_secs(args.drain_timeout);
+
+    let ingest = ingest::Ingest::new(
+        ingest::IngestConfig {
+            instance: args.instance.clone(),
+            max_body: args.max_body,
+            max_upload: args.max_upload,
+            call_timeout: Duration::from_secs(args.call_timeout),
+            ..Default::default()
+        },
+        bus.clone(),
+        blobs.clone(),
+        sealer.clone(),
+        correlator.clone(),
+    );
+    bus.ensure_topics(&ingest.topics()).await?;
+    let downloads = egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone());
+
+    // Shutdown runs in order: the HTTP server stops accepting and finishes its open requests
+    // (which need the pipeline to answer them), then the pipeline drains.
+    let tasks = Tasks::new(shutdown.clone());
+    let pipeline = CancellationToken::new();
+    let http_done = CancellationToken::new();
+
+    let replies = egress::subscribe(bus.as_ref(), &args.instance).await?;
+    tasks.spawn(
+        "egress",
+        egress::run(replies, correlator.clone(), pipeline.clone()),
+    );
+    tasks.spawn(
+        "processors",
+        processors::run(
+            processors::ProcessorConfig {
+                instance: args.instance.clone(),
+                per_bot: args.per_bot_concurrency,
+                total: args.concurrency,
+                drain_timeout: drain,
+                ..Default::default()
+            },
+            processors::Deps {
+                bus: bus.clone(),
+                store: store.clone(),
+                blobs: blobs.clone(),
+                upstream,
+                sealer,
+            },
+            pipeline.clone(),
+        ),
+    );
+    {
+        let store = store.clone();
+        let stop = pipeline.clone();
+        tasks.spawn("results-purge", async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok::<(), store::StoreError>(()),
+                    _ = tick.tick() => {
+                        match store.purge_results(schemas::now_ms()).await {
+                            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired results purged"),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "purging expired results failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let router = http::router(http::Surface {
+        ingest,
+        downloads,
+        bus: bus.clone(),
+    });
+    {
+        let stop = shutdown.clone();
+        let done = http_done.clone();
+        tasks.spawn("http", async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                stop.cancelled().await
+            });
+            let result = server.await;
+            done.cancel();
+            result
+        });
+    }
+    {
+        let root = shutdown.clone();
+        let pipeline = pipeline.clone();
+        tasks.spawn("shutdown-sequencer", async move {
+            root.cancelled().await;
+            if tokio::time::timeout(drain, http_done.cancelled()).await.is_err() {
+                tracing::warn!("open requests did not finish in time; stopping the pipeline");
+            }
+            pipeline.cancel();
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    tracing::info!(%addr, upstream = %args.upstream, data_dir = %args.data_dir.display(), "telepipe serving");
+    println!("telepipe listening on http://{addr}");
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    tasks.join().await?;
+    tracing::info!("telepipe stopped");
+    Ok(())
+}
+
+/// Runs the sandbox until `shutdown`.
+pub async fn sandbox(
+    args: SandboxArgs,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("telepipe-sandbox-{}", schemas::CallId::new())),
+    };
+    let mut cfg = sandbox::SandboxConfig::new(data_dir);
+    cfg.max_upload = args.max_upload;
+    let sb = sandbox::Sandbox::new(cfg).context("starting the sandbox")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("sandbox listening on http://{addr}");
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    sandbox::serve(sb, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,1 +1,28 @@
-fn main() {}
+//! `telepipe`: parse the command line, start telemetry, run the chosen role.
+
+use clap::Parser;
+use telepipe::config::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("telepipe")
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(lifecycle::shutdown_on_signal(shutdown.clone()));
+        match cli.command {
+            Command::Serve(args) => telepipe::serve(args, shutdown, None).await,
+            Command::Sandbox(args) => telepipe::sandbox(args, shutdown, None).await,
+        }
+    })
+}

@@ -1,0 +1,103 @@
+//! Command-line flags; each has a `TELEPIPE_*` environment variable.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "telepipe",
+    version,
+    about = "A drop-in, boosted Telegram Bot API gateway built as a stream-processing pipeline.",
+    long_about = "A drop-in, boosted Telegram Bot API gateway built as a stream-processing pipeline.\n\n\
+        Point a bot at http://<listen>/ instead of https://api.telegram.org/ and it keeps working.\n\
+        Every flag can also be given as the environment variable shown beside it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `telepipe=debug,info`.
+    #[arg(long, global = true, env = "TELEPIPE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every role in one process: ingest, processors, egress (embedded bus and store).
+    Serve(ServeArgs),
+    /// Run the fake Telegram Bot API server (for tests, benchmarks and offline bot work).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on for bots (`/bot<token>/<method>`, `/file/bot<token>/<path>`),
+    /// `/metrics` and `/healthz`.
+    #[arg(long, env = "TELEPIPE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// The Bot API server to forward to.
+    #[arg(long, env = "TELEPIPE_UPSTREAM", default_value = "https://api.telegram.org")]
+    pub upstream: String,
+
+    /// Where the embedded store, the blob folder and the generated seal key live.
+    #[arg(long, env = "TELEPIPE_DATA_DIR", default_value = "./telepipe-data")]
+    pub data_dir: PathBuf,
+
+    /// Cluster key sealing bot tokens in records, 64 hex digits. When absent, `serve` uses
+    /// (or creates) `<data-dir>/seal.key`. Every process of one deployment needs the same key.
+    #[arg(long, env = "TELEPIPE_SEAL_KEY", hide_env_values = true)]
+    pub seal_key: Option<String>,
+
+    /// Seconds a call may take end to end (a getUpdates long poll adds its own timeout).
+    #[arg(long, env = "TELEPIPE_CALL_TIMEOUT", default_value_t = 300)]
+    pub call_timeout: u64,
+
+    /// Seconds to wait for a TCP connection to upstream.
+    #[arg(long, env = "TELEPIPE_CONNECT_TIMEOUT", default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// Largest JSON or form body, in bytes.
+    #[arg(long, env = "TELEPIPE_MAX_BODY", default_value_t = 10 * 1024 * 1024)]
+    pub max_body: usize,
+
+    /// Largest file in a multipart upload, in bytes.
+    #[arg(long, env = "TELEPIPE_MAX_UPLOAD", default_value_t = 2000 * 1024 * 1024)]
+    pub max_upload: u64,
+
+    /// Calls of one bot processed at once (its fair share).
+    #[arg(long, env = "TELEPIPE_PER_BOT_CONCURRENCY", default_value_t = 32)]
+    pub per_bot_concurrency: usize,
+
+    /// Calls processed at once in this process.
+    #[arg(long, env = "TELEPIPE_CONCURRENCY", default_value_t = 4096)]
+    pub concurrency: usize,
+
+    /// Partitions per topic of the in-process bus.
+    #[arg(long, env = "TELEPIPE_PARTITIONS", default_value_t = 8)]
+    pub partitions: u32,
+
+    /// Name of this instance (its reply topic is `responses.<instance>`).
+    #[arg(long, env = "TELEPIPE_INSTANCE", default_value = "local")]
+    pub instance: String,
+
+    /// Seconds shutdown waits for open requests, then for calls in flight.
+    #[arg(long, env = "TELEPIPE_DRAIN_TIMEOUT", default_value_t = 10)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TELEPIPE_SANDBOX_LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: SocketAddr,
+
+    /// Where the sandbox keeps files (a fresh temporary folder when absent).
+    #[arg(long, env = "TELEPIPE_SANDBOX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Largest multipart upload in bytes (Telegram: 50 MB).
+    #[arg(long, env = "TELEPIPE_SANDBOX_MAX_UPLOAD", default_value_t = 50 * 1024 * 1024)]
+    pub max_upload: u64,
+}

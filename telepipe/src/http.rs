@@ -1,0 +1,63 @@
+//! The HTTP surface of `serve`: bot calls go to ingest, file downloads to egress, plus
+//! `/metrics` and `/healthz`. A panic anywhere becomes a Bot API-shaped 500, never a dropped
+//! connection.
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use http::{header, Request, Response, StatusCode};
+use schemas::ApiError;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Surface {
+    pub ingest: ingest::Ingest,
+    pub downloads: egress::downloads::Downloads,
+    pub bus: Arc<dyn bus::Bus>,
+}
+
+pub fn router(s: Surface) -> Router {
+    let bus = s.bus.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let bus = bus.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        crate::metrics::render(bus.as_ref()),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(move |req: Request<Body>| {
+            let s = s.clone();
+            async move { dispatch(s, req).await }
+        })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+}
+
+async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
+    let path = req.uri().path();
+    if path.starts_with("/file/bot") {
+        s.downloads.handle(req).await
+    } else if path.starts_with("/bot") {
+        s.ingest.handle(req).await
+    } else {
+        ingest::error_response(&ApiError::not_found())
+    }
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    let e = ApiError::internal("unexpected failure");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json")],
+        e.to_json(),
+    )
+        .into_response()
+}
