@@ -181,9 +181,26 @@ async fn multipart(
             .per_field(cfg.max_upload)
             .whole_stream(cfg.max_upload.saturating_mul(4)),
     );
-    let mut mp = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = {
+        let seen = seen.clone();
+        body.into_data_stream().inspect_ok(move |c| {
+            seen.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+    let mut mp = multer::Multipart::with_constraints(counted, boundary, limits);
     let mut parts = Vec::new();
-    while let Some(mut field) = mp.next_field().await.map_err(multer_error)? {
+    loop {
+        let next = mp.next_field().await;
+        // A form with no parts arrives as an empty body from some clients: no parameters.
+        if let Err(multer::Error::IncompleteStream) = &next {
+            if parts.is_empty() && seen.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                break;
+            }
+        }
+        let Some(mut field) = next.map_err(multer_error)? else {
+            break;
+        };
         if parts.len() >= cfg.max_parts {
             return Err(ApiError::bad_request("too many parts in the multipart body"));
         }

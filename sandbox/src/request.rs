@@ -218,11 +218,19 @@ async fn multipart(
     let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
     let mut total: u64 = 0;
     let mut too_large = false;
-    while let Some(mut field) = mp
-        .next_field()
-        .await
-        .map_err(|e| ParseError::Bad(e.to_string()))?
-    {
+    let mut fields = 0;
+    loop {
+        let next = mp.next_field().await;
+        if let Err(multer::Error::IncompleteStream) = &next {
+            if fields == 0 && total == 0 {
+                // An empty body: a form with no parts.
+                break;
+            }
+        }
+        let Some(mut field) = next.map_err(|e| ParseError::Bad(e.to_string()))? else {
+            break;
+        };
+        fields += 1;
         let name = field.name().unwrap_or("").to_owned();
         let file_name = field.file_name().map(str::to_owned);
         let content_type = field.content_type().map(|m| m.to_string());

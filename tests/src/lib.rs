@@ -1,1 +1,240 @@
+//! The harness of the end-to-end tests: starts the real `telepipe` binary (gateway and
+//! sandbox) on `127.0.0.1:0`, learns the bound address from its first line of output, and
+//! talks to the sandbox's control API.
+//!
+//! The binary is the one cargo built next to the test executable (`target/<profile>/telepipe`,
+//! built because the `telepipe` package has integration tests of its own), or `TELEPIPE_BIN`.
 
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use sandbox::token_for as token;
+
+/// The telepipe binary under test.
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TELEPIPE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> → target/<profile>/telepipe
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("tests run from target/<profile>/deps");
+    let p = dir.join("telepipe");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the binary) or set TELEPIPE_BIN",
+        p.display()
+    );
+    p
+}
+
+/// A fresh folder under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("{prefix}-{:032x}", rand::random::<u128>()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running telepipe process. Killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub url: String,
+    pub dir: TempDir,
+}
+
+impl Proc {
+    async fn start(args: &[&str], envs: &[(&str, &str)], dir: TempDir) -> Result<Proc> {
+        let log = std::fs::File::create(dir.0.join("stderr.log"))?;
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("TELEPIPE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning telepipe")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some((_, url)) = line.split_once("listening on ") {
+                    return Ok::<_, anyhow::Error>(url.trim().to_owned());
+                }
+            }
+            bail!("telepipe exited before listening")
+        })
+        .await
+        .context("telepipe did not start within 20 s")??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Proc { child, url, dir })
+    }
+
+    /// `telepipe sandbox` on a free port.
+    pub async fn sandbox(extra: &[&str]) -> Result<Proc> {
+        let dir = TempDir::new("tp-sandbox");
+        let data = dir.0.join("data").display().to_string();
+        let mut args = vec!["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        args.extend_from_slice(extra);
+        Self::start(&args, &[], dir).await
+    }
+
+    /// `telepipe serve` on a free port, forwarding to `upstream`.
+    pub async fn gateway(upstream: &str, extra: &[&str]) -> Result<Proc> {
+        let dir = TempDir::new("tp-gateway");
+        let data = dir.0.join("data").display().to_string();
+        let mut args = vec![
+            "serve", "--listen", "127.0.0.1:0", "--upstream", upstream, "--data-dir", &data,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args, &[], dir).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// A line of `/proc/<pid>/status` in kB (`VmRSS`, `VmHWM`).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The gateway's data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+}
+
+/// An HTTP client as a bot library would use: no compression, no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+/// The sandbox's control API.
+pub struct Control {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Control {
+    pub fn new(sandbox: &Proc) -> Self {
+        Self {
+            base: sandbox.url.clone(),
+            http: client(),
+        }
+    }
+
+    /// Calls the sandbox received from `bot_id`, oldest first.
+    pub async fn calls(&self, bot_id: i64, method: Option<&str>) -> Result<Vec<Value>> {
+        let mut url = format!("{}/control/calls?bot_id={bot_id}", self.base);
+        if let Some(m) = method {
+            url.push_str("&method=");
+            url.push_str(m);
+        }
+        let v: Value = self.http.get(url).send().await?.json().await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn fault(&self, fault: Value) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/control/faults", self.base))
+            .json(&fault)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "fault refused: {}", r.text().await?);
+        Ok(())
+    }
+
+    pub async fn push_update(&self, bot_id: i64, update: Value) -> Result<i64> {
+        let v: Value = self
+            .http
+            .post(format!("{}/control/updates", self.base))
+            .json(&serde_json::json!({"bot_id": bot_id, "update": update}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["update_id"].as_i64().context("update_id")
+    }
+}
+
+/// Polls `f` until it returns `Some`, at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Checks that a response is a Bot API error with `code` as both status and error_code.
+pub async fn assert_shaped(resp: reqwest::Response, code: u16) -> Value {
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = resp.text().await.expect("body");
+    assert_eq!(status, code, "status, body {body}");
+    assert!(ct.starts_with("application/json"), "content type {ct}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    assert_eq!(v["ok"], Value::Bool(false), "{body}");
+    assert_eq!(v["error_code"].as_u64(), Some(code as u64), "{body}");
+    assert!(v["description"].is_string(), "{body}");
+    v
+}
