@@ -1,0 +1,218 @@
+//! Bad input gets a Bot API-shaped error with HTTP status = error_code, is still recorded for
+//! audit, and never reaches upstream; upstream's own errors come back as upstream sent them.
+
+use serde_json::json;
+use std::time::Duration;
+use telepipe_tests::{assert_shaped, client, eventually, token, Control, Proc};
+
+/// Tokens of the wrong shape: 401 without contacting upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_locally() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    for path in [
+        "/botBAD/getMe",
+        "/bot123/getMe",
+        "/bot123:short/getMe",
+        "/bot:AAsandbox1e240xxxxxxxxxxxxxxxxxxxxxx/getMe",
+        "/bot-5:AAsandbox1e240xxxxxxxxxxxxxxxxxxxxxx/getMe",
+        "/bot12%2F3:AAsandbox1e240xxxxxxxxxxxxxxxxxxxxxx/getMe",
+        "/bot/getMe",
+        "/bot",
+    ] {
+        let r = http.get(format!("{}{path}", gw.url)).send().await.unwrap();
+        let v = assert_shaped(r, 401).await;
+        assert_eq!(v["description"], "Unauthorized", "{path}");
+    }
+    let r = http
+        .get(format!("{}/file/botBAD/documents/file_1.txt", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_shaped(r, 401).await;
+    let all: serde_json::Value = http
+        .get(format!("{}/control/calls", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all, json!([]), "nothing may reach upstream");
+}
+
+/// Malformed bodies and paths: shaped 400/404/405/413, nothing forwarded, still audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_shaped_errors_and_are_audited() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &["--max-body", "4096"]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let http = client();
+    let bot = 5150;
+    let url = |m: &str| format!("{}/bot{}/{m}", gw.url, token(bot));
+
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (http.post(url("sendMessage")).header("content-type", "application/json").body("{\"chat_id\":"), 400),
+        (http.post(url("sendMessage")).header("content-type", "application/json").body("[1,2]"), 400),
+        (http.post(url("sendMessage")).header("content-type", "application/json").body("\"text\""), 400),
+        (http.post(url("sendMessage")).header("content-type", "application/x-www-form-urlencoded").body(vec![0x66, 0x3d, 0xff, 0xfe]), 400),
+        (http.post(url("sendMessage")).header("content-type", "multipart/form-data").body("--x\r\n"), 400),
+        (http.post(url("sendMessage")).header("content-type", "multipart/form-data; boundary=x").body("--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated"), 400),
+        (http.post(url("sendMessage")).header("content-type", "application/json").body(format!("{{\"text\":\"{}\"}}", "a".repeat(5000))), 413),
+        (http.get(format!("{}/bot{}/", gw.url, token(bot))), 404),
+        (http.get(format!("{}/bot{}/a/b", gw.url, token(bot))), 404),
+        (http.put(url("getMe")), 405),
+        (http.get(format!("{}/nothing/here", gw.url)), 404),
+    ];
+    let n = cases.len();
+    for (i, (req, code)) in cases.into_iter().enumerate() {
+        let r = req.send().await.unwrap();
+        let v = assert_shaped(r, code).await;
+        assert!(!v["description"].as_str().unwrap().is_empty(), "case {i}");
+    }
+    assert!(control.calls(bot, None).await.unwrap().is_empty(), "nothing forwarded");
+
+    // Every call with a well-formed token is in the audit log, marked rejected. (The last
+    // case has no bot path, so it is not a call.)
+    let store = store::sqlite::SqliteStore::open(&gw.data_dir().join("store.db")).unwrap();
+    let rows = eventually(Duration::from_secs(10), || {
+        let store = store.clone();
+        async move {
+            let rows = store::Store::calls(
+                &store,
+                &store::CallQuery {
+                    bot_id: schemas::BotId(bot),
+                    from_ms: 0,
+                    to_ms: i64::MAX,
+                    limit: 100,
+                },
+            )
+            .await
+            .ok()?;
+            (rows.len() == n - 1).then_some(rows)
+        }
+    })
+    .await
+    .expect("every refused call is audited");
+    assert!(rows.iter().all(|r| r.outcome == store::Outcome::Rejected));
+    assert!(rows.iter().any(|r| r.error_code == Some(413)));
+}
+
+/// Upstream down: 502 in the Bot API shape; a slow upstream past the call timeout: 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_shaped() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = Proc::gateway(&dead, &[]).await.unwrap();
+    let r = client()
+        .get(format!("{}/bot{}/getMe", gw.url, token(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_shaped(r, 502).await;
+
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--call-timeout", "2"]).await.unwrap();
+    control
+        .fault(json!({"method": "getMe", "action": {"kind": "delay", "ms": 4000}}))
+        .await
+        .unwrap();
+    let r = client()
+        .get(format!("{}/bot{}/getMe", gw.url, token(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_shaped(r, 504).await;
+}
+
+/// Upstream's 429 (with retry_after) and 5xx pass through; a non-JSON error page is wrapped
+/// in the Bot API shape with the same status; a dropped connection becomes a shaped error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_pass_through() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    let url = format!("{}/bot{}/sendMessage?chat_id=1&text=hi", gw.url, token(77));
+
+    control
+        .fault(json!({"method": "sendMessage", "action": {"kind": "status", "status": 429, "retry_after": 13}}))
+        .await
+        .unwrap();
+    let v = assert_shaped(http.get(&url).send().await.unwrap(), 429).await;
+    assert_eq!(v["parameters"]["retry_after"], json!(13));
+    assert_eq!(v["description"], "Too Many Requests: retry after 13");
+
+    control
+        .fault(json!({"method": "sendMessage", "action": {"kind": "status", "status": 502, "body": "<html><body>Bad Gateway</body></html>"}}))
+        .await
+        .unwrap();
+    let v = assert_shaped(http.get(&url).send().await.unwrap(), 502).await;
+    assert_eq!(v["description"], "Bad Gateway");
+
+    control
+        .fault(json!({"method": "sendMessage", "action": {"kind": "status", "status": 500}}))
+        .await
+        .unwrap();
+    assert_shaped(http.get(&url).send().await.unwrap(), 500).await;
+
+    control
+        .fault(json!({"method": "sendMessage", "action": {"kind": "drop"}}))
+        .await
+        .unwrap();
+    assert_shaped(http.get(&url).send().await.unwrap(), 502).await;
+
+    // And the next call goes through normally.
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// No plaintext token in the log, the store or the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_appear_in_clear() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    let tok = token(9090);
+    let secret = tok.split_once(':').unwrap().1.to_owned();
+    for m in ["getMe", "sendMessage?chat_id=1&text=x", "nope", "sendMessage"] {
+        http.get(format!("{}/bot{tok}/{m}", gw.url)).send().await.unwrap();
+    }
+    // A token that is almost right is a secret too.
+    let near = format!("{tok}!");
+    http.get(format!("{}/bot{near}/getMe", gw.url)).send().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("telepipe_calls_total"));
+    // Wait for the audit rows (the rejected call's row is written after its answer), then
+    // read the database with its write-ahead log.
+    let store = gw.data_dir().join("store.db");
+    let sql = store::sqlite::SqliteStore::open(&store).unwrap();
+    let audited = |bot: i64, n: usize| {
+        let sql = sql.clone();
+        async move {
+            let q = store::CallQuery { bot_id: schemas::BotId(bot), from_ms: 0, to_ms: i64::MAX, limit: 100 };
+            (store::Store::calls(&sql, &q).await.ok()?.len() >= n).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(10), || audited(9090, 4)).await.expect("calls audited");
+    eventually(Duration::from_secs(10), || audited(0, 1)).await.expect("refusal audited");
+    let mut db = std::fs::read(&store).unwrap();
+    db.extend(std::fs::read(store.with_extension("db-wal")).unwrap_or_default());
+    let db = String::from_utf8_lossy(&db).into_owned();
+    assert!(db.contains("sendMessage"), "the audit log has the calls");
+    let log = gw.log();
+    for (what, text) in [("metrics", metrics.as_str()), ("log", log.as_str()), ("store", &db)] {
+        assert!(!text.contains(&secret), "the token's secret is in the {what}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Long polling through the gateway: a getUpdates with timeout 50 stays open while the same
+//! bot's other calls go through, and returns as soon as an update arrives; overlapping polls
+//! and polls under a webhook get Telegram's 409.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use telepipe_tests::{client, eventually, token, Control, Proc};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", "4"]).await.unwrap();
+    let http = client();
+    let bot = 31337;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+
+    let poll = tokio::spawn({
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http
+                .get(format!("{base}/getUpdates?timeout=50"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    // The poll is open at the sandbox before anything else happens.
+    eventually(Duration::from_secs(10), || async {
+        (!control.calls(bot, Some("getUpdates")).await.ok()?.is_empty()).then_some(())
+    })
+    .await
+    .expect("the poll reaches upstream");
+
+    // More calls than the bot's share, all answered while the poll is still open.
+    let sends: Vec<_> = (0..12)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{base}/sendMessage");
+            tokio::spawn(async move {
+                http.post(url)
+                    .json(&json!({"chat_id": 10, "text": format!("m{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert!(!poll.is_finished(), "the long poll is still waiting");
+
+    let id = control
+        .push_update(bot, json!({"message": {"message_id": 1, "date": 0, "chat": {"id": 10, "type": "private"}, "text": "hello"}}))
+        .await
+        .unwrap();
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["result"][0]["update_id"], json!(id));
+
+    // The offset confirms it.
+    let r: Value = http
+        .get(format!("{base}/getUpdates?offset={}&timeout=0", id + 1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_polls_and_webhooks_get_409() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    let bot = 4242;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+
+    let first = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/getUpdates?timeout=30");
+        async move { http.get(url).send().await.unwrap() }
+    });
+    eventually(Duration::from_secs(10), || async {
+        (!control.calls(bot, Some("getUpdates")).await.ok()?.is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    let second = http
+        .get(format!("{base}/getUpdates?timeout=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let v = telepipe_tests::assert_shaped(first.await.unwrap(), 409).await;
+    assert!(v["description"].as_str().unwrap().contains("terminated by other getUpdates"));
+
+    let r = http
+        .post(format!("{base}/setWebhook"))
+        .form(&[("url", "https://example.invalid/hook")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(format!("{base}/getUpdates")).send().await.unwrap();
+    telepipe_tests::assert_shaped(r, 409).await;
+}
