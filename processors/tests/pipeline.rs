@@ -1,0 +1,155 @@
+//! The processors over the in-process bus, the SQLite store and an in-process sandbox:
+//! answers reach the reply topic, outcomes are recorded, and a redelivered call is answered
+//! from its recorded outcome without going upstream again (invariant 3).
+
+use bus::memory::MemoryBus;
+use bus::Bus;
+use processors::{Deps, ProcessorConfig};
+use schemas::*;
+use std::sync::Arc;
+use std::time::Duration;
+use store::blobs::LocalBlobs;
+use store::sqlite::SqliteStore;
+use store::Store;
+use telegram::botapi::BotApi;
+use tokio_util::sync::CancellationToken;
+
+struct World {
+    bus: Arc<MemoryBus>,
+    store: Arc<SqliteStore>,
+    sealer: Sealer,
+    sandbox_url: String,
+    shutdown: CancellationToken,
+    _dir: std::path::PathBuf,
+}
+
+async fn world() -> World {
+    let dir = std::env::temp_dir().join(format!("tp-proc-{}", CallId::new()));
+    let sb = sandbox::Sandbox::new(sandbox::SandboxConfig::new(dir.join("sandbox"))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(sandbox::serve(sb, listener, shutdown.clone()));
+    let w = World {
+        bus: Arc::new(MemoryBus::new(4)),
+        store: Arc::new(SqliteStore::in_memory().unwrap()),
+        sealer: Sealer::new(&SealKey::generate()),
+        sandbox_url,
+        shutdown,
+        _dir: dir.clone(),
+    };
+    let deps = Deps {
+        bus: w.bus.clone(),
+        store: w.store.clone(),
+        blobs: Arc::new(LocalBlobs::open(&dir.join("blobs")).unwrap()),
+        upstream: BotApi::new(&w.sandbox_url, Duration::from_secs(5)).unwrap(),
+        sealer: w.sealer.clone(),
+    };
+    tokio::spawn(processors::run(ProcessorConfig::default(), deps, w.shutdown.clone()));
+    w
+}
+
+fn call(w: &World, bot: i64, method: &str, query: &str) -> Call {
+    let token = BotToken::parse(&sandbox::token_for(bot)).unwrap();
+    Call {
+        token: Some(w.sealer.seal(&token)),
+        token_fingerprint: w.sealer.fingerprint(token.expose()),
+        test_env: false,
+        method: method.into(),
+        http_method: "GET".into(),
+        query: query.into(),
+        body: CallBody::Empty,
+        deadline_ms: now_ms() + 30_000,
+        rejected: None,
+    }
+}
+
+async fn next_reply(c: &mut Box<dyn bus::Consumer>) -> Envelope<Response> {
+    let r = tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a reply within 10 s")
+        .unwrap();
+    bus::decode_or_skip(&r).expect("a readable reply")
+}
+
+async fn sandbox_calls(w: &World, bot: i64) -> usize {
+    let v: serde_json::Value = reqwest::get(format!("{}/control/calls?bot_id={bot}", w.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array().unwrap().len()
+}
+
+/// The same call delivered twice (a crash between outcome and commit) goes upstream once; the
+/// second delivery is answered from the store with the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_call_is_not_executed_twice() {
+    let w = world().await;
+    let mut replies = w.bus.subscribe("test", &["responses.t".to_owned()]).await.unwrap();
+    let env = Envelope::new(
+        CallId::new(),
+        BotId(55),
+        "ingest/t",
+        Some("responses.t".into()),
+        call(&w, 55, "sendMessage", "chat_id=1&text=once"),
+    );
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
+    let first = next_reply(&mut replies).await;
+    assert_eq!(first.payload.status, 200);
+    assert_eq!(first.payload.origin, Origin::Upstream);
+
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
+    let second = next_reply(&mut replies).await;
+    assert_eq!(second.header.call_id, env.header.call_id);
+    assert_eq!(second.payload.origin, Origin::Stored);
+    assert_eq!(second.payload.body, first.payload.body);
+    assert_eq!(sandbox_calls(&w, 55).await, 1, "upstream saw the call once");
+
+    let rows = w
+        .store
+        .calls(&store::CallQuery { bot_id: BotId(55), from_ms: 0, to_ms: i64::MAX, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].outcome, store::Outcome::Ok);
+    assert_eq!(rows[0].params["text"], "once");
+    w.shutdown.cancel();
+}
+
+/// A rejected call is only audited; a record this build cannot read is skipped, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_and_unreadable_records_do_not_go_upstream() {
+    let w = world().await;
+    let mut c = call(&w, 56, "sendMessage", "chat_id=1&text=no");
+    c.rejected = Some(ApiError::bad_request("can't parse JSON object"));
+    let env = Envelope::new(CallId::new(), BotId(56), "ingest/t", None, c);
+    w.bus.publish("calls", "56", b"{\"header\":{\"schema\":99}}".to_vec()).await.unwrap();
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
+    let q = store::CallQuery { bot_id: BotId(56), from_ms: 0, to_ms: i64::MAX, limit: 10 };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = w.store.calls(&q).await.unwrap();
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].outcome, store::Outcome::Rejected);
+    assert_eq!(rows[0].error_code, Some(400));
+    assert_eq!(sandbox_calls(&w, 56).await, 0);
+    // Both records get committed: nothing left for the group.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let depth = w.bus.depth();
+        let left = depth.iter().find(|d| d.topic == "calls").map_or(0, |d| d.records);
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never committed: {depth:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.shutdown.cancel();
+}
