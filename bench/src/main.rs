@@ -1,1 +1,234 @@
-fn main() {}
+//! Benchmarks. `cargo run --release -p telepipe-bench -- passthrough` measures, in one run,
+//! Bot API calls straight to the sandbox and the same calls through `telepipe serve`
+//! (embedded mode): requests per second and p50/p99 latency, sequential and concurrent.
+//!
+//! The sandbox and the gateway each run on their own tokio runtime in this process; the load
+//! generator runs on a third. All share the machine's cores, so figures are comparable within
+//! one run, not across machines.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Passthrough throughput and latency: direct to the sandbox vs through the gateway.
+    Passthrough {
+        /// Requests per measured pass.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Concurrent clients in the concurrent passes.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+/// Starts `f` on a runtime of its own thread; returns the address it reports.
+fn spawn_server<F, Fut>(name: &str, f: F) -> anyhow::Result<SocketAddr>
+where
+    F: FnOnce(tokio::sync::oneshot::Sender<SocketAddr>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            if let Err(e) = rt.block_on(f(tx)) {
+                eprintln!("server failed: {e:#}");
+            }
+        })?;
+    rx.blocking_recv().context("server did not start")
+}
+
+struct Pass {
+    label: String,
+    requests: usize,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+async fn pass(
+    label: &str,
+    http: &reqwest::Client,
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Pass {
+    let started = Instant::now();
+    let per = requests / concurrency;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let http = http.clone();
+        let url = url.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            let mut errors = 0;
+            for _ in 0..per {
+                let t = Instant::now();
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                    }
+                    _ => errors += 1,
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        all.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    Pass {
+        label: label.to_owned(),
+        requests: all.len(),
+        seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let Bench::Passthrough {
+        requests,
+        concurrency,
+    } = cli.bench;
+    let dir = std::env::temp_dir().join(format!("telepipe-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let shutdown = CancellationToken::new();
+
+    let sb_dir = dir.join("sandbox");
+    let sd = shutdown.clone();
+    let sandbox = spawn_server("sandbox", move |ready| async move {
+        telepipe::sandbox(
+            telepipe::config::SandboxArgs {
+                listen: "127.0.0.1:0".parse()?,
+                data_dir: Some(sb_dir),
+                max_upload: 50 * 1024 * 1024,
+            },
+            sd,
+            Some(ready),
+        )
+        .await
+    })?;
+    let gw_dir = dir.join("gateway");
+    let sd = shutdown.clone();
+    let upstream = format!("http://{sandbox}");
+    let gateway = spawn_server("gateway", move |ready| async move {
+        telepipe::serve(
+            telepipe::config::ServeArgs {
+                listen: "127.0.0.1:0".parse()?,
+                upstream,
+                data_dir: gw_dir,
+                seal_key: None,
+                call_timeout: 300,
+                connect_timeout: 10,
+                max_body: 10 * 1024 * 1024,
+                max_upload: 2000 * 1024 * 1024,
+                per_bot_concurrency: 64,
+                concurrency: 4096,
+                partitions: 8,
+                instance: "bench".into(),
+                drain_timeout: 5,
+            },
+            sd,
+            Some(ready),
+        )
+        .await
+    })?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency * 2)
+            .build()?;
+        let token = sandbox::token_for(123_456);
+        let direct = format!("http://{sandbox}/bot{token}/sendMessage?chat_id=1&text=bench");
+        let through = format!("http://{gateway}/bot{token}/sendMessage?chat_id=1&text=bench");
+        // Warm up connections and caches on both paths.
+        pass("warm-up", &http, &direct, 1000, concurrency).await;
+        pass("warm-up", &http, &through, 1000, concurrency).await;
+        let seq = (requests / 10).max(100);
+        Ok::<_, anyhow::Error>(vec![
+            pass("direct, 1 client", &http, &direct, seq, 1).await,
+            pass("gateway, 1 client", &http, &through, seq, 1).await,
+            pass(
+                &format!("direct, {concurrency} clients"),
+                &http,
+                &direct,
+                requests,
+                concurrency,
+            )
+            .await,
+            pass(
+                &format!("gateway, {concurrency} clients"),
+                &http,
+                &through,
+                requests,
+                concurrency,
+            )
+            .await,
+        ])
+    })?;
+    shutdown.cancel();
+
+    println!(
+        "passthrough: sendMessage, sandbox vs telepipe serve (embedded), {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>7}",
+        "pass", "requests", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    for p in &results {
+        println!(
+            "{:<24} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+            p.label,
+            p.requests,
+            p.requests as f64 / p.seconds,
+            p.p50_ms,
+            p.p99_ms,
+            p.errors
+        );
+    }
+    let ratio =
+        |a: &Pass, b: &Pass| (b.requests as f64 / b.seconds) / (a.requests as f64 / a.seconds);
+    println!(
+        "gateway/direct throughput: {:.2} (1 client), {:.2} ({} clients); added p50 latency: {:.3} ms (1 client)",
+        ratio(&results[0], &results[1]),
+        ratio(&results[2], &results[3]),
+        concurrency,
+        results[1].p50_ms - results[0].p50_ms
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -68,8 +68,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Joins `group` on `topics`. Members of one group share the partitions; a new group starts
     /// at the earliest record still held.
-    async fn subscribe(&self, group: &str, topics: &[String])
-        -> Result<Box<dyn Consumer>, BusError>;
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, BusError>;
 
     /// Records not yet committed, per topic and group (for the bus depth gauge).
     fn depth(&self) -> Vec<Depth> {

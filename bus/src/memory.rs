@@ -127,7 +127,8 @@ impl Bus for MemoryBus {
         let no_groups = lock(&t.groups).is_empty();
         {
             let mut log = lock(&t.logs[p]);
-            log.records.push_back((Arc::from(key), Bytes::from(payload)));
+            log.records
+                .push_back((Arc::from(key), Bytes::from(payload)));
             if no_groups && log.records.len() > self.inner.retain_without_groups {
                 log.records.pop_front();
                 log.base += 1;
@@ -279,10 +280,7 @@ impl Consumer for MemoryConsumer {
             if self.subs.is_empty() {
                 return Err(BusError::Closed);
             }
-            let waits = self
-                .subs
-                .iter_mut()
-                .map(|s| Box::pin(s.changed.changed()));
+            let waits = self.subs.iter_mut().map(|s| Box::pin(s.changed.changed()));
             let (res, _, _) = futures_util::future::select_all(waits).await;
             if res.is_err() {
                 return Err(BusError::Closed);
@@ -398,7 +396,9 @@ mod tests {
         let mut b = bus.subscribe("g", &t("calls")).await.unwrap();
         let mut other = bus.subscribe("h", &t("calls")).await.unwrap();
         for i in 0..40u8 {
-            bus.publish("calls", &format!("key{i}"), vec![i]).await.unwrap();
+            bus.publish("calls", &format!("key{i}"), vec![i])
+                .await
+                .unwrap();
         }
         let mut got = Vec::new();
         for _ in 0..40 {
@@ -415,7 +415,10 @@ mod tests {
         }
         assert_eq!(split.len(), 40);
         for (who, p) in &split {
-            assert!(!split.iter().any(|(w, q)| q == p && w != who), "partition {p} shared");
+            assert!(
+                !split.iter().any(|(w, q)| q == p && w != who),
+                "partition {p} shared"
+            );
         }
     }
 

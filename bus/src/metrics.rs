@@ -35,7 +35,10 @@ pub static STAGE_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| 
         "Latency per pipeline stage: ingest (the whole call as the client sees it), queue \
          (published to taken by a processor), upstream (the Telegram round trip).",
         &["stage"],
-        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+        vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0
+        ]
     )
     .expect("metric registers once")
 });

@@ -46,7 +46,9 @@ impl Correlator {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallId, oneshot::Sender<Envelope<Response>>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CallId, oneshot::Sender<Envelope<Response>>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -74,7 +76,7 @@ impl Drop for Waiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schemas::{BotId, BodyBytes, Origin, Stages};
+    use schemas::{BodyBytes, BotId, Origin, Stages};
     use std::time::Duration;
 
     fn response(id: CallId) -> Envelope<Response> {
@@ -101,7 +103,11 @@ mod tests {
         let wb = c.register(b);
         assert!(c.complete(response(b)));
         assert_eq!(
-            wb.wait(Duration::from_secs(1)).await.unwrap().header.call_id,
+            wb.wait(Duration::from_secs(1))
+                .await
+                .unwrap()
+                .header
+                .call_id,
             b
         );
         drop(wa);

@@ -60,7 +60,9 @@ impl Downloads {
         let path = req.uri().path();
         let rest = path.strip_prefix("/file/bot").unwrap_or("");
         let (raw_token, file_path) = rest.split_once('/').unwrap_or((rest, ""));
-        let token_str = percent_decode_str(raw_token).decode_utf8_lossy().into_owned();
+        let token_str = percent_decode_str(raw_token)
+            .decode_utf8_lossy()
+            .into_owned();
         let Ok(token) = BotToken::parse(&token_str) else {
             return error_response(&ApiError::unauthorized());
         };

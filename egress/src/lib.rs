@@ -32,7 +32,9 @@ pub async fn subscribe(
 ) -> Result<Box<dyn bus::Consumer>, EgressError> {
     let topic = bus::topics::responses(instance);
     bus.ensure_topics(std::slice::from_ref(&topic)).await?;
-    Ok(bus.subscribe(&format!("egress.{instance}"), &[topic]).await?)
+    Ok(bus
+        .subscribe(&format!("egress.{instance}"), &[topic])
+        .await?)
 }
 
 /// Resolves waiting calls until `shutdown`.

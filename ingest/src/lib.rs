@@ -98,7 +98,10 @@ impl Ingest {
 
     /// The topics this instance needs.
     pub fn topics(&self) -> Vec<String> {
-        vec![bus::topics::CALLS.to_owned(), self.inner.reply_topic.clone()]
+        vec![
+            bus::topics::CALLS.to_owned(),
+            self.inner.reply_topic.clone(),
+        ]
     }
 
     /// Handles one request whose path starts with `/bot`.
@@ -154,7 +157,9 @@ impl Ingest {
         if let Some(err) = refusal {
             call.rejected = Some(err.clone());
             let env = Envelope::new(call_id, bot_id, &me.producer, None, call);
-            if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
+            if let Err(error) =
+                bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await
+            {
                 tracing::warn!(%error, "could not record a rejected call");
             }
             metrics::observe(label, "rejected", started);
@@ -163,11 +168,19 @@ impl Ingest {
 
         // Register before publishing: the answer may come back before `publish` returns.
         let waiter = me.correlator.register(call_id);
-        let env = Envelope::new(call_id, bot_id, &me.producer, Some(me.reply_topic.clone()), call);
+        let env = Envelope::new(
+            call_id,
+            bot_id,
+            &me.producer,
+            Some(me.reply_topic.clone()),
+            call,
+        );
         if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
             tracing::error!(%error, "could not publish a call");
             metrics::observe(label, "unavailable", started);
-            return error_response(&ApiError::unavailable("the gateway cannot accept calls now"));
+            return error_response(&ApiError::unavailable(
+                "the gateway cannot accept calls now",
+            ));
         }
         match waiter.wait(timeout + REPLY_GRACE).await {
             Some(reply) => {

@@ -1,9 +1,7 @@
 //! Ingest metrics: calls by method and outcome, end-to-end latency, in-flight calls.
 //! Labels are bounded: methods outside the catalogue count as `other`.
 
-use prometheus::{
-    register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge,
-};
+use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -17,8 +15,11 @@ pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("telepipe_calls_in_flight", "Calls accepted and not yet answered.")
-        .expect("metric registers once")
+    register_int_gauge!(
+        "telepipe_calls_in_flight",
+        "Calls accepted and not yet answered."
+    )
+    .expect("metric registers once")
 });
 
 pub fn observe(method: &'static str, outcome: &'static str, started: Instant) {

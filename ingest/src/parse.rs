@@ -202,7 +202,9 @@ async fn multipart(
             break;
         };
         if parts.len() >= cfg.max_parts {
-            return Err(ApiError::bad_request("too many parts in the multipart body"));
+            return Err(ApiError::bad_request(
+                "too many parts in the multipart body",
+            ));
         }
         let name = field.name().unwrap_or("").to_owned();
         let file_name = field
@@ -220,7 +222,9 @@ async fn multipart(
             let mut buf = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                 if buf.len() + chunk.len() > cfg.max_text_part {
-                    return Err(ApiError::bad_request(format!("parameter {name} is too long")));
+                    return Err(ApiError::bad_request(format!(
+                        "parameter {name} is too long"
+                    )));
                 }
                 buf.extend_from_slice(&chunk);
             }

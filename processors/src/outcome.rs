@@ -91,7 +91,13 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
     let Some(topic) = &env.header.reply_to else {
         return;
     };
-    let out = Envelope::new(env.header.call_id, env.header.bot_id, producer, None, response);
+    let out = Envelope::new(
+        env.header.call_id,
+        env.header.bot_id,
+        producer,
+        None,
+        response,
+    );
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
         match bus::publish_envelope(deps.bus.as_ref(), topic, &out).await {

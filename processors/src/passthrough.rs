@@ -58,10 +58,22 @@ pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
         }
         Err(error) => {
             let (label, api) = match &error {
-                UpstreamError::Connect(_) => ("unreachable", ApiError::bad_gateway("upstream is unreachable")),
-                UpstreamError::Timeout => ("timeout", ApiError::gateway_timeout("upstream did not answer in time")),
-                UpstreamError::Answer(_) => ("failed", ApiError::bad_gateway("upstream's answer broke off")),
-                UpstreamError::Request(_) => ("failed", ApiError::bad_gateway("the request to upstream failed")),
+                UpstreamError::Connect(_) => (
+                    "unreachable",
+                    ApiError::bad_gateway("upstream is unreachable"),
+                ),
+                UpstreamError::Timeout => (
+                    "timeout",
+                    ApiError::gateway_timeout("upstream did not answer in time"),
+                ),
+                UpstreamError::Answer(_) => (
+                    "failed",
+                    ApiError::bad_gateway("upstream's answer broke off"),
+                ),
+                UpstreamError::Request(_) => (
+                    "failed",
+                    ApiError::bad_gateway("the request to upstream failed"),
+                ),
             };
             metrics::UPSTREAM.with_label_values(&[label]).inc();
             tracing::warn!(%error, forwarded = error.forwarded(), "upstream call failed");
@@ -143,7 +155,8 @@ async fn upstream_body(deps: &Deps, body: &CallBody) -> Result<UpstreamBody, Api
                             ApiError::internal("an uploaded file was lost")
                         })?;
                         let body = reqwest::Body::wrap_stream(ReaderStream::new(reader));
-                        let mut part = reqwest::multipart::Part::stream_with_length(body, blob.size);
+                        let mut part =
+                            reqwest::multipart::Part::stream_with_length(body, blob.size);
                         if let Some(f) = file_name {
                             part = part.file_name(f.clone());
                         }

@@ -45,7 +45,11 @@ async fn world() -> World {
         upstream: BotApi::new(&w.sandbox_url, Duration::from_secs(5)).unwrap(),
         sealer: w.sealer.clone(),
     };
-    tokio::spawn(processors::run(ProcessorConfig::default(), deps, w.shutdown.clone()));
+    tokio::spawn(processors::run(
+        ProcessorConfig::default(),
+        deps,
+        w.shutdown.clone(),
+    ));
     w
 }
 
@@ -73,12 +77,13 @@ async fn next_reply(c: &mut Box<dyn bus::Consumer>) -> Envelope<Response> {
 }
 
 async fn sandbox_calls(w: &World, bot: i64) -> usize {
-    let v: serde_json::Value = reqwest::get(format!("{}/control/calls?bot_id={bot}", w.sandbox_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value =
+        reqwest::get(format!("{}/control/calls?bot_id={bot}", w.sandbox_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     v.as_array().unwrap().len()
 }
 
@@ -87,7 +92,11 @@ async fn sandbox_calls(w: &World, bot: i64) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_call_is_not_executed_twice() {
     let w = world().await;
-    let mut replies = w.bus.subscribe("test", &["responses.t".to_owned()]).await.unwrap();
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
     let env = Envelope::new(
         CallId::new(),
         BotId(55),
@@ -95,12 +104,16 @@ async fn a_redelivered_call_is_not_executed_twice() {
         Some("responses.t".into()),
         call(&w, 55, "sendMessage", "chat_id=1&text=once"),
     );
-    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
     let first = next_reply(&mut replies).await;
     assert_eq!(first.payload.status, 200);
     assert_eq!(first.payload.origin, Origin::Upstream);
 
-    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
     let second = next_reply(&mut replies).await;
     assert_eq!(second.header.call_id, env.header.call_id);
     assert_eq!(second.payload.origin, Origin::Stored);
@@ -109,7 +122,12 @@ async fn a_redelivered_call_is_not_executed_twice() {
 
     let rows = w
         .store
-        .calls(&store::CallQuery { bot_id: BotId(55), from_ms: 0, to_ms: i64::MAX, limit: 10 })
+        .calls(&store::CallQuery {
+            bot_id: BotId(55),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -125,9 +143,19 @@ async fn rejected_and_unreadable_records_do_not_go_upstream() {
     let mut c = call(&w, 56, "sendMessage", "chat_id=1&text=no");
     c.rejected = Some(ApiError::bad_request("can't parse JSON object"));
     let env = Envelope::new(CallId::new(), BotId(56), "ingest/t", None, c);
-    w.bus.publish("calls", "56", b"{\"header\":{\"schema\":99}}".to_vec()).await.unwrap();
-    bus::publish_envelope(w.bus.as_ref(), "calls", &env).await.unwrap();
-    let q = store::CallQuery { bot_id: BotId(56), from_ms: 0, to_ms: i64::MAX, limit: 10 };
+    w.bus
+        .publish("calls", "56", b"{\"header\":{\"schema\":99}}".to_vec())
+        .await
+        .unwrap();
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    let q = store::CallQuery {
+        bot_id: BotId(56),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 10,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let rows = loop {
         let rows = w.store.calls(&q).await.unwrap();
@@ -144,11 +172,17 @@ async fn rejected_and_unreadable_records_do_not_go_upstream() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let depth = w.bus.depth();
-        let left = depth.iter().find(|d| d.topic == "calls").map_or(0, |d| d.records);
+        let left = depth
+            .iter()
+            .find(|d| d.topic == "calls")
+            .map_or(0, |d| d.records);
         if left == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never committed: {depth:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never committed: {depth:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     w.shutdown.cancel();

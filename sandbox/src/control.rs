@@ -22,12 +22,17 @@ struct NewUpdate {
     update: Value,
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Body>) -> Result<T, Response<Body>> {
+async fn body_json<T: serde::de::DeserializeOwned>(
+    req: Request<Body>,
+) -> Result<T, Response<Body>> {
     let mut buf = Vec::new();
     let mut s = req.into_body().into_data_stream();
     while let Ok(Some(c)) = s.try_next().await {
         if buf.len() + c.len() > 16 * 1024 * 1024 {
-            return Err(json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": "too large"})));
+            return Err(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": "too large"}),
+            ));
         }
         buf.extend_from_slice(&c);
     }
@@ -78,12 +83,18 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
                 })
                 .cloned()
                 .collect();
-            json_response(StatusCode::OK, &serde_json::to_value(calls).unwrap_or_default())
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(calls).unwrap_or_default(),
+            )
         }
         (Method::DELETE, "calls") => {
             sb.world.lock().calls.clear();
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such control endpoint"})),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "no such control endpoint"}),
+        ),
     }
 }

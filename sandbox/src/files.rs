@@ -91,7 +91,8 @@ pub async fn store(
     let _ = no;
     tokio::fs::rename(&upload.path, &file.disk_path).await?;
     let mut s = sb.world.lock();
-    s.by_path.insert(file.official_path.clone(), unique_id.clone());
+    s.by_path
+        .insert(file.official_path.clone(), unique_id.clone());
     s.files.insert(unique_id, file.clone());
     Ok(file)
 }
@@ -238,7 +239,9 @@ fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()
         let e: u64 = if b.is_empty() {
             size.checked_sub(1).ok_or(())?
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
         };
         (s, e)
     };
@@ -253,7 +256,10 @@ pub async fn download(sb: &Sandbox, req: Request<Body>) -> Response<Body> {
         return json_response(StatusCode::NOT_FOUND, &methods::error(404, "Not Found"));
     };
     if valid_token(&token).is_none() {
-        return json_response(StatusCode::UNAUTHORIZED, &methods::error(401, "Unauthorized"));
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &methods::error(401, "Unauthorized"),
+        );
     }
     let file = {
         let s = sb.world.lock();
@@ -276,7 +282,9 @@ pub async fn download(sb: &Sandbox, req: Request<Body>) -> Response<Body> {
             .expect("valid headers");
     }
     let range = parse_range(
-        req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok()),
         file.size,
     );
     let (status, start, len) = match range {
@@ -294,7 +302,9 @@ pub async fn download(sb: &Sandbox, req: Request<Body>) -> Response<Body> {
         .status(status)
         .header(
             header::CONTENT_TYPE,
-            file.mime_type.as_deref().unwrap_or("application/octet-stream"),
+            file.mime_type
+                .as_deref()
+                .unwrap_or("application/octet-stream"),
         )
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")

@@ -129,6 +129,8 @@ pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Respon
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(serde_json::to_vec(v).expect("JSON values serialise")))
+        .body(Body::from(
+            serde_json::to_vec(v).expect("JSON values serialise"),
+        ))
         .expect("static headers are valid")
 }

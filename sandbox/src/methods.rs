@@ -130,7 +130,7 @@ async fn answer(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         "getFile" => get_file(sb, r),
         "getChat" => match chat(r, "chat_id") {
             Ok(c) => ok(full_chat(c)),
-            Err(resp) => resp,
+            Err(e) => bad(&e),
         },
         "deleteMessage" => delete_message(sb, r),
         "answerInlineQuery" => match r.str("inline_query_id") {
@@ -138,7 +138,7 @@ async fn answer(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             None => bad("QUERY_ID_INVALID"),
         },
         "sendChatAction" => match (chat(r, "chat_id"), r.str("action")) {
-            (Err(resp), _) => resp,
+            (Err(e), _) => bad(&e),
             (Ok(_), None) => bad("action is empty"),
             (Ok(_), Some(_)) => ok(json!(true)),
         },
@@ -160,18 +160,22 @@ fn get_me(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
 }
 
 /// The Chat object a `chat_id` names: numbers by their sign, `@name` as a channel.
-fn chat(r: &BotRequest, key: &str) -> Result<Value, Response<Body>> {
+fn chat(r: &BotRequest, key: &str) -> Result<Value, String> {
     let Some(raw) = r.str(key).filter(|s| !s.is_empty()) else {
-        return Err(bad("chat_id is empty"));
+        return Err("chat_id is empty".into());
     };
     if let Some(name) = raw.strip_prefix('@') {
         if name.is_empty() {
-            return Err(bad("chat not found"));
+            return Err("chat not found".into());
         }
-        let id = -1_000_000_000_000 - (name.bytes().fold(7u64, |h, b| h * 31 + b as u64) % 1_000_000_000) as i64;
+        let id = -1_000_000_000_000
+            - (name.bytes().fold(7u64, |h, b| h * 31 + b as u64) % 1_000_000_000) as i64;
         return Ok(json!({"id": id, "type": "channel", "title": name, "username": name}));
     }
-    let id: i64 = raw.trim().parse().map_err(|_| bad("chat not found"))?;
+    let id: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| "chat not found".to_owned())?;
     Ok(if id > 0 {
         json!({"id": id, "type": "private", "first_name": format!("User {id}")})
     } else if id < -1_000_000_000_000 {
@@ -179,7 +183,7 @@ fn chat(r: &BotRequest, key: &str) -> Result<Value, Response<Body>> {
     } else if id < 0 {
         json!({"id": id, "type": "group", "title": format!("Group {id}")})
     } else {
-        return Err(bad("chat not found"));
+        return Err("chat not found".into());
     })
 }
 
@@ -207,7 +211,7 @@ fn message(sb: &Sandbox, r: &BotRequest, chat: Value) -> Value {
 fn send_message(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     let c = match chat(r, "chat_id") {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return bad(&e),
     };
     let Some(text) = r.str("text").filter(|t| !t.is_empty()) else {
         return bad("message text is empty");
@@ -276,7 +280,10 @@ fn set_webhook(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     if url.is_empty() {
         bot.webhook = None;
         bot.touch();
-        return json_response(StatusCode::OK, &json!({"ok": true, "result": true, "description": "Webhook was deleted"}));
+        return json_response(
+            StatusCode::OK,
+            &json!({"ok": true, "result": true, "description": "Webhook was deleted"}),
+        );
     }
     if !url.starts_with("https://") {
         return bad("bad webhook: An HTTPS URL must be provided for webhook");
@@ -292,7 +299,10 @@ fn set_webhook(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         bot.updates.clear();
     }
     bot.touch();
-    json_response(StatusCode::OK, &json!({"ok": true, "result": true, "description": "Webhook was set"}))
+    json_response(
+        StatusCode::OK,
+        &json!({"ok": true, "result": true, "description": "Webhook was set"}),
+    )
 }
 
 fn delete_webhook(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
@@ -303,8 +313,15 @@ fn delete_webhook(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         bot.updates.clear();
     }
     bot.touch();
-    let d = if had { "Webhook was deleted" } else { "Webhook is already deleted" };
-    json_response(StatusCode::OK, &json!({"ok": true, "result": true, "description": d}))
+    let d = if had {
+        "Webhook was deleted"
+    } else {
+        "Webhook is already deleted"
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({"ok": true, "result": true, "description": d}),
+    )
 }
 
 fn webhook_info(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
@@ -328,7 +345,9 @@ async fn resolve(
     ft: FileType,
 ) -> Result<StoredFile, String> {
     let upload = match value {
-        _ if r.uploads.contains_key(upload_name) && value.is_none() => r.uploads.get(upload_name).cloned(),
+        _ if r.uploads.contains_key(upload_name) && value.is_none() => {
+            r.uploads.get(upload_name).cloned()
+        }
         Some(v) if v.starts_with("attach://") => Some(
             r.uploads
                 .get(&v["attach://".len()..])
@@ -336,7 +355,11 @@ async fn resolve(
                 .ok_or_else(|| "wrong file identifier/HTTP URL specified".to_owned())?,
         ),
         Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
-            let limit = if ft == FileType::Photo { 5 * 1024 * 1024 } else { sb.cfg.max_url_fetch };
+            let limit = if ft == FileType::Photo {
+                5 * 1024 * 1024
+            } else {
+                sb.cfg.max_url_fetch
+            };
             Some(files::fetch(sb, v, limit).await?)
         }
         Some(v) => {
@@ -380,9 +403,13 @@ fn title(s: &str) -> String {
 async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> Response<Body> {
     let c = match chat(r, "chat_id") {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return bad(&e),
     };
-    let value = if r.uploads.contains_key(param) { None } else { r.str(param) };
+    let value = if r.uploads.contains_key(param) {
+        None
+    } else {
+        r.str(param)
+    };
     let file = match resolve(sb, r, value.as_deref(), param, ft).await {
         Ok(f) => f,
         Err(e) => return bad(&e),
@@ -395,7 +422,7 @@ async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> R
 async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     let c = match chat(r, "chat_id") {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return bad(&e),
     };
     let Some(Value::Array(items)) = r.json("media") else {
         return bad("media is empty or not an array");
@@ -449,7 +476,7 @@ fn get_file(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
 fn delete_message(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     let c = match chat(r, "chat_id") {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return bad(&e),
     };
     let Some(mid) = r.i64("message_id") else {
         return bad("message identifier is not specified");
@@ -474,7 +501,11 @@ fn generic(sb: &Sandbox, r: &BotRequest, method: &str) -> Response<Body> {
         "Boolean" | "Message | Boolean" => json!(true),
         "Message" => match chat(r, "chat_id") {
             Ok(c) => message(sb, r, c),
-            Err(_) => message(sb, r, json!({"id": r.bot_id, "type": "private", "first_name": "Sandbox"})),
+            Err(_) => message(
+                sb,
+                r,
+                json!({"id": r.bot_id, "type": "private", "first_name": "Sandbox"}),
+            ),
         },
         "MessageId" => json!({"message_id": sb.world.lock().new_message(0)}),
         "User" => sb.world.lock().bot(r.bot_id).user(),

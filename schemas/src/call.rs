@@ -43,11 +43,20 @@ impl Payload for Call {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CallBody {
     Empty,
-    Json { value: Value },
-    Form { pairs: Vec<(String, String)> },
-    Multipart { parts: Vec<Part> },
+    Json {
+        value: Value,
+    },
+    Form {
+        pairs: Vec<(String, String)>,
+    },
+    Multipart {
+        parts: Vec<Part>,
+    },
     /// A body of another content type; forwarded as it came.
-    Other { content_type: String, data: BodyBytes },
+    Other {
+        content_type: String,
+        data: BodyBytes,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -64,7 +64,10 @@ pub enum DecodeError {
     #[error("record has schema version {0}, this build reads {SCHEMA_VERSION}")]
     UnknownVersion(u16),
     #[error("record is a {found}, expected a {expected}")]
-    WrongKind { expected: &'static str, found: String },
+    WrongKind {
+        expected: &'static str,
+        found: String,
+    },
 }
 
 impl<P: Payload> Envelope<P> {

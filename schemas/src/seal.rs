@@ -140,8 +140,8 @@ impl Sealer {
 
     /// 96 bits of HMAC-SHA256 over whatever the client sent as a token, shaped or not.
     pub fn fingerprint(&self, token: &str) -> TokenFingerprint {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.fingerprint_key)
-            .expect("hmac takes any key");
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.fingerprint_key).expect("hmac takes any key");
         mac.update(token.as_bytes());
         TokenFingerprint(hex::encode(&mac.finalize().into_bytes()[..12]))
     }
@@ -167,7 +167,10 @@ mod tests {
         let t = BotToken::parse(T).unwrap();
         let sealed = Sealer::new(&SealKey::generate()).seal(&t);
         let other = Sealer::new(&SealKey::generate());
-        assert!(matches!(other.open(t.bot_id(), &sealed), Err(SealError::Open)));
+        assert!(matches!(
+            other.open(t.bot_id(), &sealed),
+            Err(SealError::Open)
+        ));
         let s = Sealer::new(&SealKey::from_hex(&"11".repeat(32)).unwrap());
         let sealed = s.seal(&t);
         assert!(s.open(BotId(42), &sealed).is_err());

@@ -83,7 +83,10 @@ fn records_match_golden_files() {
     assert_eq!(Envelope::<Call>::decode(&bytes).unwrap(), call);
 
     let resp = response_v1();
-    assert_eq!(serde_json::to_value(&resp).unwrap(), golden("response_v1.json"));
+    assert_eq!(
+        serde_json::to_value(&resp).unwrap(),
+        golden("response_v1.json")
+    );
     let bytes = serde_json::to_vec(&golden("response_v1.json")).unwrap();
     assert_eq!(Envelope::<Response>::decode(&bytes).unwrap(), resp);
 }

@@ -170,7 +170,12 @@ mod tests {
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
         let mut s = String::new();
-        b.open(&r1).await.unwrap().read_to_string(&mut s).await.unwrap();
+        b.open(&r1)
+            .await
+            .unwrap()
+            .read_to_string(&mut s)
+            .await
+            .unwrap();
         assert_eq!(s, "hello");
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
         std::fs::remove_dir_all(d).ok();
@@ -185,7 +190,11 @@ mod tests {
             Err(BlobError::TooLarge { limit: 5 })
         ));
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
-        for key in ["../../etc/passwd", "sha256/ab/cd/../../x", "sha256/00/00/abc"] {
+        for key in [
+            "../../etc/passwd",
+            "sha256/ab/cd/../../x",
+            "sha256/00/00/abc",
+        ] {
             assert!(matches!(b.path_of(key), Err(BlobError::BadKey)), "{key}");
         }
         std::fs::remove_dir_all(d).ok();

@@ -184,7 +184,10 @@ impl Store for SqliteStore {
 
     async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.with(move |c| {
-            Ok(c.execute("DELETE FROM results WHERE expires_ms <= ?1", params![now_ms])? as u64)
+            Ok(c.execute(
+                "DELETE FROM results WHERE expires_ms <= ?1",
+                params![now_ms],
+            )? as u64)
         })
         .await
     }

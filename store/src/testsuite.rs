@@ -109,7 +109,10 @@ async fn results_roundtrip_and_expire(store: &dyn Store) {
         .put_result(live, &ok_response(), now + 60_000)
         .await
         .unwrap();
-    store.put_result(dead, &ok_response(), now - 1).await.unwrap();
+    store
+        .put_result(dead, &ok_response(), now - 1)
+        .await
+        .unwrap();
     assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
     assert_eq!(store.get_result(dead).await.unwrap(), None);
     assert_eq!(store.get_result(CallId::new()).await.unwrap(), None);

@@ -159,10 +159,14 @@ impl Reader<'_> {
         Ok(a)
     }
     fn i32(&mut self) -> Result<i32, FileIdError> {
-        Ok(i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, FileIdError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<Vec<u8>, FileIdError> {
         let first = self.take(1)?[0] as usize;
@@ -170,7 +174,10 @@ impl Reader<'_> {
             (first, 1)
         } else {
             let l = self.take(3)?;
-            (l[0] as usize | (l[1] as usize) << 8 | (l[2] as usize) << 16, 4)
+            (
+                l[0] as usize | (l[1] as usize) << 8 | (l[2] as usize) << 16,
+                4,
+            )
         };
         let v = self.take(len)?.to_vec();
         self.take((4 - (len + header) % 4) % 4)?;
@@ -320,7 +327,10 @@ mod tests {
     fn refuses_garbage() {
         assert_eq!(FileId::decode("***"), Err(FileIdError::Base64));
         assert_eq!(FileId::decode("AAAA"), Err(FileIdError::Version));
-        assert!(FileId::decode("BQACAgIAAxkBAAEJnzNgit00IDsKd07OdSeanwz8osecYAACdAwAAueoWEicaPvNdOYEwB8").is_err());
+        assert!(FileId::decode(
+            "BQACAgIAAxkBAAEJnzNgit00IDsKd07OdSeanwz8osecYAACdAwAAueoWEicaPvNdOYEwB8"
+        )
+        .is_err());
     }
 
     fn hex_of(b: &[u8]) -> String {

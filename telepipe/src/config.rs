@@ -38,7 +38,11 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// The Bot API server to forward to.
-    #[arg(long, env = "TELEPIPE_UPSTREAM", default_value = "https://api.telegram.org")]
+    #[arg(
+        long,
+        env = "TELEPIPE_UPSTREAM",
+        default_value = "https://api.telegram.org"
+    )]
     pub upstream: String,
 
     /// Where the embedded store, the blob folder and the generated seal key live.
@@ -90,7 +94,11 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
     /// Address to listen on.
-    #[arg(long, env = "TELEPIPE_SANDBOX_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(
+        long,
+        env = "TELEPIPE_SANDBOX_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
     pub listen: SocketAddr,
 
     /// Where the sandbox keeps files (a fresh temporary folder when absent).

@@ -73,8 +73,9 @@ pub async fn serve(
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&args.data_dir.join("store.db")).context("opening the SQLite store")?,
     );
-    let blobs: Arc<dyn Blobs> =
-        Arc::new(LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?);
+    let blobs: Arc<dyn Blobs> = Arc::new(
+        LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?,
+    );
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.partitions));
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;
@@ -95,7 +96,8 @@ pub async fn serve(
         correlator.clone(),
     );
     bus.ensure_topics(&ingest.topics()).await?;
-    let downloads = egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone());
+    let downloads =
+        egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone());
 
     // Shutdown runs in order: the HTTP server stops accepting and finishes its open requests
     // (which need the pipeline to answer them), then the pipeline drains.
@@ -161,9 +163,8 @@ pub async fn serve(
         let stop = shutdown.clone();
         let done = http_done.clone();
         tasks.spawn("http", async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-                stop.cancelled().await
-            });
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
             let result = server.await;
             done.cancel();
             result
@@ -174,7 +175,10 @@ pub async fn serve(
         let pipeline = pipeline.clone();
         tasks.spawn("shutdown-sequencer", async move {
             root.cancelled().await;
-            if tokio::time::timeout(drain, http_done.cancelled()).await.is_err() {
+            if tokio::time::timeout(drain, http_done.cancelled())
+                .await
+                .is_err()
+            {
                 tracing::warn!("open requests did not finish in time; stopping the pipeline");
             }
             pipeline.cancel();

@@ -103,7 +103,13 @@ impl Proc {
         let dir = TempDir::new("tp-gateway");
         let data = dir.0.join("data").display().to_string();
         let mut args = vec![
-            "serve", "--listen", "127.0.0.1:0", "--upstream", upstream, "--data-dir", &data,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--data-dir",
+            &data,
         ];
         args.extend_from_slice(extra);
         Self::start(&args, &[], dir).await
@@ -185,7 +191,11 @@ impl Control {
             .json(&fault)
             .send()
             .await?;
-        anyhow::ensure!(r.status().is_success(), "fault refused: {}", r.text().await?);
+        anyhow::ensure!(
+            r.status().is_success(),
+            "fault refused: {}",
+            r.text().await?
+        );
         Ok(())
     }
 

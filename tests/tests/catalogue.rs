@@ -37,8 +37,11 @@ fn is_file(types: &[Value]) -> bool {
     types.iter().any(|t| t == "InputFile")
 }
 
+/// A parameter as sent: name, value, whether it goes as a file part.
+type Sent = Vec<(String, Value, bool)>;
+
 /// The parameters as sent and as the sandbox should record them.
-fn params(method: &Value, enc: Encoding) -> (Vec<(String, Value, bool)>, Map<String, Value>) {
+fn params(method: &Value, enc: Encoding) -> (Sent, Map<String, Value>) {
     let mut sent = Vec::new();
     let mut expected = Map::new();
     for f in method["fields"].as_array().into_iter().flatten() {
@@ -75,7 +78,7 @@ async fn send(
     tok: &str,
     name: &str,
     enc: Encoding,
-    sent: &[(String, Value, bool)],
+    sent: &Sent,
 ) -> reqwest::Response {
     let url = format!("{base}/bot{tok}/{name}");
     let text = |v: &Value| match v {
@@ -84,15 +87,20 @@ async fn send(
     };
     let req = match enc {
         Encoding::Query => {
-            let q: Vec<(String, String)> = sent.iter().map(|(k, v, _)| (k.clone(), text(v))).collect();
+            let q: Vec<(String, String)> =
+                sent.iter().map(|(k, v, _)| (k.clone(), text(v))).collect();
             http.get(url).query(&q)
         }
         Encoding::Form => {
-            let q: Vec<(String, String)> = sent.iter().map(|(k, v, _)| (k.clone(), text(v))).collect();
+            let q: Vec<(String, String)> =
+                sent.iter().map(|(k, v, _)| (k.clone(), text(v))).collect();
             http.post(url).form(&q)
         }
         Encoding::Json => {
-            let m: Map<String, Value> = sent.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+            let m: Map<String, Value> = sent
+                .iter()
+                .map(|(k, v, _)| (k.clone(), v.clone()))
+                .collect();
             http.post(url).json(&m)
         }
         Encoding::Multipart => {
@@ -127,9 +135,14 @@ async fn every_method_in_every_encoding_reaches_upstream_unchanged() {
     let methods = api["methods"].as_object().unwrap();
     assert_eq!(methods.len(), 180);
 
-    for (i, enc) in [Encoding::Query, Encoding::Form, Encoding::Json, Encoding::Multipart]
-        .into_iter()
-        .enumerate()
+    for (i, enc) in [
+        Encoding::Query,
+        Encoding::Form,
+        Encoding::Json,
+        Encoding::Multipart,
+    ]
+    .into_iter()
+    .enumerate()
     {
         // One bot per encoding, so the recorded calls of each pass are easy to tell apart.
         let bot = 7_000_000 + i as i64;
@@ -155,14 +168,28 @@ async fn every_method_in_every_encoding_reaches_upstream_unchanged() {
             .map(|(n, _)| n)
             .filter(|n| !calls.iter().any(|c| c["method"] == json!(n)))
             .collect();
-        assert!(missing.is_empty(), "{enc:?}: never reached the sandbox: {missing:?}");
-        assert_eq!(calls.len(), 180, "{enc:?}: the sandbox saw {} calls", calls.len());
+        assert!(
+            missing.is_empty(),
+            "{enc:?}: never reached the sandbox: {missing:?}"
+        );
+        assert_eq!(
+            calls.len(),
+            180,
+            "{enc:?}: the sandbox saw {} calls",
+            calls.len()
+        );
         for ((name, expected), call) in expected_all.iter().zip(&calls) {
             assert_eq!(call["method"], json!(name), "{enc:?}: order or name");
-            let want_verb = if enc == Encoding::Query { "GET" } else { "POST" };
+            let want_verb = if enc == Encoding::Query {
+                "GET"
+            } else {
+                "POST"
+            };
             assert_eq!(call["http_method"], json!(want_verb), "{name} {enc:?}");
             let want_enc = match enc {
-                _ if expected.is_empty() && matches!(enc, Encoding::Query | Encoding::Form) => "none",
+                _ if expected.is_empty() && matches!(enc, Encoding::Query | Encoding::Form) => {
+                    "none"
+                }
                 Encoding::Query => "query",
                 Encoding::Form => "form",
                 Encoding::Json => "json",
@@ -188,8 +215,16 @@ async fn answers_are_byte_for_byte() {
     for (verb, path, body) in [
         ("GET", "getMe", None),
         ("GET", "getWebhookInfo", None),
-        ("POST", "sendMessage", Some(json!({"chat_id": "not-a-chat", "text": "x"}))),
-        ("POST", "deleteMessage", Some(json!({"chat_id": 5, "message_id": 999}))),
+        (
+            "POST",
+            "sendMessage",
+            Some(json!({"chat_id": "not-a-chat", "text": "x"})),
+        ),
+        (
+            "POST",
+            "deleteMessage",
+            Some(json!({"chat_id": 5, "message_id": 999})),
+        ),
         ("GET", "noSuchMethod", None),
         ("GET", "test/getMe", None),
     ] {

@@ -46,20 +46,57 @@ async fn bad_tokens_are_refused_locally() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_shaped_errors_and_are_audited() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
-    let gw = Proc::gateway(&sandbox.url, &["--max-body", "4096"]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &["--max-body", "4096"])
+        .await
+        .unwrap();
     let control = Control::new(&sandbox);
     let http = client();
     let bot = 5150;
     let url = |m: &str| format!("{}/bot{}/{m}", gw.url, token(bot));
 
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (http.post(url("sendMessage")).header("content-type", "application/json").body("{\"chat_id\":"), 400),
-        (http.post(url("sendMessage")).header("content-type", "application/json").body("[1,2]"), 400),
-        (http.post(url("sendMessage")).header("content-type", "application/json").body("\"text\""), 400),
-        (http.post(url("sendMessage")).header("content-type", "application/x-www-form-urlencoded").body(vec![0x66, 0x3d, 0xff, 0xfe]), 400),
-        (http.post(url("sendMessage")).header("content-type", "multipart/form-data").body("--x\r\n"), 400),
-        (http.post(url("sendMessage")).header("content-type", "multipart/form-data; boundary=x").body("--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated"), 400),
-        (http.post(url("sendMessage")).header("content-type", "application/json").body(format!("{{\"text\":\"{}\"}}", "a".repeat(5000))), 413),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "application/json")
+                .body("{\"chat_id\":"),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "application/json")
+                .body("[1,2]"),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "application/json")
+                .body("\"text\""),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(vec![0x66, 0x3d, 0xff, 0xfe]),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "multipart/form-data")
+                .body("--x\r\n"),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "multipart/form-data; boundary=x")
+                .body("--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated"),
+            400,
+        ),
+        (
+            http.post(url("sendMessage"))
+                .header("content-type", "application/json")
+                .body(format!("{{\"text\":\"{}\"}}", "a".repeat(5000))),
+            413,
+        ),
         (http.get(format!("{}/bot{}/", gw.url, token(bot))), 404),
         (http.get(format!("{}/bot{}/a/b", gw.url, token(bot))), 404),
         (http.put(url("getMe")), 405),
@@ -71,7 +108,10 @@ async fn malformed_requests_get_shaped_errors_and_are_audited() {
         let v = assert_shaped(r, code).await;
         assert!(!v["description"].as_str().unwrap().is_empty(), "case {i}");
     }
-    assert!(control.calls(bot, None).await.unwrap().is_empty(), "nothing forwarded");
+    assert!(
+        control.calls(bot, None).await.unwrap().is_empty(),
+        "nothing forwarded"
+    );
 
     // Every call with a well-formed token is in the audit log, marked rejected. (The last
     // case has no bot path, so it is not a call.)
@@ -116,7 +156,9 @@ async fn upstream_failures_are_shaped() {
 
     let sandbox = Proc::sandbox(&[]).await.unwrap();
     let control = Control::new(&sandbox);
-    let gw = Proc::gateway(&sandbox.url, &["--call-timeout", "2"]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &["--call-timeout", "2"])
+        .await
+        .unwrap();
     control
         .fault(json!({"method": "getMe", "action": {"kind": "delay", "ms": 4000}}))
         .await
@@ -179,12 +221,23 @@ async fn tokens_never_appear_in_clear() {
     let http = client();
     let tok = token(9090);
     let secret = tok.split_once(':').unwrap().1.to_owned();
-    for m in ["getMe", "sendMessage?chat_id=1&text=x", "nope", "sendMessage"] {
-        http.get(format!("{}/bot{tok}/{m}", gw.url)).send().await.unwrap();
+    for m in [
+        "getMe",
+        "sendMessage?chat_id=1&text=x",
+        "nope",
+        "sendMessage",
+    ] {
+        http.get(format!("{}/bot{tok}/{m}", gw.url))
+            .send()
+            .await
+            .unwrap();
     }
     // A token that is almost right is a secret too.
     let near = format!("{tok}!");
-    http.get(format!("{}/bot{near}/getMe", gw.url)).send().await.unwrap();
+    http.get(format!("{}/bot{near}/getMe", gw.url))
+        .send()
+        .await
+        .unwrap();
     let metrics = http
         .get(format!("{}/metrics", gw.url))
         .send()
@@ -201,18 +254,34 @@ async fn tokens_never_appear_in_clear() {
     let audited = |bot: i64, n: usize| {
         let sql = sql.clone();
         async move {
-            let q = store::CallQuery { bot_id: schemas::BotId(bot), from_ms: 0, to_ms: i64::MAX, limit: 100 };
+            let q = store::CallQuery {
+                bot_id: schemas::BotId(bot),
+                from_ms: 0,
+                to_ms: i64::MAX,
+                limit: 100,
+            };
             (store::Store::calls(&sql, &q).await.ok()?.len() >= n).then_some(())
         }
     };
-    eventually(Duration::from_secs(10), || audited(9090, 4)).await.expect("calls audited");
-    eventually(Duration::from_secs(10), || audited(0, 1)).await.expect("refusal audited");
+    eventually(Duration::from_secs(10), || audited(9090, 4))
+        .await
+        .expect("calls audited");
+    eventually(Duration::from_secs(10), || audited(0, 1))
+        .await
+        .expect("refusal audited");
     let mut db = std::fs::read(&store).unwrap();
     db.extend(std::fs::read(store.with_extension("db-wal")).unwrap_or_default());
     let db = String::from_utf8_lossy(&db).into_owned();
     assert!(db.contains("sendMessage"), "the audit log has the calls");
     let log = gw.log();
-    for (what, text) in [("metrics", metrics.as_str()), ("log", log.as_str()), ("store", &db)] {
-        assert!(!text.contains(&secret), "the token's secret is in the {what}");
+    for (what, text) in [
+        ("metrics", metrics.as_str()),
+        ("log", log.as_str()),
+        ("store", &db),
+    ] {
+        assert!(
+            !text.contains(&secret),
+            "the token's secret is in the {what}"
+        );
     }
 }

@@ -69,7 +69,10 @@ async fn a_60_mb_chunked_upload_streams_with_flat_memory() {
     ));
     let r = http
         .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(body)
         .send()
         .await
@@ -114,7 +117,11 @@ async fn client_library_multipart_quirks_pass() {
          --{b}--\r\n"
     );
     let r = http
-        .post(format!("{}/bot{}/sendDocument?chat_id=99&caption=from%20query", gw.url, token(bot)))
+        .post(format!(
+            "{}/bot{}/sendDocument?chat_id=99&caption=from%20query",
+            gw.url,
+            token(bot)
+        ))
         .header("content-type", format!("multipart/form-data; boundary={b}"))
         .body(body.into_bytes())
         .send()
@@ -156,7 +163,10 @@ async fn downloads_stream_with_range_head_and_etag() {
         .json()
         .await
         .unwrap();
-    let file_id = sent["result"]["document"]["file_id"].as_str().unwrap().to_owned();
+    let file_id = sent["result"]["document"]["file_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let f: Value = http
         .get(format!("{}/bot{tok}/getFile?file_id={file_id}", gw.url))
         .send()
@@ -174,16 +184,31 @@ async fn downloads_stream_with_range_head_and_etag() {
     assert_eq!(whole.headers()["accept-ranges"], "bytes");
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &content[..]);
 
-    let part = http.get(&url).header("range", "bytes=1000-1999").send().await.unwrap();
+    let part = http
+        .get(&url)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.headers()["content-range"], "bytes 1000-1999/100000");
     assert_eq!(part.bytes().await.unwrap().as_ref(), &content[1000..2000]);
 
-    let tail = http.get(&url).header("range", "bytes=-10").send().await.unwrap();
+    let tail = http
+        .get(&url)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tail.status(), 206);
     assert_eq!(tail.bytes().await.unwrap().as_ref(), &content[99_990..]);
 
-    let bad = http.get(&url).header("range", "bytes=200000-").send().await.unwrap();
+    let bad = http
+        .get(&url)
+        .header("range", "bytes=200000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 416);
 
     let head = http.head(&url).send().await.unwrap();
@@ -191,7 +216,12 @@ async fn downloads_stream_with_range_head_and_etag() {
     assert_eq!(head.headers()["content-length"], "100000");
     assert!(head.bytes().await.unwrap().is_empty());
 
-    let cached = http.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let cached = http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cached.status(), 304);
 
     let missing = http
@@ -211,9 +241,10 @@ async fn official_limits_come_back_unchanged() {
     let http = client();
     let tok = token(603);
     let big = vec![7u8; 11 * 1024 * 1024];
-    let form = reqwest::multipart::Form::new()
-        .text("chat_id", "5")
-        .part("photo", reqwest::multipart::Part::bytes(big).file_name("p.jpg"));
+    let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
+        "photo",
+        reqwest::multipart::Part::bytes(big).file_name("p.jpg"),
+    );
     let r = http
         .post(format!("{}/bot{tok}/sendPhoto", gw.url))
         .multipart(form)
@@ -224,9 +255,10 @@ async fn official_limits_come_back_unchanged() {
     assert_eq!(v["description"], "Bad Request: PHOTO_SAVE_FILE_INVALID");
 
     let doc = vec![1u8; 21 * 1024 * 1024];
-    let form = reqwest::multipart::Form::new()
-        .text("chat_id", "5")
-        .part("document", reqwest::multipart::Part::bytes(doc).file_name("d.bin"));
+    let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
+        "document",
+        reqwest::multipart::Part::bytes(doc).file_name("d.bin"),
+    );
     let sent: Value = http
         .post(format!("{}/bot{tok}/sendDocument", gw.url))
         .multipart(form)

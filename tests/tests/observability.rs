@@ -10,17 +10,39 @@ async fn metrics_and_health() {
     let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
     let http = client();
     let tok = token(808);
-    for m in ["getMe", "getMe", "sendMessage?chat_id=1", "someMadeUpMethod"] {
-        http.get(format!("{}/bot{tok}/{m}", gw.url)).send().await.unwrap();
+    for m in [
+        "getMe",
+        "getMe",
+        "sendMessage?chat_id=1",
+        "someMadeUpMethod",
+    ] {
+        http.get(format!("{}/bot{tok}/{m}", gw.url))
+            .send()
+            .await
+            .unwrap();
     }
-    http.get(format!("{}/botBAD/getMe", gw.url)).send().await.unwrap();
+    http.get(format!("{}/botBAD/getMe", gw.url))
+        .send()
+        .await
+        .unwrap();
 
-    let health = http.get(format!("{}/healthz", gw.url)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
-    let r = http.get(format!("{}/metrics", gw.url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = r.text().await.unwrap();
     for needle in [
         r#"telepipe_calls_total{method="getMe",outcome="ok"} 2"#,

@@ -10,7 +10,9 @@ use telepipe_tests::{client, eventually, token, Control, Proc};
 async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
     let control = Control::new(&sandbox);
-    let gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", "4"]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", "4"])
+        .await
+        .unwrap();
     let http = client();
     let bot = 31337;
     let base = format!("{}/bot{}", gw.url, token(bot));
@@ -29,7 +31,12 @@ async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
     });
     // The poll is open at the sandbox before anything else happens.
     eventually(Duration::from_secs(10), || async {
-        (!control.calls(bot, Some("getUpdates")).await.ok()?.is_empty()).then_some(())
+        (!control
+            .calls(bot, Some("getUpdates"))
+            .await
+            .ok()?
+            .is_empty())
+        .then_some(())
     })
     .await
     .expect("the poll reaches upstream");
@@ -89,7 +96,12 @@ async fn overlapping_polls_and_webhooks_get_409() {
         async move { http.get(url).send().await.unwrap() }
     });
     eventually(Duration::from_secs(10), || async {
-        (!control.calls(bot, Some("getUpdates")).await.ok()?.is_empty()).then_some(())
+        (!control
+            .calls(bot, Some("getUpdates"))
+            .await
+            .ok()?
+            .is_empty())
+        .then_some(())
     })
     .await
     .unwrap();
@@ -100,7 +112,10 @@ async fn overlapping_polls_and_webhooks_get_409() {
         .unwrap();
     assert_eq!(second.status(), 200);
     let v = telepipe_tests::assert_shaped(first.await.unwrap(), 409).await;
-    assert!(v["description"].as_str().unwrap().contains("terminated by other getUpdates"));
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("terminated by other getUpdates"));
 
     let r = http
         .post(format!("{base}/setWebhook"))
