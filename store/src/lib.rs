@@ -113,6 +113,18 @@ pub trait Store: Send + Sync + 'static {
         expires_ms: i64,
     ) -> Result<(), StoreError>;
 
+    /// The whole outcome of a call at once: its result and its audit row. Implementations
+    /// write both together where they can (one transaction, one round trip).
+    async fn record_outcome(
+        &self,
+        row: &CallRow,
+        response: &Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.put_result(row.call_id, response, expires_ms).await?;
+        self.record_call(row).await
+    }
+
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
 

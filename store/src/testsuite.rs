@@ -52,6 +52,30 @@ pub async fn run_all(store: &dyn Store) {
     audit_rows_roundtrip_and_filter(store).await;
     audit_rows_are_upserts(store).await;
     results_roundtrip_and_expire(store).await;
+    outcomes_write_result_and_row(store).await;
+}
+
+/// `record_outcome` leaves both the result and the audit row.
+async fn outcomes_write_result_and_row(store: &dyn Store) {
+    let row = call_row(3001, 5000, "sendMessage");
+    store
+        .record_outcome(&row, &ok_response(), schemas::now_ms() + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_result(row.call_id).await.unwrap(),
+        Some(ok_response())
+    );
+    let rows = store
+        .calls(&CallQuery {
+            bot_id: BotId(3001),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![row]);
 }
 
 /// Rows come back as written, per bot, inside the window, oldest first, at most `limit`.

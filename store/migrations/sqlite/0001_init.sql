@@ -22,7 +22,6 @@ CREATE TABLE IF NOT EXISTS calls (
     upstream_ms   INTEGER,
     PRIMARY KEY (bot_id, day, call_id)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS calls_by_id ON calls (call_id);
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (bot_id, received_ms);
 
 -- Outcomes by call id, with an expiry: idempotency for redelivered calls, late replies.
