@@ -30,9 +30,10 @@ pub fn router(s: Surface) -> Router {
                         crate::metrics::render(bus.as_ref()),
                     )
                 }
-            }),
+            })
+            .fallback(wrong_verb),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok" }).fallback(wrong_verb))
         .fallback(move |req: Request<Body>| {
             let s = s.clone();
             async move { dispatch(s, req).await }
@@ -49,6 +50,10 @@ async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
     } else {
         ingest::error_response(&ApiError::not_found())
     }
+}
+
+async fn wrong_verb() -> Response<Body> {
+    ingest::error_response(&ApiError::method_not_allowed())
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
