@@ -118,9 +118,8 @@ pub async fn body(
             let data = if bytes.len() <= INLINE_LIMIT {
                 BodyBytes::inline(&bytes)
             } else {
-                let stream = futures_util::stream::once(async move { Ok(bytes) });
                 let blob = blobs
-                    .put(Box::pin(stream), cfg.max_body as u64)
+                    .put_bytes(bytes, cfg.max_body as u64)
                     .await
                     .map_err(blob_error)?;
                 BodyBytes::Blob { blob }
@@ -231,10 +230,8 @@ async fn multipart(
             match String::from_utf8(buf) {
                 Ok(value) => parts.push(Part::Text { name, value }),
                 Err(e) => {
-                    let bytes = Bytes::from(e.into_bytes());
-                    let stream = futures_util::stream::once(async move { Ok(bytes) });
                     let blob = blobs
-                        .put(Box::pin(stream), cfg.max_upload)
+                        .put_bytes(Bytes::from(e.into_bytes()), cfg.max_upload)
                         .await
                         .map_err(blob_error)?;
                     parts.push(Part::File {

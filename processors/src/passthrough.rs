@@ -106,9 +106,7 @@ async fn from_answer(deps: &Deps, a: UpstreamAnswer) -> Response {
         BodyBytes::inline(&a.body)
     } else {
         let size = a.body.len() as u64;
-        let bytes = a.body.clone();
-        let stream = futures_util::stream::once(async move { Ok(bytes) });
-        match deps.blobs.put(Box::pin(stream), size).await {
+        match deps.blobs.put_bytes(a.body.clone(), size).await {
             Ok(blob) => BodyBytes::Blob { blob },
             Err(error) => {
                 tracing::error!(%error, "could not keep a large answer");

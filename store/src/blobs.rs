@@ -40,6 +40,15 @@ pub trait Blobs: Send + Sync + 'static {
 
     /// Opens a stored blob for reading.
     async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError>;
+
+    /// Stores bytes already in memory (a body too large for a record, say).
+    async fn put_bytes(&self, bytes: Bytes, limit: u64) -> Result<BlobRef, BlobError> {
+        self.put(
+            Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+            limit,
+        )
+        .await
+    }
 }
 
 /// Blobs in a local folder (`<data dir>/blobs`).

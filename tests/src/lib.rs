@@ -199,6 +199,15 @@ impl Control {
         Ok(())
     }
 
+    /// Waits (up to 10 s) until the sandbox has received a call of `method` from `bot_id`.
+    pub async fn wait_for_call(&self, bot_id: i64, method: &str) -> Result<()> {
+        eventually(Duration::from_secs(10), || async {
+            (!self.calls(bot_id, Some(method)).await.ok()?.is_empty()).then_some(())
+        })
+        .await
+        .with_context(|| format!("{method} never reached the sandbox"))
+    }
+
     pub async fn push_update(&self, bot_id: i64, update: Value) -> Result<i64> {
         let v: Value = self
             .http

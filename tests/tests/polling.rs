@@ -3,8 +3,7 @@
 //! and polls under a webhook get Telegram's 409.
 
 use serde_json::{json, Value};
-use std::time::Duration;
-use telepipe_tests::{client, eventually, token, Control, Proc};
+use telepipe_tests::{client, token, Control, Proc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
@@ -30,16 +29,7 @@ async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
         }
     });
     // The poll is open at the sandbox before anything else happens.
-    eventually(Duration::from_secs(10), || async {
-        (!control
-            .calls(bot, Some("getUpdates"))
-            .await
-            .ok()?
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .expect("the poll reaches upstream");
+    control.wait_for_call(bot, "getUpdates").await.unwrap();
 
     // More calls than the bot's share, all answered while the poll is still open.
     let sends: Vec<_> = (0..12)
@@ -95,16 +85,7 @@ async fn overlapping_polls_and_webhooks_get_409() {
         let url = format!("{base}/getUpdates?timeout=30");
         async move { http.get(url).send().await.unwrap() }
     });
-    eventually(Duration::from_secs(10), || async {
-        (!control
-            .calls(bot, Some("getUpdates"))
-            .await
-            .ok()?
-            .is_empty())
-        .then_some(())
-    })
-    .await
-    .unwrap();
+    control.wait_for_call(bot, "getUpdates").await.unwrap();
     let second = http
         .get(format!("{base}/getUpdates?timeout=0"))
         .send()
