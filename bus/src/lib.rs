@@ -2,21 +2,24 @@
 //!
 //! Records flow ingest → `calls` → processors → `responses.<instance>` → egress. The [`Bus`]
 //! trait is what roles see; [`memory::MemoryBus`] is the in-process implementation used by
-//! `telepipe serve` in embedded mode (the Kafka implementation comes with the distributed
-//! engines). Consumers commit an offset only when every record before it is finished
+//! `telepipe serve` in embedded mode; [`kafka::KafkaBus`] runs the roles apart on a broker. Consumers commit an offset only when every record before it is finished
 //! ([`offsets::OffsetTracker`]), so a crash re-delivers, never skips.
 //!
 //! # Layout
 //! - [`memory`]: the in-process bus.
+//! - [`kafka`]: the Kafka bus (rdkafka).
+//! - [`testsuite`]: the contract every implementation passes.
 //! - [`offsets`]: acknowledgement tracking for concurrent processing.
 //! - [`reply`]: request–reply correlation by call id.
 //! - [`topics`]: topic names.
 //! - [`metrics`]: the bus's Prometheus metrics.
 
+pub mod kafka;
 pub mod memory;
 pub mod metrics;
 pub mod offsets;
 pub mod reply;
+pub mod testsuite;
 pub mod topics;
 
 use async_trait::async_trait;

@@ -439,3 +439,12 @@ mod tests {
         assert_eq!(bus.depth()[0].records, 0);
     }
 }
+
+#[cfg(test)]
+mod contract {
+    /// The in-process bus passes the bus contract.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_bus_suite() {
+        crate::testsuite::run_all(std::sync::Arc::new(super::MemoryBus::new(4)), "").await;
+    }
+}

@@ -78,11 +78,33 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_CONCURRENCY", default_value_t = 4096)]
     pub concurrency: usize,
 
-    /// Partitions per topic of the in-process bus.
+    /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
+    #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
+    pub bus: String,
+
+    /// Partitions per topic (in-process bus, and topics created on Kafka).
     #[arg(long, env = "TELEPIPE_PARTITIONS", default_value_t = 8)]
     pub partitions: u32,
 
-    /// Name of this instance (its reply topic is `responses.<instance>`).
+    /// Kafka: prefix of every topic and consumer group.
+    #[arg(long, env = "TELEPIPE_KAFKA_PREFIX", default_value = "telepipe.")]
+    pub kafka_prefix: String,
+
+    /// Kafka: replication factor of topics created on start.
+    #[arg(long, env = "TELEPIPE_KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+
+    /// Kafka: consumer session timeout in ms (a group join takes about half of it on some
+    /// brokers).
+    #[arg(
+        long,
+        env = "TELEPIPE_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub kafka_session_timeout_ms: u32,
+
+    /// Name of this instance (its reply topic is `responses.<instance>`). On Kafka every
+    /// ingest instance needs its own.
     #[arg(long, env = "TELEPIPE_INSTANCE", default_value = "local")]
     pub instance: String,
 

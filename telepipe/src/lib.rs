@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 
 use anyhow::Context;
+use bus::kafka::{KafkaBus, KafkaConfig};
 use bus::memory::MemoryBus;
 use bus::reply::Correlator;
 use bus::Bus;
@@ -61,6 +62,20 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bus the arguments name.
+pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
+    if args.bus == "memory" {
+        return Ok(Arc::new(MemoryBus::new(args.partitions)));
+    }
+    let mut cfg = KafkaConfig::from_url(&args.bus).context("--bus")?;
+    cfg.prefix = args.kafka_prefix.clone();
+    cfg.partitions = args.partitions as i32;
+    cfg.replication = args.kafka_replication;
+    cfg.session_timeout_ms = args.kafka_session_timeout_ms;
+    cfg.client_id = format!("telepipe-{}", args.instance);
+    Ok(Arc::new(KafkaBus::new(cfg).context("connecting to Kafka")?))
+}
+
 /// Runs every role in one process until `shutdown`. `ready` receives the bound address.
 pub async fn serve(
     args: ServeArgs,
@@ -76,7 +91,7 @@ pub async fn serve(
     let blobs: Arc<dyn Blobs> = Arc::new(
         LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?,
     );
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(args.partitions));
+    let bus = open_bus(&args)?;
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;
     let correlator = Correlator::new();
@@ -185,7 +200,7 @@ pub async fn serve(
             Ok::<(), std::convert::Infallible>(())
         });
     }
-    tracing::info!(%addr, upstream = %args.upstream, data_dir = %args.data_dir.display(), "telepipe serving");
+    tracing::info!(%addr, upstream = %args.upstream, bus = %args.bus, data_dir = %args.data_dir.display(), "telepipe serving");
     println!("telepipe listening on http://{addr}");
     if let Some(tx) = ready {
         let _ = tx.send(addr);

@@ -98,11 +98,13 @@ impl Proc {
         Self::start(&args, &[], dir).await
     }
 
-    /// `telepipe serve` on a free port, forwarding to `upstream`.
+    /// `telepipe serve` on a free port, forwarding to `upstream`. When `TELEPIPE_TEST_BUS`
+    /// names a Kafka broker (`kafka://host:port`), the gateway runs on it, in topics and groups
+    /// of its own.
     pub async fn gateway(upstream: &str, extra: &[&str]) -> Result<Proc> {
         let dir = TempDir::new("tp-gateway");
         let data = dir.0.join("data").display().to_string();
-        let mut args = vec![
+        let mut args: Vec<String> = [
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -110,9 +112,13 @@ impl Proc {
             upstream,
             "--data-dir",
             &data,
-        ];
-        args.extend_from_slice(extra);
-        Self::start(&args, &[], dir).await
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(bus_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start(&refs, &[], dir).await
     }
 
     pub fn pid(&self) -> u32 {
@@ -147,6 +153,29 @@ impl Proc {
                 .status();
         }
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+}
+
+/// The bus flags for a gateway under test: none for the in-process bus, or Kafka with a fresh
+/// namespace and short group timeouts.
+pub fn bus_args() -> Vec<String> {
+    match std::env::var("TELEPIPE_TEST_BUS") {
+        Ok(url) if url.starts_with("kafka://") => {
+            let ns = format!("t{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+            vec![
+                "--bus".into(),
+                url,
+                "--kafka-prefix".into(),
+                format!("{ns}."),
+                "--instance".into(),
+                ns,
+                "--partitions".into(),
+                "3".into(),
+                "--kafka-session-timeout-ms".into(),
+                "2000".into(),
+            ]
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -245,8 +245,16 @@ async fn answers_are_byte_for_byte() {
     }
     // `%3A` for the token's colon, as some libraries send it.
     let encoded = tok.replace(':', "%3A");
-    let a = http.get(format!("{}/bot{tok}/getMe", sandbox.url)).send().await.unwrap();
-    let b = http.get(format!("{}/bot{encoded}/getMe", gw.url)).send().await.unwrap();
+    let a = http
+        .get(format!("{}/bot{tok}/getMe", sandbox.url))
+        .send()
+        .await
+        .unwrap();
+    let b = http
+        .get(format!("{}/bot{encoded}/getMe", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(b.status(), 200);
     assert_eq!(a.bytes().await.unwrap(), b.bytes().await.unwrap());
 }

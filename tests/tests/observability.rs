@@ -33,18 +33,7 @@ async fn metrics_and_health() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    let r = http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    let text = r.text().await.unwrap();
-    for needle in [
+    let needles = [
         r#"telepipe_calls_total{method="getMe",outcome="ok"} 2"#,
         r#"telepipe_calls_total{method="sendMessage",outcome="error"} 1"#,
         r#"telepipe_calls_total{method="other",outcome="error"} 1"#,
@@ -56,7 +45,27 @@ async fn metrics_and_health() {
         r#"telepipe_bus_depth{group="processors",topic="calls"}"#,
         r#"telepipe_upstream_requests_total{outcome="answered"} 4"#,
         r#"telepipe_bus_published_total{topic="calls"} 5"#,
-    ] {
+    ];
+    // The Kafka bus reports its depth from statistics every 2 s: poll until all are there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let r = http
+            .get(format!("{}/metrics", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let text = r.text().await.unwrap();
+        if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for needle in needles {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
     assert!(!text.contains("someMadeUpMethod"));

@@ -1,0 +1,265 @@
+//! The Kafka bus (rdkafka): the same `Bus` contract on a real broker, for deployments that
+//! run each role as its own process and scale them apart.
+//!
+//! - Topics are `<prefix><name>` (prefix `telepipe.` by default), created on start when
+//!   missing, with the configured partitions and replication.
+//! - Producer: `acks=all`, idempotence on, a 1 ms linger; `publish` returns once the broker
+//!   acknowledged the record.
+//! - Consumers: one group per role (`<prefix><group>`), auto-commit off, offsets committed by the
+//!   roles after their outputs are acknowledged, a new group starts at the earliest record.
+//!   Commits are asynchronous; a commit refused after a rebalance is logged, not fatal (the new
+//!   owner re-reads from the last commit, and outcomes in the store keep that idempotent).
+//! - Short fetch waits keep the request path fast (`fetch.wait.max.ms=10`); session timeouts
+//!   are configurable (tests use 2 s so group joins take about a second).
+//! - `depth` is the consumer lag this process's consumers see, from librdkafka's statistics
+//!   (every 2 s).
+
+use crate::{Bus, BusError, Consumer, Depth, Record};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// Prepended to every topic and group name, so deployments can share a cluster.
+    pub prefix: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// `client.id`, for the broker's logs.
+    pub client_id: String,
+    pub session_timeout_ms: u32,
+}
+
+impl KafkaConfig {
+    /// Parses `kafka://host:port[,host:port]`.
+    pub fn from_url(url: &str) -> Result<Self, BusError> {
+        let brokers = url
+            .strip_prefix("kafka://")
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| BusError::Backend(format!("not a kafka:// URL: {url}")))?;
+        Ok(Self {
+            brokers: brokers.trim_end_matches('/').to_owned(),
+            prefix: "telepipe.".into(),
+            partitions: 8,
+            replication: 1,
+            client_id: "telepipe".into(),
+            session_timeout_ms: 10_000,
+        })
+    }
+}
+
+pub struct KafkaBus {
+    cfg: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Consumer lag by (topic, group), from librdkafka's statistics of this process's
+    /// consumers.
+    lags: Lags,
+}
+
+type Lags = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+/// A consumer's context: turns librdkafka's periodic statistics into the lag of its group.
+struct LagContext {
+    group: String,
+    prefix: String,
+    lags: Lags,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let mut lags = self.lags.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, topic) in stats.topics {
+            let Some(name) = name.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let lag: i64 = topic
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum();
+            lags.insert((name.to_owned(), self.group.clone()), lag.max(0) as u64);
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+fn backend(e: impl std::fmt::Display) -> BusError {
+    BusError::Backend(e.to_string())
+}
+
+impl KafkaBus {
+    pub fn new(cfg: KafkaConfig) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("client.id", &cfg.client_id)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(backend)?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("client.id", &cfg.client_id)
+            .create()
+            .map_err(backend)?;
+        Ok(Self {
+            cfg,
+            producer,
+            admin,
+            lags: Arc::default(),
+        })
+    }
+
+    fn full(&self, topic: &str) -> String {
+        format!("{}{topic}", self.cfg.prefix)
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
+        let new: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    self.cfg.partitions,
+                    TopicReplication::Fixed(self.cfg.replication),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(backend)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Backend(format!("creating topic {name}: {code}")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
+        let full = self.full(topic);
+        let record = FutureRecord::to(&full).key(key).payload(&payload);
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| backend(e))
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        let context = LagContext {
+            group: group.to_owned(),
+            prefix: self.cfg.prefix.clone(),
+            lags: self.lags.clone(),
+        };
+        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("client.id", &self.cfg.client_id)
+            .set("group.id", self.full(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "10")
+            .set(
+                "session.timeout.ms",
+                self.cfg.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.cfg.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .set("statistics.interval.ms", "2000")
+            .create_with_context(context)
+            .map_err(backend)?;
+        let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs).map_err(backend)?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            prefix: self.cfg.prefix.clone(),
+        }))
+    }
+
+    fn depth(&self) -> Vec<Depth> {
+        let lags = self.lags.lock().unwrap_or_else(|p| p.into_inner());
+        lags.iter()
+            .map(|((topic, group), records)| Depth {
+                topic: topic.clone(),
+                group: group.clone(),
+                records: *records,
+            })
+            .collect()
+    }
+}
+
+struct KafkaConsumer {
+    consumer: StreamConsumer<LagContext>,
+    prefix: String,
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn next(&mut self) -> Result<Record, BusError> {
+        loop {
+            let m = self.consumer.recv().await.map_err(backend)?;
+            let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
+                continue;
+            };
+            return Ok(Record {
+                topic: topic.to_owned(),
+                partition: m.partition().max(0) as u32,
+                offset: m.offset().max(0) as u64,
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            });
+        }
+    }
+
+    async fn commit(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &format!("{}{topic}", self.prefix),
+            partition as i32,
+            Offset::Offset(offset as i64 + 1),
+        )
+        .map_err(backend)?;
+        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+            // After a rebalance the partition may belong to another member: its work will be
+            // redone from the last commit, which the store makes harmless.
+            tracing::warn!(%error, topic, partition, offset, "offset commit refused");
+        }
+        Ok(())
+    }
+}
