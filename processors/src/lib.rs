@@ -199,19 +199,43 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
         outcome::record_rejected(deps, &env, err).await;
         return;
     }
-    match deps.store.get_result(env.header.call_id).await {
-        Ok(Some(mut stored)) => {
+    let expires = schemas::now_ms() + ttl.as_millis() as i64;
+    let begin = match deps.store.begin(env.header.call_id, expires).await {
+        Ok(b) => b,
+        Err(error) => {
+            // Without the store the call can still be served; a crash now could repeat it.
+            tracing::warn!(%error, "could not record the attempt; going ahead");
+            store::Begin::Fresh
+        }
+    };
+    let mut response = match begin {
+        store::Begin::Done(mut stored) => {
             tracing::info!("redelivered call answered from its recorded outcome");
-            metrics::REDELIVERED.inc();
+            metrics::REDELIVERED.with_label_values(&["answered"]).inc();
             stored.origin = schemas::Origin::Stored;
             outcome::reply(deps, producer, &env, stored).await;
             return;
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "could not look up a recorded outcome"),
-    }
-    let mut response = match router::route(&env.payload) {
-        router::Route::Passthrough => passthrough::execute(deps, &env).await,
+        store::Begin::InFlight if !router::safe_to_repeat(&env.payload.method) => {
+            // Its processor stopped after handing it to upstream: it may have been executed.
+            // Sending it again could send a message twice, and a 5xx would make clients resend.
+            tracing::warn!(method = %env.payload.method, "call was in flight when its processor stopped; not sending it again");
+            metrics::REDELIVERED
+                .with_label_values(&["unknown_outcome"])
+                .inc();
+            schemas::Response::from_error(&schemas::ApiError::new(
+                409,
+                "Conflict: the gateway restarted while this call was in flight; it may or may not have been executed",
+            ))
+        }
+        other => {
+            if other == store::Begin::InFlight {
+                metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
+            }
+            match router::route(&env.payload) {
+                router::Route::Passthrough => passthrough::execute(deps, &env).await,
+            }
+        }
     };
     response.stages.queue_ms = queued_ms;
     outcome::finish(deps, producer, ttl, &env, response).await;

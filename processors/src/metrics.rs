@@ -12,10 +12,12 @@ pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static REDELIVERED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
+pub static REDELIVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
         "telepipe_calls_redelivered_total",
-        "Calls seen again after a restart and answered from their recorded outcome."
+        "Calls seen again after a restart, by what happened: answered (from the recorded \
+         outcome), repeated (a read whose first run is unknown), unknown_outcome (not sent again).",
+        &["what"]
     )
     .expect("metric registers once")
 });

@@ -187,3 +187,70 @@ async fn rejected_and_unreadable_records_do_not_go_upstream() {
     }
     w.shutdown.cancel();
 }
+
+/// A call whose attempt is recorded but whose outcome is not (its processor died mid-call) is
+/// not sent again: a send gets a shaped 409 saying the outcome is unknown; a read runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_in_a_dead_processor_is_not_sent_twice() {
+    let w = world().await;
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    let send = Envelope::new(
+        CallId::new(),
+        BotId(57),
+        "ingest/t",
+        Some("responses.t".into()),
+        call(&w, 57, "sendMessage", "chat_id=1&text=maybe"),
+    );
+    let read = Envelope::new(
+        CallId::new(),
+        BotId(57),
+        "ingest/t",
+        Some("responses.t".into()),
+        call(&w, 57, "getMe", ""),
+    );
+    // What a processor does right before it forwards a call.
+    for env in [&send, &read] {
+        assert!(w
+            .store
+            .mark_attempt(env.header.call_id, i64::MAX)
+            .await
+            .unwrap());
+    }
+    bus::publish_envelope(w.bus.as_ref(), "calls", &send)
+        .await
+        .unwrap();
+    let r = next_reply(&mut replies).await;
+    assert_eq!(r.header.call_id, send.header.call_id);
+    assert_eq!(r.payload.status, 409);
+    assert!(r
+        .payload
+        .description()
+        .unwrap()
+        .starts_with("Conflict: the gateway restarted"));
+
+    bus::publish_envelope(w.bus.as_ref(), "calls", &read)
+        .await
+        .unwrap();
+    let r = next_reply(&mut replies).await;
+    assert_eq!(r.header.call_id, read.header.call_id);
+    assert_eq!(r.payload.status, 200);
+
+    let v: serde_json::Value = reqwest::get(format!("{}/control/calls?bot_id=57", w.sandbox_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let methods: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, vec!["getMe"], "the send never reached upstream");
+    w.shutdown.cancel();
+}

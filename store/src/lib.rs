@@ -128,6 +128,37 @@ pub trait Store: Send + Sync + 'static {
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
 
-    /// Deletes outcomes expired before `now_ms`; returns how many.
+    /// Deletes outcomes (and attempts) expired before `now_ms`; returns how many.
     async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Records that a call is being handed to upstream; true the first time, false when an
+    /// attempt was already recorded (by a processor that may have died since).
+    async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError>;
+
+    /// Where a call stands before a processor acts on it: answered already, in flight in
+    /// another (maybe dead) processor, or new — in which case the attempt is now recorded.
+    async fn begin(&self, call_id: CallId, expires_ms: i64) -> Result<Begin, StoreError> {
+        if let Some(r) = self.get_result(call_id).await? {
+            return Ok(Begin::Done(r));
+        }
+        if self.mark_attempt(call_id, expires_ms).await? {
+            return Ok(Begin::Fresh);
+        }
+        // The other attempt may have finished in between.
+        Ok(match self.get_result(call_id).await? {
+            Some(r) => Begin::Done(r),
+            None => Begin::InFlight,
+        })
+    }
+}
+
+/// See [`Store::begin`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Begin {
+    /// Never attempted: the attempt is recorded now.
+    Fresh,
+    /// Attempted before, no outcome recorded: its processor died mid-call, or is still on it.
+    InFlight,
+    /// The recorded outcome.
+    Done(Response),
 }

@@ -13,7 +13,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_attempts.sql"),
+];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
 const READERS: usize = 2;
@@ -32,6 +35,11 @@ enum Write {
     Result {
         call_id: String,
         response: String,
+        expires_ms: i64,
+    },
+    Attempt {
+        call_id: String,
+        now_ms: i64,
         expires_ms: i64,
     },
     Purge {
@@ -213,10 +221,28 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 )?;
                 st.execute(params![call_id, response, expires_ms])? as u64
             }
-            Write::Purge { now_ms } => c.execute(
-                "DELETE FROM results WHERE expires_ms <= ?1",
-                params![now_ms],
-            )? as u64,
+            Write::Attempt {
+                call_id,
+                now_ms,
+                expires_ms,
+            } => {
+                let mut st = c.prepare_cached(
+                    "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms)
+                     VALUES (?1, ?2, ?3)",
+                )?;
+                st.execute(params![call_id, now_ms, expires_ms])? as u64
+            }
+            Write::Purge { now_ms } => {
+                let results = c.execute(
+                    "DELETE FROM results WHERE expires_ms <= ?1",
+                    params![now_ms],
+                )?;
+                let attempts = c.execute(
+                    "DELETE FROM attempts WHERE expires_ms <= ?1",
+                    params![now_ms],
+                )?;
+                (results + attempts) as u64
+            }
         };
     }
     Ok(n)
@@ -337,6 +363,17 @@ impl Store for SqliteStore {
 
     async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.write(vec![Write::Purge { now_ms }]).await
+    }
+
+    async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
+        let n = self
+            .write(vec![Write::Attempt {
+                call_id: call_id.to_string(),
+                now_ms: schemas::now_ms(),
+                expires_ms,
+            }])
+            .await?;
+        Ok(n == 1)
     }
 }
 

@@ -53,6 +53,20 @@ pub async fn run_all(store: &dyn Store) {
     audit_rows_are_upserts(store).await;
     results_roundtrip_and_expire(store).await;
     outcomes_write_result_and_row(store).await;
+    begin_tells_fresh_in_flight_and_done(store).await;
+}
+
+/// `begin` records the first attempt, sees a second as in flight, and a finished one as done.
+async fn begin_tells_fresh_in_flight_and_done(store: &dyn Store) {
+    let exp = schemas::now_ms() + 60_000;
+    let id = CallId::new();
+    assert_eq!(store.begin(id, exp).await.unwrap(), crate::Begin::Fresh);
+    assert_eq!(store.begin(id, exp).await.unwrap(), crate::Begin::InFlight);
+    store.put_result(id, &ok_response(), exp).await.unwrap();
+    assert_eq!(
+        store.begin(id, exp).await.unwrap(),
+        crate::Begin::Done(ok_response())
+    );
 }
 
 /// `record_outcome` leaves both the result and the audit row.

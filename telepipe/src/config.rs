@@ -26,6 +26,19 @@ pub struct Cli {
 pub enum Command {
     /// Run every role in one process: ingest, processors, egress (embedded bus and store).
     Serve(ServeArgs),
+    /// Run the front door alone: bot calls, their answers, file downloads. On Kafka, each
+    /// ingest instance needs its own `--instance`.
+    Ingest(ServeArgs),
+    /// Run processors alone (`all`, or by name: `passthrough`), with `/metrics` and `/healthz`
+    /// on `--listen`.
+    Processor {
+        /// Which processors: `all` or `passthrough` (today they are the same set).
+        name: String,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
+    /// Run file downloads alone (`/file/bot<token>/<path>`), to scale them apart.
+    Egress(ServeArgs),
     /// Run the fake Telegram Bot API server (for tests, benchmarks and offline bot work).
     Sandbox(SandboxArgs),
 }

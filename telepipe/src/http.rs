@@ -1,5 +1,5 @@
-//! The HTTP surface of `serve`: bot calls go to ingest, file downloads to egress, plus
-//! `/metrics` and `/healthz`. A panic anywhere becomes a Bot API-shaped 500, never a dropped
+//! The HTTP surface of a process: bot calls go to ingest, file downloads to egress (each when
+//! the process runs that role), plus `/metrics` and `/healthz` always. A panic anywhere becomes a Bot API-shaped 500, never a dropped
 //! connection.
 
 use axum::body::Body;
@@ -12,8 +12,10 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Surface {
-    pub ingest: ingest::Ingest,
-    pub downloads: egress::downloads::Downloads,
+    /// Bot calls, when this process runs ingest.
+    pub ingest: Option<ingest::Ingest>,
+    /// `/file/bot...`, when this process serves downloads.
+    pub downloads: Option<egress::downloads::Downloads>,
     pub bus: Arc<dyn bus::Bus>,
 }
 
@@ -43,12 +45,10 @@ pub fn router(s: Surface) -> Router {
 
 async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path();
-    if path.starts_with("/file/bot") {
-        s.downloads.handle(req).await
-    } else if path.starts_with("/bot") {
-        s.ingest.handle(req).await
-    } else {
-        ingest::error_response(&ApiError::not_found())
+    match (&s.downloads, &s.ingest) {
+        (Some(d), _) if path.starts_with("/file/bot") => d.handle(req).await,
+        (_, Some(i)) if path.starts_with("/bot") => i.handle(req).await,
+        _ => ingest::error_response(&ApiError::not_found()),
     }
 }
 

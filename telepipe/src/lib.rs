@@ -41,9 +41,15 @@ pub fn seal_key(given: Option<&str>, data_dir: &Path) -> anyhow::Result<SealKey>
         Ok(s) => SealKey::from_hex(&s).with_context(|| format!("{}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SealKey::generate();
-            write_private(&path, &key.to_hex())?;
-            tracing::info!(path = %path.display(), "created a new seal key");
-            Ok(key)
+            match write_private(&path, &key.to_hex()) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "created a new seal key");
+                    Ok(key)
+                }
+                // Another role on this data dir created it first: use theirs.
+                Err(_) if path.exists() => seal_key(None, data_dir),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e).with_context(|| format!("{}", path.display())),
     }
@@ -76,8 +82,43 @@ pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(Arc::new(KafkaBus::new(cfg).context("connecting to Kafka")?))
 }
 
+/// Which roles a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roles {
+    /// Everything: `telepipe serve`.
+    All,
+    /// The front door: bot calls, their answers (the reply consumer), file downloads.
+    Ingest,
+    /// The processors, with `/metrics` and `/healthz` only.
+    Processor,
+    /// File downloads only (scaled apart from ingest).
+    Egress,
+}
+
+impl Roles {
+    fn ingest(self) -> bool {
+        matches!(self, Roles::All | Roles::Ingest)
+    }
+    fn processors(self) -> bool {
+        matches!(self, Roles::All | Roles::Processor)
+    }
+    fn downloads(self) -> bool {
+        matches!(self, Roles::All | Roles::Ingest | Roles::Egress)
+    }
+}
+
 /// Runs every role in one process until `shutdown`. `ready` receives the bound address.
 pub async fn serve(
+    args: ServeArgs,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    run(Roles::All, args, shutdown, ready).await
+}
+
+/// Runs `roles` until `shutdown`. `ready` receives the bound address.
+pub async fn run(
+    roles: Roles,
     args: ServeArgs,
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
@@ -94,25 +135,7 @@ pub async fn serve(
     let bus = open_bus(&args)?;
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;
-    let correlator = Correlator::new();
     let drain = Duration::from_secs(args.drain_timeout);
-
-    let ingest = ingest::Ingest::new(
-        ingest::IngestConfig {
-            instance: args.instance.clone(),
-            max_body: args.max_body,
-            max_upload: args.max_upload,
-            call_timeout: Duration::from_secs(args.call_timeout),
-            ..Default::default()
-        },
-        bus.clone(),
-        blobs.clone(),
-        sealer.clone(),
-        correlator.clone(),
-    );
-    bus.ensure_topics(&ingest.topics()).await?;
-    let downloads =
-        egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone());
 
     // Shutdown runs in order: the HTTP server stops accepting and finishes its open requests
     // (which need the pipeline to answer them), then the pipeline drains.
@@ -120,32 +143,56 @@ pub async fn serve(
     let pipeline = CancellationToken::new();
     let http_done = CancellationToken::new();
 
-    let replies = egress::subscribe(bus.as_ref(), &args.instance).await?;
-    tasks.spawn(
-        "egress",
-        egress::run(replies, correlator.clone(), pipeline.clone()),
-    );
-    tasks.spawn(
-        "processors",
-        processors::run(
-            processors::ProcessorConfig {
+    let ingest = if roles.ingest() {
+        let correlator = Correlator::new();
+        let ingest = ingest::Ingest::new(
+            ingest::IngestConfig {
                 instance: args.instance.clone(),
-                per_bot: args.per_bot_concurrency,
-                total: args.concurrency,
-                drain_timeout: drain,
+                max_body: args.max_body,
+                max_upload: args.max_upload,
+                call_timeout: Duration::from_secs(args.call_timeout),
                 ..Default::default()
             },
-            processors::Deps {
-                bus: bus.clone(),
-                store: store.clone(),
-                blobs: blobs.clone(),
-                upstream,
-                sealer,
-            },
-            pipeline.clone(),
-        ),
-    );
-    {
+            bus.clone(),
+            blobs.clone(),
+            sealer.clone(),
+            correlator.clone(),
+        );
+        bus.ensure_topics(&ingest.topics()).await?;
+        // The reply consumer lives with the ingest that holds the waiting connections.
+        let replies = egress::subscribe(bus.as_ref(), &args.instance).await?;
+        tasks.spawn(
+            "replies",
+            egress::run(replies, correlator, pipeline.clone()),
+        );
+        Some(ingest)
+    } else {
+        None
+    };
+    let downloads = roles.downloads().then(|| {
+        egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone())
+    });
+    if roles.processors() {
+        tasks.spawn(
+            "processors",
+            processors::run(
+                processors::ProcessorConfig {
+                    instance: args.instance.clone(),
+                    per_bot: args.per_bot_concurrency,
+                    total: args.concurrency,
+                    drain_timeout: drain,
+                    ..Default::default()
+                },
+                processors::Deps {
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    blobs: blobs.clone(),
+                    upstream,
+                    sealer,
+                },
+                pipeline.clone(),
+            ),
+        );
         let store = store.clone();
         let stop = pipeline.clone();
         tasks.spawn("results-purge", async move {
@@ -200,7 +247,7 @@ pub async fn serve(
             Ok::<(), std::convert::Infallible>(())
         });
     }
-    tracing::info!(%addr, upstream = %args.upstream, bus = %args.bus, data_dir = %args.data_dir.display(), "telepipe serving");
+    tracing::info!(%addr, roles = ?roles, upstream = %args.upstream, bus = %args.bus, data_dir = %args.data_dir.display(), "telepipe serving");
     println!("telepipe listening on http://{addr}");
     if let Some(tx) = ready {
         let _ = tx.send(addr);

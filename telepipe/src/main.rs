@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use telepipe::config::{Cli, Command};
+use telepipe::Roles;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -22,6 +23,14 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(lifecycle::shutdown_on_signal(shutdown.clone()));
         match cli.command {
             Command::Serve(args) => telepipe::serve(args, shutdown, None).await,
+            Command::Ingest(args) => telepipe::run(Roles::Ingest, args, shutdown, None).await,
+            Command::Processor { name, args } => match name.as_str() {
+                "all" | "passthrough" | "router" => {
+                    telepipe::run(Roles::Processor, args, shutdown, None).await
+                }
+                other => anyhow::bail!("no processor named {other:?}: use `all` or `passthrough`"),
+            },
+            Command::Egress(args) => telepipe::run(Roles::Egress, args, shutdown, None).await,
             Command::Sandbox(args) => telepipe::sandbox(args, shutdown, None).await,
         }
     })

@@ -52,41 +52,58 @@ impl Drop for TempDir {
     }
 }
 
-/// A running telepipe process. Killed when dropped.
+/// A running telepipe process (with, in split mode, its helper processes). Killed when
+/// dropped.
 pub struct Proc {
     child: Child,
+    /// Other processes of the same gateway (the processor role in split mode).
+    pub helpers: Vec<(Child, String)>,
+    /// How each helper was started, to start it again.
+    pub helper_args: Vec<Vec<String>>,
     pub url: String,
     pub dir: TempDir,
 }
 
-impl Proc {
-    async fn start(args: &[&str], envs: &[(&str, &str)], dir: TempDir) -> Result<Proc> {
-        let log = std::fs::File::create(dir.0.join("stderr.log"))?;
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .env("TELEPIPE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().context("spawning telepipe")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some((_, url)) = line.split_once("listening on ") {
-                    return Ok::<_, anyhow::Error>(url.trim().to_owned());
-                }
+/// Starts `telepipe <args>` logging to `log`; returns it once it listens, with its URL.
+pub async fn spawn(args: &[&str], log: &std::path::Path) -> Result<(Child, String)> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("TELEPIPE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().context("spawning telepipe")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some((_, url)) = line.split_once("listening on ") {
+                return Ok::<_, anyhow::Error>(url.trim().to_owned());
             }
-            bail!("telepipe exited before listening")
+        }
+        bail!("telepipe exited before listening")
+    })
+    .await
+    .context("telepipe did not start within 20 s")??;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, url))
+}
+
+impl Proc {
+    async fn start(args: &[&str], dir: TempDir) -> Result<Proc> {
+        let (child, url) = spawn(args, &dir.0.join("stderr.log")).await?;
+        Ok(Proc {
+            child,
+            helpers: Vec::new(),
+            helper_args: Vec::new(),
+            url,
+            dir,
         })
-        .await
-        .context("telepipe did not start within 20 s")??;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Proc { child, url, dir })
     }
 
     /// `telepipe sandbox` on a free port.
@@ -95,7 +112,7 @@ impl Proc {
         let data = dir.0.join("data").display().to_string();
         let mut args = vec!["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &data];
         args.extend_from_slice(extra);
-        Self::start(&args, &[], dir).await
+        Self::start(&args, dir).await
     }
 
     /// `telepipe serve` on a free port, forwarding to `upstream`. When `TELEPIPE_TEST_BUS`
@@ -117,8 +134,45 @@ impl Proc {
         .to_vec();
         args.extend(bus_args());
         args.extend(extra.iter().map(|s| s.to_string()));
+        if !split() {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            return Self::start(&refs, dir).await;
+        }
+        // Split mode: the same flags for a processor process and an ingest process, which
+        // share the data dir and the seal key.
+        let key = hex::encode(rand::random::<[u8; 32]>());
+        let common = &args[1..];
+        let mut p: Vec<&str> = vec!["processor", "all", "--seal-key", &key];
+        p.extend(common.iter().map(String::as_str));
+        let processor = spawn(&p, &dir.0.join("processor.log")).await?;
+        let mut i: Vec<&str> = vec!["ingest", "--seal-key", &key];
+        i.extend(common.iter().map(String::as_str));
+        let mut proc = Self::start(&i, dir).await?;
+        proc.helpers.push(processor);
+        proc.helper_args
+            .push(p.iter().map(|s| s.to_string()).collect());
+        Ok(proc)
+    }
+
+    /// SIGKILL to helper `i` (no graceful anything), then waits for it to be gone.
+    pub async fn kill_helper(&mut self, i: usize) {
+        let (child, _) = &mut self.helpers[i];
+        child.start_kill().expect("kill");
+        let _ = child.wait().await;
+    }
+
+    /// Starts helper `i` again with its original flags.
+    pub async fn restart_helper(&mut self, i: usize) -> Result<()> {
+        let args = self.helper_args[i].clone();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::start(&refs, &[], dir).await
+        self.helpers[i] = spawn(&refs, &self.dir.0.join("processor.log")).await?;
+        Ok(())
+    }
+
+    /// SIGKILL to the main process (the ingest in split mode).
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -135,9 +189,19 @@ impl Proc {
             .unwrap_or(0)
     }
 
-    /// Everything the process logged so far.
+    /// The base URL of every process of this gateway (each serves `/metrics`).
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.helpers.iter().map(|(_, u)| u.clone()))
+            .collect()
+    }
+
+    /// Everything the gateway's processes logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+        ["stderr.log", "processor.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.0.join(f)).unwrap_or_default())
+            .collect()
     }
 
     /// The gateway's data folder.
@@ -154,6 +218,13 @@ impl Proc {
         }
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
     }
+}
+
+/// Whether gateways under test run as separate ingest and processor processes
+/// (`TELEPIPE_TEST_SPLIT=1`, with `TELEPIPE_TEST_BUS` naming a broker).
+pub fn split() -> bool {
+    std::env::var("TELEPIPE_TEST_BUS").is_ok_and(|b| b.starts_with("kafka://"))
+        && std::env::var("TELEPIPE_TEST_SPLIT").is_ok_and(|v| v == "1")
 }
 
 /// The bus flags for a gateway under test: none for the in-process bus, or Kafka with a fresh

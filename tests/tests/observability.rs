@@ -49,17 +49,17 @@ async fn metrics_and_health() {
     // The Kafka bus reports its depth from statistics every 2 s: poll until all are there.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let text = loop {
-        let r = http
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain"));
-        let text = r.text().await.unwrap();
+        // Every process of the gateway (ingest and processor when they run apart).
+        let mut text = String::new();
+        for url in gw.urls() {
+            let r = http.get(format!("{url}/metrics")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"));
+            text.push_str(&r.text().await.unwrap());
+        }
         if needles.iter().all(|n| text.contains(n)) || std::time::Instant::now() > deadline {
             break text;
         }
