@@ -28,6 +28,9 @@ enum Bench {
         /// Concurrent clients in the concurrent passes.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// A Kafka broker (`host:port`): also measure the gateway on Kafka.
+        #[arg(long)]
+        kafka: Option<String>,
     },
 }
 
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
     let Bench::Passthrough {
         requests,
         concurrency,
+        kafka,
     } = cli.bench;
     let dir = std::env::temp_dir().join(format!("telepipe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -136,35 +140,47 @@ fn main() -> anyhow::Result<()> {
         )
         .await
     })?;
-    let gw_dir = dir.join("gateway");
-    let sd = shutdown.clone();
-    let upstream = format!("http://{sandbox}");
-    let gateway = spawn_server("gateway", move |ready| async move {
-        telepipe::serve(
-            telepipe::config::ServeArgs {
-                listen: "127.0.0.1:0".parse()?,
-                upstream,
-                data_dir: gw_dir,
-                seal_key: None,
-                call_timeout: 300,
-                connect_timeout: 10,
-                max_body: 10 * 1024 * 1024,
-                max_upload: 2000 * 1024 * 1024,
-                per_bot_concurrency: 64,
-                concurrency: 4096,
-                bus: "memory".into(),
-                partitions: 8,
-                kafka_prefix: "telepipe.".into(),
-                kafka_replication: 1,
-                kafka_session_timeout_ms: 10_000,
-                instance: "bench".into(),
-                drain_timeout: 5,
-            },
-            sd,
-            Some(ready),
-        )
-        .await
-    })?;
+    let gateway = |name: &str, bus: String, prefix: String| -> anyhow::Result<SocketAddr> {
+        let data_dir = dir.join(name);
+        let sd = shutdown.clone();
+        let upstream = format!("http://{sandbox}");
+        let instance = name.to_owned();
+        spawn_server(name, move |ready| async move {
+            telepipe::serve(
+                telepipe::config::ServeArgs {
+                    listen: "127.0.0.1:0".parse()?,
+                    upstream,
+                    data_dir,
+                    seal_key: None,
+                    call_timeout: 300,
+                    connect_timeout: 10,
+                    max_body: 10 * 1024 * 1024,
+                    max_upload: 2000 * 1024 * 1024,
+                    per_bot_concurrency: 64,
+                    concurrency: 4096,
+                    bus,
+                    partitions: 8,
+                    kafka_prefix: prefix,
+                    kafka_replication: 1,
+                    kafka_session_timeout_ms: 2000,
+                    instance,
+                    drain_timeout: 5,
+                },
+                sd,
+                Some(ready),
+            )
+            .await
+        })
+    };
+    let embedded = gateway("embedded", "memory".into(), "telepipe.".into())?;
+    let on_kafka = match &kafka {
+        Some(b) => Some(gateway(
+            "kafka",
+            format!("kafka://{b}"),
+            format!("bench{}.", std::process::id()),
+        )?),
+        None => None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -175,37 +191,33 @@ fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(concurrency * 2)
             .build()?;
         let token = sandbox::token_for(123_456);
-        let direct = format!("http://{sandbox}/bot{token}/sendMessage?chat_id=1&text=bench");
-        let through = format!("http://{gateway}/bot{token}/sendMessage?chat_id=1&text=bench");
-        // Warm up connections and caches on both paths.
-        pass("warm-up", &http, &direct, 1000, concurrency).await;
-        pass("warm-up", &http, &through, 1000, concurrency).await;
+        let path = format!("/bot{token}/sendMessage?chat_id=1&text=bench");
+        let mut targets = vec![
+            ("direct".to_owned(), format!("http://{sandbox}{path}")),
+            ("embedded".to_owned(), format!("http://{embedded}{path}")),
+        ];
+        if let Some(k) = on_kafka {
+            targets.push(("kafka".to_owned(), format!("http://{k}{path}")));
+        }
+        // Warm up connections, caches and (on Kafka) group joins on every path.
+        for (_, url) in &targets {
+            pass("warm-up", &http, url, 1000, concurrency).await;
+        }
         let seq = (requests / 10).max(100);
-        Ok::<_, anyhow::Error>(vec![
-            pass("direct, 1 client", &http, &direct, seq, 1).await,
-            pass("gateway, 1 client", &http, &through, seq, 1).await,
-            pass(
-                &format!("direct, {concurrency} clients"),
-                &http,
-                &direct,
-                requests,
-                concurrency,
-            )
-            .await,
-            pass(
-                &format!("gateway, {concurrency} clients"),
-                &http,
-                &through,
-                requests,
-                concurrency,
-            )
-            .await,
-        ])
+        let mut out = Vec::new();
+        for (name, url) in &targets {
+            out.push(pass(&format!("{name}, 1 client"), &http, url, seq, 1).await);
+        }
+        for (name, url) in &targets {
+            let label = format!("{name}, {concurrency} clients");
+            out.push(pass(&label, &http, url, requests, concurrency).await);
+        }
+        Ok::<_, anyhow::Error>(out)
     })?;
     shutdown.cancel();
 
     println!(
-        "passthrough: sendMessage, sandbox vs telepipe serve (embedded), {} cores",
+        "passthrough: sendMessage, direct to the sandbox vs through telepipe serve, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -223,15 +235,21 @@ fn main() -> anyhow::Result<()> {
             p.errors
         );
     }
-    let ratio =
-        |a: &Pass, b: &Pass| (b.requests as f64 / b.seconds) / (a.requests as f64 / a.seconds);
-    println!(
-        "gateway/direct throughput: {:.2} (1 client), {:.2} ({} clients); added p50 latency: {:.3} ms (1 client)",
-        ratio(&results[0], &results[1]),
-        ratio(&results[2], &results[3]),
-        concurrency,
-        results[1].p50_ms - results[0].p50_ms
-    );
+    let paths = results.len() / 2;
+    let rate = |p: &Pass| p.requests as f64 / p.seconds;
+    for i in 1..paths {
+        let (seq, conc) = (&results[i], &results[paths + i]);
+        println!(
+            "{}: {:.2}x direct throughput (1 client), {:.2}x ({} clients); added p50 {:.3} ms (1 client), {:.3} ms ({} clients)",
+            seq.label.split(',').next().unwrap_or(""),
+            rate(seq) / rate(&results[0]),
+            rate(conc) / rate(&results[paths]),
+            concurrency,
+            seq.p50_ms - results[0].p50_ms,
+            conc.p50_ms - results[paths].p50_ms,
+            concurrency,
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
