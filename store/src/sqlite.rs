@@ -42,6 +42,13 @@ enum Write {
         now_ms: i64,
         expires_ms: i64,
     },
+    /// `Store::begin` in one step: counts 2 when a result exists, else records the attempt
+    /// and counts 1 (new) or 0 (attempted before).
+    Begin {
+        call_id: String,
+        now_ms: i64,
+        expires_ms: i64,
+    },
     Purge {
         now_ms: i64,
     },
@@ -232,6 +239,24 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 )?;
                 st.execute(params![call_id, now_ms, expires_ms])? as u64
             }
+            Write::Begin {
+                call_id,
+                now_ms,
+                expires_ms,
+            } => {
+                let answered = c
+                    .prepare_cached("SELECT 1 FROM results WHERE call_id = ?1 AND expires_ms > ?2")?
+                    .exists(params![call_id, now_ms])?;
+                if answered {
+                    2
+                } else {
+                    let mut st = c.prepare_cached(
+                        "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms)
+                         VALUES (?1, ?2, ?3)",
+                    )?;
+                    st.execute(params![call_id, now_ms, expires_ms])? as u64
+                }
+            }
             Write::Purge { now_ms } => {
                 let results = c.execute(
                     "DELETE FROM results WHERE expires_ms <= ?1",
@@ -363,6 +388,25 @@ impl Store for SqliteStore {
 
     async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.write(vec![Write::Purge { now_ms }]).await
+    }
+
+    /// One trip to the writer thread on the hot path (the result is read only when it exists).
+    async fn begin(&self, call_id: CallId, expires_ms: i64) -> Result<crate::Begin, StoreError> {
+        let state = self
+            .write(vec![Write::Begin {
+                call_id: call_id.to_string(),
+                now_ms: schemas::now_ms(),
+                expires_ms,
+            }])
+            .await?;
+        Ok(match state {
+            1 => crate::Begin::Fresh,
+            0 => crate::Begin::InFlight,
+            _ => match self.get_result(call_id).await? {
+                Some(r) => crate::Begin::Done(r),
+                None => crate::Begin::InFlight,
+            },
+        })
     }
 
     async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
