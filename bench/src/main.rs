@@ -158,6 +158,7 @@ fn main() -> anyhow::Result<()> {
                     max_upload: 2000 * 1024 * 1024,
                     per_bot_concurrency: 64,
                     concurrency: 4096,
+                    store: "sqlite".into(),
                     bus,
                     partitions: 8,
                     kafka_prefix: prefix,

@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`Store`] and its rows (this file).
 //! - [`sqlite`]: the embedded implementation (one file under the data dir).
+//! - [`scylla`]: the ScyllaDB implementation (CQL in `migrations/cql/`).
 //! - [`blobs`]: the blob store trait and its local-folder implementation.
 //! - [`testsuite`]: the behaviour every implementation must show; each runs it.
 
 pub mod blobs;
+pub mod scylla;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -24,6 +26,8 @@ use serde_json::{Map, Value};
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store backend: {0}")]
+    Backend(String),
     #[error("stored data is malformed: {0}")]
     Malformed(String),
     #[error("store task failed: {0}")]
@@ -33,7 +37,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying may help (a busy database) or not (malformed data).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Sqlite(_) | StoreError::Task(_))
+        matches!(
+            self,
+            StoreError::Sqlite(_) | StoreError::Task(_) | StoreError::Backend(_)
+        )
     }
 }
 
@@ -49,7 +56,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error => "error",
@@ -57,7 +64,7 @@ impl Outcome {
         }
     }
 
-    fn parse(s: &str) -> Result<Self, StoreError> {
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
         match s {
             "ok" => Ok(Outcome::Ok),
             "error" => Ok(Outcome::Error),

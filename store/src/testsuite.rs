@@ -154,6 +154,8 @@ async fn results_roundtrip_and_expire(store: &dyn Store) {
     assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
     assert_eq!(store.get_result(dead).await.unwrap(), None);
     assert_eq!(store.get_result(CallId::new()).await.unwrap(), None);
-    assert!(store.purge_results(now).await.unwrap() >= 1);
+    // How many rows a purge reports is the implementation's business (ScyllaDB expires by TTL
+    // and reports none); what is live must survive it.
+    store.purge_results(now).await.unwrap();
     assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
 }

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_CONCURRENCY", default_value_t = 4096)]
     pub concurrency: usize,
 
+    /// The store: `sqlite` (`<data-dir>/store.db`) or `scylla://host:9042[,host:9042]/keyspace?rf=N`.
+    #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
+    pub store: String,
+
     /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
     pub bus: String,

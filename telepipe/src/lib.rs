@@ -68,6 +68,27 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store the arguments name.
+pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+    if args.store == "sqlite" {
+        let path = args.data_dir.join("store.db");
+        return Ok(Arc::new(
+            SqliteStore::open(&path).context("opening the SQLite store")?,
+        ));
+    }
+    if args.store.starts_with("scylla://") {
+        return Ok(Arc::new(
+            store::scylla::ScyllaStore::connect(&args.store)
+                .await
+                .context("connecting to ScyllaDB")?,
+        ));
+    }
+    anyhow::bail!(
+        "--store must be `sqlite` or scylla://..., not {}",
+        args.store
+    )
+}
+
 /// The bus the arguments name.
 pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     if args.bus == "memory" {
@@ -126,9 +147,7 @@ pub async fn run(
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let sealer = Sealer::new(&seal_key(args.seal_key.as_deref(), &args.data_dir)?);
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&args.data_dir.join("store.db")).context("opening the SQLite store")?,
-    );
+    let store = open_store(&args).await?;
     let blobs: Arc<dyn Blobs> = Arc::new(
         LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?,
     );

@@ -30,6 +30,7 @@ fn serve_help_lists_every_variable() {
         "TELEPIPE_CONCURRENCY",
         "TELEPIPE_PARTITIONS",
         "TELEPIPE_BUS",
+        "TELEPIPE_STORE",
         "TELEPIPE_KAFKA_PREFIX",
         "TELEPIPE_KAFKA_REPLICATION",
         "TELEPIPE_KAFKA_SESSION_TIMEOUT_MS",

@@ -91,11 +91,28 @@ fn compose_file_matches_the_cli() {
                         "{name}: bus host {host} is no service"
                     );
                 }
+                "TELEPIPE_STORE" => {
+                    let host = v
+                        .strip_prefix("scylla://")
+                        .unwrap()
+                        .split(':')
+                        .next()
+                        .unwrap();
+                    assert!(
+                        names.contains(host),
+                        "{name}: store host {host} is no service"
+                    );
+                }
                 "TELEPIPE_INSTANCE" => assert!(instances.insert(v.to_owned()), "{name}: {v} twice"),
                 _ => {}
             }
         }
-        for required in ["TELEPIPE_BUS", "TELEPIPE_SEAL_KEY", "TELEPIPE_INSTANCE"] {
+        for required in [
+            "TELEPIPE_BUS",
+            "TELEPIPE_STORE",
+            "TELEPIPE_SEAL_KEY",
+            "TELEPIPE_INSTANCE",
+        ] {
             assert!(env.contains_key(required), "{name}: no {required}");
         }
     }

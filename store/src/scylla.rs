@@ -1,0 +1,389 @@
+//! The ScyllaDB store (`scylla` 1.x): the same tables and behaviour as the SQLite store, for
+//! deployments that run the roles on many machines.
+//!
+//! `ScyllaStore::connect("scylla://host:9042[,host:9042]/keyspace?rf=N")` creates the keyspace
+//! when missing, applies `migrations/cql/` and prepares every statement once. Results and
+//! attempts expire by TTL, so `purge_results` has nothing to do. Attempts use a lightweight
+//! transaction (`IF NOT EXISTS`), so two processors cannot both think a call is new.
+//!
+//! Tested by the shared store suite only where `TELEPIPE_TEST_SCYLLA` names a node: no ScyllaDB
+//! runs on the project's build machines (see the README).
+
+use crate::{CallQuery, CallRow, Outcome, Store, StoreError};
+use async_trait::async_trait;
+use schemas::{BotId, CallId, Response, Stages};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use uuid::Uuid;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/cql/0001_init.cql")];
+
+const DAY_MS: i64 = 86_400_000;
+
+pub struct ScyllaStore {
+    session: Session,
+    insert_call: PreparedStatement,
+    select_calls: PreparedStatement,
+    insert_result: PreparedStatement,
+    select_result: PreparedStatement,
+    insert_attempt: PreparedStatement,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// `scylla://h1:9042,h2:9042/keyspace?rf=3` → (nodes, keyspace, replication factor).
+pub fn parse_url(url: &str) -> Result<(Vec<String>, String, u32), StoreError> {
+    let rest = url
+        .strip_prefix("scylla://")
+        .ok_or_else(|| err(format!("not a scylla:// URL: {url}")))?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (nodes, keyspace) = rest.split_once('/').unwrap_or((rest, "telepipe"));
+    let keyspace = if keyspace.is_empty() {
+        "telepipe"
+    } else {
+        keyspace
+    };
+    if !keyspace
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(err(format!("bad keyspace name {keyspace}")));
+    }
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if nodes.is_empty() {
+        return Err(err("no ScyllaDB node in the URL"));
+    }
+    let rf = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("rf="))
+        .map(|v| v.parse::<u32>().map_err(|_| err("rf must be a number")))
+        .transpose()?
+        .unwrap_or(1);
+    Ok((nodes, keyspace.to_owned(), rf))
+}
+
+impl ScyllaStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let (nodes, keyspace, rf) = parse_url(url)?;
+        let session = SessionBuilder::new()
+            .known_nodes(&nodes)
+            .build()
+            .await
+            .map_err(err)?;
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
+                     {{'class': 'NetworkTopologyStrategy', 'replication_factor': {rf}}}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        session.use_keyspace(&keyspace, false).await.map_err(err)?;
+        for file in MIGRATIONS {
+            for statement in statements(file) {
+                session.query_unpaged(statement, &[]).await.map_err(err)?;
+            }
+        }
+        let prepare = |q: &'static str| session.prepare(q);
+        Ok(Self {
+            insert_call: prepare(
+                "INSERT INTO calls (bot_id, day, received_ms, call_id, token_fp, method, \
+                 http_method, test_env, params, blobs, outcome, http_status, error_code, \
+                 description, latency_ms, queue_ms, upstream_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .await
+            .map_err(err)?,
+            select_calls: prepare(
+                "SELECT bot_id, received_ms, call_id, token_fp, method, http_method, test_env, \
+                 params, blobs, outcome, http_status, error_code, description, latency_ms, \
+                 queue_ms, upstream_ms FROM calls \
+                 WHERE bot_id = ? AND day = ? AND received_ms >= ? AND received_ms < ? LIMIT ?",
+            )
+            .await
+            .map_err(err)?,
+            insert_result: prepare("INSERT INTO results (call_id, response) VALUES (?, ?) USING TTL ?")
+                .await
+                .map_err(err)?,
+            select_result: prepare("SELECT response FROM results WHERE call_id = ?")
+                .await
+                .map_err(err)?,
+            insert_attempt: prepare(
+                "INSERT INTO attempts (call_id, started_ms) VALUES (?, ?) IF NOT EXISTS USING TTL ?",
+            )
+            .await
+            .map_err(err)?,
+            session,
+        })
+    }
+}
+
+/// The statements of a CQL file: `;`-separated, `--` comments dropped.
+fn statements(file: &str) -> Vec<String> {
+    let clean: String = file
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    clean
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Seconds until `expires_ms`, as a CQL TTL (`None` when already expired).
+fn ttl(expires_ms: i64) -> Option<i32> {
+    let secs = (expires_ms - schemas::now_ms()).div_euclid(1000);
+    (secs > 0).then(|| secs.min(i32::MAX as i64) as i32)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+/// An audit row's bind values, by column name.
+#[derive(scylla::SerializeRow)]
+struct CallValues<'a> {
+    bot_id: i64,
+    day: i64,
+    received_ms: i64,
+    call_id: Uuid,
+    token_fp: &'a str,
+    method: &'a str,
+    http_method: &'a str,
+    test_env: bool,
+    params: String,
+    blobs: String,
+    outcome: &'a str,
+    http_status: Option<i32>,
+    error_code: Option<i64>,
+    description: Option<&'a str>,
+    latency_ms: Option<i64>,
+    queue_ms: i64,
+    upstream_ms: i64,
+}
+
+#[derive(scylla::DeserializeRow)]
+struct CallColumns {
+    bot_id: i64,
+    received_ms: i64,
+    call_id: Uuid,
+    token_fp: Option<String>,
+    method: Option<String>,
+    http_method: Option<String>,
+    test_env: Option<bool>,
+    params: Option<String>,
+    blobs: Option<String>,
+    outcome: Option<String>,
+    http_status: Option<i32>,
+    error_code: Option<i64>,
+    description: Option<String>,
+    latency_ms: Option<i64>,
+    queue_ms: Option<i64>,
+    upstream_ms: Option<i64>,
+}
+
+impl CallColumns {
+    fn into_row(self) -> Result<CallRow, StoreError> {
+        let malformed = |e: serde_json::Error| StoreError::Malformed(e.to_string());
+        Ok(CallRow {
+            call_id: CallId(self.call_id),
+            bot_id: BotId(self.bot_id),
+            received_ms: self.received_ms,
+            token_fingerprint: self.token_fp.unwrap_or_default(),
+            method: self.method.unwrap_or_default(),
+            http_method: self.http_method.unwrap_or_default(),
+            test_env: self.test_env.unwrap_or(false),
+            params: serde_json::from_str(self.params.as_deref().unwrap_or("{}"))
+                .map_err(malformed)?,
+            blobs: serde_json::from_str(self.blobs.as_deref().unwrap_or("[]"))
+                .map_err(malformed)?,
+            outcome: Outcome::parse(self.outcome.as_deref().unwrap_or(""))?,
+            http_status: self.http_status.map(|v| v as u16),
+            error_code: self.error_code,
+            description: self.description,
+            latency_ms: self.latency_ms.map(|v| v as u64),
+            stages: Stages {
+                queue_ms: self.queue_ms.unwrap_or(0) as u64,
+                upstream_ms: self.upstream_ms.unwrap_or(0) as u64,
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
+        let values = CallValues {
+            bot_id: row.bot_id.0,
+            day: row.received_ms.div_euclid(DAY_MS),
+            received_ms: row.received_ms,
+            call_id: row.call_id.0,
+            token_fp: &row.token_fingerprint,
+            method: &row.method,
+            http_method: &row.http_method,
+            test_env: row.test_env,
+            params: json(&row.params),
+            blobs: json(&row.blobs),
+            outcome: row.outcome.as_str(),
+            http_status: row.http_status.map(i32::from),
+            error_code: row.error_code,
+            description: row.description.as_deref(),
+            latency_ms: row.latency_ms.map(|v| v as i64),
+            queue_ms: row.stages.queue_ms as i64,
+            upstream_ms: row.stages.upstream_ms as i64,
+        };
+        self.session
+            .execute_unpaged(&self.insert_call, values)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn calls(&self, q: &CallQuery) -> Result<Vec<CallRow>, StoreError> {
+        let mut out = Vec::new();
+        let last_day = (q.to_ms - 1).div_euclid(DAY_MS);
+        let mut day = q.from_ms.div_euclid(DAY_MS);
+        // Audit queries name a window; walk its days (partitions) in order.
+        while day <= last_day && out.len() < q.limit {
+            let left = (q.limit - out.len()).min(i32::MAX as usize) as i32;
+            let result = self
+                .session
+                .execute_unpaged(
+                    &self.select_calls,
+                    (q.bot_id.0, day, q.from_ms, q.to_ms, left),
+                )
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            let mut rows: Vec<CallRow> = Vec::new();
+            for r in result.rows::<CallColumns>().map_err(err)? {
+                rows.push(r.map_err(err)?.into_row()?);
+            }
+            rows.sort_by_key(|r| (r.received_ms, r.call_id));
+            out.extend(rows);
+            // A window over many idle days would walk them all; a year is the most.
+            if day - q.from_ms.div_euclid(DAY_MS) > 366 {
+                break;
+            }
+            day += 1;
+        }
+        out.truncate(q.limit);
+        Ok(out)
+    }
+
+    async fn put_result(
+        &self,
+        call_id: CallId,
+        response: &Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let Some(ttl) = ttl(expires_ms) else {
+            return Ok(());
+        };
+        self.session
+            .execute_unpaged(&self.insert_result, (call_id.0, json(response), ttl))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn record_outcome(
+        &self,
+        row: &CallRow,
+        response: &Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (a, b) = tokio::join!(
+            self.put_result(row.call_id, response, expires_ms),
+            self.record_call(row)
+        );
+        a.and(b)
+    }
+
+    async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.select_result, (call_id.0,))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let Some((body,)) = result.maybe_first_row::<(Option<String>,)>().map_err(err)? else {
+            return Ok(None);
+        };
+        body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Malformed(e.to_string())))
+            .transpose()
+    }
+
+    async fn purge_results(&self, _now_ms: i64) -> Result<u64, StoreError> {
+        // Rows expire by TTL.
+        Ok(0)
+    }
+
+    async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
+        let ttl = ttl(expires_ms).unwrap_or(1);
+        let result = self
+            .session
+            .execute_unpaged(&self.insert_attempt, (call_id.0, schemas::now_ms(), ttl))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let row: Row = result.first_row().map_err(err)?;
+        match row.columns.first() {
+            Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+            other => Err(StoreError::Malformed(format!(
+                "a conditional insert answered {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            parse_url("scylla://a:9042,b:9042/tp?rf=3").unwrap(),
+            (vec!["a:9042".into(), "b:9042".into()], "tp".into(), 3)
+        );
+        assert_eq!(
+            parse_url("scylla://a:9042").unwrap(),
+            (vec!["a:9042".into()], "telepipe".into(), 1)
+        );
+        assert!(parse_url("scylla://a/bad-name").is_err());
+        assert!(parse_url("scylla:///ks").is_err());
+        assert!(parse_url("sqlite:x").is_err());
+    }
+
+    #[test]
+    fn splits_cql_files() {
+        let s = statements(MIGRATIONS[0]);
+        assert_eq!(s.len(), 3);
+        assert!(s
+            .iter()
+            .all(|q| q.starts_with("CREATE TABLE IF NOT EXISTS")));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(ttl(schemas::now_ms() - 5), None);
+        assert!(ttl(schemas::now_ms() + 10_000).unwrap() >= 9);
+    }
+}
