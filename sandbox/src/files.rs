@@ -187,11 +187,7 @@ pub async fn fetch(sb: &Sandbox, url: &str, limit: u64) -> Result<Upload, String
         .and_then(|u| u.rsplit('/').next())
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
-    let path = sb
-        .cfg
-        .data_dir
-        .join("tmp")
-        .join(format!("{:032x}", rand::random::<u128>()));
+    let path = sb.temp_path();
     let mut f = tokio::fs::File::create(&path)
         .await
         .map_err(|e| e.to_string())?;

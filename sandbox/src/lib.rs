@@ -86,6 +86,14 @@ impl Sandbox {
         })
     }
 
+    /// A fresh path for a file being received.
+    pub(crate) fn temp_path(&self) -> PathBuf {
+        self.cfg
+            .data_dir
+            .join("tmp")
+            .join(format!("{:032x}", rand::random::<u128>()))
+    }
+
     pub fn world(&self) -> &world::World {
         &self.world
     }

@@ -249,11 +249,7 @@ async fn multipart(
             continue;
         }
         if is_file {
-            let path = sb
-                .cfg
-                .data_dir
-                .join("tmp")
-                .join(format!("{:032x}", rand::random::<u128>()));
+            let path = sb.temp_path();
             let mut f = tokio::fs::File::create(&path)
                 .await
                 .map_err(|e| ParseError::Bad(e.to_string()))?;

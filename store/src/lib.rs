@@ -159,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// A stored response (JSON of `schemas::Response`), as every implementation keeps it.
+pub(crate) fn decode_response(json: &str) -> Result<Response, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
 /// See [`Store::begin`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Begin {

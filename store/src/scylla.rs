@@ -325,8 +325,7 @@ impl Store for ScyllaStore {
         let Some((body,)) = result.maybe_first_row::<(Option<String>,)>().map_err(err)? else {
             return Ok(None);
         };
-        body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Malformed(e.to_string())))
-            .transpose()
+        body.as_deref().map(crate::decode_response).transpose()
     }
 
     async fn purge_results(&self, _now_ms: i64) -> Result<u64, StoreError> {

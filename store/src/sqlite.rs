@@ -380,8 +380,7 @@ impl Store for SqliteStore {
                 )?
                 .query_row(params![call_id.to_string(), now], |r| r.get(0))
                 .optional()?;
-            body.map(|b| serde_json::from_str(&b).map_err(|e| StoreError::Malformed(e.to_string())))
-                .transpose()
+            body.as_deref().map(crate::decode_response).transpose()
         })
         .await
     }

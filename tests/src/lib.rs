@@ -196,6 +196,24 @@ impl Proc {
             .collect()
     }
 
+    /// The gateway's audit rows for `bot`, once there are at least `n` (polls up to 30 s:
+    /// some rows are written after the client has its answer).
+    pub async fn audit(&self, bot: i64, n: usize) -> Result<Vec<store::CallRow>> {
+        let sql = store::sqlite::SqliteStore::open(&self.data_dir().join("store.db"))?;
+        let query = store::CallQuery {
+            bot_id: schemas::BotId(bot),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 1000,
+        };
+        eventually(Duration::from_secs(30), || async {
+            let rows = store::Store::calls(&sql, &query).await.ok()?;
+            (rows.len() >= n).then_some(rows)
+        })
+        .await
+        .with_context(|| format!("fewer than {n} audit rows for bot {bot}"))
+    }
+
     /// Everything the gateway's processes logged so far.
     pub fn log(&self) -> String {
         ["stderr.log", "processor.log"]

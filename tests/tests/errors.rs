@@ -2,8 +2,7 @@
 //! audit, and never reaches upstream; upstream's own errors come back as upstream sent them.
 
 use serde_json::json;
-use std::time::Duration;
-use telepipe_tests::{assert_shaped, client, eventually, token, Control, Proc};
+use telepipe_tests::{assert_shaped, client, token, Control, Proc};
 
 /// Tokens of the wrong shape: 401 without contacting upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,26 +114,11 @@ async fn malformed_requests_get_shaped_errors_and_are_audited() {
 
     // Every call with a well-formed token is in the audit log, marked rejected. (The last
     // case has no bot path, so it is not a call.)
-    let store = store::sqlite::SqliteStore::open(&gw.data_dir().join("store.db")).unwrap();
-    let rows = eventually(Duration::from_secs(10), || {
-        let store = store.clone();
-        async move {
-            let rows = store::Store::calls(
-                &store,
-                &store::CallQuery {
-                    bot_id: schemas::BotId(bot),
-                    from_ms: 0,
-                    to_ms: i64::MAX,
-                    limit: 100,
-                },
-            )
-            .await
-            .ok()?;
-            (rows.len() == n - 1).then_some(rows)
-        }
-    })
-    .await
-    .expect("every refused call is audited");
+    let rows = gw
+        .audit(bot, n - 1)
+        .await
+        .expect("every refused call is audited");
+    assert_eq!(rows.len(), n - 1);
     assert!(rows.iter().all(|r| r.outcome == store::Outcome::Rejected));
     assert!(rows.iter().any(|r| r.error_code == Some(413)));
 }
@@ -250,25 +234,8 @@ async fn tokens_never_appear_in_clear() {
     // Wait for the audit rows (the rejected call's row is written after its answer), then
     // read the database with its write-ahead log.
     let store = gw.data_dir().join("store.db");
-    let sql = store::sqlite::SqliteStore::open(&store).unwrap();
-    let audited = |bot: i64, n: usize| {
-        let sql = sql.clone();
-        async move {
-            let q = store::CallQuery {
-                bot_id: schemas::BotId(bot),
-                from_ms: 0,
-                to_ms: i64::MAX,
-                limit: 100,
-            };
-            (store::Store::calls(&sql, &q).await.ok()?.len() >= n).then_some(())
-        }
-    };
-    eventually(Duration::from_secs(10), || audited(9090, 4))
-        .await
-        .expect("calls audited");
-    eventually(Duration::from_secs(10), || audited(0, 1))
-        .await
-        .expect("refusal audited");
+    gw.audit(9090, 4).await.expect("calls audited");
+    gw.audit(0, 1).await.expect("refusal audited");
     let mut db = std::fs::read(&store).unwrap();
     db.extend(std::fs::read(store.with_extension("db-wal")).unwrap_or_default());
     let db = String::from_utf8_lossy(&db).into_owned();

@@ -16,6 +16,47 @@ fn runs_here() -> bool {
     split()
 }
 
+/// A sandbox whose sendMessage takes `delay_ms`, and a gateway giving each bot `share` calls
+/// at once.
+struct Scene {
+    _sandbox: Proc,
+    control: Control,
+    gw: Proc,
+}
+
+async fn scene(delay_ms: u64, share: &str) -> Scene {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    control
+        .fault(json!({"method": "sendMessage", "times": 1000,
+            "action": {"kind": "delay", "ms": delay_ms}}))
+        .await
+        .unwrap();
+    let gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", share])
+        .await
+        .unwrap();
+    Scene {
+        _sandbox: sandbox,
+        control,
+        gw,
+    }
+}
+
+type Sent = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// CALLS sendMessage calls at once, texts `<prefix><i>`.
+fn fire(gw: &Proc, bot: i64, prefix: &str) -> Vec<Sent> {
+    let http = client();
+    (0..CALLS)
+        .map(|i| {
+            let req = http
+                .post(format!("{}/bot{}/sendMessage", gw.url, token(bot)))
+                .json(&json!({"chat_id": 1, "text": format!("{prefix}{i}")}));
+            tokio::spawn(req.send())
+        })
+        .collect()
+}
+
 /// How often each text reached the sandbox.
 async fn texts(control: &Control, bot: i64) -> HashMap<String, usize> {
     let mut out = HashMap::new();
@@ -26,6 +67,15 @@ async fn texts(control: &Control, bot: i64) -> HashMap<String, usize> {
     out
 }
 
+/// Waits until `n` texts have reached the sandbox.
+async fn reached(control: &Control, bot: i64, n: usize) {
+    eventually(Duration::from_secs(30), || async {
+        (texts(control, bot).await.len() >= n).then_some(())
+    })
+    .await
+    .expect("calls reach upstream");
+}
+
 /// kill -9 the processor with calls in flight, start it again: every call is answered (sent,
 /// or refused with the shaped 409 when its outcome is unknown) and none reaches upstream twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,48 +83,24 @@ async fn a_killed_processor_loses_no_call_and_repeats_none() {
     if !runs_here() {
         return;
     }
-    let sandbox = Proc::sandbox(&[]).await.unwrap();
-    let control = Control::new(&sandbox);
-    control
-        .fault(
-            json!({"method": "sendMessage", "times": 1000, "action": {"kind": "delay", "ms": 400}}),
-        )
-        .await
-        .unwrap();
-    let mut gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", "4"])
-        .await
-        .unwrap();
-    let http = client();
+    // Bind the sandbox: a field left to `..` would be dropped, and the sandbox killed, at once.
+    let Scene {
+        _sandbox,
+        control,
+        mut gw,
+    } = scene(400, "4").await;
     let bot = 7101;
-    let base = format!("{}/bot{}", gw.url, token(bot));
-    let calls: Vec<_> = (0..CALLS)
-        .map(|i| {
-            let http = http.clone();
-            let url = format!("{base}/sendMessage");
-            tokio::spawn(async move {
-                let r = http
-                    .post(url)
-                    .json(&json!({"chat_id": 1, "text": format!("m{i}")}))
-                    .send()
-                    .await
-                    .expect("the ingest stays up");
-                let status = r.status().as_u16();
-                (i, status, r.json::<Value>().await.unwrap())
-            })
-        })
-        .collect();
+    let calls = fire(&gw, bot, "m");
     // Some calls are at the sandbox (being delayed) when the processor dies.
-    eventually(Duration::from_secs(30), || async {
-        (texts(&control, bot).await.len() >= 2).then_some(())
-    })
-    .await
-    .expect("calls reach upstream");
+    reached(&control, bot, 2).await;
     gw.kill_helper(0).await;
     gw.restart_helper(0).await.unwrap();
 
     let mut answered = Vec::new();
-    for c in calls {
-        answered.push(c.await.unwrap());
+    for (i, c) in calls.into_iter().enumerate() {
+        let r = c.await.unwrap().expect("the ingest stays up");
+        let status = r.status().as_u16();
+        answered.push((i, status, r.json::<Value>().await.unwrap()));
     }
     let seen = texts(&control, bot).await;
     let mut sent = 0;
@@ -111,39 +137,17 @@ async fn a_killed_ingest_loses_nothing_it_accepted() {
     if !runs_here() {
         return;
     }
-    let sandbox = Proc::sandbox(&[]).await.unwrap();
-    let control = Control::new(&sandbox);
-    control
-        .fault(
-            json!({"method": "sendMessage", "times": 1000, "action": {"kind": "delay", "ms": 300}}),
-        )
-        .await
-        .unwrap();
-    let mut gw = Proc::gateway(&sandbox.url, &["--per-bot-concurrency", "2"])
-        .await
-        .unwrap();
-    let http = client();
+    // Bind the sandbox: a field left to `..` would be dropped, and the sandbox killed, at once.
+    let Scene {
+        _sandbox,
+        control,
+        mut gw,
+    } = scene(300, "2").await;
     let bot = 7102;
-    let base = format!("{}/bot{}", gw.url, token(bot));
-    let calls: Vec<_> = (0..CALLS)
-        .map(|i| {
-            let http = http.clone();
-            let url = format!("{base}/sendMessage");
-            tokio::spawn(async move {
-                http.post(url)
-                    .json(&json!({"chat_id": 1, "text": format!("k{i}")}))
-                    .send()
-                    .await
-            })
-        })
-        .collect();
+    let calls = fire(&gw, bot, "k");
     // Every call is accepted (published) once the first one reaches upstream: the share of 2
     // holds the rest in the log.
-    eventually(Duration::from_secs(30), || async {
-        (!texts(&control, bot).await.is_empty()).then_some(())
-    })
-    .await
-    .expect("calls reach upstream");
+    reached(&control, bot, 1).await;
     gw.kill().await;
     let mut errors = 0;
     for c in calls {
@@ -154,28 +158,14 @@ async fn a_killed_ingest_loses_nothing_it_accepted() {
     assert!(errors > 0, "the clients of a dead ingest get errors");
 
     // The processor goes on: every call executed once, each in the audit log.
-    let seen = eventually(Duration::from_secs(60), || async {
-        let seen = texts(&control, bot).await;
-        (seen.len() == CALLS).then_some(seen)
-    })
-    .await
-    .expect("every accepted call reaches upstream");
+    reached(&control, bot, CALLS).await;
+    let seen = texts(&control, bot).await;
+    assert_eq!(seen.len(), CALLS);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
-    let store = store::sqlite::SqliteStore::open(&gw.data_dir().join("store.db")).unwrap();
-    let rows = eventually(Duration::from_secs(30), || {
-        let store = store.clone();
-        async move {
-            let q = store::CallQuery {
-                bot_id: schemas::BotId(bot),
-                from_ms: 0,
-                to_ms: i64::MAX,
-                limit: 100,
-            };
-            let rows = store::Store::calls(&store, &q).await.ok()?;
-            (rows.len() == CALLS).then_some(rows)
-        }
-    })
-    .await
-    .expect("every accepted call is audited");
+    let rows = gw
+        .audit(bot, CALLS)
+        .await
+        .expect("every accepted call is audited");
+    assert_eq!(rows.len(), CALLS);
     assert!(rows.iter().all(|r| r.http_status == Some(200)));
 }
