@@ -17,11 +17,11 @@ fn type_dir(t: FileType) -> &'static str {
         FileType::Photo => "photos",
         FileType::Voice => "voice",
         FileType::Video => "videos",
-        FileType::Document => "documents",
         FileType::Sticker => "stickers",
         FileType::Audio => "music",
         FileType::Animation => "animations",
         FileType::VideoNote => "video_notes",
+        _ => "documents",
     }
 }
 
@@ -53,21 +53,19 @@ pub async fn store(
         let mut s = sb.world.lock();
         s.next_file += 1;
         let no = s.next_file;
-        let fid = FileId {
+        let fid = issue(
             file_type,
-            dc_id: 2,
-            file_reference: Vec::new(),
-            id: rand::random::<i64>().abs().max(1),
-            access_hash: rand::random(),
-            photo_size: (file_type == FileType::Photo).then_some(b'y'),
-        };
+            Vec::new(),
+            rand::random::<i64>().abs().max(1),
+            rand::random(),
+        );
         let mime = upload.content_type.clone().or_else(|| match file_type {
             FileType::Photo => Some("image/jpeg".into()),
             FileType::Voice => Some("audio/ogg".into()),
             FileType::Video | FileType::VideoNote | FileType::Animation => Some("video/mp4".into()),
             FileType::Audio => Some("audio/mpeg".into()),
             FileType::Sticker => Some("image/webp".into()),
-            FileType::Document => Some("application/octet-stream".into()),
+            _ => Some("application/octet-stream".into()),
         });
         let official_path = format!(
             "{}/file_{no}.{}",
@@ -76,8 +74,8 @@ pub async fn store(
         );
         let file = StoredFile {
             unique_id: fid.unique_id(),
-            id: fid.id,
-            access_hash: fid.access_hash,
+            id: fid.id().0,
+            access_hash: fid.id().1,
             file_type,
             disk_path: sb.cfg.data_dir.join("files").join(no.to_string()),
             size: upload.size,
@@ -97,20 +95,21 @@ pub async fn store(
     Ok(file)
 }
 
+/// The sandbox's files live on DC 2; photos are issued as their `y` size.
+fn issue(file_type: FileType, reference: Vec<u8>, id: i64, access_hash: i64) -> FileId {
+    if file_type == FileType::Photo {
+        FileId::photo(2, reference, id, access_hash, b'y')
+    } else {
+        FileId::common(file_type, 2, reference, id, access_hash)
+    }
+}
+
 /// A file id for a stored file. Each issue carries a fresh file reference, as Telegram's do,
 /// so two ids of one file differ while their file_unique_id is the same.
 pub fn file_id(f: &StoredFile) -> String {
     let mut reference = vec![1u8];
     reference.extend_from_slice(&rand::random::<u32>().to_le_bytes());
-    FileId {
-        file_type: f.file_type,
-        dc_id: 2,
-        file_reference: reference,
-        id: f.id,
-        access_hash: f.access_hash,
-        photo_size: (f.file_type == FileType::Photo).then_some(b'y'),
-    }
-    .encode()
+    issue(f.file_type, reference, f.id, f.access_hash).encode()
 }
 
 /// The stored file a file id names, or the Bot API's complaint.
@@ -120,7 +119,7 @@ pub fn lookup(state: &State, file_id: &str) -> Result<StoredFile, String> {
     let f = state
         .files
         .get(&fid.unique_id())
-        .filter(|f| f.id == fid.id && f.access_hash == fid.access_hash)
+        .filter(|f| (f.id, f.access_hash) == fid.id())
         .ok_or_else(|| "wrong file identifier/HTTP URL specified".to_owned())?;
     Ok(f.clone())
 }
@@ -136,7 +135,6 @@ pub fn media_object(f: &StoredFile, extra: &crate::request::BotRequest) -> Value
                 "width": 800, "height": 600,
             }])
         }
-        FileType::Document => json!({"file_name": f.file_name, "mime_type": f.mime_type}),
         FileType::Video => json!({
             "width": num("width"), "height": num("height"), "duration": num("duration"),
             "file_name": f.file_name, "mime_type": f.mime_type,
@@ -155,6 +153,7 @@ pub fn media_object(f: &StoredFile, extra: &crate::request::BotRequest) -> Value
             "type": "regular", "width": 512, "height": 512,
             "is_animated": false, "is_video": false,
         }),
+        _ => json!({"file_name": f.file_name, "mime_type": f.mime_type}),
     };
     if let Value::Object(m) = &mut v {
         m.retain(|_, v| !v.is_null());

@@ -3,8 +3,7 @@
 //! # Layout
 //! - [`botapi`]: the Bot API upstream client (plain HTTP with reqwest). Requests go out in the
 //!   encoding the bot used; answers come back as bytes, status and content type untouched.
-//! - [`file_id`]: Bot API file ids in tdlib's format (used by the sandbox to issue realistic
-//!   ids; the full codec with every type comes with big-file support).
+//! - [`file_id`]: the Bot API file id / file_unique_id codec (tdlib's format).
 
 pub mod botapi;
 pub mod file_id;

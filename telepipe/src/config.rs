@@ -41,6 +41,13 @@ pub enum Command {
     Egress(ServeArgs),
     /// Run the fake Telegram Bot API server (for tests, benchmarks and offline bot work).
     Sandbox(SandboxArgs),
+    /// Decode Bot API file ids: one JSON object per line (type, dc_id, id, access_hash,
+    /// file_reference, photo_size_source, version, file_unique_id), or an error line.
+    FileId {
+        /// The file ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,6 +7,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::FileId { ids } = &cli.command {
+        return file_ids(ids);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -31,7 +34,27 @@ fn main() -> anyhow::Result<()> {
                 other => anyhow::bail!("no processor named {other:?}: use `all` or `passthrough`"),
             },
             Command::Egress(args) => telepipe::run(Roles::Egress, args, shutdown, None).await,
+            Command::FileId { .. } => unreachable!("handled before the runtime starts"),
             Command::Sandbox(args) => telepipe::sandbox(args, shutdown, None).await,
         }
     })
+}
+
+/// `telepipe file-id`: one JSON line per id; exits 1 when any id could not be decoded.
+fn file_ids(ids: &[String]) -> anyhow::Result<()> {
+    let mut failed = false;
+    for id in ids {
+        let line = match telegram::file_id::FileId::decode(id) {
+            Ok(f) => f.describe(id),
+            Err(e) => {
+                failed = true;
+                serde_json::json!({"file_id": id, "error": format!("wrong file identifier: {e}")})
+            }
+        };
+        println!("{line}");
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -52,3 +52,39 @@ fn top_level_help_lists_the_commands() {
     let h = help(&["sandbox", "--help"]);
     assert!(h.contains("TELEPIPE_SANDBOX_LISTEN"), "{h}");
 }
+
+/// `telepipe file-id` prints one JSON object per id, an error line for an id it cannot read,
+/// and exits 1 when any failed.
+#[test]
+fn file_id_decodes_each_id_on_its_own_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_telepipe"))
+        .args([
+            "file-id",
+            "BQACAgIAAxkBAAEJnzNgit00IDsKd07OdSeanwz8osecYAACdAwAAueoWEicaPvNdOYEwB8E",
+            "not-a-file-id",
+        ])
+        .output()
+        .expect("telepipe runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["type"], "document");
+    assert_eq!(lines[0]["dc_id"], 2);
+    assert_eq!(lines[0]["id"], 5213102278772264052i64);
+    assert_eq!(lines[0]["access_hash"], -4610306729174144868i64);
+    assert_eq!(
+        lines[0]["file_reference"],
+        "0100099f33608add34203b0a774ece75279a9f0cfca2c79c60"
+    );
+    assert_eq!(lines[0]["version"], "4.31");
+    assert_eq!(lines[0]["file_unique_id"], "AgADdAwAAueoWEg");
+    assert_eq!(lines[1]["file_id"], "not-a-file-id");
+    assert!(lines[1]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("wrong file identifier"));
+}
