@@ -53,9 +53,23 @@ impl UpstreamError {
     }
 }
 
-/// A reqwest error without its URL, which carries the token.
+/// A reqwest error without its URL (the URL carries the token): its kind, then the chain of
+/// underlying causes, which never hold the URL.
 fn short(e: &reqwest::Error) -> String {
-    let mut s = e.without_url_ref().to_string();
+    let mut s = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() {
+        "body error"
+    } else if e.is_decode() {
+        "decode error"
+    } else if e.is_request() {
+        "request error"
+    } else {
+        "error"
+    }
+    .to_owned();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
         s.push_str(": ");
@@ -63,29 +77,6 @@ fn short(e: &reqwest::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let kind = if self.is_connect() {
-            "connection failed"
-        } else if self.is_timeout() {
-            "timed out"
-        } else if self.is_body() {
-            "body error"
-        } else if self.is_decode() {
-            "decode error"
-        } else if self.is_request() {
-            "request error"
-        } else {
-            "error"
-        };
-        kind.to_owned()
-    }
 }
 
 /// An upstream answer, complete.

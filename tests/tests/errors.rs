@@ -137,6 +137,10 @@ async fn upstream_failures_are_shaped() {
         .await
         .unwrap();
     assert_shaped(r, 502).await;
+    // Error paths are where a URL (and so a token) could slip into a log line.
+    let secret = token(1).split_once(':').unwrap().1.to_owned();
+    assert!(gw.log().contains("upstream call failed"));
+    assert!(!gw.log().contains(&secret), "the token is in the log");
 
     let sandbox = Proc::sandbox(&[]).await.unwrap();
     let control = Control::new(&sandbox);
