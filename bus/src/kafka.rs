@@ -7,8 +7,9 @@
 //!   acknowledged the record.
 //! - Consumers: one group per role (`<prefix><group>`), auto-commit off, offsets committed by the
 //!   roles after their outputs are acknowledged, a new group starts at the earliest record.
-//!   Commits are asynchronous; a commit refused after a rebalance is logged, not fatal (the new
-//!   owner re-reads from the last commit, and outcomes in the store keep that idempotent).
+//!   Commits are asynchronous, and made durable by a synchronous `flush` when a role drains; a
+//!   commit refused after a rebalance is logged, not fatal (the new owner re-reads from the
+//!   last commit, and outcomes in the store keep that idempotent).
 //! - Short fetch waits keep the request path fast (`fetch.wait.max.ms=10`); session timeouts
 //!   are configurable (tests use 2 s so group joins take about a second).
 //! - `depth` is the consumer lag this process's consumers see, from librdkafka's statistics
@@ -209,6 +210,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer,
             prefix: self.cfg.prefix.clone(),
+            committed: HashMap::new(),
         }))
     }
 
@@ -227,6 +229,8 @@ impl Bus for KafkaBus {
 struct KafkaConsumer {
     consumer: StreamConsumer<LagContext>,
     prefix: String,
+    /// The offsets committed so far, committed again synchronously by `flush`.
+    committed: HashMap<(String, i32), i64>,
 }
 
 #[async_trait]
@@ -248,17 +252,34 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), BusError> {
+        let full = format!("{}{topic}", self.prefix);
+        let next = offset as i64 + 1;
+        self.committed
+            .insert((full.clone(), partition as i32), next);
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &format!("{}{topic}", self.prefix),
-            partition as i32,
-            Offset::Offset(offset as i64 + 1),
-        )
-        .map_err(backend)?;
+        tpl.add_partition_offset(&full, partition as i32, Offset::Offset(next))
+            .map_err(backend)?;
         if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
             // After a rebalance the partition may belong to another member: its work will be
             // redone from the last commit, which the store makes harmless.
             tracing::warn!(%error, topic, partition, offset, "offset commit refused");
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), BusError> {
+        if self.committed.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.committed {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(backend)?;
+        }
+        // A synchronous commit blocks this thread for one broker round trip; it runs once,
+        // at shutdown.
+        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(%error, "final offset commit refused");
         }
         Ok(())
     }

@@ -90,6 +90,12 @@ pub trait Consumer: Send {
 
     /// Marks every record of `partition` up to and including `offset` as done.
     async fn commit(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), BusError>;
+
+    /// Makes every commit so far durable before returning (commits may be asynchronous);
+    /// called when a role drains.
+    async fn flush(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// Publishes an envelope keyed by its bot id.

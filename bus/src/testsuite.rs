@@ -74,8 +74,8 @@ async fn uncommitted_records_are_redelivered(bus: &dyn Bus, topic: &str) {
     c.commit(&r0.topic, r0.partition, r0.offset).await.unwrap();
     let r1 = next(&mut c).await;
     assert_eq!(r1.payload[0], 1);
-    // Give an asynchronous commit time to land before the member leaves.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // What a draining role does before it leaves: make its commits durable.
+    c.flush().await.unwrap();
     drop(c);
     let mut c = bus.subscribe("g", &t).await.unwrap();
     assert_eq!(

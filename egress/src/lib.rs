@@ -45,7 +45,10 @@ pub async fn run(
 ) -> Result<(), EgressError> {
     loop {
         let record = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                consumer.flush().await?;
+                return Ok(());
+            }
             r = consumer.next() => r?,
         };
         if let Some(env) = bus::decode_or_skip::<Response>(&record) {

@@ -185,6 +185,7 @@ pub async fn run(
             }
         }
     }
+    consumer.flush().await?;
     Ok(())
 }
 
