@@ -95,7 +95,27 @@ impl SqliteStore {
             r.busy_timeout(std::time::Duration::from_secs(5))?;
             readers.push(Mutex::new(r));
         }
+        // Checkpoints run beside the writer, never inside one of its commits: automatic ones
+        // made the commit that triggered them (and every call waiting on it) take milliseconds.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open(flags)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
         let (tx, rx) = mpsc::channel(4096);
+        let alive = tx.downgrade();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                // PASSIVE: copies what it can without blocking the writer or the readers.
+                while alive.upgrade().is_some() {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    if let Err(error) =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Task(e.to_string()))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
