@@ -68,6 +68,17 @@ fn call(w: &World, bot: i64, method: &str, query: &str) -> Call {
     }
 }
 
+/// A call of `bot` as ingest would publish it, answered on `responses.t`.
+fn envelope(w: &World, bot: i64, method: &str, query: &str) -> Envelope<Call> {
+    Envelope::new(
+        CallId::new(),
+        BotId(bot),
+        "ingest/t",
+        Some("responses.t".into()),
+        call(w, bot, method, query),
+    )
+}
+
 async fn next_reply(c: &mut Box<dyn bus::Consumer>) -> Envelope<Response> {
     let r = tokio::time::timeout(Duration::from_secs(10), c.next())
         .await
@@ -97,13 +108,7 @@ async fn a_redelivered_call_is_not_executed_twice() {
         .subscribe("test", &["responses.t".to_owned()])
         .await
         .unwrap();
-    let env = Envelope::new(
-        CallId::new(),
-        BotId(55),
-        "ingest/t",
-        Some("responses.t".into()),
-        call(&w, 55, "sendMessage", "chat_id=1&text=once"),
-    );
+    let env = envelope(&w, 55, "sendMessage", "chat_id=1&text=once");
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
         .unwrap();
@@ -198,20 +203,8 @@ async fn a_call_in_flight_in_a_dead_processor_is_not_sent_twice() {
         .subscribe("test", &["responses.t".to_owned()])
         .await
         .unwrap();
-    let send = Envelope::new(
-        CallId::new(),
-        BotId(57),
-        "ingest/t",
-        Some("responses.t".into()),
-        call(&w, 57, "sendMessage", "chat_id=1&text=maybe"),
-    );
-    let read = Envelope::new(
-        CallId::new(),
-        BotId(57),
-        "ingest/t",
-        Some("responses.t".into()),
-        call(&w, 57, "getMe", ""),
-    );
+    let send = envelope(&w, 57, "sendMessage", "chat_id=1&text=maybe");
+    let read = envelope(&w, 57, "getMe", "");
     // What a processor does right before it forwards a call.
     for env in [&send, &read] {
         assert!(w

@@ -252,13 +252,7 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 call_id,
                 now_ms,
                 expires_ms,
-            } => {
-                let mut st = c.prepare_cached(
-                    "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms)
-                     VALUES (?1, ?2, ?3)",
-                )?;
-                st.execute(params![call_id, now_ms, expires_ms])? as u64
-            }
+            } => insert_attempt(c, call_id, *now_ms, *expires_ms)?,
             Write::Begin {
                 call_id,
                 now_ms,
@@ -270,11 +264,7 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 if answered {
                     2
                 } else {
-                    let mut st = c.prepare_cached(
-                        "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms)
-                         VALUES (?1, ?2, ?3)",
-                    )?;
-                    st.execute(params![call_id, now_ms, expires_ms])? as u64
+                    insert_attempt(c, call_id, *now_ms, *expires_ms)?
                 }
             }
             Write::Purge { now_ms } => {
@@ -291,6 +281,19 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
         };
     }
     Ok(n)
+}
+
+/// Records an attempt unless one exists; counts 1 when it is new.
+fn insert_attempt(
+    c: &Connection,
+    call_id: &str,
+    now_ms: i64,
+    expires_ms: i64,
+) -> rusqlite::Result<u64> {
+    let mut st = c.prepare_cached(
+        "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms) VALUES (?1, ?2, ?3)",
+    )?;
+    Ok(st.execute(params![call_id, now_ms, expires_ms])? as u64)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
