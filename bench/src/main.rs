@@ -130,11 +130,12 @@ fn main() -> anyhow::Result<()> {
     let sd = shutdown.clone();
     let sandbox = spawn_server("sandbox", move |ready| async move {
         telepipe::sandbox(
-            telepipe::config::SandboxArgs {
-                listen: "127.0.0.1:0".parse()?,
-                data_dir: Some(sb_dir),
-                max_upload: 50 * 1024 * 1024,
-            },
+            sandbox_args(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &sb_dir.display().to_string(),
+            ])?,
             sd,
             Some(ready),
         )
@@ -147,26 +148,26 @@ fn main() -> anyhow::Result<()> {
         let instance = name.to_owned();
         spawn_server(name, move |ready| async move {
             telepipe::serve(
-                telepipe::config::ServeArgs {
-                    listen: "127.0.0.1:0".parse()?,
-                    upstream,
-                    data_dir,
-                    seal_key: None,
-                    call_timeout: 300,
-                    connect_timeout: 10,
-                    max_body: 10 * 1024 * 1024,
-                    max_upload: 2000 * 1024 * 1024,
-                    per_bot_concurrency: 64,
-                    concurrency: 4096,
-                    store: "sqlite".into(),
-                    bus,
-                    partitions: 8,
-                    kafka_prefix: prefix,
-                    kafka_replication: 1,
-                    kafka_session_timeout_ms: 2000,
-                    instance,
-                    drain_timeout: 5,
-                },
+                serve_args(&[
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    &upstream,
+                    "--data-dir",
+                    &data_dir.display().to_string(),
+                    "--per-bot-concurrency",
+                    "64",
+                    "--bus",
+                    &bus,
+                    "--kafka-prefix",
+                    &prefix,
+                    "--kafka-session-timeout-ms",
+                    "2000",
+                    "--instance",
+                    &instance,
+                    "--drain-timeout",
+                    "5",
+                ])?,
                 sd,
                 Some(ready),
             )
@@ -254,4 +255,26 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `telepipe serve` flags, parsed as the binary parses them (defaults included).
+pub fn serve_args(flags: &[&str]) -> anyhow::Result<telepipe::config::ServeArgs> {
+    use clap::Parser;
+    let mut argv = vec!["telepipe", "serve"];
+    argv.extend_from_slice(flags);
+    match telepipe::config::Cli::try_parse_from(argv)?.command {
+        telepipe::config::Command::Serve(a) => Ok(a),
+        _ => unreachable!("parsed as serve"),
+    }
+}
+
+/// `telepipe sandbox` flags, parsed as the binary parses them.
+pub fn sandbox_args(flags: &[&str]) -> anyhow::Result<telepipe::config::SandboxArgs> {
+    use clap::Parser;
+    let mut argv = vec!["telepipe", "sandbox"];
+    argv.extend_from_slice(flags);
+    match telepipe::config::Cli::try_parse_from(argv)?.command {
+        telepipe::config::Command::Sandbox(a) => Ok(a),
+        _ => unreachable!("parsed as sandbox"),
+    }
 }

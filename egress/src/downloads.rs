@@ -1,17 +1,30 @@
-//! `/file/bot<token>/<path>`: file downloads streamed from upstream to the client.
+//! File downloads: `/file/bot<token>/<path>` and the token-free `/storage/<bot_username>/<name>`.
 //!
-//! `Range`, `If-Range`, `If-None-Match` and `If-Modified-Since` go upstream as sent; status,
-//! length, range and validator headers come back as upstream sent them, and the body streams
-//! through without being held. Each download gets an audit row (method `file`).
+//! - `/storage/<bot_username>/<name>`: a file getFile stored, from the blob store, no token.
+//! - `/file/bot<token>/<bot_username>/<name>`: the same file, where client libraries download
+//!   by default; only the bot that owns it gets it (any other token: 404).
+//! - `/file/bot<token>/<official path>`: streamed from upstream; a whole `200` answer is
+//!   stored while it streams (the storing goes on if the client leaves) and later requests
+//!   for the same path are served from the blob store. Ranged or conditional requests of a
+//!   path not stored yet go upstream as sent, with status, length, range and validator headers
+//!   coming back as upstream sent them.
+//!
+//! Every download gets an audit row (method `file` or `storage`).
+
+use crate::storage::{self, error_response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use store::blobs::Blobs;
+use store::FileRow;
+use tokio::sync::mpsc;
 
 use axum::body::Body;
-use http::{header, HeaderName, Request, Response, StatusCode};
+use http::{header, HeaderName, Request, Response};
 use percent_encoding::percent_decode_str;
-use schemas::{ApiError, BotToken, CallId, Sealer, Stages};
+use schemas::{ApiError, BotId, BotToken, CallId, Sealer, Stages};
 use std::sync::Arc;
 use store::{CallRow, Outcome, Store};
 use telegram::botapi::BotApi;
-
 const FORWARDED_REQUEST: &[HeaderName] = &[
     header::RANGE,
     header::IF_RANGE,
@@ -34,24 +47,62 @@ const FORWARDED_RESPONSE: &[HeaderName] = &[
 pub struct Downloads {
     upstream: BotApi,
     store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
     sealer: Sealer,
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(e.to_json()))
-        .expect("static headers are valid")
-}
-
 impl Downloads {
-    pub fn new(upstream: BotApi, store: Arc<dyn Store>, sealer: Sealer) -> Self {
+    pub fn new(
+        upstream: BotApi,
+        store: Arc<dyn Store>,
+        blobs: Arc<dyn Blobs>,
+        sealer: Sealer,
+    ) -> Self {
         Self {
             upstream,
             store,
+            blobs,
             sealer,
         }
+    }
+
+    /// A stored file by its path, or `None` (store trouble is logged, and looks like absence).
+    async fn stored(&self, path: &str) -> Option<FileRow> {
+        match self.store.file_by_path(path).await {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(%error, "stored file lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Handles `/storage/<bot_username>/<name>`: no token, the unguessable name is the key.
+    pub async fn storage(&self, req: Request<Body>) -> Response<Body> {
+        let received_ms = schemas::now_ms();
+        let raw = req.uri().path().strip_prefix("/storage/").unwrap_or("");
+        let path = percent_decode_str(raw).decode_utf8_lossy().into_owned();
+        let shaped = path
+            .split_once('/')
+            .is_some_and(|(user, name)| schemas::valid_username(user) && !name.is_empty());
+        let row = if shaped {
+            self.stored(&path).await
+        } else {
+            None
+        };
+        let Some(row) = row else {
+            return error_response(&ApiError::not_found());
+        };
+        let response = storage::serve(self.blobs.as_ref(), &row, req.method(), req.headers()).await;
+        self.audit(
+            row.bot_id,
+            "-".into(),
+            "storage",
+            &path,
+            received_ms,
+            response.status().as_u16(),
+        );
+        response
     }
 
     /// Handles a request whose path starts with `/file/bot`.
@@ -73,11 +124,38 @@ impl Downloads {
         if !head && req.method() != http::Method::GET {
             return error_response(&ApiError::method_not_allowed());
         }
+        let file_path = percent_decode_str(file_path)
+            .decode_utf8_lossy()
+            .into_owned();
+        let bot = token.bot_id();
+        let fingerprint = self.sealer.fingerprint(&token_str).0;
+        // A getFile path (`<bot_username>/<name>`): this bot's file, or nothing.
+        let first = file_path.split('/').next().unwrap_or("");
+        let found = if schemas::valid_username(first) {
+            self.stored(&file_path).await
+        } else {
+            None
+        };
+        let found = match found {
+            Some(row) if row.bot_id != bot => {
+                self.audit(bot, fingerprint, "file", &file_path, received_ms, 404);
+                return error_response(&ApiError::not_found());
+            }
+            Some(row) => Some(row),
+            None => self.stored(&official_key(bot, &file_path)).await,
+        };
+        if let Some(row) = found {
+            let response =
+                storage::serve(self.blobs.as_ref(), &row, req.method(), req.headers()).await;
+            let status = response.status().as_u16();
+            self.audit(bot, fingerprint, "file", &file_path, received_ms, status);
+            return response;
+        }
         let forwarded: Vec<_> = FORWARDED_REQUEST
             .iter()
             .filter_map(|h| req.headers().get(h).map(|v| (h.clone(), v.clone())))
             .collect();
-        let file_path = file_path.to_owned();
+        let whole = forwarded.is_empty() && !head;
         let answer = self
             .upstream
             .download(&token, false, &file_path, head, &forwarded)
@@ -85,7 +163,12 @@ impl Downloads {
         let (response, status) = match answer {
             Ok(up) => {
                 let status = up.status().as_u16();
-                (self.relay(up).await, status)
+                let response = if whole && status == 200 {
+                    self.relay_and_store(bot, &file_path, up)
+                } else {
+                    self.relay(up).await
+                };
+                (response, status)
             }
             Err(error) => {
                 tracing::warn!(%error, "file download from upstream failed");
@@ -97,8 +180,74 @@ impl Downloads {
                 (error_response(&e), e.status())
             }
         };
-        self.audit(&token, &token_str, &file_path, received_ms, status);
+        self.audit(bot, fingerprint, "file", &file_path, received_ms, status);
         response
+    }
+
+    /// Relays a whole file to the client while storing it, so the next request for the path
+    /// is served from the blob store. The storing does not depend on the client: one that
+    /// leaves early stops receiving, the file is still kept.
+    fn relay_and_store(
+        &self,
+        bot: BotId,
+        file_path: &str,
+        up: reqwest::Response,
+    ) -> Response<Body> {
+        let mut builder = Response::builder().status(200);
+        for h in FORWARDED_RESPONSE {
+            if let Some(v) = up.headers().get(h) {
+                builder = builder.header(h, v);
+            }
+        }
+        // A generic type from upstream is improved on from the name where it can be.
+        let mime_type = up
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.starts_with("application/octet-stream"))
+            .or_else(|| schemas::media::mime_for_name(file_path))
+            .map(str::to_owned);
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let tee = up.bytes_stream().then(move |chunk| {
+            let tx = tx.clone();
+            async move {
+                let to_client = match &chunk {
+                    Ok(c) => Ok(c.clone()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                // A client that went away just stops getting chunks.
+                let _ = tx.send(to_client).await;
+                chunk.map_err(std::io::Error::other)
+            }
+        });
+        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let file_path = file_path.to_owned();
+        tokio::spawn(async move {
+            let blob = match blobs.put(Box::pin(tee), u64::MAX).await {
+                Ok(b) => b,
+                Err(error) => {
+                    tracing::warn!(%error, "a relayed file was not stored");
+                    return;
+                }
+            };
+            let row = FileRow {
+                bot_id: bot,
+                file_unique_id: format!("path:{file_path}"),
+                file_id: String::new(),
+                path: official_key(bot, &file_path),
+                blob,
+                file_name: file_path.rsplit('/').next().map(str::to_owned),
+                mime_type,
+                stored_ms: schemas::now_ms(),
+            };
+            if let Err(error) = store.put_file(&row).await {
+                tracing::warn!(%error, "a relayed file was not recorded");
+            }
+        });
+        let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        builder
+            .body(Body::from_stream(body))
+            .unwrap_or_else(|_| error_response(&ApiError::internal("bad upstream headers")))
     }
 
     async fn relay(&self, up: reqwest::Response) -> Response<Body> {
@@ -125,15 +274,23 @@ impl Downloads {
     }
 
     /// Writes the audit row off the request path.
-    fn audit(&self, token: &BotToken, raw: &str, file_path: &str, received_ms: i64, status: u16) {
+    fn audit(
+        &self,
+        bot: BotId,
+        token_fingerprint: String,
+        method: &str,
+        file_path: &str,
+        received_ms: i64,
+        status: u16,
+    ) {
         let mut params = serde_json::Map::new();
         params.insert("file_path".into(), file_path.into());
         let row = CallRow {
             call_id: CallId::new(),
-            bot_id: token.bot_id(),
+            bot_id: bot,
             received_ms,
-            token_fingerprint: self.sealer.fingerprint(raw).0,
-            method: "file".into(),
+            token_fingerprint,
+            method: method.into(),
             http_method: "GET".into(),
             test_env: false,
             params,
@@ -156,4 +313,10 @@ impl Downloads {
             }
         });
     }
+}
+
+/// Where a file cached from an official `/file/` path is recorded: never a valid storage path
+/// (`:` is not a username character), so `/storage/` cannot reach it.
+fn official_key(bot: BotId, file_path: &str) -> String {
+    format!("official:{}/{file_path}", bot.0)
 }

@@ -4,13 +4,15 @@
 //!   answer to the [`bus::reply::Correlator`], which wakes the HTTP request waiting in ingest.
 //!   Answers nobody waits for any more (the client left, the deadline passed) are counted and
 //!   dropped; their outcome is already in the store.
-//! - [`downloads`] serves `/file/bot<token>/<path>`, streamed from upstream with `Range` and
-//!   the validators passed through.
+//! - [`downloads`] serves `/storage/<bot_username>/<name>` (token-free) and
+//!   `/file/bot<token>/<path>`: stored files from the blob store ([`storage`]: Range, HEAD,
+//!   ETag), official paths streamed from upstream and stored on the way.
 //!
 //! # Layout
-//! - [`run`] (this file), [`downloads`].
+//! - [`run`] (this file), [`downloads`], [`storage`].
 
 pub mod downloads;
+pub mod storage;
 
 use bus::reply::Correlator;
 use bus::Bus;

@@ -14,9 +14,11 @@
 //! - [`run`], [`ProcessorConfig`], [`Deps`]: the role (this file).
 //! - [`router`]: which handler takes a method.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
+//! - [`files`]: getFile for any size, stored once, served token-free.
 //! - [`outcome`]: recording outcomes and answering.
 //! - [`metrics`]: the processors' metrics.
 
+pub mod files;
 pub mod metrics;
 pub mod outcome;
 pub mod passthrough;
@@ -70,6 +72,8 @@ pub struct Deps {
     pub blobs: Arc<dyn Blobs>,
     pub upstream: BotApi,
     pub sealer: schemas::Sealer,
+    /// getFile's downloads and settings.
+    pub files: files::Files,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +239,7 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
             }
             match router::route(&env.payload) {
                 router::Route::Passthrough => passthrough::execute(deps, &env).await,
+                router::Route::GetFile => files::get_file(deps, &env).await,
             }
         }
     };

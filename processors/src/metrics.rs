@@ -29,3 +29,21 @@ pub static STORE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static FILES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_get_file_total",
+        "Enhanced getFile calls, by what they found: cached (stored already), download (started \
+         one), in_progress (answered 202).",
+        &["found"]
+    )
+    .expect("metric registers once")
+});
+
+pub static FILE_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "telepipe_file_bytes_downloaded_total",
+        "Bytes of files downloaded from Telegram into the blob store."
+    )
+    .expect("metric registers once")
+});

@@ -5,7 +5,9 @@
 
 use crate::{metrics, Deps};
 use schemas::body::INLINE_LIMIT;
-use schemas::{ApiError, BodyBytes, Call, CallBody, Envelope, Origin, Part, Response, Stages};
+use schemas::{
+    ApiError, BodyBytes, BotToken, Call, CallBody, Envelope, Origin, Part, Response, Stages,
+};
 use std::time::{Duration, Instant};
 use telegram::botapi::{UpstreamAnswer, UpstreamBody, UpstreamError};
 use tokio_util::io::ReaderStream;
@@ -13,26 +15,36 @@ use tokio_util::io::ReaderStream;
 /// Answer the client a little before its deadline, so the answer gets back in time.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
+/// The call's token, unsealed; or the answer to give when it cannot be.
+pub(crate) fn open_token(deps: &Deps, env: &Envelope<Call>) -> Result<BotToken, Response> {
+    let Some(sealed) = &env.payload.token else {
+        return Err(Response::from_error(&ApiError::unauthorized()));
+    };
+    deps.sealer.open(env.header.bot_id, sealed).map_err(|error| {
+        tracing::error!(%error, "the call's token does not open; is TELEPIPE_SEAL_KEY the same on every role?");
+        Response::from_error(&ApiError::internal("the call cannot be authenticated"))
+    })
+}
+
+/// Time left before the client's deadline, less a margin for the answer to travel back.
+pub(crate) fn time_left(call: &Call) -> Duration {
+    let left_ms = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
+    Duration::from_millis(left_ms)
+        .saturating_sub(DEADLINE_MARGIN)
+        .max(Duration::from_secs(1))
+}
+
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
     let call = &env.payload;
-    let Some(sealed) = &call.token else {
-        return Response::from_error(&ApiError::unauthorized());
-    };
-    let token = match deps.sealer.open(env.header.bot_id, sealed) {
+    let token = match open_token(deps, env) {
         Ok(t) => t,
-        Err(error) => {
-            tracing::error!(%error, "the call's token does not open; is TELEPIPE_SEAL_KEY the same on every role?");
-            return Response::from_error(&ApiError::internal("the call cannot be authenticated"));
-        }
+        Err(answer) => return answer,
     };
     let body = match upstream_body(deps, &call.body).await {
         Ok(b) => b,
         Err(e) => return Response::from_error(&e),
     };
-    let left_ms = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
-    let timeout = Duration::from_millis(left_ms)
-        .saturating_sub(DEADLINE_MARGIN)
-        .max(Duration::from_secs(1));
+    let timeout = time_left(call);
 
     let started = Instant::now();
     let result = deps
@@ -91,7 +103,7 @@ fn is_json(bytes: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
-async fn from_answer(deps: &Deps, a: UpstreamAnswer) -> Response {
+pub(crate) async fn from_answer(deps: &Deps, a: UpstreamAnswer) -> Response {
     if a.status >= 400 && !is_json(&a.body) {
         let reason = http::StatusCode::from_u16(a.status)
             .ok()

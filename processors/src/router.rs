@@ -1,5 +1,5 @@
-//! Which handler takes a call. Every method goes through unchanged today; the enhanced
-//! methods (files, usernames, getMessage, ...) get their own routes as they arrive.
+//! Which handler takes a call: the enhanced methods get their own route, every other method
+//! goes through unchanged.
 
 use schemas::Call;
 
@@ -7,10 +7,15 @@ use schemas::Call;
 pub enum Route {
     /// Forward to the Bot API upstream as the bot sent it.
     Passthrough,
+    /// getFile of any size, stored and served token-free ([`crate::files`]).
+    GetFile,
 }
 
-pub fn route(_call: &Call) -> Route {
-    Route::Passthrough
+pub fn route(call: &Call) -> Route {
+    match schemas::catalogue::canonical(&call.method) {
+        Some("getFile") => Route::GetFile,
+        _ => Route::Passthrough,
+    }
 }
 
 /// Methods that only read (`getMe`, `getUpdates`, `getChat`, ...): running one twice does no

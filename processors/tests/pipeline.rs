@@ -44,6 +44,7 @@ async fn world() -> World {
         blobs: Arc::new(LocalBlobs::open(&dir.join("blobs")).unwrap()),
         upstream: BotApi::new(&w.sandbox_url, Duration::from_secs(5)).unwrap(),
         sealer: w.sealer.clone(),
+        files: Default::default(),
     };
     tokio::spawn(processors::run(
         ProcessorConfig::default(),

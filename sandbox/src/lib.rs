@@ -41,6 +41,9 @@ pub struct SandboxConfig {
     pub max_get_file: u64,
     /// Largest file fetched from a URL (Telegram: 20 MB; photos 5 MB).
     pub max_url_fetch: u64,
+    /// Behave as a local Bot API server (`telegram-bot-api --local`): getFile of any size
+    /// answers the file's absolute path under `data_dir`.
+    pub local: bool,
 }
 
 impl SandboxConfig {
@@ -51,6 +54,7 @@ impl SandboxConfig {
             max_photo: 10 * 1024 * 1024,
             max_get_file: 20 * 1024 * 1024,
             max_url_fetch: 20 * 1024 * 1024,
+            local: false,
         }
     }
 }

@@ -462,6 +462,15 @@ fn get_file(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         Ok(f) => f,
         Err(_) => return bad("invalid file_id"),
     };
+    // As `telegram-bot-api --local`: any size, and the file's absolute path on disk.
+    if sb.cfg.local {
+        return ok(json!({
+            "file_id": id,
+            "file_unique_id": f.unique_id,
+            "file_size": f.size,
+            "file_path": f.disk_path.to_string_lossy(),
+        }));
+    }
     if f.size > sb.cfg.max_get_file {
         return bad("file is too big");
     }

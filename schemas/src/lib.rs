@@ -20,6 +20,7 @@ pub mod catalogue;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod media;
 pub mod response;
 pub mod seal;
 pub mod token;
@@ -34,9 +35,26 @@ pub use seal::{SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
 pub use token::{BotToken, TokenError};
 
 /// Milliseconds since the Unix epoch, the one clock format used in records.
+/// Telegram usernames: 4–32 of `[A-Za-z0-9_]` (bots' are longer; 4 admits old collectibles).
+/// Storage paths start with one, so a path's first segment never looks like anything else.
+pub fn valid_username(u: &str) -> bool {
+    (4..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usernames_are_checked() {
+        assert!(super::valid_username("sandbox42_bot"));
+        assert!(!super::valid_username("a/b"));
+        assert!(!super::valid_username("official:1"));
+        assert!(!super::valid_username("abc"));
+    }
 }

@@ -88,6 +88,8 @@ impl fmt::Display for TokenFingerprint {
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
     fingerprint_key: [u8; 32],
+    storage_key: [u8; 32],
+    blob_cipher: XChaCha20Poly1305,
 }
 
 impl Sealer {
@@ -96,6 +98,8 @@ impl Sealer {
         Self {
             cipher: XChaCha20Poly1305::new((&aead_key).into()),
             fingerprint_key: key.derive("fingerprint/v1"),
+            storage_key: key.derive("storage-name/v1"),
+            blob_cipher: XChaCha20Poly1305::new((&key.derive("seal-bytes/v1")).into()),
         }
     }
 
@@ -138,6 +142,50 @@ impl Sealer {
         Ok(token)
     }
 
+    /// The unguessable part of a token-free storage path: 128 bits of HMAC-SHA256 over the
+    /// bot and the file, as 32 hex digits. The same file of the same bot always gets the same
+    /// name, so a link handed out once stays valid.
+    pub fn storage_name(&self, bot_id: BotId, file_unique_id: &str) -> String {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.storage_key).expect("hmac takes any key");
+        mac.update(&bot_id.0.to_be_bytes());
+        mac.update(file_unique_id.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Seals any secret (an MTProto session) for `bot_id`: it opens only with the same bot id.
+    pub fn seal_bytes(&self, bot_id: BotId, clear: &[u8]) -> String {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = bot_id.0.to_be_bytes();
+        let ct = self
+            .blob_cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: clear,
+                    aad: &aad,
+                },
+            )
+            .expect("xchacha20poly1305 encryption in memory cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    pub fn open_bytes(&self, bot_id: BotId, sealed: &str) -> Result<Vec<u8>, SealError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed.as_bytes())
+            .map_err(|_| SealError::Malformed)?;
+        if raw.len() < 24 + 16 {
+            return Err(SealError::Malformed);
+        }
+        let (nonce, ct) = raw.split_at(24);
+        let aad = bot_id.0.to_be_bytes();
+        self.blob_cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| SealError::Open)
+    }
+
     /// 96 bits of HMAC-SHA256 over whatever the client sent as a token, shaped or not.
     pub fn fingerprint(&self, token: &str) -> TokenFingerprint {
         let mut mac =
@@ -152,6 +200,27 @@ mod tests {
     use super::*;
 
     const T: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+    #[test]
+    fn storage_names_are_stable_and_distinct() {
+        let s = Sealer::new(&SealKey::generate());
+        let a = s.storage_name(BotId(1), "AgADdAwAAueoWEg");
+        assert_eq!(a, s.storage_name(BotId(1), "AgADdAwAAueoWEg"));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, s.storage_name(BotId(2), "AgADdAwAAueoWEg"));
+        assert_ne!(a, s.storage_name(BotId(1), "AgADdAwAAueoWEh"));
+        let other = Sealer::new(&SealKey::generate());
+        assert_ne!(a, other.storage_name(BotId(1), "AgADdAwAAueoWEg"));
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_for_their_bot() {
+        let s = Sealer::new(&SealKey::generate());
+        let sealed = s.seal_bytes(BotId(7), b"auth key bytes");
+        assert_eq!(s.open_bytes(BotId(7), &sealed).unwrap(), b"auth key bytes");
+        assert!(s.open_bytes(BotId(8), &sealed).is_err());
+        assert!(s.open_bytes(BotId(7), "garbage").is_err());
+    }
 
     #[test]
     fn seals_and_opens_without_leaking() {

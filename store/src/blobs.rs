@@ -41,6 +41,17 @@ pub trait Blobs: Send + Sync + 'static {
     /// Opens a stored blob for reading.
     async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError>;
 
+    /// Opens a stored blob for reading from byte `start` on.
+    async fn open_at(&self, blob: &BlobRef, start: u64) -> Result<BlobReader, BlobError> {
+        let mut reader = self.open(blob).await?;
+        tokio::io::copy(
+            &mut tokio::io::AsyncReadExt::take(&mut reader, start),
+            &mut tokio::io::sink(),
+        )
+        .await?;
+        Ok(reader)
+    }
+
     /// Stores bytes already in memory (a body too large for a record, say).
     async fn put_bytes(&self, bytes: Bytes, limit: u64) -> Result<BlobRef, BlobError> {
         self.put(
@@ -150,6 +161,18 @@ impl Blobs for LocalBlobs {
             Err(e) => Err(e.into()),
         }
     }
+
+    async fn open_at(&self, blob: &BlobRef, start: u64) -> Result<BlobReader, BlobError> {
+        use tokio::io::AsyncSeekExt;
+        let path = self.path_of(&blob.key)?;
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        f.seek(io::SeekFrom::Start(start)).await?;
+        Ok(Box::pin(f))
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +209,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s, "hello");
+        let mut tail = String::new();
+        b.open_at(&r1, 3)
+            .await
+            .unwrap()
+            .read_to_string(&mut tail)
+            .await
+            .unwrap();
+        assert_eq!(tail, "lo");
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
         std::fs::remove_dir_all(d).ok();
     }

@@ -105,7 +105,7 @@ pub struct CallQuery {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: FileStore {
     /// Writes (or overwrites) the audit row of a call.
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError>;
 
@@ -157,6 +157,46 @@ pub trait Store: Send + Sync + 'static {
             None => Begin::InFlight,
         })
     }
+}
+
+/// A file a bot fetched, kept in the blob store and served under `path`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileRow {
+    pub bot_id: BotId,
+    /// The Bot API file_unique_id; for a file cached from an official `/file/` path,
+    /// `path:<official path>`.
+    pub file_unique_id: String,
+    /// The file_id the bot last asked for.
+    pub file_id: String,
+    /// `<bot_username>/<name>` (served at `/storage/`), or `official:<bot_id>/<official path>`.
+    pub path: String,
+    pub blob: BlobRef,
+    pub file_name: Option<String>,
+    pub mime_type: Option<String>,
+    pub stored_ms: i64,
+}
+
+/// The part of [`Store`] that keeps files and MTProto sessions.
+#[async_trait]
+pub trait FileStore: Send + Sync + 'static {
+    /// Records (or replaces) a bot's file.
+    async fn put_file(&self, row: &FileRow) -> Result<(), StoreError>;
+
+    /// A bot's file by its file_unique_id.
+    async fn file_by_unique_id(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+    ) -> Result<Option<FileRow>, StoreError>;
+
+    /// A file by the path it is served under.
+    async fn file_by_path(&self, path: &str) -> Result<Option<FileRow>, StoreError>;
+
+    /// Keeps a bot's sealed MTProto session.
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError>;
+
+    /// A bot's sealed MTProto session.
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError>;
 }
 
 /// A stored response (JSON of `schemas::Response`), as every implementation keeps it.

@@ -9,7 +9,7 @@
 //! Tested by the shared store suite only where `TELEPIPE_TEST_SCYLLA` names a node: no ScyllaDB
 //! runs on the project's build machines (see the README).
 
-use crate::{CallQuery, CallRow, Outcome, Store, StoreError};
+use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError};
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
 use scylla::client::session::Session;
@@ -223,6 +223,142 @@ impl CallColumns {
     }
 }
 
+type FileColumns = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+const FILE_COLUMNS: &str = "bot_id, file_unique_id, file_id, path, sha256, size, blob_key, \
+                            file_name, mime_type, stored_ms";
+
+fn file_from(c: FileColumns) -> FileRow {
+    FileRow {
+        bot_id: BotId(c.0),
+        file_unique_id: c.1,
+        file_id: c.2,
+        path: c.3,
+        blob: schemas::BlobRef {
+            sha256: c.4,
+            size: c.5.max(0) as u64,
+            key: c.6,
+        },
+        file_name: c.7,
+        mime_type: c.8,
+        stored_ms: c.9,
+    }
+}
+
+// Files and sessions are few and cold next to calls: their statements are not prepared.
+#[async_trait]
+impl FileStore for ScyllaStore {
+    async fn put_file(&self, f: &FileRow) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                (
+                    f.bot_id.0,
+                    &f.file_unique_id,
+                    &f.file_id,
+                    &f.path,
+                    &f.blob.sha256,
+                    f.blob.size as i64,
+                    &f.blob.key,
+                    f.file_name.as_deref(),
+                    f.mime_type.as_deref(),
+                    f.stored_ms,
+                ),
+            )
+            .await
+            .map_err(err)?;
+        self.session
+            .query_unpaged(
+                "INSERT INTO files_by_path (path, bot_id, file_unique_id) VALUES (?, ?, ?)",
+                (&f.path, f.bot_id.0, &f.file_unique_id),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn file_by_unique_id(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+    ) -> Result<Option<FileRow>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(
+                format!("SELECT {FILE_COLUMNS} FROM files WHERE bot_id = ? AND file_unique_id = ?"),
+                (bot_id.0, file_unique_id),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(rows
+            .maybe_first_row::<FileColumns>()
+            .map_err(err)?
+            .map(file_from))
+    }
+
+    async fn file_by_path(&self, path: &str) -> Result<Option<FileRow>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT bot_id, file_unique_id FROM files_by_path WHERE path = ?",
+                (path,),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let Some((bot_id, unique)) = rows.maybe_first_row::<(i64, String)>().map_err(err)? else {
+            return Ok(None);
+        };
+        // The path index may point at a row since replaced under another path.
+        Ok(self
+            .file_by_unique_id(BotId(bot_id), &unique)
+            .await?
+            .filter(|f| f.path == path))
+    }
+
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO mtproto_sessions (bot_id, sealed, updated_ms) VALUES (?, ?, ?)",
+                (bot_id.0, sealed, schemas::now_ms()),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT sealed FROM mtproto_sessions WHERE bot_id = ?",
+                (bot_id.0,),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(rows
+            .maybe_first_row::<(String,)>()
+            .map_err(err)?
+            .map(|(s,)| s))
+    }
+}
+
 #[async_trait]
 impl Store for ScyllaStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
@@ -374,7 +510,7 @@ mod tests {
     #[test]
     fn splits_cql_files() {
         let s = statements(MIGRATIONS[0]);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 6);
         assert!(s
             .iter()
             .all(|q| q.starts_with("CREATE TABLE IF NOT EXISTS")));

@@ -5,7 +5,7 @@
 //! commit instead of a hundred. Reads use their own connections (WAL lets them run beside the
 //! writer), on tokio's blocking pool.
 
-use crate::{CallQuery, CallRow, Outcome, Store, StoreError};
+use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use schemas::{BotId, CallId, Response, Stages};
@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_attempts.sql"),
+    include_str!("../migrations/sqlite/0003_files.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -50,6 +51,12 @@ enum Write {
         expires_ms: i64,
     },
     Purge {
+        now_ms: i64,
+    },
+    File(Box<FileRow>),
+    Session {
+        bot_id: i64,
+        sealed: String,
         now_ms: i64,
     },
 }
@@ -267,6 +274,39 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                     insert_attempt(c, call_id, *now_ms, *expires_ms)?
                 }
             }
+            Write::File(f) => {
+                // A path belongs to one file: a stale row holding it (the same file under an
+                // older unique id) gives way.
+                c.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                    .execute(params![f.path])?;
+                let mut st = c.prepare_cached(
+                    "INSERT OR REPLACE INTO files (bot_id, file_unique_id, file_id, path, sha256,
+                       size, blob_key, file_name, mime_type, stored_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                st.execute(params![
+                    f.bot_id.0,
+                    f.file_unique_id,
+                    f.file_id,
+                    f.path,
+                    f.blob.sha256,
+                    f.blob.size as i64,
+                    f.blob.key,
+                    f.file_name,
+                    f.mime_type,
+                    f.stored_ms,
+                ])? as u64
+            }
+            Write::Session {
+                bot_id,
+                sealed,
+                now_ms,
+            } => c
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO mtproto_sessions (bot_id, sealed, updated_ms)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![bot_id, sealed, now_ms])? as u64,
             Write::Purge { now_ms } => {
                 let results = c.execute(
                     "DELETE FROM results WHERE expires_ms <= ?1",
@@ -340,6 +380,78 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CallRow, StoreE
         })
     };
     Ok(build())
+}
+
+fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        bot_id: BotId(r.get("bot_id")?),
+        file_unique_id: r.get("file_unique_id")?,
+        file_id: r.get("file_id")?,
+        path: r.get("path")?,
+        blob: schemas::BlobRef {
+            sha256: r.get("sha256")?,
+            size: r.get::<_, i64>("size")?.max(0) as u64,
+            key: r.get("blob_key")?,
+        },
+        file_name: r.get("file_name")?,
+        mime_type: r.get("mime_type")?,
+        stored_ms: r.get("stored_ms")?,
+    })
+}
+
+#[async_trait]
+impl FileStore for SqliteStore {
+    async fn put_file(&self, row: &FileRow) -> Result<(), StoreError> {
+        self.write(vec![Write::File(Box::new(row.clone()))]).await?;
+        Ok(())
+    }
+
+    async fn file_by_unique_id(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+    ) -> Result<Option<FileRow>, StoreError> {
+        let unique = file_unique_id.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT * FROM files WHERE bot_id = ?1 AND file_unique_id = ?2")?
+                    .query_row(params![bot_id.0, unique], row_to_file)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn file_by_path(&self, path: &str) -> Result<Option<FileRow>, StoreError> {
+        let path = path.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT * FROM files WHERE path = ?1")?
+                .query_row(params![path], row_to_file)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
+        self.write(vec![Write::Session {
+            bot_id: bot_id.0,
+            sealed: sealed.to_owned(),
+            now_ms: schemas::now_ms(),
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM mtproto_sessions WHERE bot_id = ?1")?
+                    .query_row(params![bot_id.0], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -54,6 +54,65 @@ pub async fn run_all(store: &dyn Store) {
     results_roundtrip_and_expire(store).await;
     outcomes_write_result_and_row(store).await;
     begin_tells_fresh_in_flight_and_done(store).await;
+    files_by_unique_id_and_path(store).await;
+    sessions_roundtrip(store).await;
+}
+
+pub fn file_row(bot: i64, unique: &str, path: &str) -> crate::FileRow {
+    crate::FileRow {
+        bot_id: BotId(bot),
+        file_unique_id: unique.into(),
+        file_id: format!("id-of-{unique}"),
+        path: path.into(),
+        blob: BlobRef {
+            sha256: "cd".repeat(32),
+            size: 1234,
+            key: format!("sha256/cd/cd/{}", "cd".repeat(32)),
+        },
+        file_name: Some("report.pdf".into()),
+        mime_type: Some("application/pdf".into()),
+        stored_ms: 1_700_000_000_000,
+    }
+}
+
+/// Files are found by (bot, unique id) and by path; another bot's unique id finds nothing.
+async fn files_by_unique_id_and_path(store: &dyn Store) {
+    let bot = rand::random::<u32>() as i64 + 1;
+    let unique = format!("AgAD{bot}");
+    let path = format!("bot{bot}_bot/{:032x}", rand::random::<u128>());
+    let row = file_row(bot, &unique, &path);
+    store.put_file(&row).await.unwrap();
+    assert_eq!(
+        store.file_by_unique_id(BotId(bot), &unique).await.unwrap(),
+        Some(row.clone())
+    );
+    assert_eq!(store.file_by_path(&path).await.unwrap(), Some(row.clone()));
+    assert_eq!(
+        store
+            .file_by_unique_id(BotId(bot + 1), &unique)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.file_by_path(&format!("{path}x")).await.unwrap(), None);
+    // A newer file_id of the same file replaces the row.
+    let newer = crate::FileRow {
+        file_id: "newer".into(),
+        ..row
+    };
+    store.put_file(&newer).await.unwrap();
+    assert_eq!(store.file_by_path(&path).await.unwrap(), Some(newer));
+}
+
+async fn sessions_roundtrip(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    assert_eq!(store.session(bot).await.unwrap(), None);
+    store.put_session(bot, "sealed-1").await.unwrap();
+    store.put_session(bot, "sealed-2").await.unwrap();
+    assert_eq!(
+        store.session(bot).await.unwrap().as_deref(),
+        Some("sealed-2")
+    );
 }
 
 /// `begin` records the first attempt, sees a second as in flight, and a finished one as done.

@@ -4,6 +4,8 @@
 //! - [`botapi`]: the Bot API upstream client (plain HTTP with reqwest). Requests go out in the
 //!   encoding the bot used; answers come back as bytes, status and content type untouched.
 //! - [`file_id`]: the Bot API file id / file_unique_id codec (tdlib's format).
+//! - [`mtproto`]: the MTProto backend trait (downloads of any size, as the bot).
 
 pub mod botapi;
 pub mod file_id;
+pub mod mtproto;

@@ -135,6 +135,43 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for open requests, then for calls in flight.
     #[arg(long, env = "TELEPIPE_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
+
+    /// Base of the token-free `file_url` links (`<public-url>/storage/<bot>/<name>`); the
+    /// listen address when absent.
+    #[arg(long, env = "TELEPIPE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Seconds the first getFile of a file waits for its download before answering 202 with
+    /// the progress.
+    #[arg(long, env = "TELEPIPE_FILE_WAIT", default_value_t = 50)]
+    pub file_wait: u64,
+
+    /// Largest file getFile stores, in bytes.
+    #[arg(long, env = "TELEPIPE_MAX_FILE", default_value_t = 4000 * 1024 * 1024)]
+    pub max_file: u64,
+
+    /// The folder of a local Bot API server (`telegram-bot-api --local`) that this process
+    /// can read: getFile's absolute paths are read from there.
+    #[arg(long, env = "TELEPIPE_UPSTREAM_LOCAL")]
+    pub upstream_local: Option<PathBuf>,
+
+    /// MTProto application id (my.telegram.org), for files over the Bot API's limits.
+    #[arg(long, env = "TELEGRAM_API_ID")]
+    pub api_id: Option<i32>,
+
+    /// MTProto application hash (my.telegram.org).
+    #[arg(long, env = "TELEGRAM_API_HASH", hide_env_values = true)]
+    pub api_hash: Option<String>,
+
+    /// MTProto: connect every datacenter to this address instead of Telegram's (the
+    /// sandbox's MTProto face).
+    #[arg(long, env = "TELEPIPE_MTPROTO_ADDR")]
+    pub mtproto_addr: Option<std::net::SocketAddrV4>,
+
+    /// MTProto: a pre-shared auth key (512 hex digits) for `--mtproto-addr`; the sandbox
+    /// cannot do Telegram's key exchange.
+    #[arg(long, env = "TELEPIPE_MTPROTO_KEY", hide_env_values = true)]
+    pub mtproto_key: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -154,4 +191,9 @@ pub struct SandboxArgs {
     /// Largest multipart upload in bytes (Telegram: 50 MB).
     #[arg(long, env = "TELEPIPE_SANDBOX_MAX_UPLOAD", default_value_t = 50 * 1024 * 1024)]
     pub max_upload: u64,
+
+    /// Act as a local Bot API server (`telegram-bot-api --local`): getFile of any size answers
+    /// an absolute path under the data dir.
+    #[arg(long, env = "TELEPIPE_SANDBOX_LOCAL")]
+    pub local: bool,
 }

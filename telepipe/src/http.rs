@@ -47,6 +47,7 @@ async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path();
     match (&s.downloads, &s.ingest) {
         (Some(d), _) if path.starts_with("/file/bot") => d.handle(req).await,
+        (Some(d), _) if path.starts_with("/storage/") => d.storage(req).await,
         (_, Some(i)) if path.starts_with("/bot") => i.handle(req).await,
         _ => ingest::error_response(&ApiError::not_found()),
     }

@@ -189,9 +189,32 @@ pub async fn run(
         None
     };
     let downloads = roles.downloads().then(|| {
-        egress::downloads::Downloads::new(upstream.clone(), store.clone(), sealer.clone())
+        egress::downloads::Downloads::new(
+            upstream.clone(),
+            store.clone(),
+            blobs.clone(),
+            sealer.clone(),
+        )
     });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
     if roles.processors() {
+        let files = processors::files::Files::new(
+            processors::files::FilesConfig {
+                public_url: args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}"))
+                    .trim_end_matches('/')
+                    .to_owned(),
+                wait: Duration::from_secs(args.file_wait),
+                max_file: args.max_file,
+                local_dir: args.upstream_local.clone(),
+            },
+            mtproto(&args, store.clone(), sealer.clone())?,
+        );
         tasks.spawn(
             "processors",
             processors::run(
@@ -208,6 +231,7 @@ pub async fn run(
                     blobs: blobs.clone(),
                     upstream,
                     sealer,
+                    files,
                 },
                 pipeline.clone(),
             ),
@@ -231,10 +255,6 @@ pub async fn run(
         });
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
     let router = http::router(http::Surface {
         ingest,
         downloads,
@@ -277,6 +297,21 @@ pub async fn run(
 }
 
 /// Runs the sandbox until `shutdown`.
+/// The MTProto backend, when `TELEGRAM_API_ID` and `TELEGRAM_API_HASH` are given.
+fn mtproto(
+    args: &ServeArgs,
+    _store: Arc<dyn Store>,
+    _sealer: Sealer,
+) -> anyhow::Result<Option<Arc<dyn telegram::mtproto::Mtproto>>> {
+    match (args.api_id, &args.api_hash) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("MTProto is not built yet")
+        }
+        _ => anyhow::bail!("TELEGRAM_API_ID and TELEGRAM_API_HASH go together"),
+    }
+}
+
 pub async fn sandbox(
     args: SandboxArgs,
     shutdown: CancellationToken,
@@ -288,6 +323,7 @@ pub async fn sandbox(
     };
     let mut cfg = sandbox::SandboxConfig::new(data_dir);
     cfg.max_upload = args.max_upload;
+    cfg.local = args.local;
     let sb = sandbox::Sandbox::new(cfg).context("starting the sandbox")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
