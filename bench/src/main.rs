@@ -6,6 +6,8 @@
 //! generator runs on a third. All share the machine's cores, so figures are comparable within
 //! one run, not across machines.
 
+mod files;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -31,6 +33,20 @@ enum Bench {
         /// A Kafka broker (`host:port`): also measure the gateway on Kafka.
         #[arg(long)]
         kafka: Option<String>,
+    },
+    /// getFile of a big file over MTProto (throughput, gateway peak RSS), then `/storage/`
+    /// downloads against nginx serving the same file.
+    Files {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        /// File size in bytes.
+        #[arg(long, default_value_t = 1 << 30)]
+        size: u64,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
     },
 }
 
@@ -117,11 +133,24 @@ async fn pass(
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Bench::Passthrough {
-        requests,
-        concurrency,
-        kafka,
-    } = cli.bench;
+    let (requests, concurrency, kafka) = match cli.bench {
+        Bench::Passthrough {
+            requests,
+            concurrency,
+            kafka,
+        } => (requests, concurrency, kafka),
+        Bench::Files {
+            bin,
+            size,
+            rounds,
+            concurrency,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(files::run(bin, size, rounds, concurrency));
+        }
+    };
     let dir = std::env::temp_dir().join(format!("telepipe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let shutdown = CancellationToken::new();

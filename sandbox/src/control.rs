@@ -6,6 +6,12 @@
 //!   {"kind": "delay", "ms": 500} | {"kind": "drop"}}`; `DELETE /control/faults`
 //! - `GET /control/calls?bot_id=&method=` → the calls received, oldest first;
 //!   `DELETE /control/calls`
+//! - `POST /control/files` `{"bot_id": N, "size": N, "file_name"?, "seed"?}` → a document of
+//!   `size` deterministic bytes ([`synthetic_chunk`]) in the world, as if the bot had been sent
+//!   it: `{"file_id", "file_unique_id", "sha256", "size"}`. For files larger than any upload
+//!   limit (a 1 GiB download test).
+//! - `GET /control/mtproto` → `{"bytes_served": N, "sign_ins": N}` (bytes `upload.getFile`
+//!   handed out; bot sign-ins accepted)
 //! - `GET /control/health`
 
 use crate::world::{Fault, RecordedCall};
@@ -15,6 +21,67 @@ use futures_util::TryStreamExt;
 use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct NewFile {
+    bot_id: i64,
+    size: u64,
+    #[serde(default)]
+    file_name: Option<String>,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// Chunk `index` (1 MiB each) of the synthetic content for `seed`: xorshift64 output, cheap to
+/// regenerate anywhere (a test checks ranges against it without holding the file).
+pub fn synthetic_chunk(seed: u64, index: u64) -> Vec<u8> {
+    const CHUNK: usize = 1 << 20;
+    let mut state =
+        (seed ^ 0x9e37_79b9_7f4a_7c15).wrapping_add(index.wrapping_mul(0xbf58_476d_1ce4_e5b9)) | 1;
+    let mut out = Vec::with_capacity(CHUNK);
+    while out.len() < CHUNK {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out
+}
+
+async fn new_file(sb: &Sandbox, f: NewFile) -> std::io::Result<Value> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let path = sb.temp_path();
+    let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&path).await?);
+    let mut hasher = sha2::Sha256::new();
+    let mut left = f.size;
+    let mut index = 0;
+    while left > 0 {
+        let mut chunk = synthetic_chunk(f.seed, index);
+        chunk.truncate(left.min(chunk.len() as u64) as usize);
+        hasher.update(&chunk);
+        out.write_all(&chunk).await?;
+        left -= chunk.len() as u64;
+        index += 1;
+    }
+    out.flush().await?;
+    let sha256 = hex::encode(hasher.finalize());
+    sb.world.lock().bot(f.bot_id);
+    let upload = crate::request::Upload {
+        path,
+        size: f.size,
+        sha256: sha256.clone(),
+        file_name: f.file_name.or_else(|| Some("synthetic.bin".into())),
+        content_type: Some("application/octet-stream".into()),
+    };
+    let stored = crate::files::store(sb, &upload, telegram::file_id::FileType::Document).await?;
+    Ok(json!({
+        "file_id": crate::files::file_id(&stored),
+        "file_unique_id": stored.unique_id,
+        "sha256": sha256,
+        "size": f.size,
+    }))
+}
 
 #[derive(Deserialize)]
 struct NewUpdate {
@@ -57,6 +124,23 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
             }
             Err(resp) => resp,
         },
+        (Method::POST, "files") => match body_json::<NewFile>(req).await {
+            Ok(f) => match new_file(sb, f).await {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(e) => json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": e.to_string()}),
+                ),
+            },
+            Err(resp) => resp,
+        },
+        (Method::GET, "mtproto") => {
+            let w = sb.world.lock();
+            json_response(
+                StatusCode::OK,
+                &json!({"bytes_served": w.mtproto_bytes_served, "sign_ins": w.mtproto_sign_ins}),
+            )
+        }
         (Method::DELETE, "faults") => {
             sb.world.lock().faults.clear();
             json_response(StatusCode::OK, &json!({"ok": true}))

@@ -18,6 +18,7 @@
 pub mod control;
 pub mod files;
 pub mod methods;
+pub mod mtproto;
 pub mod request;
 pub mod world;
 
@@ -44,6 +45,8 @@ pub struct SandboxConfig {
     /// Behave as a local Bot API server (`telegram-bot-api --local`): getFile of any size
     /// answers the file's absolute path under `data_dir`.
     pub local: bool,
+    /// Master key of the MTProto face; each bot's auth key is derived from it.
+    pub mtproto_key: [u8; 32],
 }
 
 impl SandboxConfig {
@@ -55,6 +58,7 @@ impl SandboxConfig {
             max_get_file: 20 * 1024 * 1024,
             max_url_fetch: 20 * 1024 * 1024,
             local: false,
+            mtproto_key: rand::random(),
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct Sandbox {
     pub(crate) cfg: Arc<SandboxConfig>,
     pub(crate) world: Arc<world::World>,
     pub(crate) http: reqwest::Client,
+    pub(crate) mtproto_keys: Arc<mtproto::Keys>,
 }
 
 /// A token the sandbox accepts for `bot_id`, the same every run (tests and tools use it).
@@ -87,6 +92,7 @@ impl Sandbox {
             cfg: Arc::new(cfg),
             world: Arc::new(world::World::default()),
             http,
+            mtproto_keys: Arc::new(mtproto::Keys::default()),
         })
     }
 

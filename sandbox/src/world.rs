@@ -27,6 +27,10 @@ pub struct State {
     pub faults: Vec<Fault>,
     pub next_call: u64,
     pub next_file: u64,
+    /// File bytes handed out by the MTProto face's `upload.getFile`.
+    pub mtproto_bytes_served: u64,
+    /// `auth.importBotAuthorization` calls accepted.
+    pub mtproto_sign_ins: u64,
 }
 
 /// Calls kept for the control API; older ones are forgotten.

@@ -5,7 +5,9 @@
 //!   encoding the bot used; answers come back as bytes, status and content type untouched.
 //! - [`file_id`]: the Bot API file id / file_unique_id codec (tdlib's format).
 //! - [`mtproto`]: the MTProto backend trait (downloads of any size, as the bot).
+//! - [`grammers`]: that backend on grammers-client, one sealed session per bot.
 
 pub mod botapi;
 pub mod file_id;
+pub mod grammers;
 pub mod mtproto;

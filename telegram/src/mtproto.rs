@@ -45,3 +45,21 @@ pub trait Mtproto: Send + Sync + 'static {
     /// The bot's own username (`getMe` over MTProto).
     async fn username(&self, token: &BotToken) -> Result<String, MtprotoError>;
 }
+
+/// The auth key a bot uses with the sandbox's MTProto face: 256 bytes expanded from the
+/// sandbox's master key and the bot id (SHA-256 in counter mode). Telegram's key exchange
+/// cannot run against a local server, so both sides derive the key instead.
+pub fn sandbox_auth_key(master: &[u8; 32], bot_id: i64) -> [u8; 256] {
+    use sha2::{Digest, Sha256};
+    let mut key = [0u8; 256];
+    for (i, block) in key.chunks_mut(32).enumerate() {
+        let h = Sha256::new()
+            .chain_update(b"telepipe sandbox auth key v1")
+            .chain_update(master)
+            .chain_update(bot_id.to_le_bytes())
+            .chain_update([i as u8])
+            .finalize();
+        block.copy_from_slice(&h);
+    }
+    key
+}

@@ -168,8 +168,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_MTPROTO_ADDR")]
     pub mtproto_addr: Option<std::net::SocketAddrV4>,
 
-    /// MTProto: a pre-shared auth key (512 hex digits) for `--mtproto-addr`; the sandbox
-    /// cannot do Telegram's key exchange.
+    /// MTProto: the sandbox's master key (64 hex digits) for `--mtproto-addr`; each bot's
+    /// auth key is derived from it, since the sandbox cannot do Telegram's key exchange.
     #[arg(long, env = "TELEPIPE_MTPROTO_KEY", hide_env_values = true)]
     pub mtproto_key: Option<String>,
 }
@@ -196,4 +196,21 @@ pub struct SandboxArgs {
     /// an absolute path under the data dir.
     #[arg(long, env = "TELEPIPE_SANDBOX_LOCAL")]
     pub local: bool,
+
+    /// Address of the MTProto face.
+    #[arg(
+        long,
+        env = "TELEPIPE_SANDBOX_MTPROTO_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
+    pub mtproto_listen: std::net::SocketAddrV4,
+
+    /// Master key of the MTProto face (64 hex digits; random when absent).
+    #[arg(long, env = "TELEPIPE_SANDBOX_MTPROTO_KEY", hide_env_values = true)]
+    pub mtproto_key: Option<String>,
+
+    /// Write the `TELEPIPE_*` and `TELEGRAM_*` settings that point a gateway at this sandbox
+    /// to this file (`set -a; . FILE; telepipe serve`).
+    #[arg(long, env = "TELEPIPE_SANDBOX_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
 }

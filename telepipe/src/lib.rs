@@ -300,15 +300,65 @@ pub async fn run(
 /// The MTProto backend, when `TELEGRAM_API_ID` and `TELEGRAM_API_HASH` are given.
 fn mtproto(
     args: &ServeArgs,
-    _store: Arc<dyn Store>,
-    _sealer: Sealer,
+    store: Arc<dyn Store>,
+    sealer: Sealer,
 ) -> anyhow::Result<Option<Arc<dyn telegram::mtproto::Mtproto>>> {
-    match (args.api_id, &args.api_hash) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => {
-            anyhow::bail!("MTProto is not built yet")
-        }
+    let (api_id, api_hash) = match (args.api_id, &args.api_hash) {
+        (None, None) => return Ok(None),
+        (Some(id), Some(hash)) => (id, hash.clone()),
         _ => anyhow::bail!("TELEGRAM_API_ID and TELEGRAM_API_HASH go together"),
+    };
+    let sandbox_key = args
+        .mtproto_key
+        .as_deref()
+        .map(|k| -> anyhow::Result<[u8; 32]> {
+            let b = hex::decode(k.trim()).context("TELEPIPE_MTPROTO_KEY is not hex")?;
+            b.try_into()
+                .map_err(|_| anyhow::anyhow!("TELEPIPE_MTPROTO_KEY must be 64 hex digits"))
+        })
+        .transpose()?;
+    if sandbox_key.is_some() != args.mtproto_addr.is_some() {
+        anyhow::bail!("TELEPIPE_MTPROTO_ADDR and TELEPIPE_MTPROTO_KEY go together (a sandbox)");
+    }
+    Ok(Some(Arc::new(telegram::grammers::Grammers::new(
+        telegram::grammers::GrammersConfig {
+            api_id,
+            api_hash,
+            dc_addr: args.mtproto_addr,
+            sandbox_key,
+        },
+        Arc::new(StoreVault { store, sealer }),
+    ))))
+}
+
+/// MTProto sessions in the store, sealed under the cluster key for their bot.
+struct StoreVault {
+    store: Arc<dyn Store>,
+    sealer: Sealer,
+}
+
+#[async_trait::async_trait]
+impl telegram::grammers::SessionVault for StoreVault {
+    async fn load(&self, bot: schemas::BotId) -> Result<Option<Vec<u8>>, String> {
+        let Some(sealed) = self.store.session(bot).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        match self.sealer.open_bytes(bot, &sealed) {
+            Ok(b) => Ok(Some(b)),
+            Err(error) => {
+                // Another cluster key, or damage: a new session is the way out.
+                tracing::warn!(%error, bot_id = %bot, "a saved MTProto session does not open; starting a new one");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn save(&self, bot: schemas::BotId, session: Vec<u8>) -> Result<(), String> {
+        let sealed = self.sealer.seal_bytes(bot, &session);
+        self.store
+            .put_session(bot, &sealed)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -324,15 +374,43 @@ pub async fn sandbox(
     let mut cfg = sandbox::SandboxConfig::new(data_dir);
     cfg.max_upload = args.max_upload;
     cfg.local = args.local;
+    if let Some(k) = &args.mtproto_key {
+        cfg.mtproto_key = hex::decode(k.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .context("--mtproto-key must be 64 hex digits")?;
+    }
+    let master = hex::encode(cfg.mtproto_key);
     let sb = sandbox::Sandbox::new(cfg).context("starting the sandbox")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let mtproto = tokio::net::TcpListener::bind(args.mtproto_listen)
+        .await
+        .with_context(|| format!("binding {}", args.mtproto_listen))?;
+    let mtproto_addr = mtproto.local_addr()?;
+    if let Some(path) = &args.env_file {
+        // Any id and hash do for the sandbox; the key is what lets grammers in.
+        let env = format!(
+            "TELEPIPE_UPSTREAM=http://{addr}\nTELEPIPE_MTPROTO_ADDR={mtproto_addr}\n\
+             TELEPIPE_MTPROTO_KEY={master}\nTELEGRAM_API_ID=1\nTELEGRAM_API_HASH=sandbox\n"
+        );
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, env).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("sandbox mtproto on {mtproto_addr}");
     println!("sandbox listening on http://{addr}");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    sandbox::serve(sb, listener, shutdown).await?;
+    let tasks = Tasks::new(shutdown.clone());
+    tasks.spawn(
+        "sandbox-mtproto",
+        sandbox::mtproto::serve(sb.clone(), mtproto, shutdown.clone()),
+    );
+    tasks.spawn("sandbox-http", sandbox::serve(sb, listener, shutdown));
+    tasks.join().await?;
     Ok(())
 }

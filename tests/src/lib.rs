@@ -110,9 +110,40 @@ impl Proc {
     pub async fn sandbox(extra: &[&str]) -> Result<Proc> {
         let dir = TempDir::new("tp-sandbox");
         let data = dir.0.join("data").display().to_string();
-        let mut args = vec!["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        let env = dir.0.join("sandbox.env").display().to_string();
+        let mut args = vec![
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--env-file",
+            &env,
+        ];
         args.extend_from_slice(extra);
         Self::start(&args, dir).await
+    }
+
+    /// A sandbox's `--env-file` settings as `telepipe serve` flags: MTProto through its face.
+    pub fn mtproto_flags(&self) -> Vec<String> {
+        let env =
+            std::fs::read_to_string(self.dir.0.join("sandbox.env")).expect("sandbox env file");
+        let mut flags = Vec::new();
+        for line in env.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let flag = match k {
+                "TELEPIPE_MTPROTO_ADDR" => "--mtproto-addr",
+                "TELEPIPE_MTPROTO_KEY" => "--mtproto-key",
+                "TELEGRAM_API_ID" => "--api-id",
+                "TELEGRAM_API_HASH" => "--api-hash",
+                _ => continue,
+            };
+            flags.push(flag.to_owned());
+            flags.push(v.to_owned());
+        }
+        flags
     }
 
     /// `telepipe serve` on a free port, forwarding to `upstream`. When `TELEPIPE_TEST_BUS`
