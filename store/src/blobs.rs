@@ -62,6 +62,25 @@ pub trait Blobs: Send + Sync + 'static {
     }
 }
 
+/// `BadKey` unless `key` is exactly a content address (`sha256/ab/cd/<64 hex>`): no key can
+/// name anything else in any implementation.
+pub fn check_key(key: &str) -> Result<(), BlobError> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let ok = parts.len() == 4
+        && parts[0] == "sha256"
+        && parts[3].len() == 64
+        && parts[3]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && parts[1] == &parts[3][0..2]
+        && parts[2] == &parts[3][2..4];
+    if ok {
+        Ok(())
+    } else {
+        Err(BlobError::BadKey)
+    }
+}
+
 /// Blobs in a local folder (`<data dir>/blobs`).
 #[derive(Clone, Debug)]
 pub struct LocalBlobs {
@@ -88,18 +107,7 @@ impl LocalBlobs {
 
     /// The file of a key, or `BadKey` when the key is not exactly a content address.
     pub fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
-        let parts: Vec<&str> = key.split('/').collect();
-        let ok = parts.len() == 4
-            && parts[0] == "sha256"
-            && parts[3].len() == 64
-            && parts[3]
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && parts[1] == &parts[3][0..2]
-            && parts[2] == &parts[3][2..4];
-        if !ok {
-            return Err(BlobError::BadKey);
-        }
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 
@@ -175,68 +183,107 @@ impl Blobs for LocalBlobs {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The behaviour every [`Blobs`] implementation must show; each runs it.
+pub mod testsuite {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    fn stream(chunks: Vec<&'static [u8]>) -> ByteStream<'static> {
+    fn stream(chunks: Vec<Vec<u8>>) -> ByteStream<'static> {
         Box::pin(futures_util::stream::iter(
-            chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+            chunks.into_iter().map(|c| Ok(Bytes::from(c))),
         ))
     }
+
+    async fn read_all(b: &dyn Blobs, r: &BlobRef, at: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.open_at(r, at)
+            .await
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    pub async fn run_all(b: &dyn Blobs) {
+        // Content addressing: the same bytes in other chunks are one blob.
+        let r1 = b
+            .put(stream(vec![b"hel".to_vec(), b"lo".to_vec()]), 100)
+            .await
+            .unwrap();
+        let r2 = b.put(stream(vec![b"hello".to_vec()]), 100).await.unwrap();
+        assert_eq!(r1, r2);
+        assert_eq!(
+            r1.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(read_all(b, &r1, 0).await, b"hello");
+        assert_eq!(read_all(b, &r1, 3).await, b"lo");
+        // Empty content is a blob too.
+        let empty = b.put(stream(vec![]), 100).await.unwrap();
+        assert_eq!(empty.size, 0);
+        assert!(read_all(b, &empty, 0).await.is_empty());
+        // Bigger than one upload part, in odd chunks.
+        let big: Vec<u8> = (0..20 * 1024 * 1024 + 7)
+            .map(|i: u32| (i % 253) as u8)
+            .collect();
+        let chunks: Vec<Vec<u8>> = big.chunks(1_000_003).map(|c| c.to_vec()).collect();
+        let r = b.put(stream(chunks), u64::MAX).await.unwrap();
+        assert_eq!(r.size, big.len() as u64);
+        assert_eq!(r.sha256, hex::encode(Sha256::digest(&big)));
+        let tail = read_all(b, &r, 10 * 1024 * 1024).await;
+        assert_eq!(tail, &big[10 * 1024 * 1024..]);
+        // Over the limit: refused, nothing kept.
+        assert!(matches!(
+            b.put(stream(vec![b"123456".to_vec()]), 5).await,
+            Err(BlobError::TooLarge { limit: 5 })
+        ));
+        // A failing source is the source's error.
+        let failing: ByteStream<'static> = Box::pin(futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(io::Error::other("client went away")),
+        ]));
+        assert!(matches!(
+            b.put(failing, 100).await,
+            Err(BlobError::Source(_))
+        ));
+        // Keys that are not content addresses never open; unknown ones are not found.
+        for key in [
+            "../../etc/passwd",
+            "sha256/ab/cd/../../x",
+            "sha256/00/00/abc",
+        ] {
+            let r = BlobRef {
+                sha256: "x".into(),
+                size: 1,
+                key: key.into(),
+            };
+            assert!(matches!(b.open(&r).await, Err(BlobError::BadKey)), "{key}");
+        }
+        let missing = BlobRef {
+            sha256: "ab".repeat(32),
+            size: 1,
+            key: LocalBlobs::key_for(&"ab".repeat(32)),
+        };
+        assert!(matches!(b.open(&missing).await, Err(BlobError::NotFound)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn dir() -> PathBuf {
         std::env::temp_dir().join(format!("telepipe-blobs-{:032x}", rand::random::<u128>()))
     }
 
     #[tokio::test]
-    async fn stores_by_content_once() {
+    async fn local_blobs_pass_the_blob_suite() {
         let d = dir();
         let b = LocalBlobs::open(&d).unwrap();
-        let r1 = b.put(stream(vec![b"hel", b"lo"]), 100).await.unwrap();
-        let r2 = b.put(stream(vec![b"hello"]), 100).await.unwrap();
-        assert_eq!(r1, r2);
-        assert_eq!(
-            r1.sha256,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
-        let mut s = String::new();
-        b.open(&r1)
-            .await
-            .unwrap()
-            .read_to_string(&mut s)
-            .await
-            .unwrap();
-        assert_eq!(s, "hello");
-        let mut tail = String::new();
-        b.open_at(&r1, 3)
-            .await
-            .unwrap()
-            .read_to_string(&mut tail)
-            .await
-            .unwrap();
-        assert_eq!(tail, "lo");
+        testsuite::run_all(&b).await;
+        // Nothing is left behind in the temporary folder.
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
-        std::fs::remove_dir_all(d).ok();
-    }
-
-    #[tokio::test]
-    async fn refuses_oversize_and_bad_keys() {
-        let d = dir();
-        let b = LocalBlobs::open(&d).unwrap();
-        assert!(matches!(
-            b.put(stream(vec![b"123456"]), 5).await,
-            Err(BlobError::TooLarge { limit: 5 })
-        ));
-        assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
-        for key in [
-            "../../etc/passwd",
-            "sha256/ab/cd/../../x",
-            "sha256/00/00/abc",
-        ] {
-            assert!(matches!(b.path_of(key), Err(BlobError::BadKey)), "{key}");
-        }
         std::fs::remove_dir_all(d).ok();
     }
 }

@@ -10,9 +10,11 @@
 //! - [`sqlite`]: the embedded implementation (one file under the data dir).
 //! - [`scylla`]: the ScyllaDB implementation (CQL in `migrations/cql/`).
 //! - [`blobs`]: the blob store trait and its local-folder implementation.
+//! - [`object_blobs`]: blobs in S3 or any S3-compatible object store (`object_store`).
 //! - [`testsuite`]: the behaviour every implementation must show; each runs it.
 
 pub mod blobs;
+pub mod object_blobs;
 pub mod scylla;
 pub mod sqlite;
 pub mod testsuite;

@@ -102,6 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
     pub store: String,
 
+    /// The blob store: `dir` (`<data-dir>/blobs`), `dir:PATH` (a folder, shared when the roles
+    /// run apart), or `s3://bucket[?endpoint=URL&region=R&allow_http=true]` (credentials from
+    /// the `AWS_*` variables).
+    #[arg(long, env = "TELEPIPE_BLOBS", default_value = "dir")]
+    pub blobs: String,
+
     /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
     pub bus: String,

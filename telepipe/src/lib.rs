@@ -90,6 +90,22 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The bus the arguments name.
+pub fn open_blobs(args: &ServeArgs) -> anyhow::Result<Arc<dyn Blobs>> {
+    let folder = |p: &Path| -> anyhow::Result<Arc<dyn Blobs>> {
+        Ok(Arc::new(LocalBlobs::open(p).with_context(|| {
+            format!("opening the blob folder {}", p.display())
+        })?))
+    };
+    match args.blobs.as_str() {
+        "dir" => folder(&args.data_dir.join("blobs")),
+        s if s.starts_with("dir:") => folder(Path::new(&s[4..])),
+        s if s.starts_with("s3://") => Ok(Arc::new(
+            store::object_blobs::ObjectBlobs::from_url(s).context("--blobs")?,
+        )),
+        other => anyhow::bail!("--blobs must be dir, dir:PATH or s3://..., not {other}"),
+    }
+}
+
 pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     if args.bus == "memory" {
         return Ok(Arc::new(MemoryBus::new(args.partitions)));
@@ -148,9 +164,7 @@ pub async fn run(
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let sealer = Sealer::new(&seal_key(args.seal_key.as_deref(), &args.data_dir)?);
     let store = open_store(&args).await?;
-    let blobs: Arc<dyn Blobs> = Arc::new(
-        LocalBlobs::open(&args.data_dir.join("blobs")).context("opening the blob folder")?,
-    );
+    let blobs = open_blobs(&args)?;
     let bus = open_bus(&args)?;
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;

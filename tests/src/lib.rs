@@ -297,6 +297,15 @@ pub fn bus_args() -> Vec<String> {
         }
         _ => Vec::new(),
     }
+    .into_iter()
+    .chain(
+        // The blob store shared by the roles: S3 when the suite is given one.
+        std::env::var("TELEPIPE_TEST_BLOBS")
+            .ok()
+            .into_iter()
+            .flat_map(|b| ["--blobs".to_owned(), b]),
+    )
+    .collect()
 }
 
 /// An HTTP client as a bot library would use: no compression, no redirects.
