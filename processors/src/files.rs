@@ -107,11 +107,13 @@ fn json_answer(status: u16, v: &Value) -> Response {
     }
 }
 
-fn file_object(cfg: &FilesConfig, row: &FileRow) -> Response {
+/// The File object, with the file_id the bot asked with (ids of one file differ by their
+/// file reference; the bot's own is the one it expects back).
+fn file_object(cfg: &FilesConfig, row: &FileRow, file_id: &str) -> Response {
     json_answer(
         200,
         &json!({"ok": true, "result": {
-            "file_id": row.file_id,
+            "file_id": file_id,
             "file_unique_id": row.file_unique_id,
             "file_size": row.blob.size,
             "file_path": row.path,
@@ -162,7 +164,7 @@ pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     match deps.store.file_by_unique_id(bot, &unique).await {
         Ok(Some(row)) => {
             crate::metrics::FILES.with_label_values(&["cached"]).inc();
-            return file_object(&files.cfg, &row);
+            return file_object(&files.cfg, &row, &raw_id);
         }
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "file lookup failed; downloading again"),
@@ -197,7 +199,7 @@ pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         let job = Job {
             token,
             test_env: env.payload.test_env,
-            file_id: raw_id,
+            file_id: raw_id.clone(),
             fid,
             unique,
             running: running.clone(),
@@ -229,7 +231,7 @@ pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     })
     .await;
     match finished {
-        Ok(Some(Ok(row))) => file_object(&files.cfg, &row),
+        Ok(Some(Ok(row))) => file_object(&files.cfg, &row, &raw_id),
         Ok(Some(Err(answer))) => answer,
         Ok(None) => Response::from_error(&ApiError::internal("the download was lost")),
         Err(_) => progress(&running),
@@ -411,7 +413,7 @@ async fn mtproto_stream(
         return Err(official);
     };
     let stream = mtproto
-        .download(&job.token, &job.fid)
+        .download(&job.token, &job.fid, 0)
         .await
         .map_err(|e| mtproto_answer(&e))?;
     Ok(Box::pin(stream.map(|c| {

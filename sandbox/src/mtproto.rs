@@ -105,8 +105,19 @@ async fn connection(sb: Sandbox, stream: TcpStream) -> std::io::Result<()> {
     let mut transport_in = Full::new();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    // The writer frames: transport sequence numbers must follow the order on the wire,
+    // whatever order concurrent answers are encrypted in.
     let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
+        let mut transport = Full::new();
+        while let Some(payload) = out_rx.recv().await {
+            let frame = if payload.len() == 4 {
+                payload // a transport error code, sent bare
+            } else {
+                let mut b = grammers_crypto::DequeBuffer::with_capacity(payload.len() + 16, 8);
+                b.extend(payload);
+                transport.pack(&mut b);
+                b.as_ref().to_vec()
+            };
             if wr.write_all(&frame).await.is_err() {
                 break;
             }
@@ -169,7 +180,8 @@ struct Session {
     id: i64,
     key: Key,
     out: mpsc::Sender<Vec<u8>>,
-    seq: Mutex<(i32, i64, Full)>,
+    /// Content-related messages sent, and the last msg_id used.
+    seq: Mutex<(i32, i64)>,
 }
 
 #[derive(Clone)]
@@ -247,7 +259,7 @@ impl Session {
             id,
             key,
             out,
-            seq: Mutex::new((0, 0, Full::new())),
+            seq: Mutex::new((0, 0)),
         }
     }
 
@@ -255,7 +267,7 @@ impl Session {
     async fn send(&self, body: &[u8], reply: bool) {
         let frame = {
             let mut state = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-            let (seq, last_msg_id, transport) = &mut *state;
+            let (seq, last_msg_id) = &mut *state;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
@@ -286,12 +298,11 @@ impl Session {
             let msg_key = &large[8..24];
             let (k, iv) = aes_key_iv(key, msg_key, 8);
             aes::ige_encrypt(&mut plain, &k, &iv);
-            let mut payload = grammers_crypto::DequeBuffer::with_capacity(plain.len() + 40, 32);
-            payload.extend(self.key.id);
-            payload.extend(msg_key.iter().copied());
-            payload.extend(plain);
-            transport.pack(&mut payload);
-            payload.as_ref().to_vec()
+            let mut payload = Vec::with_capacity(plain.len() + 24);
+            payload.extend_from_slice(&self.key.id);
+            payload.extend_from_slice(msg_key);
+            payload.extend_from_slice(&plain);
+            payload
         };
         let _ = self.out.send(frame).await;
     }

@@ -256,8 +256,12 @@ fn from_invocation(e: InvocationError) -> MtprotoError {
     }
 }
 
-/// grammers' largest chunk.
+/// grammers' largest chunk (Telegram allows up to 1 MiB, but not across a 1 MiB boundary:
+/// 512 KiB chunks never cross one).
 const CHUNK: i32 = 512 * 1024;
+
+/// Chunk requests in flight per download (grammers' own downloads use 4 workers).
+const PARALLEL: usize = 4;
 
 impl Grammers {
     pub fn new(cfg: GrammersConfig, vault: Arc<dyn SessionVault>) -> Self {
@@ -327,21 +331,79 @@ impl Grammers {
 
 #[async_trait]
 impl Mtproto for Grammers {
-    async fn download(&self, token: &BotToken, file: &FileId) -> Result<ChunkStream, MtprotoError> {
+    async fn download(
+        &self,
+        token: &BotToken,
+        file: &FileId,
+        offset: u64,
+    ) -> Result<ChunkStream, MtprotoError> {
+        use futures_util::StreamExt;
         let loc = location(file)?;
         let client = self.client(token).await?;
-        let iter = client.iter_download(&loc).chunk_size(CHUNK);
-        Ok(Box::pin(futures_util::stream::unfold(
-            Some(iter),
-            |iter| async move {
-                let mut iter = iter?;
-                match iter.next().await {
-                    Ok(Some(chunk)) => Some((Ok(Bytes::from(chunk)), Some(iter))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(from_invocation(e)), None)),
+        let first_chunk = (offset / CHUNK as u64) as i32;
+        let skip = (offset % CHUNK as u64) as usize;
+        // The first chunk through grammers' own iterator: it follows FILE_MIGRATE and copies
+        // the authorization to the file's DC when that is not the home DC.
+        let mut iter = client
+            .iter_download(&loc)
+            .chunk_size(CHUNK)
+            .skip_chunks(first_chunk);
+        let first = iter
+            .next()
+            .await
+            .map_err(from_invocation)?
+            .unwrap_or_default();
+        let short = first.len() < CHUNK as usize;
+        let head = futures_util::stream::iter(
+            (first.len() > skip).then(|| Ok(Bytes::from(first).slice(skip..))),
+        );
+        if short {
+            return Ok(Box::pin(head));
+        }
+        // The rest: PARALLEL requests in flight at once, answered in order, until a short or
+        // empty chunk (the end: Telegram does not say the size up front).
+        let dc = loc.dc_id;
+        let location = loc.location;
+        let rest = futures_util::stream::iter((first_chunk as i64 + 1)..)
+            .map(move |n| {
+                let client = client.clone();
+                let request = tl::functions::upload::GetFile {
+                    precise: false,
+                    cdn_supported: false,
+                    location: location.clone(),
+                    offset: n * CHUNK as i64,
+                    limit: CHUNK,
+                };
+                async move {
+                    match client.invoke_in_dc(dc, &request).await {
+                        Ok(tl::enums::upload::File::File(f)) => Ok(f.bytes),
+                        Ok(tl::enums::upload::File::CdnRedirect(_)) => Err(MtprotoError::Other(
+                            "a CDN redirect, though CDNs were not offered".into(),
+                        )),
+                        Err(e) => Err(from_invocation(e)),
+                    }
                 }
-            },
-        )))
+            })
+            .buffered(PARALLEL)
+            .scan(false, |done, chunk| {
+                let out = if *done {
+                    None
+                } else {
+                    match chunk {
+                        Ok(b) if b.is_empty() => None,
+                        Ok(b) => {
+                            *done = b.len() < CHUNK as usize;
+                            Some(Ok(Bytes::from(b)))
+                        }
+                        Err(e) => {
+                            *done = true;
+                            Some(Err(e))
+                        }
+                    }
+                };
+                futures_util::future::ready(out)
+            });
+        Ok(Box::pin(head.chain(rest)))
     }
 
     async fn username(&self, token: &BotToken) -> Result<String, MtprotoError> {

@@ -39,8 +39,13 @@ impl MtprotoError {
 /// What the gateway asks of Telegram over MTProto, as the bot.
 #[async_trait]
 pub trait Mtproto: Send + Sync + 'static {
-    /// Streams the whole file a Bot API file id names, from its first byte.
-    async fn download(&self, token: &BotToken, file: &FileId) -> Result<ChunkStream, MtprotoError>;
+    /// Streams the file a Bot API file id names, from byte `offset` to its end.
+    async fn download(
+        &self,
+        token: &BotToken,
+        file: &FileId,
+        offset: u64,
+    ) -> Result<ChunkStream, MtprotoError>;
 
     /// The bot's own username (`getMe` over MTProto).
     async fn username(&self, token: &BotToken) -> Result<String, MtprotoError>;

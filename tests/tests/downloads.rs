@@ -77,9 +77,22 @@ async fn get_file_stores_once_and_serves_token_free() {
         assert_eq!(file_url, format!("{}/storage/{path}", gw.url));
     }
 
-    // Asked again (with a fresh file_id of the same file): answered from the store.
-    let again: Value = get_file(&gw, bot, &file_id).await.json().await.unwrap();
+    // Asked again with another file_id of the same file (resent by id: a fresh file
+    // reference): answered from the store, with the id the bot asked with.
+    let resent: Value = client()
+        .post(format!("{}/bot{}/sendDocument", sandbox.url, token(bot)))
+        .json(&serde_json::json!({"chat_id": 5, "document": file_id}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_id = resent["result"]["document"]["file_id"].as_str().unwrap();
+    assert_ne!(other_id, file_id);
+    let again: Value = get_file(&gw, bot, other_id).await.json().await.unwrap();
     assert_eq!(again["result"]["file_path"], path.as_str());
+    assert_eq!(again["result"]["file_id"], other_id);
     assert_eq!(control.calls(bot, Some("getFile")).await.unwrap().len(), 1);
 
     // Token-free, and through the token path: the same bytes and headers.
