@@ -10,6 +10,8 @@
 //!   `size` deterministic bytes ([`synthetic_chunk`]) in the world, as if the bot had been sent
 //!   it: `{"file_id", "file_unique_id", "sha256", "size"}`. For files larger than any upload
 //!   limit (a 1 GiB download test).
+//! - `POST /control/users` `{"id": N, "username"?, "first_name"?}` → a user the MTProto face
+//!   resolves by username
 //! - `GET /control/mtproto` → `{"bytes_served": N, "sign_ins": N}` (bytes `upload.getFile`
 //!   handed out; bot sign-ins accepted)
 //! - `GET /control/health`
@@ -132,6 +134,14 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
                     &json!({"error": e.to_string()}),
                 ),
             },
+            Err(resp) => resp,
+        },
+        (Method::POST, "users") => match body_json::<crate::world::SandboxUser>(req).await {
+            Ok(u) => {
+                let id = u.id;
+                sb.world.lock().users.insert(id, u);
+                json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
+            }
             Err(resp) => resp,
         },
         (Method::GET, "mtproto") => {

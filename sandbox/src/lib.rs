@@ -19,6 +19,7 @@ pub mod control;
 pub mod files;
 pub mod methods;
 pub mod mtproto;
+pub mod mtproto_api;
 pub mod request;
 pub mod world;
 
@@ -102,6 +103,11 @@ impl Sandbox {
             .data_dir
             .join("tmp")
             .join(format!("{:032x}", rand::random::<u128>()))
+    }
+
+    /// The MTProto face's master key (bots' auth keys are derived from it).
+    pub fn mtproto_master_key(&self) -> [u8; 32] {
+        self.cfg.mtproto_key
     }
 
     pub fn world(&self) -> &world::World {

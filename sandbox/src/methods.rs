@@ -36,6 +36,22 @@ fn ok(result: Value) -> Response<Body> {
     json_response(StatusCode::OK, &json!({"ok": true, "result": result}))
 }
 
+/// Answers a sent message, and keeps it for the MTProto face's `messages.getMessages`.
+fn sent(sb: &Sandbox, r: &BotRequest, m: Value) -> Response<Body> {
+    sb.world.lock().keep_message(r.bot_id, &m);
+    ok(m)
+}
+
+fn sent_all(sb: &Sandbox, r: &BotRequest, ms: Vec<Value>) -> Response<Body> {
+    {
+        let mut w = sb.world.lock();
+        for m in &ms {
+            w.keep_message(r.bot_id, m);
+        }
+    }
+    ok(Value::Array(ms))
+}
+
 fn now_s() -> i64 {
     schemas::now_ms() / 1000
 }
@@ -199,7 +215,7 @@ fn full_chat(mut c: Value) -> Value {
 fn message(sb: &Sandbox, r: &BotRequest, chat: Value) -> Value {
     let chat_id = chat["id"].as_i64().unwrap_or(0);
     let mut s = sb.world.lock();
-    let message_id = s.new_message(chat_id);
+    let message_id = s.new_message(r.bot_id, chat_id);
     let from = s.bot(r.bot_id).user();
     let mut m = json!({"message_id": message_id, "from": from, "chat": chat, "date": now_s()});
     if let Some(c) = r.str("caption") {
@@ -221,7 +237,7 @@ fn send_message(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     }
     let mut m = message(sb, r, c);
     m["text"] = text.into();
-    ok(m)
+    sent(sb, r, m)
 }
 
 async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
@@ -416,7 +432,7 @@ async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> R
     };
     let mut m = message(sb, r, c);
     m[param] = files::media_object(&file, r);
-    ok(m)
+    sent(sb, r, m)
 }
 
 async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
@@ -451,7 +467,7 @@ async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         }
         out.push(m);
     }
-    ok(Value::Array(out))
+    sent_all(sb, r, out)
 }
 
 fn get_file(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
@@ -516,7 +532,7 @@ fn generic(sb: &Sandbox, r: &BotRequest, method: &str) -> Response<Body> {
                 json!({"id": r.bot_id, "type": "private", "first_name": "Sandbox"}),
             ),
         },
-        "MessageId" => json!({"message_id": sb.world.lock().new_message(0)}),
+        "MessageId" => json!({"message_id": sb.world.lock().new_message(r.bot_id, 0)}),
         "User" => sb.world.lock().bot(r.bot_id).user(),
         "Integer" => json!(0),
         "String" => json!("https://t.me/+sandbox"),

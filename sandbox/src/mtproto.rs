@@ -12,9 +12,11 @@
 //! encryption from the server's side (x = 8 out, 0 in), message containers, `gzip_packed`,
 //! acks, pings; `invokeWithLayer`/`initConnection` wrappers. Functions: `help.getConfig`,
 //! `auth.importBotAuthorization`, `updates.getState`, `users.getUsers` (self), and
-//! `upload.getFile` over the world's files with Telegram's offset/limit rules. Anything
-//! else is answered `400 METHOD_NOT_SUPPORTED_BY_SANDBOX`, so a gap shows up as a clear error.
+//! `upload.getFile` over the world's files with Telegram's offset/limit rules; uploads,
+//! media, peers, messages and chat actions in [`crate::mtproto_api`]. Anything else is
+//! answered `400 METHOD_NOT_SUPPORTED_BY_SANDBOX`, so a gap shows up as a clear error.
 
+use crate::mtproto_api as api;
 use crate::Sandbox;
 use grammers_crypto::aes;
 use grammers_mtproto::transport::{Full, Transport};
@@ -410,7 +412,7 @@ async fn handle_message(sb: &Sandbox, s: &Session, msg_id: i64, body: Vec<u8>) {
     }
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Result(Vec<u8>),
     Error(i32, String),
     /// A service message sent as it is (a pong).
@@ -521,6 +523,66 @@ async fn dispatch(sb: &Sandbox, s: &Session, msg_id: i64, body: &[u8]) -> Result
             signed_in()?;
             let r: f::upload::GetFile = parse(body)?;
             Answer::Result(get_file(sb, &r).await?)
+        }
+        f::upload::SaveFilePart::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::upload::SaveFilePart = parse(body)?;
+            Answer::Result(api::save_part(sb, bot, r.file_id, r.file_part, None, &r.bytes).await?)
+        }
+        f::upload::SaveBigFilePart::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::upload::SaveBigFilePart = parse(body)?;
+            let total = Some(r.file_total_parts);
+            Answer::Result(api::save_part(sb, bot, r.file_id, r.file_part, total, &r.bytes).await?)
+        }
+        f::messages::UploadMedia::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::messages::UploadMedia = parse(body)?;
+            Answer::Result(api::upload_media(sb, bot, &r).await?)
+        }
+        f::messages::SendMedia::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::messages::SendMedia = parse(body)?;
+            Answer::Result(api::send_media(sb, bot, &r)?)
+        }
+        f::contacts::ResolveUsername::CONSTRUCTOR_ID => {
+            signed_in()?;
+            let r: f::contacts::ResolveUsername = parse(body)?;
+            Answer::Result(api::resolve_username(sb, &r.username)?)
+        }
+        f::messages::GetMessages::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::messages::GetMessages = parse(body)?;
+            Answer::Result(api::get_messages(sb, bot, None, &r.id))
+        }
+        f::channels::GetMessages::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::channels::GetMessages = parse(body)?;
+            let tl::enums::InputChannel::Channel(c) = &r.channel else {
+                return Err(Answer::Error(400, "CHANNEL_INVALID".into()));
+            };
+            let chat = -1_000_000_000_000 - c.channel_id;
+            Answer::Result(api::get_messages(sb, bot, Some(chat), &r.id))
+        }
+        f::messages::SetTyping::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::messages::SetTyping = parse(body)?;
+            Answer::Result(api::set_typing(sb, bot, &r)?)
+        }
+        f::users::GetFullUser::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::users::GetFullUser = parse(body)?;
+            Answer::Result(api::full_user(sb, bot, &r.id)?)
+        }
+        f::messages::GetFullChat::CONSTRUCTOR_ID => {
+            signed_in()?;
+            let r: f::messages::GetFullChat = parse(body)?;
+            Answer::Result(api::full_chat(r.chat_id))
+        }
+        f::photos::GetUserPhotos::CONSTRUCTOR_ID => {
+            signed_in()?;
+            let _: f::photos::GetUserPhotos = parse(body)?;
+            Answer::Result(api::user_photos())
         }
         other => {
             tracing::info!(

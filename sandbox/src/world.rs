@@ -31,6 +31,25 @@ pub struct State {
     pub mtproto_bytes_served: u64,
     /// `auth.importBotAuthorization` calls accepted.
     pub mtproto_sign_ins: u64,
+    /// Users other than bots, by id (registered through the control API).
+    pub users: HashMap<i64, SandboxUser>,
+    /// Messages bots sent, by (bot, chat, message id), as Bot API Message objects.
+    pub messages: HashMap<(i64, i64, i64), Value>,
+    /// Chat actions received on the MTProto face: (bot, chat, action).
+    pub chat_actions: Vec<(i64, i64, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxUser {
+    pub id: i64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default = "default_first_name")]
+    pub first_name: String,
+}
+
+fn default_first_name() -> String {
+    "Sandbox User".into()
 }
 
 /// Calls kept for the control API; older ones are forgotten.
@@ -44,6 +63,8 @@ pub struct Bot {
     pub webhook: Option<Webhook>,
     /// Bumped by every getUpdates: an older poll still waiting sees it and ends with 409.
     pub poll_generation: u64,
+    /// Last message id of the bot's private chats and basic groups.
+    pub next_message_id: i64,
     /// Bumped on every change a waiting poll cares about.
     pub changed: watch::Sender<u64>,
 }
@@ -57,6 +78,7 @@ impl Bot {
             next_update_id: 1,
             webhook: None,
             poll_generation: 0,
+            next_message_id: 0,
             changed: watch::channel(0).0,
         }
     }
@@ -211,11 +233,59 @@ impl State {
         self.bots.entry(id).or_insert_with(|| Bot::new(id))
     }
 
-    /// A new message id in `chat_id`.
-    pub fn new_message(&mut self, chat_id: i64) -> i64 {
-        let c = self.chats.entry(chat_id).or_default();
-        c.next_message_id += 1;
-        c.messages.insert(c.next_message_id);
-        c.next_message_id
+    /// Keeps a sent message (a Bot API Message object) for the MTProto face.
+    pub fn keep_message(&mut self, bot_id: i64, m: &Value) {
+        if let (Some(chat), Some(id)) = (m["chat"]["id"].as_i64(), m["message_id"].as_i64()) {
+            self.messages.insert((bot_id, chat, id), m.clone());
+        }
+    }
+
+    /// A peer by username: a bot, or a registered user (id, is_bot, first name, username).
+    pub fn by_username(&self, username: &str) -> Option<(i64, bool, String, String)> {
+        let name = username.trim_start_matches('@');
+        if let Some(b) = self
+            .bots
+            .values()
+            .find(|b| b.username.eq_ignore_ascii_case(name))
+        {
+            return Some((
+                b.id,
+                true,
+                format!("Sandbox Bot {}", b.id),
+                b.username.clone(),
+            ));
+        }
+        self.users
+            .values()
+            .find(|u| {
+                u.username
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|u| {
+                (
+                    u.id,
+                    false,
+                    u.first_name.clone(),
+                    u.username.clone().unwrap_or_default(),
+                )
+            })
+    }
+
+    /// A new message id in `chat_id`, sent by `bot_id`. As on Telegram, a bot's private
+    /// chats and basic groups share one sequence of ids (so an id alone names a message, as
+    /// MTProto's `messages.getMessages` needs); each channel has its own.
+    pub fn new_message(&mut self, bot_id: i64, chat_id: i64) -> i64 {
+        let id = if chat_id > -1_000_000_000_000 {
+            let b = self.bot(bot_id);
+            b.next_message_id += 1;
+            b.next_message_id
+        } else {
+            let c = self.chats.entry(chat_id).or_default();
+            c.next_message_id += 1;
+            c.next_message_id
+        };
+        self.chats.entry(chat_id).or_default().messages.insert(id);
+        id
     }
 }

@@ -9,7 +9,10 @@
 //! face with the bot's derived auth key, since Telegram's key exchange cannot run there.
 
 use crate::file_id::{FileId, Location, PhotoSizeSource};
-use crate::mtproto::{ChunkStream, Mtproto, MtprotoError};
+use crate::mtproto::{
+    document_type, ChunkStream, Mtproto, MtprotoError, NewMedia, ResolvedPeer, StoredMedia,
+    UploadStream, Uploaded, MAX_UPLOAD_PARTS, UPLOAD_PART,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use grammers_client::media::Downloadable;
@@ -46,7 +49,12 @@ pub struct Grammers {
     cfg: GrammersConfig,
     vault: Arc<dyn SessionVault>,
     clients: Mutex<HashMap<BotId, Client>>,
+    /// Access hashes learnt from resolved peers, by (bot, Bot API chat id).
+    hashes: std::sync::Mutex<HashMap<(BotId, i64), i64>>,
 }
+
+/// Bot API ids of channels start here (-100…).
+const CHANNEL_BASE: i64 = -1_000_000_000_000;
 
 /// A session kept in memory and written through to the vault on every change that
 /// matters for a restart (home DC, DC options with their auth keys).
@@ -246,6 +254,90 @@ fn location(file: &FileId) -> Result<Location_, MtprotoError> {
     })
 }
 
+fn rand_i64() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    // Random enough for a random_id (unique per message); no extra dependency for it.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as i64
+}
+
+/// The Bot API name of what `messages.uploadMedia` answered.
+fn stored_media(answer: tl::enums::MessageMedia, size: u64) -> Result<StoredMedia, MtprotoError> {
+    match answer {
+        tl::enums::MessageMedia::Document(m) => match m.document {
+            Some(tl::enums::Document::Document(d)) => Ok(StoredMedia {
+                file_id: FileId::common(
+                    document_type(&d.attributes),
+                    d.dc_id,
+                    d.file_reference,
+                    d.id,
+                    d.access_hash,
+                ),
+                file_size: d.size.max(0) as u64,
+                mime_type: Some(d.mime_type),
+            }),
+            _ => Err(MtprotoError::Other("uploadMedia gave no document".into())),
+        },
+        tl::enums::MessageMedia::Photo(m) => match m.photo {
+            Some(tl::enums::Photo::Photo(p)) => {
+                // The largest size is the one the Bot API's photo file id names.
+                let (thumb, bytes) = p
+                    .sizes
+                    .iter()
+                    .filter_map(|s| match s {
+                        tl::enums::PhotoSize::Size(s) => Some((s.r#type.clone(), s.size as u64)),
+                        tl::enums::PhotoSize::Progressive(s) => Some((
+                            s.r#type.clone(),
+                            s.sizes.last().copied().unwrap_or(0) as u64,
+                        )),
+                        _ => None,
+                    })
+                    .max_by_key(|(_, b)| *b)
+                    .unwrap_or(("y".into(), size));
+                Ok(StoredMedia {
+                    file_id: FileId::photo(
+                        p.dc_id,
+                        p.file_reference,
+                        p.id,
+                        p.access_hash,
+                        thumb.bytes().next().unwrap_or(b'y'),
+                    ),
+                    file_size: bytes,
+                    mime_type: Some("image/jpeg".into()),
+                })
+            }
+            _ => Err(MtprotoError::Other("uploadMedia gave no photo".into())),
+        },
+        other => Err(MtprotoError::Other(format!(
+            "uploadMedia gave {}",
+            format!("{other:?}")
+                .split('(')
+                .next()
+                .unwrap_or("something else")
+        ))),
+    }
+}
+
+/// The id of the message a send made, from the updates it answered with.
+fn sent_message_id(updates: &tl::enums::Updates, random_id: i64) -> Option<i32> {
+    let list = match updates {
+        tl::enums::Updates::Updates(u) => &u.updates,
+        tl::enums::Updates::Combined(u) => &u.updates,
+        tl::enums::Updates::UpdateShortSentMessage(u) => return Some(u.id),
+        _ => return None,
+    };
+    list.iter().find_map(|u| match u {
+        tl::enums::Update::MessageId(m) if m.random_id == random_id => Some(m.id),
+        _ => None,
+    })
+}
+
 fn from_invocation(e: InvocationError) -> MtprotoError {
     match e {
         InvocationError::Rpc(r) => MtprotoError::Rpc {
@@ -269,7 +361,53 @@ impl Grammers {
             cfg,
             vault,
             clients: Mutex::new(HashMap::new()),
+            hashes: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn hash(&self, bot: BotId, chat: i64) -> i64 {
+        self.hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(bot, chat))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The input peer of a Bot API chat id. Unknown access hashes are 0, which Telegram
+    /// accepts from bots for peers they have met.
+    fn input_peer(&self, bot: BotId, chat: i64) -> tl::enums::InputPeer {
+        if chat > 0 {
+            tl::types::InputPeerUser {
+                user_id: chat,
+                access_hash: self.hash(bot, chat),
+            }
+            .into()
+        } else if chat > CHANNEL_BASE {
+            tl::types::InputPeerChat { chat_id: -chat }.into()
+        } else {
+            tl::types::InputPeerChannel {
+                channel_id: CHANNEL_BASE - chat,
+                access_hash: self.hash(bot, chat),
+            }
+            .into()
+        }
+    }
+
+    fn input_user(&self, bot: BotId, user: i64) -> tl::enums::InputUser {
+        tl::types::InputUser {
+            user_id: user,
+            access_hash: self.hash(bot, user),
+        }
+        .into()
+    }
+
+    fn input_channel(&self, bot: BotId, chat: i64) -> tl::enums::InputChannel {
+        tl::types::InputChannel {
+            channel_id: CHANNEL_BASE - chat,
+            access_hash: self.hash(bot, chat),
+        }
+        .into()
     }
 
     /// The bot's client: cached, or built from its saved session (signing in when needed).
@@ -404,6 +542,318 @@ impl Mtproto for Grammers {
                 futures_util::future::ready(out)
             });
         Ok(Box::pin(head.chain(rest)))
+    }
+
+    async fn upload(
+        &self,
+        token: &BotToken,
+        stream: UploadStream,
+        size: u64,
+        name: &str,
+    ) -> Result<Uploaded, MtprotoError> {
+        if size.div_ceil(UPLOAD_PART) > MAX_UPLOAD_PARTS {
+            return Err(MtprotoError::TooBig { size });
+        }
+        let client = self.client(token).await?;
+        let mut reader = tokio_util::io::StreamReader::new(stream);
+        let up = client
+            .upload_stream(&mut reader, size as usize, name.to_owned())
+            .await
+            .map_err(|e| MtprotoError::Other(format!("upload: {e}")))?;
+        Ok(Uploaded {
+            input: up.raw,
+            size,
+            name: name.to_owned(),
+        })
+    }
+
+    async fn upload_media(
+        &self,
+        token: &BotToken,
+        file: Uploaded,
+        media: NewMedia,
+    ) -> Result<StoredMedia, MtprotoError> {
+        let client = self.client(token).await?;
+        let input: tl::enums::InputMedia = if media.photo {
+            tl::types::InputMediaUploadedPhoto {
+                spoiler: false,
+                live_photo: false,
+                file: file.input,
+                stickers: None,
+                ttl_seconds: None,
+                video: None,
+            }
+            .into()
+        } else {
+            tl::types::InputMediaUploadedDocument {
+                nosound_video: false,
+                force_file: media.force_file,
+                spoiler: false,
+                file: file.input,
+                thumb: None,
+                mime_type: media.mime_type.clone(),
+                attributes: media.attributes.clone(),
+                stickers: None,
+                video_cover: None,
+                video_timestamp: None,
+                ttl_seconds: None,
+            }
+            .into()
+        };
+        let answer = client
+            .invoke(&tl::functions::messages::UploadMedia {
+                business_connection_id: None,
+                peer: tl::enums::InputPeer::PeerSelf,
+                media: input,
+            })
+            .await
+            .map_err(from_invocation)?;
+        stored_media(answer, file.size)
+    }
+
+    async fn send_media(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+        file: &FileId,
+        caption: &str,
+    ) -> Result<i32, MtprotoError> {
+        let client = self.client(token).await?;
+        let (id, access_hash) = file.id();
+        let media: tl::enums::InputMedia = if file.file_type.is_photo() {
+            tl::types::InputMediaPhoto {
+                spoiler: false,
+                live_photo: false,
+                id: tl::types::InputPhoto {
+                    id,
+                    access_hash,
+                    file_reference: file.file_reference.clone(),
+                }
+                .into(),
+                ttl_seconds: None,
+                video: None,
+            }
+            .into()
+        } else {
+            tl::types::InputMediaDocument {
+                spoiler: false,
+                id: tl::types::InputDocument {
+                    id,
+                    access_hash,
+                    file_reference: file.file_reference.clone(),
+                }
+                .into(),
+                video_cover: None,
+                video_timestamp: None,
+                ttl_seconds: None,
+                query: None,
+            }
+            .into()
+        };
+        let random_id: i64 = rand_i64();
+        let updates = client
+            .invoke(&tl::functions::messages::SendMedia {
+                silent: false,
+                background: false,
+                clear_draft: false,
+                noforwards: false,
+                update_stickersets_order: false,
+                invert_media: false,
+                allow_paid_floodskip: false,
+                peer: self.input_peer(token.bot_id(), chat_id),
+                reply_to: None,
+                media,
+                message: caption.to_owned(),
+                random_id,
+                reply_markup: None,
+                entities: None,
+                schedule_date: None,
+                schedule_repeat_period: None,
+                send_as: None,
+                quick_reply_shortcut: None,
+                effect: None,
+                allow_paid_stars: None,
+                suggested_post: None,
+            })
+            .await
+            .map_err(from_invocation)?;
+        sent_message_id(&updates, random_id)
+            .ok_or_else(|| MtprotoError::Other("Telegram did not say the new message's id".into()))
+    }
+
+    async fn resolve_username(
+        &self,
+        token: &BotToken,
+        username: &str,
+    ) -> Result<Option<ResolvedPeer>, MtprotoError> {
+        let client = self.client(token).await?;
+        let answer = client
+            .invoke(&tl::functions::contacts::ResolveUsername {
+                username: username.trim_start_matches('@').to_owned(),
+                referer: None,
+            })
+            .await;
+        let tl::enums::contacts::ResolvedPeer::Peer(r) = match answer {
+            Ok(r) => r,
+            Err(InvocationError::Rpc(e))
+                if e.name == "USERNAME_NOT_OCCUPIED" || e.name == "USERNAME_INVALID" =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(from_invocation(e)),
+        };
+        let found = match r.peer {
+            tl::enums::Peer::User(p) => r.users.iter().find_map(|u| match u {
+                tl::enums::User::User(u) if u.id == p.user_id => Some(ResolvedPeer {
+                    chat_id: u.id,
+                    access_hash: u.access_hash,
+                    is_bot: u.bot,
+                    username: u.username.clone(),
+                    first_name: u.first_name.clone(),
+                }),
+                _ => None,
+            }),
+            tl::enums::Peer::Chat(p) => Some(ResolvedPeer {
+                chat_id: -p.chat_id,
+                access_hash: None,
+                is_bot: false,
+                username: Some(username.trim_start_matches('@').to_owned()),
+                first_name: None,
+            }),
+            tl::enums::Peer::Channel(p) => Some(ResolvedPeer {
+                chat_id: CHANNEL_BASE - p.channel_id,
+                access_hash: r.chats.iter().find_map(|c| match c {
+                    tl::enums::Chat::Channel(c) if c.id == p.channel_id => c.access_hash,
+                    _ => None,
+                }),
+                is_bot: false,
+                username: Some(username.trim_start_matches('@').to_owned()),
+                first_name: None,
+            }),
+        };
+        if let Some(p) = &found {
+            if let Some(h) = p.access_hash {
+                self.hashes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((token.bot_id(), p.chat_id), h);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn get_messages(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+        ids: &[i32],
+    ) -> Result<Vec<tl::enums::Message>, MtprotoError> {
+        let client = self.client(token).await?;
+        let id: Vec<tl::enums::InputMessage> = ids
+            .iter()
+            .map(|&id| tl::types::InputMessageId { id }.into())
+            .collect();
+        let answer = if chat_id <= CHANNEL_BASE {
+            client
+                .invoke(&tl::functions::channels::GetMessages {
+                    channel: self.input_channel(token.bot_id(), chat_id),
+                    id,
+                })
+                .await
+        } else {
+            client
+                .invoke(&tl::functions::messages::GetMessages { id })
+                .await
+        }
+        .map_err(from_invocation)?;
+        Ok(match answer {
+            tl::enums::messages::Messages::Messages(m) => m.messages,
+            tl::enums::messages::Messages::Slice(m) => m.messages,
+            tl::enums::messages::Messages::ChannelMessages(m) => m.messages,
+            tl::enums::messages::Messages::NotModified(_) => Vec::new(),
+        })
+    }
+
+    async fn profile_photos(
+        &self,
+        token: &BotToken,
+        user_id: i64,
+        offset: i32,
+        limit: i32,
+    ) -> Result<Vec<tl::enums::Photo>, MtprotoError> {
+        let client = self.client(token).await?;
+        let answer = client
+            .invoke(&tl::functions::photos::GetUserPhotos {
+                user_id: self.input_user(token.bot_id(), user_id),
+                offset,
+                max_id: 0,
+                limit,
+            })
+            .await
+            .map_err(from_invocation)?;
+        Ok(match answer {
+            tl::enums::photos::Photos::Photos(p) => p.photos,
+            tl::enums::photos::Photos::Slice(p) => p.photos,
+        })
+    }
+
+    async fn chat_action(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+        action: tl::enums::SendMessageAction,
+    ) -> Result<(), MtprotoError> {
+        let client = self.client(token).await?;
+        client
+            .invoke(&tl::functions::messages::SetTyping {
+                peer: self.input_peer(token.bot_id(), chat_id),
+                top_msg_id: None,
+                action,
+            })
+            .await
+            .map_err(from_invocation)?;
+        Ok(())
+    }
+
+    async fn full_user(
+        &self,
+        token: &BotToken,
+        user_id: i64,
+    ) -> Result<tl::types::users::UserFull, MtprotoError> {
+        let client = self.client(token).await?;
+        let tl::enums::users::UserFull::Full(full) = client
+            .invoke(&tl::functions::users::GetFullUser {
+                id: self.input_user(token.bot_id(), user_id),
+            })
+            .await
+            .map_err(from_invocation)?;
+        Ok(full)
+    }
+
+    async fn full_chat(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+    ) -> Result<tl::types::messages::ChatFull, MtprotoError> {
+        let client = self.client(token).await?;
+        let answer = if chat_id <= CHANNEL_BASE {
+            client
+                .invoke(&tl::functions::channels::GetFullChannel {
+                    channel: self.input_channel(token.bot_id(), chat_id),
+                })
+                .await
+        } else if chat_id < 0 {
+            client
+                .invoke(&tl::functions::messages::GetFullChat { chat_id: -chat_id })
+                .await
+        } else {
+            return Err(MtprotoError::NotDownloadable(
+                "a user is not a chat: use full_user".into(),
+            ));
+        }
+        .map_err(from_invocation)?;
+        let tl::enums::messages::ChatFull::Full(full) = answer;
+        Ok(full)
     }
 
     async fn username(&self, token: &BotToken) -> Result<String, MtprotoError> {

@@ -308,6 +308,31 @@ pub fn bus_args() -> Vec<String> {
     .collect()
 }
 
+/// GET `url`, the answer's JSON (whatever its status).
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// POST `body` as JSON to `url`, the answer's JSON (whatever its status).
+pub async fn post_json(url: &str, body: &Value) -> Value {
+    client()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: not JSON: {e}"))
+}
+
 /// An HTTP client as a bot library would use: no compression, no redirects.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

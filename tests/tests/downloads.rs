@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use telepipe_tests::{assert_shaped, client, split, token, Control, Proc};
+use telepipe_tests::{assert_shaped, client, get_json, post_json, split, token, Control, Proc};
 
 /// Sends `content` as a document straight to the sandbox (not through the gateway); returns
 /// its file_id.
@@ -79,15 +79,11 @@ async fn get_file_stores_once_and_serves_token_free() {
 
     // Asked again with another file_id of the same file (resent by id: a fresh file
     // reference): answered from the store, with the id the bot asked with.
-    let resent: Value = client()
-        .post(format!("{}/bot{}/sendDocument", sandbox.url, token(bot)))
-        .json(&serde_json::json!({"chat_id": 5, "document": file_id}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resent = post_json(
+        &format!("{}/bot{}/sendDocument", sandbox.url, token(bot)),
+        &serde_json::json!({"chat_id": 5, "document": file_id}),
+    )
+    .await;
     let other_id = resent["result"]["document"]["file_id"].as_str().unwrap();
     assert_ne!(other_id, file_id);
     let again: Value = get_file(&gw, bot, other_id).await.json().await.unwrap();
@@ -234,18 +230,12 @@ async fn official_paths_are_cached_while_streaming() {
     let content = pattern(200_000, 3);
     let file_id = upload(&sandbox, bot, "clip.mp4", content.clone()).await;
     // The official getFile, asked of the sandbox directly.
-    let f: Value = client()
-        .get(format!(
-            "{}/bot{}/getFile?file_id={file_id}",
-            sandbox.url,
-            token(bot)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let f = get_json(&format!(
+        "{}/bot{}/getFile?file_id={file_id}",
+        sandbox.url,
+        token(bot)
+    ))
+    .await;
     let official = f["result"]["file_path"].as_str().unwrap().to_owned();
     let url = format!("{}/file/bot{}/{official}", gw.url, token(bot));
     let first = client().get(&url).send().await.unwrap();

@@ -3,19 +3,15 @@
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use telepipe_tests::{assert_shaped, client, split, token, Proc};
+use telepipe_tests::{assert_shaped, client, get_json, post_json, split, token, Proc};
 
 /// A synthetic document of `size` bytes in the sandbox's world: (file_id, sha256).
 async fn big_file(sandbox: &Proc, bot: i64, size: u64, seed: u64) -> (String, String) {
-    let v: Value = client()
-        .post(format!("{}/control/files", sandbox.url))
-        .json(&json!({"bot_id": bot, "size": size, "file_name": "huge.bin", "seed": seed}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = post_json(
+        &format!("{}/control/files", sandbox.url),
+        &json!({"bot_id": bot, "size": size, "file_name": "huge.bin", "seed": seed}),
+    )
+    .await;
     (
         v["file_id"].as_str().unwrap().to_owned(),
         v["sha256"].as_str().unwrap().to_owned(),
@@ -100,14 +96,7 @@ async fn a_1_gib_file_downloads_through_mtproto_with_flat_memory() {
             "range at {start}"
         );
     }
-    let served: Value = http
-        .get(format!("{}/control/mtproto", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = get_json(&format!("{}/control/mtproto", sandbox.url)).await;
     // The 1 MiB warm-up file came through the Bot API (under its 20 MB cap).
     assert_eq!(served["bytes_served"], size);
 }
@@ -135,14 +124,7 @@ async fn the_mtproto_session_is_kept_sealed_and_reused() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let stats: Value = client()
-        .get(format!("{}/control/mtproto", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&format!("{}/control/mtproto", sandbox.url)).await;
     assert_eq!(stats["sign_ins"], 1);
     // The derived auth key never appears in clear in the store's files.
     let master: [u8; 32] = hex::decode(&key).unwrap().try_into().unwrap();
