@@ -66,13 +66,19 @@ pub struct Proc {
 
 /// Starts `telepipe <args>` logging to `log`; returns it once it listens, with its URL.
 pub async fn spawn(args: &[&str], log: &std::path::Path) -> Result<(Child, String)> {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    spawn_command(cmd, log).await
+}
+
+/// Starts `cmd` (telepipe, maybe through a shell) logging to `log`; returns it once it
+/// prints `... listening on <url>`.
+pub async fn spawn_command(mut cmd: Command, log: &std::path::Path) -> Result<(Child, String)> {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
         .open(log)?;
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .env("TELEPIPE_LOG", "info")
+    cmd.env("TELEPIPE_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true);
@@ -144,6 +150,29 @@ impl Proc {
             flags.push(v.to_owned());
         }
         flags
+    }
+
+    /// `set -a; . <sandbox.env>; telepipe serve`: a gateway configured only by the sandbox's
+    /// `--env-file`, as README shows.
+    pub async fn gateway_from_env_file(sandbox: &Proc) -> Result<Proc> {
+        let dir = TempDir::new("tp-gateway");
+        let mut cmd = Command::new("bash");
+        cmd.args([
+            "-c",
+            "set -a; . \"$1\"; set +a; exec \"$2\" serve --listen 127.0.0.1:0 --data-dir \"$3\"",
+            "bash",
+        ])
+        .arg(sandbox.dir.0.join("sandbox.env"))
+        .arg(bin())
+        .arg(dir.0.join("data"));
+        let (child, url) = spawn_command(cmd, &dir.0.join("stderr.log")).await?;
+        Ok(Proc {
+            child,
+            helpers: Vec::new(),
+            helper_args: Vec::new(),
+            url,
+            dir,
+        })
     }
 
     /// `telepipe serve` on a free port, forwarding to `upstream`. When `TELEPIPE_TEST_BUS`

@@ -170,3 +170,32 @@ async fn without_mtproto_big_files_get_the_official_answer() {
     let v = assert_shaped(r, 400).await;
     assert_eq!(v["description"], "Bad Request: file is too big");
 }
+
+/// `telepipe sandbox --env-file F` then `set -a; . F; telepipe serve`: the gateway reaches
+/// both faces (a big file comes through MTProto) with nothing else configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_env_file_configures_a_gateway() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let gw = Proc::gateway_from_env_file(&sandbox).await.unwrap();
+    let bot = 804;
+    let (file_id, sha256) = big_file(&sandbox, bot, 21 << 20, 4).await;
+    let f = get_json(&format!(
+        "{}/bot{}/getFile?file_id={file_id}",
+        gw.url,
+        token(bot)
+    ))
+    .await;
+    assert_eq!(f["ok"], true, "{f}");
+    let head = client()
+        .head(format!(
+            "{}/storage/{}",
+            gw.url,
+            f["result"]["file_path"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["etag"], format!("\"{sha256}\"").as_str());
+    let stats = get_json(&format!("{}/control/mtproto", sandbox.url)).await;
+    assert_eq!(stats["bytes_served"], 21 << 20);
+}
