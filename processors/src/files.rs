@@ -44,6 +44,10 @@ pub struct FilesConfig {
     pub max_file: u64,
     /// `--upstream-local`: where the local Bot API server keeps its files.
     pub local_dir: Option<PathBuf>,
+    /// What URL uploads may fetch.
+    pub fetch: fetch::FetchPolicy,
+    /// Largest file taken from a URL or an upload.
+    pub max_upload: u64,
 }
 
 impl Default for FilesConfig {
@@ -53,6 +57,8 @@ impl Default for FilesConfig {
             wait: Duration::from_secs(50),
             max_file: 4000 * 1024 * 1024,
             local_dir: None,
+            fetch: fetch::FetchPolicy::default(),
+            max_upload: 2000 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +79,7 @@ pub struct Files {
 
 struct Inner {
     cfg: FilesConfig,
+    fetcher: fetch::Fetcher,
     mtproto: Option<Arc<dyn Mtproto>>,
     running: Mutex<HashMap<(BotId, String), Arc<Running>>>,
     usernames: Mutex<HashMap<BotId, String>>,
@@ -82,12 +89,32 @@ impl Files {
     pub fn new(cfg: FilesConfig, mtproto: Option<Arc<dyn Mtproto>>) -> Self {
         Self {
             inner: Arc::new(Inner {
+                fetcher: fetch::Fetcher::new(cfg.fetch.clone()),
                 cfg,
                 mtproto,
                 running: Mutex::new(HashMap::new()),
                 usernames: Mutex::new(HashMap::new()),
             }),
         }
+    }
+}
+
+impl Files {
+    pub fn fetcher(&self) -> &fetch::Fetcher {
+        &self.inner.fetcher
+    }
+
+    pub fn max_upload(&self) -> u64 {
+        self.inner.cfg.max_upload
+    }
+
+    /// Whether upstream is a local Bot API server (2000 MB uploads by multipart).
+    pub fn local_mode(&self) -> bool {
+        self.inner.cfg.local_dir.is_some()
+    }
+
+    pub fn mtproto(&self) -> Option<&Arc<dyn Mtproto>> {
+        self.inner.mtproto.as_ref()
     }
 }
 

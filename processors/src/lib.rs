@@ -15,6 +15,7 @@
 //! - [`router`]: which handler takes a method.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
 //! - [`files`]: getFile for any size, stored once, served token-free.
+//! - [`uploads`]: send methods with a URL: fetched by the gateway, sent by multipart or MTProto.
 //! - [`outcome`]: recording outcomes and answering.
 //! - [`metrics`]: the processors' metrics.
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod passthrough;
 pub mod router;
+pub mod uploads;
 
 use bus::offsets::OffsetTracker;
 use bus::Bus;
@@ -240,6 +242,7 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
             match router::route(&env.payload) {
                 router::Route::Passthrough => passthrough::execute(deps, &env).await,
                 router::Route::GetFile => files::get_file(deps, &env).await,
+                router::Route::UrlUpload => uploads::send_from_url(deps, &env).await,
             }
         }
     };

@@ -9,11 +9,14 @@ pub enum Route {
     Passthrough,
     /// getFile of any size, stored and served token-free ([`crate::files`]).
     GetFile,
+    /// A send method whose file is a URL: fetched by the gateway ([`crate::uploads`]).
+    UrlUpload,
 }
 
 pub fn route(call: &Call) -> Route {
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,
+        Some(_) if crate::uploads::is_url_upload(call) => Route::UrlUpload,
         _ => Route::Passthrough,
     }
 }

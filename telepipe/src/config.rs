@@ -161,6 +161,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_UPSTREAM_LOCAL")]
     pub upstream_local: Option<PathBuf>,
 
+    /// Let URL uploads fetch from loopback, private, link-local and other non-public
+    /// addresses (tests, trusted deployments). Off: such URLs get a 400.
+    #[arg(long, env = "TELEPIPE_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: bool,
+
+    /// Networks URL uploads may fetch from although not public (`10.1.0.0/16,127.0.0.2/32`).
+    #[arg(long, env = "TELEPIPE_ALLOW_URL_NETWORKS", value_delimiter = ',')]
+    pub allow_url_networks: Vec<String>,
+
     /// MTProto application id (my.telegram.org), for files over the Bot API's limits.
     #[arg(long, env = "TELEGRAM_API_ID")]
     pub api_id: Option<i32>,

@@ -226,6 +226,13 @@ pub async fn run(
                 wait: Duration::from_secs(args.file_wait),
                 max_file: args.max_file,
                 local_dir: args.upstream_local.clone(),
+                fetch: fetch::FetchPolicy {
+                    allow_private: args.allow_private_urls,
+                    allowed: url_networks(&args.allow_url_networks)?,
+                    max_size: args.max_upload,
+                    ..Default::default()
+                },
+                max_upload: args.max_upload,
             },
             mtproto(&args, store.clone(), sealer.clone())?,
         );
@@ -311,6 +318,31 @@ pub async fn run(
 }
 
 /// Runs the sandbox until `shutdown`.
+/// `--allow-url-networks`: `addr/len` (or a bare address) each.
+fn url_networks(given: &[String]) -> anyhow::Result<Vec<(std::net::IpAddr, u8)>> {
+    given
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let s = s.trim();
+            let (addr, len) = s.split_once('/').unwrap_or((s, ""));
+            let ip: std::net::IpAddr = addr
+                .parse()
+                .with_context(|| format!("--allow-url-networks: {s}"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len = if len.is_empty() {
+                max
+            } else {
+                len.parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .with_context(|| format!("--allow-url-networks: {s}"))?
+            };
+            Ok((ip, len))
+        })
+        .collect()
+}
+
 /// The MTProto backend, when `TELEGRAM_API_ID` and `TELEGRAM_API_HASH` are given.
 fn mtproto(
     args: &ServeArgs,

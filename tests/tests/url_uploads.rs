@@ -1,0 +1,165 @@
+//! Send methods with a URL: the gateway fetches the file (SSRF-safe) and sends it as multipart
+//! within the Bot API's limits, through MTProto beyond them. A stand-in public server listens
+//! on 127.0.0.2, let through with `--allow-url-networks 127.0.0.2/32`; 127.0.0.1 stays private.
+
+use axum::response::Redirect;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use telepipe_tests::{assert_shaped, client, post_json, token, Control, Proc};
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
+        .collect()
+}
+
+/// The stand-in public server: `/doc.pdf` (1 MB), `/big.bin` (60 MB, streamed), and
+/// `/private` redirecting to loopback.
+async fn files_server() -> String {
+    let app = Router::new()
+        .route("/doc.pdf", get(|| async { pattern(1 << 20) }))
+        .route(
+            "/big.bin",
+            get(|| async {
+                let chunks =
+                    (0..60).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
+                (
+                    [("content-length", (60u64 << 20).to_string())],
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+                )
+            }),
+        )
+        .route(
+            "/private",
+            get(|| async { Redirect::temporary("http://127.0.0.1:9/doc.pdf") }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_is_fetched_by_the_gateway_and_sent_as_an_upload() {
+    let files = files_server().await;
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--allow-url-networks", "127.0.0.2/32"])
+        .await
+        .unwrap();
+    let bot = 1001;
+    let send = |body: Value| post_json_to(&gw.url, bot, body);
+
+    let v = send(json!({"chat_id": 5, "document": format!("{files}/doc.pdf")})).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["document"]["file_name"], "doc.pdf");
+    assert_eq!(v["result"]["document"]["file_size"], 1 << 20);
+    let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["encoding"], "multipart");
+    let sha = hex::encode(Sha256::digest(pattern(1 << 20)));
+    assert_eq!(
+        calls[0]["params"]["document"]["file"]["sha256"],
+        sha.as_str()
+    );
+    assert_eq!(calls[0]["params"]["chat_id"], "5");
+
+    // `file_name` renames the file and is not sent upstream.
+    let v = send(json!({"chat_id": 5, "document": format!("{files}/doc.pdf"),
+        "file_name": "report.pdf", "caption": "hi"}))
+    .await;
+    assert_eq!(v["result"]["document"]["file_name"], "report.pdf", "{v}");
+    let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
+    assert!(calls[1]["params"].get("file_name").is_none());
+    assert_eq!(calls[1]["params"]["caption"], "hi");
+
+    // Private space, directly or by redirect, is refused with a clear 400; nothing is sent.
+    let port = files.rsplit(':').next().unwrap();
+    for url in [
+        format!("http://127.0.0.1:{port}/doc.pdf"),
+        format!("http://localhost:{port}/doc.pdf"),
+        format!("http://2130706433:{port}/doc.pdf"),
+        format!("{files}/private"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let r = client()
+            .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
+            .json(&json!({"chat_id": 5, "document": url}))
+            .send()
+            .await
+            .unwrap();
+        let v = assert_shaped(r, 400).await;
+        let d = v["description"].as_str().unwrap();
+        assert!(
+            d.starts_with("Bad Request: failed to get HTTP URL content"),
+            "{url}: {d}"
+        );
+    }
+    assert_eq!(
+        control
+            .calls(bot, Some("sendDocument"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn post_json_to(gw: &str, bot: i64, body: Value) -> Value {
+    post_json(&format!("{gw}/bot{}/sendDocument", token(bot)), &body).await
+}
+
+/// Over the Bot API's 50 MB: uploaded through MTProto and sent by file_id, with flat memory;
+/// without MTProto, a clear 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_url_goes_through_mtproto() {
+    let files = files_server().await;
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let mut flags = sandbox.mtproto_flags();
+    flags.extend(["--allow-url-networks".into(), "127.0.0.2/32".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
+    let bot = 1002;
+    let _ = post_json_to(
+        &gw.url,
+        bot,
+        json!({"chat_id": 5, "document": format!("{files}/doc.pdf")}),
+    )
+    .await;
+    let before = gw.status_kb("VmHWM");
+    let v = post_json_to(
+        &gw.url,
+        bot,
+        json!({"chat_id": 5, "document": format!("{files}/big.bin")}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["document"]["file_size"], 60 << 20);
+    let grown = gw.status_kb("VmHWM").saturating_sub(before) / 1024;
+    assert!(grown < 40, "peak memory grew {grown} MB for 60 MB");
+    let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
+    let last = calls.last().unwrap();
+    assert_eq!(last["encoding"], "json");
+    assert!(
+        last["params"]["document"].is_string(),
+        "sent by file_id: {last}"
+    );
+
+    let plain = Proc::gateway(&sandbox.url, &["--allow-url-networks", "127.0.0.2/32"])
+        .await
+        .unwrap();
+    let r = client()
+        .post(format!("{}/bot{}/sendDocument", plain.url, token(bot)))
+        .json(&json!({"chat_id": 5, "document": format!("{files}/big.bin")}))
+        .send()
+        .await
+        .unwrap();
+    let v = assert_shaped(r, 400).await;
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("TELEGRAM_API_ID"));
+}
