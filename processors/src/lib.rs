@@ -15,7 +15,8 @@
 //! - [`router`]: which handler takes a method.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
 //! - [`files`]: getFile for any size, stored once, served token-free.
-//! - [`uploads`]: send methods with a URL: fetched by the gateway, sent by multipart or MTProto.
+//! - [`uploads`]: sends of URLs, of files over the Bot API's limits, renamed files: by
+//!   multipart or MTProto.
 //! - [`outcome`]: recording outcomes and answering.
 //! - [`metrics`]: the processors' metrics.
 
@@ -242,7 +243,7 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
             match router::route(&env.payload) {
                 router::Route::Passthrough => passthrough::execute(deps, &env).await,
                 router::Route::GetFile => files::get_file(deps, &env).await,
-                router::Route::UrlUpload => uploads::send_from_url(deps, &env).await,
+                router::Route::Upload => uploads::send_file(deps, &env).await,
             }
         }
     };

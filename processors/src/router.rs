@@ -9,14 +9,15 @@ pub enum Route {
     Passthrough,
     /// getFile of any size, stored and served token-free ([`crate::files`]).
     GetFile,
-    /// A send method whose file is a URL: fetched by the gateway ([`crate::uploads`]).
-    UrlUpload,
+    /// A send method whose file is a URL, too big for the Bot API, or renamed
+    /// ([`crate::uploads`]).
+    Upload,
 }
 
 pub fn route(call: &Call) -> Route {
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,
-        Some(_) if crate::uploads::is_url_upload(call) => Route::UrlUpload,
+        Some(_) if crate::uploads::takes_over(call) => Route::Upload,
         _ => Route::Passthrough,
     }
 }

@@ -1,19 +1,22 @@
-//! Uploads from URLs (ENHANCED.md, "Files: uploads"): a send method whose file parameter is an
-//! `http(s)` URL gets the file fetched by the gateway — not by Telegram, whose URL limits are
-//! 20 MB (5 MB for photos) — through the SSRF-safe [`fetch`] crate, streamed into the blob
-//! store. Then:
-//! - within the Bot API's multipart limits (50 MB, 10 MB for photos), or with a local Bot API
-//!   server (2000 MB): the call goes upstream as multipart with the file as a part;
+//! Uploads the gateway takes over (ENHANCED.md, "Files: uploads"), for the single-file send
+//! methods: a file given as an `http(s)` URL, a multipart file over the Bot API's limits
+//! (50 MB, 10 MB for photos), or any file with `file_name`.
+//!
+//! A URL is fetched by the gateway — not by Telegram, whose URL limits are 20 MB (5 MB for
+//! photos) — through the SSRF-safe [`fetch`] crate, streamed into the blob store; an uploaded
+//! part is in the blob store already. Then:
+//! - within the Bot API's multipart limits, or with a local Bot API server (2000 MB): the call
+//!   goes upstream as multipart with the file as a part (renamed when `file_name` says so);
 //! - larger: uploaded over MTProto as the bot (`messages.uploadMedia` to itself) and the call
 //!   goes upstream with the resulting file_id, so the answer is the Bot API's own Message.
 //!
-//! `file_name` (a gateway parameter, not sent upstream) names the file; otherwise the name
-//! comes from the URL's Content-Disposition or last path segment.
+//! `file_name` is the gateway's parameter: it names the file and is not sent upstream. Other
+//! parts of a multipart call (a thumbnail, say) go upstream as they came.
 
 use crate::passthrough::open_token;
 use crate::Deps;
 use fetch::FetchError;
-use schemas::{ApiError, Call, CallBody, Envelope, Part, Response};
+use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, Part, Response};
 use serde_json::Value;
 use store::blobs::BlobError;
 use telegram::mtproto::{tl, NewMedia};
@@ -33,18 +36,50 @@ pub fn file_param(method: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether the call's file parameter is a URL the gateway should fetch.
-pub fn is_url_upload(call: &Call) -> bool {
-    let Some(param) = schemas::catalogue::canonical(&call.method).and_then(file_param) else {
+fn is_url(v: &str) -> bool {
+    let v = v.trim_start().to_ascii_lowercase();
+    v.starts_with("http://") || v.starts_with("https://")
+}
+
+/// The uploaded part named `param`, if the call is multipart and has one.
+fn file_part<'a>(
+    call: &'a Call,
+    param: &str,
+) -> Option<(&'a BlobRef, Option<&'a str>, Option<&'a str>)> {
+    let CallBody::Multipart { parts } = &call.body else {
+        return None;
+    };
+    parts.iter().find_map(|p| match p {
+        Part::File {
+            name,
+            blob,
+            file_name,
+            content_type,
+        } if name == param => Some((blob, file_name.as_deref(), content_type.as_deref())),
+        _ => None,
+    })
+}
+
+/// Whether the gateway must handle this send itself (a URL, an oversized part, a rename).
+pub fn takes_over(call: &Call) -> bool {
+    let Some(method) = schemas::catalogue::canonical(&call.method) else {
         return false;
     };
-    call.params()
+    let Some(param) = file_param(method) else {
+        return false;
+    };
+    let params = call.params();
+    if params
         .get(param)
         .and_then(Value::as_str)
-        .is_some_and(|v| {
-            let v = v.trim_start().to_ascii_lowercase();
-            v.starts_with("http://") || v.starts_with("https://")
-        })
+        .is_some_and(is_url)
+    {
+        return true;
+    }
+    match file_part(call, param) {
+        Some((blob, ..)) => blob.size > bot_api_limit(method) || params.contains_key("file_name"),
+        None => false,
+    }
 }
 
 /// The Bot API's multipart limit for a method's file.
@@ -70,109 +105,231 @@ fn text(v: &Value) -> String {
     }
 }
 
-pub async fn send_from_url(deps: &Deps, env: &Envelope<Call>) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
-    let method = schemas::catalogue::canonical(&env.payload.method).unwrap_or_default();
-    let param = file_param(method).expect("routed here for a send method");
-    let mut params = env.payload.params();
-    let url = text(&params[param]);
-    let given_name = params.remove("file_name").map(|v| text(&v));
+/// The file to send: where its bytes are, its name and type.
+struct Source {
+    blob: BlobRef,
+    file_name: String,
+    content_type: Option<String>,
+}
 
-    let fetched = match deps.files.fetcher().open(&url).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::info!(error = %e, "URL upload refused or failed");
-            return bad_url(&e);
-        }
-    };
-    let file_name = given_name
-        .or(fetched.file_name.clone())
-        .unwrap_or_else(|| "file".into());
+async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
+    let fetched = deps.files.fetcher().open(url).await.map_err(|e| {
+        tracing::info!(error = %e, "URL upload refused or failed");
+        bad_url(&e)
+    })?;
+    let file_name = fetched.file_name.clone().unwrap_or_else(|| "file".into());
     let content_type = fetched.content_type.clone();
-    let blob = match deps.blobs.put(fetched.body, deps.files.max_upload()).await {
-        Ok(b) => b,
-        Err(BlobError::TooLarge { limit }) => return bad_url(&FetchError::TooLarge(limit)),
-        Err(BlobError::Source(error)) => {
-            tracing::info!(%error, "URL download broke off");
-            return bad_url(&FetchError::Failed);
-        }
-        Err(error) => {
-            tracing::error!(%error, "could not keep a fetched file");
-            return Response::from_error(&ApiError::internal("the file could not be stored"));
-        }
-    };
+    let blob = deps
+        .blobs
+        .put(fetched.body, deps.files.max_upload())
+        .await
+        .map_err(|e| match e {
+            BlobError::TooLarge { limit } => bad_url(&FetchError::TooLarge(limit)),
+            BlobError::Source(error) => {
+                tracing::info!(%error, "URL download broke off");
+                bad_url(&FetchError::Failed)
+            }
+            error => {
+                tracing::error!(%error, "could not keep a fetched file");
+                Response::from_error(&ApiError::internal("the file could not be stored"))
+            }
+        })?;
+    Ok(Source {
+        blob,
+        file_name,
+        content_type,
+    })
+}
 
-    let multipart = blob.size <= bot_api_limit(method) || deps.files.local_mode();
-    let mut call = env.payload.clone();
-    call.query = String::new();
-    if multipart {
-        let mut parts: Vec<Part> = params
+/// The call's parts with the file part replaced by `file` and `file_name` left out; a call
+/// that was not multipart becomes multipart from its parameters.
+fn parts_with(call: &Call, param: &str, file: Part) -> Vec<Part> {
+    let mut out: Vec<Part> = match &call.body {
+        CallBody::Multipart { parts } => parts
             .iter()
-            .filter(|(k, _)| k.as_str() != param)
+            .filter(|p| match p {
+                Part::Text { name, .. } | Part::File { name, .. } => {
+                    name != param && name != "file_name"
+                }
+            })
+            .cloned()
+            .collect(),
+        _ => call
+            .params()
+            .iter()
+            .filter(|(k, _)| k.as_str() != param && k.as_str() != "file_name")
             .map(|(k, v)| Part::Text {
                 name: k.clone(),
                 value: text(v),
             })
-            .collect();
-        parts.push(Part::File {
+            .collect(),
+    };
+    // Query parameters of a multipart call are sent along as parts, so none is lost.
+    if matches!(call.body, CallBody::Multipart { .. }) {
+        for (k, v) in form_urlencoded::parse(call.query.as_bytes()) {
+            if k != param && k != "file_name" && !out.iter().any(|p| matches!(p, Part::Text { name, .. } | Part::File { name, .. } if *name == k)) {
+                out.push(Part::Text {
+                    name: k.into_owned(),
+                    value: v.into_owned(),
+                });
+            }
+        }
+    }
+    out.push(file);
+    out
+}
+
+pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let token = match open_token(deps, env) {
+        Ok(t) => t,
+        Err(answer) => return answer,
+    };
+    let call = &env.payload;
+    let method = schemas::catalogue::canonical(&call.method).unwrap_or_default();
+    let param = file_param(method).expect("routed here for a send method");
+    let params = call.params();
+    let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
+
+    let from_part = !params
+        .get(param)
+        .and_then(Value::as_str)
+        .is_some_and(is_url);
+    let oversized = file_part(call, param).is_some_and(|(b, ..)| b.size > bot_api_limit(method));
+    if from_part && oversized && deps.files.mtproto().is_none() && !deps.files.local_mode() {
+        // Nothing the gateway can add: upstream's own answer (413) stands, as without it.
+        return crate::passthrough::execute(deps, env).await;
+    }
+    let source = match params
+        .get(param)
+        .and_then(Value::as_str)
+        .filter(|v| is_url(v))
+    {
+        Some(url) => match fetch_url(deps, url).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        },
+        None => match file_part(call, param) {
+            Some((blob, name, ctype)) => Source {
+                blob: blob.clone(),
+                file_name: name.unwrap_or("file").to_owned(),
+                content_type: ctype.map(str::to_owned),
+            },
+            None => return crate::passthrough::execute(deps, env).await,
+        },
+    };
+    let file_name = renamed.unwrap_or(source.file_name);
+
+    let mut forwarded = call.clone();
+    if source.blob.size <= bot_api_limit(method) || deps.files.local_mode() {
+        let part = Part::File {
             name: param.to_owned(),
             file_name: Some(file_name),
-            content_type,
-            blob,
-        });
-        call.body = CallBody::Multipart { parts };
+            content_type: source.content_type,
+            blob: source.blob,
+        };
+        forwarded.body = CallBody::Multipart {
+            parts: parts_with(call, param, part),
+        };
+        forwarded.query = String::new();
     } else {
-        let Some(mtproto) = deps.files.mtproto() else {
-            return Response::from_error(&ApiError::bad_request(
-                "file is too big for the Bot API; set TELEGRAM_API_ID and TELEGRAM_API_HASH (or --upstream-local) to send it",
-            ));
+        let file_id = match mtproto_upload(
+            deps,
+            &token,
+            method,
+            &source.blob,
+            file_name,
+            source.content_type,
+        )
+        .await
+        {
+            Ok(id) => id,
+            Err(answer) => return answer,
         };
-        let reader = match deps.blobs.open(&blob).await {
-            Ok(r) => r,
-            Err(_) => return Response::from_error(&ApiError::internal("the file was lost")),
-        };
-        let stream = Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            512 * 1024,
-        ));
-        let uploaded = match mtproto.upload(&token, stream, blob.size, &file_name).await {
-            Ok(u) => u,
-            Err(e) if e.is_bad_request() => {
-                return Response::from_error(&ApiError::bad_request(e.to_string()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "MTProto upload failed");
-                return Response::from_error(&ApiError::bad_gateway(e.to_string()));
-            }
-        };
-        let media = NewMedia {
-            photo: method == "sendPhoto",
-            mime_type: content_type
-                .filter(|c| c.parse::<mime::Mime>().is_ok())
-                .unwrap_or_else(|| "application/octet-stream".into()),
-            attributes: vec![tl::types::DocumentAttributeFilename { file_name }.into()],
-            force_file: method == "sendDocument",
-        };
-        let stored = match mtproto.upload_media(&token, uploaded, media).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "uploadMedia failed");
-                return Response::from_error(&ApiError::bad_gateway(e.to_string()));
+        forwarded.body = match &call.body {
+            CallBody::Multipart { .. } => CallBody::Multipart {
+                parts: parts_with(
+                    call,
+                    param,
+                    Part::Text {
+                        name: param.to_owned(),
+                        value: file_id,
+                    },
+                ),
+            },
+            _ => {
+                let mut p = params.clone();
+                p.remove("file_name");
+                p.insert(param.to_owned(), Value::String(file_id));
+                CallBody::Json {
+                    value: Value::Object(p),
+                }
             }
         };
-        params.insert(param.to_owned(), Value::String(stored.file_id.encode()));
-        call.body = CallBody::Json {
-            value: Value::Object(params),
-        };
+        forwarded.query = String::new();
     }
     let forwarded = Envelope {
         header: env.header.clone(),
-        payload: call,
+        payload: forwarded,
     };
     crate::passthrough::execute(deps, &forwarded).await
+}
+
+/// Uploads a blob over MTProto as the bot; the Bot API file id it becomes.
+async fn mtproto_upload(
+    deps: &Deps,
+    token: &schemas::BotToken,
+    method: &str,
+    blob: &BlobRef,
+    file_name: String,
+    content_type: Option<String>,
+) -> Result<String, Response> {
+    let Some(mtproto) = deps.files.mtproto() else {
+        return Err(Response::from_error(&ApiError::bad_request(
+            "file is too big for the Bot API; set TELEGRAM_API_ID and TELEGRAM_API_HASH (or --upstream-local) to send it",
+        )));
+    };
+    let reader = deps
+        .blobs
+        .open(blob)
+        .await
+        .map_err(|_| Response::from_error(&ApiError::internal("the file was lost")))?;
+    let stream = Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        512 * 1024,
+    ));
+    let started = std::time::Instant::now();
+    let uploaded = mtproto
+        .upload(token, stream, blob.size, &file_name)
+        .await
+        .map_err(|e| {
+            if e.is_bad_request() {
+                Response::from_error(&ApiError::bad_request(e.to_string()))
+            } else {
+                tracing::warn!(error = %e, "MTProto upload failed");
+                Response::from_error(&ApiError::bad_gateway(e.to_string()))
+            }
+        })?;
+    tracing::info!(
+        bytes = blob.size,
+        seconds = started.elapsed().as_secs_f64(),
+        "uploaded over MTProto"
+    );
+    let media = NewMedia {
+        photo: method == "sendPhoto",
+        mime_type: content_type
+            .filter(|c| c.parse::<mime::Mime>().is_ok())
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        attributes: vec![tl::types::DocumentAttributeFilename { file_name }.into()],
+        force_file: method == "sendDocument",
+    };
+    let stored = mtproto
+        .upload_media(token, uploaded, media)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "uploadMedia failed");
+            Response::from_error(&ApiError::bad_gateway(e.to_string()))
+        })?;
+    Ok(stored.file_id.encode())
 }
 
 #[cfg(test)]

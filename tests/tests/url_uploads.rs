@@ -163,3 +163,75 @@ async fn a_big_url_goes_through_mtproto() {
         .unwrap()
         .contains("TELEGRAM_API_ID"));
 }
+
+/// A multipart file over the Bot API's 50 MB goes through MTProto (the other parts go along,
+/// the file as its file_id); `file_name` renames an uploaded file and is not sent upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_multipart_files_go_through_mtproto_and_file_name_renames() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let flags = sandbox.mtproto_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
+    let bot = 1003;
+    let url = format!("{}/bot{}/sendDocument", gw.url, token(bot));
+
+    let small = reqwest::multipart::Form::new()
+        .text("chat_id", "5")
+        .text("file_name", "renamed.txt")
+        .part(
+            "document",
+            reqwest::multipart::Part::bytes(b"tiny".to_vec()).file_name("orig.txt"),
+        );
+    let v: Value = client()
+        .post(&url)
+        .multipart(small)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["result"]["document"]["file_name"], "renamed.txt", "{v}");
+    let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
+    assert_eq!(
+        calls[0]["params"]["document"]["file"]["file_name"],
+        "renamed.txt"
+    );
+    assert!(calls[0]["params"].get("file_name").is_none());
+
+    let size = 60usize << 20;
+    let chunks = (0..60).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
+    let big = reqwest::multipart::Form::new()
+        .text("chat_id", "5")
+        .text("caption", "sixty")
+        .text("file_name", "sixty.bin")
+        .part(
+            "document",
+            reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+                size as u64,
+            )
+            .file_name("orig.bin"),
+        );
+    let v: Value = client()
+        .post(&url)
+        .multipart(big)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["document"]["file_size"], size);
+    assert_eq!(v["result"]["document"]["file_name"], "sixty.bin");
+    let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
+    let last = calls.last().unwrap();
+    assert!(
+        last["params"]["document"].is_string(),
+        "sent by file_id: {last}"
+    );
+    assert_eq!(last["params"]["caption"], "sixty");
+    assert!(last["params"].get("file_name").is_none());
+}
