@@ -47,3 +47,14 @@ pub static FILE_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_uploads_total",
+        "Files the gateway sent for a send method, by how: multipart (Bot API), mtproto \
+         (uploaded as the bot, sent by file_id), deduped (the same file sent before: by its \
+         cached file_id, no upload).",
+        &["how"]
+    )
+    .expect("metric registers once")
+});

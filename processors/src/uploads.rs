@@ -12,6 +12,10 @@
 //!
 //! `file_name` is the gateway's parameter: it names the file and is not sent upstream. Other
 //! parts of a multipart call (a thumbnail, say) go upstream as they came.
+//!
+//! Dedupe: what Telegram answered for an upload is remembered by (bot, sha256, kind, name);
+//! the same file sent again the same way goes by that file_id, with no second upload. A
+//! cached file_id that stops working is forgotten and the file uploaded again.
 
 use crate::passthrough::open_token;
 use crate::Deps;
@@ -76,10 +80,8 @@ pub fn takes_over(call: &Call) -> bool {
     {
         return true;
     }
-    match file_part(call, param) {
-        Some((blob, ..)) => blob.size > bot_api_limit(method) || params.contains_key("file_name"),
-        None => false,
-    }
+    // Every uploaded file: the dedupe cache may already know it.
+    file_part(call, param).is_some()
 }
 
 /// The Bot API's multipart limit for a method's file.
@@ -218,6 +220,32 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         },
     };
     let file_name = renamed.unwrap_or(source.file_name);
+    let key = store::UploadKey {
+        bot_id: env.header.bot_id,
+        sha256: source.blob.sha256.clone(),
+        kind: param.to_owned(),
+        file_name: file_name.clone(),
+    };
+    match deps.store.cached_upload(&key).await {
+        Ok(Some(file_id)) => {
+            let answer = forward_by_file_id(deps, env, param, &params, file_id).await;
+            if answer.status == 200 {
+                crate::metrics::UPLOADS
+                    .with_label_values(&["deduped"])
+                    .inc();
+                return answer;
+            }
+            tracing::info!(
+                status = answer.status,
+                "a cached upload no longer works; uploading again"
+            );
+            if let Err(error) = deps.store.forget_upload(&key).await {
+                tracing::warn!(%error, "could not forget a cached upload");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "dedupe cache lookup failed; uploading"),
+    }
 
     let mut forwarded = call.clone();
     if source.blob.size <= bot_api_limit(method) || deps.files.local_mode() {
@@ -231,6 +259,9 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
             parts: parts_with(call, param, part),
         };
         forwarded.query = String::new();
+        crate::metrics::UPLOADS
+            .with_label_values(&["multipart"])
+            .inc();
     } else {
         let file_id = match mtproto_upload(
             deps,
@@ -245,33 +276,84 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
             Ok(id) => id,
             Err(answer) => return answer,
         };
-        forwarded.body = match &call.body {
-            CallBody::Multipart { .. } => CallBody::Multipart {
-                parts: parts_with(
-                    call,
-                    param,
-                    Part::Text {
-                        name: param.to_owned(),
-                        value: file_id,
-                    },
-                ),
-            },
-            _ => {
-                let mut p = params.clone();
-                p.remove("file_name");
-                p.insert(param.to_owned(), Value::String(file_id));
-                CallBody::Json {
-                    value: Value::Object(p),
-                }
-            }
-        };
+        crate::metrics::UPLOADS
+            .with_label_values(&["mtproto"])
+            .inc();
+        forwarded.body = by_file_id(call, param, &params, file_id);
         forwarded.query = String::new();
     }
     let forwarded = Envelope {
         header: env.header.clone(),
         payload: forwarded,
     };
+    let answer = crate::passthrough::execute(deps, &forwarded).await;
+    if answer.status == 200 {
+        if let Some(file_id) = sent_file_id(&answer, param) {
+            if let Err(error) = deps.store.put_upload(&key, &file_id).await {
+                tracing::warn!(%error, "could not cache an upload");
+            }
+        }
+    }
+    answer
+}
+
+/// The call's body with the file given as `file_id` (multipart stays multipart, so other
+/// file parts go along; anything else becomes JSON).
+fn by_file_id(
+    call: &Call,
+    param: &str,
+    params: &serde_json::Map<String, Value>,
+    file_id: String,
+) -> CallBody {
+    match &call.body {
+        CallBody::Multipart { .. } => CallBody::Multipart {
+            parts: parts_with(
+                call,
+                param,
+                Part::Text {
+                    name: param.to_owned(),
+                    value: file_id,
+                },
+            ),
+        },
+        _ => {
+            let mut p = params.clone();
+            p.remove("file_name");
+            p.insert(param.to_owned(), Value::String(file_id));
+            CallBody::Json {
+                value: Value::Object(p),
+            }
+        }
+    }
+}
+
+async fn forward_by_file_id(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    param: &str,
+    params: &serde_json::Map<String, Value>,
+    file_id: String,
+) -> Response {
+    let mut call = env.payload.clone();
+    call.body = by_file_id(&env.payload, param, params, file_id);
+    call.query = String::new();
+    let forwarded = Envelope {
+        header: env.header.clone(),
+        payload: call,
+    };
     crate::passthrough::execute(deps, &forwarded).await
+}
+
+/// The file_id of the file a send answered with (a photo's: its largest size).
+fn sent_file_id(answer: &Response, param: &str) -> Option<String> {
+    let bytes = answer.body.inline_bytes()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let media = &v["result"][param];
+    let media = match media {
+        Value::Array(sizes) => sizes.last()?,
+        other => other,
+    };
+    media["file_id"].as_str().map(str::to_owned)
 }
 
 /// Uploads a blob over MTProto as the bot; the Bot API file id it becomes.

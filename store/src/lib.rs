@@ -199,6 +199,24 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// A bot's sealed MTProto session.
     async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError>;
+
+    /// Remembers the file_id Telegram gave an upload (the dedupe cache).
+    async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError>;
+
+    /// The file_id of the same upload made before, if any.
+    async fn cached_upload(&self, key: &UploadKey) -> Result<Option<String>, StoreError>;
+
+    /// Forgets a cached upload (its file_id stopped working).
+    async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError>;
+}
+
+/// What makes two uploads the same: bot, content, kind (`document`, `photo`, ...), name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadKey {
+    pub bot_id: BotId,
+    pub sha256: String,
+    pub kind: String,
+    pub file_name: String,
 }
 
 /// A stored response (JSON of `schemas::Response`), as every implementation keeps it.

@@ -9,7 +9,7 @@
 //! Tested by the shared store suite only where `TELEPIPE_TEST_SCYLLA` names a node: no ScyllaDB
 //! runs on the project's build machines (see the README).
 
-use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError};
+use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey};
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
 use scylla::client::session::Session;
@@ -341,6 +341,54 @@ impl FileStore for ScyllaStore {
         Ok(())
     }
 
+    async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO uploads (bot_id, sha256, kind, file_name, file_id, stored_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key.bot_id.0,
+                    &key.sha256,
+                    &key.kind,
+                    &key.file_name,
+                    file_id,
+                    schemas::now_ms(),
+                ),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn cached_upload(&self, key: &UploadKey) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT file_id FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? \
+                 AND file_name = ?",
+                (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(rows
+            .maybe_first_row::<(String,)>()
+            .map_err(err)?
+            .map(|(s,)| s))
+    }
+
+    async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "DELETE FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? AND file_name = ?",
+                (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
         let rows = self
             .session
@@ -510,7 +558,7 @@ mod tests {
     #[test]
     fn splits_cql_files() {
         let s = statements(MIGRATIONS[0]);
-        assert_eq!(s.len(), 6);
+        assert_eq!(s.len(), 7);
         assert!(s
             .iter()
             .all(|q| q.starts_with("CREATE TABLE IF NOT EXISTS")));

@@ -5,7 +5,7 @@
 //! commit instead of a hundred. Reads use their own connections (WAL lets them run beside the
 //! writer), on tokio's blocking pool.
 
-use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError};
+use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use schemas::{BotId, CallId, Response, Stages};
@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_attempts.sql"),
     include_str!("../migrations/sqlite/0003_files.sql"),
+    include_str!("../migrations/sqlite/0004_uploads.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -54,6 +55,11 @@ enum Write {
         now_ms: i64,
     },
     File(Box<FileRow>),
+    Upload {
+        key: UploadKey,
+        file_id: Option<String>,
+        now_ms: i64,
+    },
     Session {
         bot_id: i64,
         sealed: String,
@@ -297,6 +303,32 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                     f.stored_ms,
                 ])? as u64
             }
+            Write::Upload {
+                key,
+                file_id: Some(file_id),
+                now_ms,
+            } => c
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO uploads (bot_id, sha256, kind, file_name, file_id,
+                       stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    key.bot_id.0,
+                    key.sha256,
+                    key.kind,
+                    key.file_name,
+                    file_id,
+                    now_ms
+                ])? as u64,
+            Write::Upload {
+                key, file_id: None, ..
+            } => c
+                .prepare_cached(
+                    "DELETE FROM uploads WHERE bot_id = ?1 AND sha256 = ?2 AND kind = ?3
+                       AND file_name = ?4",
+                )?
+                .execute(params![key.bot_id.0, key.sha256, key.kind, key.file_name])?
+                as u64,
             Write::Session {
                 bot_id,
                 sealed,
@@ -436,6 +468,42 @@ impl FileStore for SqliteStore {
         self.write(vec![Write::Session {
             bot_id: bot_id.0,
             sealed: sealed.to_owned(),
+            now_ms: schemas::now_ms(),
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError> {
+        self.write(vec![Write::Upload {
+            key: key.clone(),
+            file_id: Some(file_id.to_owned()),
+            now_ms: schemas::now_ms(),
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn cached_upload(&self, key: &UploadKey) -> Result<Option<String>, StoreError> {
+        let key = key.clone();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT file_id FROM uploads WHERE bot_id = ?1 AND sha256 = ?2 AND kind = ?3
+                   AND file_name = ?4",
+            )?
+            .query_row(
+                params![key.bot_id.0, key.sha256, key.kind, key.file_name],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError> {
+        self.write(vec![Write::Upload {
+            key: key.clone(),
+            file_id: None,
             now_ms: schemas::now_ms(),
         }])
         .await?;

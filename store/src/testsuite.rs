@@ -56,6 +56,40 @@ pub async fn run_all(store: &dyn Store) {
     begin_tells_fresh_in_flight_and_done(store).await;
     files_by_unique_id_and_path(store).await;
     sessions_roundtrip(store).await;
+    uploads_are_cached_by_content_kind_and_name(store).await;
+}
+
+async fn uploads_are_cached_by_content_kind_and_name(store: &dyn Store) {
+    let key = crate::UploadKey {
+        bot_id: BotId(rand::random::<u32>() as i64 + 1),
+        sha256: "ef".repeat(32),
+        kind: "document".into(),
+        file_name: "a.pdf".into(),
+    };
+    assert_eq!(store.cached_upload(&key).await.unwrap(), None);
+    store.put_upload(&key, "BQACAgI-first").await.unwrap();
+    assert_eq!(
+        store.cached_upload(&key).await.unwrap().as_deref(),
+        Some("BQACAgI-first")
+    );
+    for other in [
+        crate::UploadKey {
+            kind: "video".into(),
+            ..key.clone()
+        },
+        crate::UploadKey {
+            file_name: "b.pdf".into(),
+            ..key.clone()
+        },
+        crate::UploadKey {
+            bot_id: BotId(key.bot_id.0 + 1),
+            ..key.clone()
+        },
+    ] {
+        assert_eq!(store.cached_upload(&other).await.unwrap(), None);
+    }
+    store.forget_upload(&key).await.unwrap();
+    assert_eq!(store.cached_upload(&key).await.unwrap(), None);
 }
 
 pub fn file_row(bot: i64, unique: &str, path: &str) -> crate::FileRow {

@@ -235,3 +235,63 @@ async fn big_multipart_files_go_through_mtproto_and_file_name_renames() {
     assert_eq!(last["params"]["caption"], "sixty");
     assert!(last["params"].get("file_name").is_none());
 }
+
+/// The same file sent again by the same bot, as the same kind under the same name, goes by
+/// the file_id Telegram gave it the first time: no second upload. Another name or kind
+/// uploads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_upload_twice_goes_by_its_cached_file_id() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1004;
+    let content = pattern(300_000);
+    let send = |method: &'static str, param: &'static str, name: &'static str| {
+        let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
+            param,
+            reqwest::multipart::Part::bytes(content.clone()).file_name(name),
+        );
+        let url = format!("{}/bot{}/{method}", gw.url, token(bot));
+        async move {
+            let v: Value = client()
+                .post(url)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v["ok"], true, "{v}");
+            v
+        }
+    };
+    let first = send("sendDocument", "document", "a.bin").await;
+    let second = send("sendDocument", "document", "a.bin").await;
+    assert_eq!(
+        first["result"]["document"]["file_unique_id"],
+        second["result"]["document"]["file_unique_id"]
+    );
+    send("sendDocument", "document", "b.bin").await;
+    send("sendVideo", "video", "a.bin").await;
+    let docs = control.calls(bot, Some("sendDocument")).await.unwrap();
+    assert_eq!(docs.len(), 3);
+    assert!(
+        docs[0]["params"]["document"]["file"].is_object(),
+        "uploaded"
+    );
+    assert!(
+        docs[1]["params"]["document"].is_string(),
+        "by file_id: {}",
+        docs[1]
+    );
+    assert!(
+        docs[2]["params"]["document"]["file"].is_object(),
+        "another name: uploaded"
+    );
+    let videos = control.calls(bot, Some("sendVideo")).await.unwrap();
+    assert!(
+        videos[0]["params"]["video"]["file"].is_object(),
+        "another kind: uploaded"
+    );
+}
