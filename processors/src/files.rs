@@ -324,7 +324,7 @@ async fn official_get_file(deps: &Deps, job: &Job) -> Official {
 }
 
 async fn download(deps: &Deps, job: &Job) -> Result<FileRow, Response> {
-    let username = username(deps, job).await?;
+    let username = username(deps, &job.token, job.test_env).await?;
     let cfg = &deps.files.inner.cfg;
     let (stream, official_path): (ByteStream<'static>, Option<String>) =
         match official_get_file(deps, job).await {
@@ -484,9 +484,15 @@ async fn local_stream(dir: &Path, path: &str) -> Result<ByteStream<'static>, Res
     )))
 }
 
-/// The bot's username, for its storage paths: getMe once per bot and process.
-async fn username(deps: &Deps, job: &Job) -> Result<String, Response> {
-    let bot = job.token.bot_id();
+/// The bot's username, for its storage paths: getMe once per bot and process. Also the check
+/// that a token is good before it is used to sign in over MTProto (Telegram limits
+/// `auth.importBotAuthorization` hard; a bad token must not spend it).
+pub(crate) async fn username(
+    deps: &Deps,
+    token: &BotToken,
+    test_env: bool,
+) -> Result<String, Response> {
+    let bot = token.bot_id();
     let known = deps
         .files
         .inner
@@ -501,8 +507,8 @@ async fn username(deps: &Deps, job: &Job) -> Result<String, Response> {
     let answer = deps
         .upstream
         .call(
-            &job.token,
-            job.test_env,
+            token,
+            test_env,
             "GET",
             "getMe",
             "",

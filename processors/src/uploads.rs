@@ -266,6 +266,7 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         let file_id = match mtproto_upload(
             deps,
             &token,
+            call.test_env,
             method,
             &source.blob,
             file_name,
@@ -360,6 +361,7 @@ fn sent_file_id(answer: &Response, param: &str) -> Option<String> {
 async fn mtproto_upload(
     deps: &Deps,
     token: &schemas::BotToken,
+    test_env: bool,
     method: &str,
     blob: &BlobRef,
     file_name: String,
@@ -370,6 +372,8 @@ async fn mtproto_upload(
             "file is too big for the Bot API; set TELEGRAM_API_ID and TELEGRAM_API_HASH (or --upstream-local) to send it",
         )));
     };
+    // A token the Bot API refuses must not be tried on MTProto.
+    crate::files::username(deps, token, test_env).await?;
     let reader = deps
         .blobs
         .open(blob)

@@ -295,3 +295,36 @@ async fn the_same_upload_twice_goes_by_its_cached_file_id() {
         "another kind: uploaded"
     );
 }
+
+/// A bot whose very first call is a big upload: the gateway checks its token on the Bot API
+/// (getMe) before signing in over MTProto, so a new bot works and a bad token never reaches
+/// MTProto's sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_upload_as_a_bots_first_call() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let flags = sandbox.mtproto_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
+    let bot = 1005;
+    let size = 51usize << 20;
+    let chunks = (0..51).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
+    let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
+        "document",
+        reqwest::multipart::Part::stream_with_length(
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+            size as u64,
+        )
+        .file_name("first.bin"),
+    );
+    let v: Value = client()
+        .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["document"]["file_size"], size);
+}
