@@ -244,6 +244,7 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
                 router::Route::Passthrough => passthrough::execute(deps, &env).await,
                 router::Route::GetFile => files::get_file(deps, &env).await,
                 router::Route::Upload => uploads::send_file(deps, &env).await,
+                router::Route::UploadOnly => uploads::upload_only(deps, &env).await,
             }
         }
     };

@@ -12,9 +12,14 @@ pub enum Route {
     /// A send method whose file is a URL, too big for the Bot API, or renamed
     /// ([`crate::uploads`]).
     Upload,
+    /// The gateway's `upload<Type>` methods: kept, sent to nobody ([`crate::uploads`]).
+    UploadOnly,
 }
 
 pub fn route(call: &Call) -> Route {
+    if crate::uploads::upload_param(&call.method).is_some() {
+        return Route::UploadOnly;
+    }
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,
         Some(_) if crate::uploads::takes_over(call) => Route::Upload,

@@ -328,3 +328,89 @@ async fn a_big_upload_as_a_bots_first_call() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["result"]["document"]["file_size"], size);
 }
+
+/// `upload<Type>`: the file is kept (MTProto `uploadMedia` to the bot itself), sent to nobody,
+/// and its file_id works for the send methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_methods_keep_files_for_nobody() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let flags = sandbox.mtproto_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
+    let bot = 1006;
+    let upload =
+        |method: &'static str, param: &'static str, extra: Vec<(&'static str, &'static str)>| {
+            let mut form = reqwest::multipart::Form::new().text("chat_id", "5");
+            for (k, v) in extra {
+                form = form.text(k, v);
+            }
+            let form = form.part(
+                param,
+                reqwest::multipart::Part::bytes(pattern(70_000)).file_name("clip.bin"),
+            );
+            let url = format!("{}/bot{}/{method}", gw.url, token(bot));
+            async move {
+                client()
+                    .post(url)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+    let doc = upload("uploadDocument", "document", vec![]).await;
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["result"]["file_type"], "document");
+    assert_eq!(doc["result"]["file_size"], 70_000);
+    assert!(doc["result"]["file_unique_id"].is_string());
+    let video = upload(
+        "uploadvideo",
+        "video",
+        vec![("duration", "3"), ("width", "320"), ("height", "240")],
+    )
+    .await;
+    assert_eq!(video["result"]["file_type"], "video", "{video}");
+    let photo = upload("uploadPhoto", "photo", vec![]).await;
+    assert_eq!(photo["result"]["file_type"], "photo", "{photo}");
+    let voice = upload("uploadVoice", "voice", vec![("duration", "4")]).await;
+    assert_eq!(voice["result"]["file_type"], "voice", "{voice}");
+    // Nothing was sent to anybody.
+    let sent: Vec<Value> = control.calls(bot, None).await.unwrap();
+    assert!(
+        sent.iter()
+            .all(|c| !c["method"].as_str().unwrap_or("").starts_with("send")),
+        "{sent:?}"
+    );
+    // The file_id is the bot's to send.
+    let id = doc["result"]["file_id"].as_str().unwrap();
+    let v = post_json(
+        &format!("{}/bot{}/sendDocument", gw.url, token(bot)),
+        &json!({"chat_id": 5, "document": id}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["result"]["document"]["file_unique_id"],
+        doc["result"]["file_unique_id"]
+    );
+
+    let plain = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let r = client()
+        .post(format!("{}/bot{}/uploadDocument", plain.url, token(bot)))
+        .multipart(reqwest::multipart::Form::new().part(
+            "document",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v = assert_shaped(r, 400).await;
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("TELEGRAM_API_ID"));
+}
