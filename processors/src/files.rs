@@ -265,6 +265,34 @@ pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     }
 }
 
+/// The bytes of a file id, in the blob store: a file stored before, or downloaded now (the
+/// whole way, no 202) as getFile would. For re-typed and renamed re-uploads.
+pub(crate) async fn file_of(
+    deps: &Deps,
+    token: &BotToken,
+    test_env: bool,
+    file_id: &str,
+    fid: &FileId,
+) -> Result<FileRow, Response> {
+    let unique = fid.unique_id();
+    if let Ok(Some(row)) = deps.store.file_by_unique_id(token.bot_id(), &unique).await {
+        return Ok(row);
+    }
+    let job = Job {
+        token: token.clone(),
+        test_env,
+        file_id: file_id.to_owned(),
+        fid: fid.clone(),
+        unique,
+        running: Arc::new(Running {
+            downloaded: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            done: watch::channel(None).0,
+        }),
+    };
+    download(deps, &job).await
+}
+
 struct Job {
     token: BotToken,
     test_env: bool,

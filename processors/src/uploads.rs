@@ -23,6 +23,7 @@ use fetch::FetchError;
 use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, Part, Response};
 use serde_json::Value;
 use store::blobs::BlobError;
+use telegram::file_id::{FileId, FileType};
 use telegram::mtproto::{tl, NewMedia};
 
 /// The file parameter of each single-file send method.
@@ -64,6 +65,29 @@ fn file_part<'a>(
     })
 }
 
+/// The file types a send method takes as a file_id.
+fn accepts(method: &str, t: FileType) -> bool {
+    use FileType::*;
+    match method {
+        "sendDocument" => matches!(t, Document | DocumentAsFile),
+        "sendPhoto" => t.is_photo(),
+        "sendVideo" => matches!(t, Video),
+        "sendAudio" => matches!(t, Audio),
+        "sendVoice" => matches!(t, Voice),
+        "sendAnimation" => matches!(t, Animation),
+        "sendVideoNote" => matches!(t, VideoNote),
+        "sendSticker" => matches!(t, Sticker),
+        _ => true,
+    }
+}
+
+/// A file_id given for a method that does not take its type, or with `file_name`: the file
+/// must be downloaded and uploaded again, as asked.
+fn retyped(method: &str, value: &str, renamed: bool) -> Option<FileId> {
+    let fid = FileId::decode(value).ok()?;
+    (renamed || !accepts(method, fid.file_type)).then_some(fid)
+}
+
 /// Whether the gateway must handle this send itself (a URL, an oversized part, a rename).
 pub fn takes_over(call: &Call) -> bool {
     let Some(method) = schemas::catalogue::canonical(&call.method) else {
@@ -73,12 +97,10 @@ pub fn takes_over(call: &Call) -> bool {
         return false;
     };
     let params = call.params();
-    if params
-        .get(param)
-        .and_then(Value::as_str)
-        .is_some_and(is_url)
-    {
-        return true;
+    if let Some(v) = params.get(param).and_then(Value::as_str) {
+        if is_url(v) || retyped(method, v, params.contains_key("file_name")).is_some() {
+            return true;
+        }
     }
     // Every uploaded file: the dedupe cache may already know it.
     file_part(call, param).is_some()
@@ -201,16 +223,24 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         // Nothing the gateway can add: upstream's own answer (413) stands, as without it.
         return crate::passthrough::execute(deps, env).await;
     }
-    let source = match params
-        .get(param)
-        .and_then(Value::as_str)
-        .filter(|v| is_url(v))
-    {
-        Some(url) => match fetch_url(deps, url).await {
+    let given = params.get(param).and_then(Value::as_str);
+    let source = match given {
+        Some(url) if is_url(url) => match fetch_url(deps, url).await {
             Ok(s) => s,
             Err(answer) => return answer,
         },
-        None => match file_part(call, param) {
+        Some(id) if retyped(method, id, renamed.is_some()).is_some() => {
+            let fid = retyped(method, id, true).expect("checked");
+            match crate::files::file_of(deps, &token, call.test_env, id, &fid).await {
+                Ok(row) => Source {
+                    blob: row.blob,
+                    file_name: row.file_name.unwrap_or_else(|| "file".into()),
+                    content_type: row.mime_type,
+                },
+                Err(answer) => return answer,
+            }
+        }
+        _ => match file_part(call, param) {
             Some((blob, name, ctype)) => Source {
                 blob: blob.clone(),
                 file_name: name.unwrap_or("file").to_owned(),

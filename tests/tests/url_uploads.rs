@@ -414,3 +414,63 @@ async fn upload_methods_keep_files_for_nobody() {
         .unwrap()
         .contains("TELEGRAM_API_ID"));
 }
+
+/// A file_id of another type than the method takes is downloaded and uploaded again as asked;
+/// with `file_name`, under the new name; a file_id of the right type goes through untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retyped_and_renamed_file_ids_are_uploaded_again() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1007;
+    let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
+        "document",
+        reqwest::multipart::Part::bytes(pattern(100_000)).file_name("clip.mp4"),
+    );
+    let sent: Value = client()
+        .post(format!("{}/bot{}/sendDocument", sandbox.url, token(bot)))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doc_id = sent["result"]["document"]["file_id"].as_str().unwrap();
+    let base = format!("{}/bot{}", gw.url, token(bot));
+
+    let v = post_json(
+        &format!("{base}/sendVideo"),
+        &json!({"chat_id": 5, "video": doc_id}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["result"]["video"]["file_size"], 100_000);
+    let videos = control.calls(bot, Some("sendVideo")).await.unwrap();
+    assert!(
+        videos[0]["params"]["video"]["file"].is_object(),
+        "uploaded again: {}",
+        videos[0]
+    );
+
+    let v = post_json(
+        &format!("{base}/sendDocument"),
+        &json!({"chat_id": 5, "document": doc_id, "file_name": "renamed.mp4"}),
+    )
+    .await;
+    assert_eq!(v["result"]["document"]["file_name"], "renamed.mp4", "{v}");
+
+    let v = post_json(
+        &format!("{base}/sendDocument"),
+        &json!({"chat_id": 5, "document": doc_id}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    let docs = control.calls(bot, Some("sendDocument")).await.unwrap();
+    // [0] the sandbox upload, [1] the renamed re-upload, [2] untouched by file_id.
+    assert_eq!(
+        docs[1]["params"]["document"]["file"]["file_name"],
+        "renamed.mp4"
+    );
+    assert_eq!(docs[2]["params"]["document"], doc_id);
+}
