@@ -24,7 +24,7 @@ use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, Part, Response};
 use serde_json::Value;
 use store::blobs::BlobError;
 use telegram::file_id::{FileId, FileType};
-use telegram::mtproto::{tl, NewMedia};
+use telegram::mtproto::{tl, MtprotoError, NewMedia, StoredMedia};
 
 /// The file parameter of each single-file send method.
 pub fn file_param(method: &str) -> Option<&'static str> {
@@ -165,6 +165,43 @@ async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
     })
 }
 
+/// The file a call names under `param`: fetched from a URL, an uploaded part, or — for a send
+/// `method` given a file_id it must re-type (or rename) — the file_id's bytes. `None`: none of
+/// these (a plain file_id, nothing for the gateway to do).
+async fn source_of(
+    deps: &Deps,
+    token: &schemas::BotToken,
+    call: &Call,
+    param: &str,
+    method: Option<&str>,
+    renamed: bool,
+) -> Result<Option<Source>, Response> {
+    let given = call
+        .params()
+        .get(param)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(url) = given.as_deref().filter(|v| is_url(v)) {
+        return fetch_url(deps, url).await.map(Some);
+    }
+    let retype = method
+        .zip(given.as_deref())
+        .and_then(|(m, id)| retyped(m, id, renamed));
+    if let (Some(fid), Some(id)) = (retype, given.as_deref()) {
+        let row = crate::files::file_of(deps, token, call.test_env, id, &fid).await?;
+        return Ok(Some(Source {
+            blob: row.blob,
+            file_name: row.file_name.unwrap_or_else(|| "file".into()),
+            content_type: row.mime_type,
+        }));
+    }
+    Ok(file_part(call, param).map(|(blob, name, ctype)| Source {
+        blob: blob.clone(),
+        file_name: name.unwrap_or("file").to_owned(),
+        content_type: ctype.map(str::to_owned),
+    }))
+}
+
 /// The call's parts with the file part replaced by `file` and `file_name` left out; a call
 /// that was not multipart becomes multipart from its parameters.
 fn parts_with(call: &Call, param: &str, file: Part) -> Vec<Part> {
@@ -223,31 +260,10 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         // Nothing the gateway can add: upstream's own answer (413) stands, as without it.
         return crate::passthrough::execute(deps, env).await;
     }
-    let given = params.get(param).and_then(Value::as_str);
-    let source = match given {
-        Some(url) if is_url(url) => match fetch_url(deps, url).await {
-            Ok(s) => s,
-            Err(answer) => return answer,
-        },
-        Some(id) if retyped(method, id, renamed.is_some()).is_some() => {
-            let fid = retyped(method, id, true).expect("checked");
-            match crate::files::file_of(deps, &token, call.test_env, id, &fid).await {
-                Ok(row) => Source {
-                    blob: row.blob,
-                    file_name: row.file_name.unwrap_or_else(|| "file".into()),
-                    content_type: row.mime_type,
-                },
-                Err(answer) => return answer,
-            }
-        }
-        _ => match file_part(call, param) {
-            Some((blob, name, ctype)) => Source {
-                blob: blob.clone(),
-                file_name: name.unwrap_or("file").to_owned(),
-                content_type: ctype.map(str::to_owned),
-            },
-            None => return crate::passthrough::execute(deps, env).await,
-        },
+    let source = match source_of(deps, &token, call, param, Some(method), renamed.is_some()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return crate::passthrough::execute(deps, env).await,
+        Err(answer) => return answer,
     };
     let file_name = renamed.unwrap_or(source.file_name);
     let key = store::UploadKey {
@@ -293,23 +309,25 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
             .with_label_values(&["multipart"])
             .inc();
     } else {
+        let media = media_for(
+            param,
+            &params,
+            mime_or_default(source.content_type),
+            file_name.clone(),
+        );
         let file_id = match mtproto_upload(
             deps,
             &token,
             call.test_env,
-            method,
             &source.blob,
-            file_name,
-            source.content_type,
+            &file_name,
+            media,
         )
         .await
         {
-            Ok(id) => id,
+            Ok(stored) => stored.file_id.encode(),
             Err(answer) => return answer,
         };
-        crate::metrics::UPLOADS
-            .with_label_values(&["mtproto"])
-            .inc();
         forwarded.body = by_file_id(call, param, &params, file_id);
         forwarded.query = String::new();
     }
@@ -387,16 +405,15 @@ fn sent_file_id(answer: &Response, param: &str) -> Option<String> {
     media["file_id"].as_str().map(str::to_owned)
 }
 
-/// Uploads a blob over MTProto as the bot; the Bot API file id it becomes.
+/// Uploads a blob over MTProto as the bot and keeps it as `media` (`uploadMedia` to itself).
 async fn mtproto_upload(
     deps: &Deps,
     token: &schemas::BotToken,
     test_env: bool,
-    method: &str,
     blob: &BlobRef,
-    file_name: String,
-    content_type: Option<String>,
-) -> Result<String, Response> {
+    file_name: &str,
+    media: NewMedia,
+) -> Result<StoredMedia, Response> {
     let Some(mtproto) = deps.files.mtproto() else {
         return Err(Response::from_error(&ApiError::bad_request(
             "file is too big for the Bot API; set TELEGRAM_API_ID and TELEGRAM_API_HASH (or --upstream-local) to send it",
@@ -413,39 +430,38 @@ async fn mtproto_upload(
         reader,
         512 * 1024,
     ));
+    let answer = |e: MtprotoError| {
+        if e.is_bad_request() {
+            Response::from_error(&ApiError::bad_request(e.to_string()))
+        } else {
+            tracing::warn!(error = %e, "MTProto upload failed");
+            Response::from_error(&ApiError::bad_gateway(e.to_string()))
+        }
+    };
     let started = std::time::Instant::now();
     let uploaded = mtproto
-        .upload(token, stream, blob.size, &file_name)
+        .upload(token, stream, blob.size, file_name)
         .await
-        .map_err(|e| {
-            if e.is_bad_request() {
-                Response::from_error(&ApiError::bad_request(e.to_string()))
-            } else {
-                tracing::warn!(error = %e, "MTProto upload failed");
-                Response::from_error(&ApiError::bad_gateway(e.to_string()))
-            }
-        })?;
+        .map_err(answer)?;
     tracing::info!(
         bytes = blob.size,
         seconds = started.elapsed().as_secs_f64(),
         "uploaded over MTProto"
     );
-    let media = NewMedia {
-        photo: method == "sendPhoto",
-        mime_type: content_type
-            .filter(|c| c.parse::<mime::Mime>().is_ok())
-            .unwrap_or_else(|| "application/octet-stream".into()),
-        attributes: vec![tl::types::DocumentAttributeFilename { file_name }.into()],
-        force_file: method == "sendDocument",
-    };
     let stored = mtproto
         .upload_media(token, uploaded, media)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "uploadMedia failed");
-            Response::from_error(&ApiError::bad_gateway(e.to_string()))
-        })?;
-    Ok(stored.file_id.encode())
+        .map_err(answer)?;
+    crate::metrics::UPLOADS
+        .with_label_values(&["mtproto"])
+        .inc();
+    Ok(stored)
+}
+
+fn mime_or_default(content_type: Option<String>) -> String {
+    content_type
+        .filter(|c| c.parse::<mime::Mime>().is_ok())
+        .unwrap_or_else(|| "application/octet-stream".into())
 }
 
 /// The gateway's `upload<Type>` methods: the file parameter each takes (that of the matching
@@ -552,76 +568,36 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
     let call = &env.payload;
     let kind = upload_param(&call.method).expect("routed here for an upload method");
     let params = call.params();
-    let Some(mtproto) = deps.files.mtproto() else {
+    if deps.files.mtproto().is_none() {
         return Response::from_error(&ApiError::bad_request(
             "upload methods need MTProto: set TELEGRAM_API_ID and TELEGRAM_API_HASH",
         ));
-    };
-    let source = match params
-        .get(kind)
-        .and_then(Value::as_str)
-        .filter(|v| is_url(v))
-    {
-        Some(url) => match fetch_url(deps, url).await {
-            Ok(s) => s,
-            Err(answer) => return answer,
-        },
-        None => match file_part(call, kind) {
-            Some((blob, name, ctype)) => Source {
-                blob: blob.clone(),
-                file_name: name.unwrap_or("file").to_owned(),
-                content_type: ctype.map(str::to_owned),
-            },
-            None => {
-                return Response::from_error(&ApiError::bad_request(format!(
-                    "there is no {kind} in the request"
-                )))
-            }
-        },
+    }
+    let source = match source_of(deps, &token, call, kind, None, false).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Response::from_error(&ApiError::bad_request(format!(
+                "there is no {kind} in the request"
+            )))
+        }
+        Err(answer) => return answer,
     };
     let file_name = params
         .get("file_name")
         .map(text)
         .filter(|n| !n.is_empty())
         .unwrap_or(source.file_name);
-    if let Err(answer) = crate::files::username(deps, &token, call.test_env).await {
-        return answer;
-    }
-    let reader = match deps.blobs.open(&source.blob).await {
-        Ok(r) => r,
-        Err(_) => return Response::from_error(&ApiError::internal("the file was lost")),
-    };
-    let stream = Box::pin(tokio_util::io::ReaderStream::with_capacity(
-        reader,
-        512 * 1024,
-    ));
-    let uploaded = match mtproto
-        .upload(&token, stream, source.blob.size, &file_name)
-        .await
-    {
-        Ok(u) => u,
-        Err(e) if e.is_bad_request() => {
-            return Response::from_error(&ApiError::bad_request(e.to_string()))
-        }
-        Err(e) => return Response::from_error(&ApiError::bad_gateway(e.to_string())),
-    };
-    let mime = source
-        .content_type
-        .filter(|c| c.parse::<mime::Mime>().is_ok())
-        .unwrap_or_else(|| "application/octet-stream".into());
-    let stored = match mtproto
-        .upload_media(&token, uploaded, media_for(kind, &params, mime, file_name))
-        .await
-    {
-        Ok(s) => s,
-        Err(e) if e.is_bad_request() => {
-            return Response::from_error(&ApiError::bad_request(e.to_string()))
-        }
-        Err(e) => return Response::from_error(&ApiError::bad_gateway(e.to_string())),
-    };
-    crate::metrics::UPLOADS
-        .with_label_values(&["mtproto"])
-        .inc();
+    let media = media_for(
+        kind,
+        &params,
+        mime_or_default(source.content_type),
+        file_name.clone(),
+    );
+    let stored =
+        match mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
     let body = serde_json::json!({"ok": true, "result": {
         "file_id": stored.file_id.encode(),
         "file_unique_id": stored.file_id.unique_id(),

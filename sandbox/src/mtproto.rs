@@ -598,19 +598,9 @@ fn pong(msg_id: i64, ping_id: i64) -> Vec<u8> {
     tl::enums::Pong::Pong(tl::types::Pong { msg_id, ping_id }).to_bytes()
 }
 
-/// `user#b1b8cc83` for a bot, as itself: flags 0 (access_hash), 1 (first_name), 3 (username),
-/// 10 (self), 14 (bot, with bot_info_version).
+/// A bot as itself (`self` and `bot` set).
 fn bot_user(bot: i64, username: &str) -> Vec<u8> {
-    let mut out = 0xb1b8cc83u32.to_le_bytes().to_vec();
-    let flags: u32 = 1 | 1 << 1 | 1 << 3 | 1 << 10 | 1 << 14;
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&bot.to_le_bytes());
-    out.extend_from_slice(&(bot ^ 0x5a5a_5a5a).to_le_bytes());
-    format!("Sandbox Bot {bot}").serialize(&mut out);
-    username.to_owned().serialize(&mut out);
-    1i32.serialize(&mut out);
-    out
+    api::user(bot, &format!("Sandbox Bot {bot}"), username, true, true)
 }
 
 /// `upload.getFile` with Telegram's rules: offset a multiple of 4 KiB, limit a multiple of

@@ -9,6 +9,16 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use telepipe_tests::{assert_shaped, client, post_json, token, Control, Proc};
 
+/// A multipart `document` part of `mib` MiB, streamed (never held whole by the test).
+fn streamed_part(mib: usize, name: &'static str) -> reqwest::multipart::Part {
+    let chunks = (0..mib).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
+    reqwest::multipart::Part::stream_with_length(
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
+        (mib as u64) << 20,
+    )
+    .file_name(name)
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
@@ -201,19 +211,11 @@ async fn big_multipart_files_go_through_mtproto_and_file_name_renames() {
     assert!(calls[0]["params"].get("file_name").is_none());
 
     let size = 60usize << 20;
-    let chunks = (0..60).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
     let big = reqwest::multipart::Form::new()
         .text("chat_id", "5")
         .text("caption", "sixty")
         .text("file_name", "sixty.bin")
-        .part(
-            "document",
-            reqwest::multipart::Part::stream_with_length(
-                reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
-                size as u64,
-            )
-            .file_name("orig.bin"),
-        );
+        .part("document", streamed_part(60, "orig.bin"));
     let v: Value = client()
         .post(&url)
         .multipart(big)
@@ -307,15 +309,9 @@ async fn a_big_upload_as_a_bots_first_call() {
     let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
     let bot = 1005;
     let size = 51usize << 20;
-    let chunks = (0..51).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(1 << 20))));
-    let form = reqwest::multipart::Form::new().text("chat_id", "5").part(
-        "document",
-        reqwest::multipart::Part::stream_with_length(
-            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)),
-            size as u64,
-        )
-        .file_name("first.bin"),
-    );
+    let form = reqwest::multipart::Form::new()
+        .text("chat_id", "5")
+        .part("document", streamed_part(51, "first.bin"));
     let v: Value = client()
         .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
         .multipart(form)
