@@ -48,6 +48,9 @@ pub struct FilesConfig {
     pub fetch: fetch::FetchPolicy,
     /// Largest file taken from a URL or an upload.
     pub max_upload: u64,
+    /// `--storage-chat-id`: where `upload<Type>` posts files to keep them when there is no
+    /// MTProto (every bot must be able to post there).
+    pub storage_chat: Option<i64>,
 }
 
 impl Default for FilesConfig {
@@ -59,6 +62,7 @@ impl Default for FilesConfig {
             local_dir: None,
             fetch: fetch::FetchPolicy::default(),
             max_upload: 2000 * 1024 * 1024,
+            storage_chat: None,
         }
     }
 }
@@ -111,6 +115,10 @@ impl Files {
     /// Whether upstream is a local Bot API server (2000 MB uploads by multipart).
     pub fn local_mode(&self) -> bool {
         self.inner.cfg.local_dir.is_some()
+    }
+
+    pub fn storage_chat(&self) -> Option<i64> {
+        self.inner.cfg.storage_chat
     }
 
     pub fn mtproto(&self) -> Option<&Arc<dyn Mtproto>> {

@@ -24,6 +24,7 @@ pub mod files;
 pub mod metrics;
 pub mod outcome;
 pub mod passthrough;
+mod progress;
 pub mod router;
 pub mod uploads;
 

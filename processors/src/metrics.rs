@@ -1,6 +1,9 @@
 //! Processor metrics.
 
-use prometheus::{register_int_counter, register_int_counter_vec, IntCounter, IntCounterVec};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge_vec, IntCounter,
+    IntCounterVec, IntGaugeVec,
+};
 use std::sync::LazyLock;
 
 pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -55,6 +58,26 @@ pub static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
          (uploaded as the bot, sent by file_id), deduped (the same file sent before: by its \
          cached file_id, no upload).",
         &["how"]
+    )
+    .expect("metric registers once")
+});
+
+pub static UPLOAD_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_upload_bytes_total",
+        "Bytes of uploads moved so far, by stage: fetch (from a URL into the blob store), \
+         mtproto (from the blob store up to Telegram as the bot). Rates of this show a long \
+         upload's progress.",
+        &["stage"]
+    )
+    .expect("metric registers once")
+});
+
+pub static UPLOADS_RUNNING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "telepipe_uploads_running",
+        "Upload transfers under way, by stage (fetch, mtproto).",
+        &["stage"]
     )
     .expect("metric registers once")
 });

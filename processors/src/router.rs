@@ -9,16 +9,19 @@ pub enum Route {
     Passthrough,
     /// getFile of any size, stored and served token-free ([`crate::files`]).
     GetFile,
-    /// A send method whose file is a URL, too big for the Bot API, or renamed
-    /// ([`crate::uploads`]).
+    /// A send method whose file the gateway handles (a URL, an upload, a re-typed or renamed
+    /// file_id), and the gateway's `sendFile` ([`crate::uploads`]).
     Upload,
-    /// The gateway's `upload<Type>` methods: kept, sent to nobody ([`crate::uploads`]).
+    /// The gateway's `upload<Type>` and `uploadFile`: kept, sent to nobody ([`crate::uploads`]).
     UploadOnly,
 }
 
 pub fn route(call: &Call) -> Route {
     if crate::uploads::upload_param(&call.method).is_some() {
         return Route::UploadOnly;
+    }
+    if crate::uploads::is_send_file(&call.method) {
+        return Route::Upload;
     }
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,

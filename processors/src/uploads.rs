@@ -13,9 +13,18 @@
 //! `file_name` is the gateway's parameter: it names the file and is not sent upstream. Other
 //! parts of a multipart call (a thumbnail, say) go upstream as they came.
 //!
+//! Metadata: the file is read by libmediainfo ([`media`]) and what the request lacks (a
+//! video's width, height, duration, streaming; an audio's duration, performer, title; ...) is
+//! added; what the request gives wins. `sendFile` and `uploadFile` take any file and choose the
+//! kind from its content ([`media::detect`]).
+//!
 //! Dedupe: what Telegram answered for an upload is remembered by (bot, sha256, kind, name);
 //! the same file sent again the same way goes by that file_id, with no second upload. A
 //! cached file_id that stops working is forgotten and the file uploaded again.
+//!
+//! `upload<Type>` and `uploadFile` keep a file without sending it to anybody: over MTProto
+//! (`messages.uploadMedia` to the bot itself), or, without MTProto, by posting it to the
+//! `--storage-chat-id` chat, taking the file_id and deleting the message.
 
 use crate::passthrough::open_token;
 use crate::Deps;
@@ -39,6 +48,40 @@ pub fn file_param(method: &str) -> Option<&'static str> {
         "sendSticker" => "sticker",
         _ => return None,
     })
+}
+
+/// The gateway's `sendFile`: any file, sent as the kind its content says.
+pub fn is_send_file(method: &str) -> bool {
+    method.eq_ignore_ascii_case("sendFile")
+}
+
+/// The send method for a kind (a file parameter).
+fn method_for(kind: &str) -> &'static str {
+    match kind {
+        "photo" => "sendPhoto",
+        "video" => "sendVideo",
+        "audio" => "sendAudio",
+        "voice" => "sendVoice",
+        "animation" => "sendAnimation",
+        "video_note" => "sendVideoNote",
+        "sticker" => "sendSticker",
+        _ => "sendDocument",
+    }
+}
+
+/// The kind (file parameter) a file id's type is sent as.
+fn kind_of(t: FileType) -> &'static str {
+    use FileType::*;
+    match t {
+        t if t.is_photo() => "photo",
+        Video => "video",
+        Audio => "audio",
+        Voice => "voice",
+        Animation => "animation",
+        VideoNote => "video_note",
+        Sticker => "sticker",
+        _ => "document",
+    }
 }
 
 fn is_url(v: &str) -> bool {
@@ -90,6 +133,9 @@ fn retyped(method: &str, value: &str, renamed: bool) -> Option<FileId> {
 
 /// Whether the gateway must handle this send itself (a URL, an oversized part, a rename).
 pub fn takes_over(call: &Call) -> bool {
+    if is_send_file(&call.method) {
+        return true;
+    }
     let Some(method) = schemas::catalogue::canonical(&call.method) else {
         return false;
     };
@@ -143,9 +189,10 @@ async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
     })?;
     let file_name = fetched.file_name.clone().unwrap_or_else(|| "file".into());
     let content_type = fetched.content_type.clone();
+    let body = crate::progress::Progress::new(fetched.body, "fetch", fetched.size.unwrap_or(0));
     let blob = deps
         .blobs
-        .put(fetched.body, deps.files.max_upload())
+        .put(Box::pin(body), deps.files.max_upload())
         .await
         .map_err(|e| match e {
             BlobError::TooLarge { limit } => bad_url(&FetchError::TooLarge(limit)),
@@ -202,23 +249,22 @@ async fn source_of(
     }))
 }
 
-/// The call's parts with the file part replaced by `file` and `file_name` left out; a call
-/// that was not multipart becomes multipart from its parameters.
-fn parts_with(call: &Call, param: &str, file: Part) -> Vec<Part> {
+/// The call's parts without `param` and `file_name`, plus `extra` (metadata the request
+/// lacked) and `file`; a call that was not multipart becomes multipart from its parameters.
+fn parts_with(call: &Call, param: &str, extra: &[(&'static str, String)], file: Part) -> Vec<Part> {
+    let dropped = |n: &str| n == param || n == "file_name";
     let mut out: Vec<Part> = match &call.body {
         CallBody::Multipart { parts } => parts
             .iter()
             .filter(|p| match p {
-                Part::Text { name, .. } | Part::File { name, .. } => {
-                    name != param && name != "file_name"
-                }
+                Part::Text { name, .. } | Part::File { name, .. } => !dropped(name),
             })
             .cloned()
             .collect(),
         _ => call
             .params()
             .iter()
-            .filter(|(k, _)| k.as_str() != param && k.as_str() != "file_name")
+            .filter(|(k, _)| !dropped(k))
             .map(|(k, v)| Part::Text {
                 name: k.clone(),
                 value: text(v),
@@ -228,7 +274,7 @@ fn parts_with(call: &Call, param: &str, file: Part) -> Vec<Part> {
     // Query parameters of a multipart call are sent along as parts, so none is lost.
     if matches!(call.body, CallBody::Multipart { .. }) {
         for (k, v) in form_urlencoded::parse(call.query.as_bytes()) {
-            if k != param && k != "file_name" && !out.iter().any(|p| matches!(p, Part::Text { name, .. } | Part::File { name, .. } if *name == k)) {
+            if !dropped(&k) && !out.iter().any(|p| matches!(p, Part::Text { name, .. } | Part::File { name, .. } if *name == k)) {
                 out.push(Part::Text {
                     name: k.into_owned(),
                     value: v.into_owned(),
@@ -236,8 +282,87 @@ fn parts_with(call: &Call, param: &str, file: Part) -> Vec<Part> {
             }
         }
     }
+    out.extend(extra.iter().map(|(k, v)| Part::Text {
+        name: (*k).to_owned(),
+        value: v.clone(),
+    }));
     out.push(file);
     out
+}
+
+/// What the file says about itself (libmediainfo), read from the blob store. A file it cannot
+/// read is a document with nothing to add; that never fails the send.
+pub(crate) async fn probe(deps: &Deps, blob: &BlobRef) -> media::Metadata {
+    let started = std::time::Instant::now();
+    let read = media::probe(blob.size, |at| {
+        let blobs = deps.blobs.clone();
+        let blob = blob.clone();
+        async move {
+            blobs
+                .open_at(&blob, at)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }
+    })
+    .await;
+    match read {
+        Ok(m) => {
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, format = ?m.format, "media metadata read");
+            m
+        }
+        Err(error) => {
+            tracing::warn!(%error, "media metadata could not be read");
+            media::Metadata {
+                size: blob.size,
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// The metadata parameters of a `kind` the request does not give itself.
+fn missing_metadata(
+    meta: &media::Metadata,
+    kind: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Vec<(&'static str, String)> {
+    meta.params_for(kind)
+        .into_iter()
+        .filter(|(k, _)| params.get(*k).is_none_or(|v| v.is_null() || v == ""))
+        .collect()
+}
+
+/// The request's parameters with the file's metadata added where missing.
+fn with_metadata(
+    params: &serde_json::Map<String, Value>,
+    extra: &[(&'static str, String)],
+) -> serde_json::Map<String, Value> {
+    let mut p = params.clone();
+    for (k, v) in extra {
+        p.insert((*k).to_owned(), Value::String(v.clone()));
+    }
+    p
+}
+
+/// A content type worth passing on: the one given (unless it is the say-nothing
+/// octet-stream), else the one the content has.
+fn content_type(given: Option<String>, meta: &media::Metadata) -> Option<String> {
+    given
+        .filter(|c| !c.eq_ignore_ascii_case("application/octet-stream"))
+        .or_else(|| meta.mime_type().map(str::to_owned))
+}
+
+/// The same call as another method, with another body (the gateway's own calls upstream).
+fn as_call(env: &Envelope<Call>, method: &str, body: CallBody) -> Envelope<Call> {
+    let mut call = env.payload.clone();
+    call.method = method.to_owned();
+    call.body = body;
+    call.query = String::new();
+    call.http_method = "POST".into();
+    Envelope {
+        header: env.header.clone(),
+        payload: call,
+    }
 }
 
 pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
@@ -246,8 +371,13 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         Err(answer) => return answer,
     };
     let call = &env.payload;
-    let method = schemas::catalogue::canonical(&call.method).unwrap_or_default();
-    let param = file_param(method).expect("routed here for a send method");
+    let detect = is_send_file(&call.method);
+    let (method, param) = if detect {
+        ("sendFile", "file")
+    } else {
+        let m = schemas::catalogue::canonical(&call.method).unwrap_or_default();
+        (m, file_param(m).expect("routed here for a send method"))
+    };
     let params = call.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
 
@@ -256,25 +386,43 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         .and_then(Value::as_str)
         .is_some_and(is_url);
     let oversized = file_part(call, param).is_some_and(|(b, ..)| b.size > bot_api_limit(method));
-    if from_part && oversized && deps.files.mtproto().is_none() && !deps.files.local_mode() {
+    if !detect
+        && from_part
+        && oversized
+        && deps.files.mtproto().is_none()
+        && !deps.files.local_mode()
+    {
         // Nothing the gateway can add: upstream's own answer (413) stands, as without it.
         return crate::passthrough::execute(deps, env).await;
     }
     let source = match source_of(deps, &token, call, param, Some(method), renamed.is_some()).await {
         Ok(Some(s)) => s,
+        Ok(None) if detect => return send_file_by_id(deps, env, &params).await,
         Ok(None) => return crate::passthrough::execute(deps, env).await,
         Err(answer) => return answer,
     };
+    let mut meta = None;
+    let kind = if detect {
+        let m = probe(deps, &source.blob).await;
+        let kind = media::detect(&m).param();
+        tracing::info!(kind, format = ?m.format, "sendFile: kind detected");
+        meta = Some(m);
+        kind
+    } else {
+        param
+    };
+    let out_method = method_for(kind);
     let file_name = renamed.unwrap_or(source.file_name);
     let key = store::UploadKey {
         bot_id: env.header.bot_id,
         sha256: source.blob.sha256.clone(),
-        kind: param.to_owned(),
+        kind: kind.to_owned(),
         file_name: file_name.clone(),
     };
     match deps.store.cached_upload(&key).await {
         Ok(Some(file_id)) => {
-            let answer = forward_by_file_id(deps, env, param, &params, file_id).await;
+            let body = by_file_id(call, param, kind, &params, file_id);
+            let answer = crate::passthrough::execute(deps, &as_call(env, out_method, body)).await;
             if answer.status == 200 {
                 crate::metrics::UPLOADS
                     .with_label_values(&["deduped"])
@@ -292,52 +440,41 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "dedupe cache lookup failed; uploading"),
     }
+    let meta = match meta {
+        Some(m) => m,
+        None => probe(deps, &source.blob).await,
+    };
+    let extra = missing_metadata(&meta, kind, &params);
+    let ctype = content_type(source.content_type, &meta);
 
-    let mut forwarded = call.clone();
-    if source.blob.size <= bot_api_limit(method) || deps.files.local_mode() {
+    let body = if source.blob.size <= bot_api_limit(out_method) || deps.files.local_mode() {
         let part = Part::File {
-            name: param.to_owned(),
+            name: kind.to_owned(),
             file_name: Some(file_name),
-            content_type: source.content_type,
+            content_type: ctype,
             blob: source.blob,
         };
-        forwarded.body = CallBody::Multipart {
-            parts: parts_with(call, param, part),
-        };
-        forwarded.query = String::new();
         crate::metrics::UPLOADS
             .with_label_values(&["multipart"])
             .inc();
+        CallBody::Multipart {
+            parts: parts_with(call, param, &extra, part),
+        }
     } else {
         let media = media_for(
-            param,
-            &params,
-            mime_or_default(source.content_type),
+            kind,
+            &with_metadata(&params, &extra),
+            mime_or_default(ctype),
             file_name.clone(),
         );
-        let file_id = match mtproto_upload(
-            deps,
-            &token,
-            call.test_env,
-            &source.blob,
-            &file_name,
-            media,
-        )
-        .await
-        {
-            Ok(stored) => stored.file_id.encode(),
+        match mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media).await {
+            Ok(stored) => by_file_id(call, param, kind, &params, stored.file_id.encode()),
             Err(answer) => return answer,
-        };
-        forwarded.body = by_file_id(call, param, &params, file_id);
-        forwarded.query = String::new();
-    }
-    let forwarded = Envelope {
-        header: env.header.clone(),
-        payload: forwarded,
+        }
     };
-    let answer = crate::passthrough::execute(deps, &forwarded).await;
+    let answer = crate::passthrough::execute(deps, &as_call(env, out_method, body)).await;
     if answer.status == 200 {
-        if let Some(file_id) = sent_file_id(&answer, param) {
+        if let Some(file_id) = sent_file_id(&answer, kind) {
             if let Err(error) = deps.store.put_upload(&key, &file_id).await {
                 tracing::warn!(%error, "could not cache an upload");
             }
@@ -346,11 +483,31 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     answer
 }
 
-/// The call's body with the file given as `file_id` (multipart stays multipart, so other
-/// file parts go along; anything else becomes JSON).
+/// `sendFile` given a file_id: sent by the method its type takes.
+async fn send_file_by_id(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    params: &serde_json::Map<String, Value>,
+) -> Response {
+    let Some(id) = params.get("file").and_then(Value::as_str) else {
+        return Response::from_error(&ApiError::bad_request("there is no file in the request"));
+    };
+    let Ok(fid) = FileId::decode(id) else {
+        return Response::from_error(&ApiError::bad_request(
+            "wrong file identifier/HTTP URL specified",
+        ));
+    };
+    let kind = kind_of(fid.file_type);
+    let body = by_file_id(&env.payload, "file", kind, params, id.to_owned());
+    crate::passthrough::execute(deps, &as_call(env, method_for(kind), body)).await
+}
+
+/// The call's body with the file given as `file_id` under `kind` (multipart stays multipart,
+/// so other file parts go along; anything else becomes JSON).
 fn by_file_id(
     call: &Call,
     param: &str,
+    kind: &str,
     params: &serde_json::Map<String, Value>,
     file_id: String,
 ) -> CallBody {
@@ -359,8 +516,9 @@ fn by_file_id(
             parts: parts_with(
                 call,
                 param,
+                &[],
                 Part::Text {
-                    name: param.to_owned(),
+                    name: kind.to_owned(),
                     value: file_id,
                 },
             ),
@@ -368,29 +526,13 @@ fn by_file_id(
         _ => {
             let mut p = params.clone();
             p.remove("file_name");
-            p.insert(param.to_owned(), Value::String(file_id));
+            p.remove(param);
+            p.insert(kind.to_owned(), Value::String(file_id));
             CallBody::Json {
                 value: Value::Object(p),
             }
         }
     }
-}
-
-async fn forward_by_file_id(
-    deps: &Deps,
-    env: &Envelope<Call>,
-    param: &str,
-    params: &serde_json::Map<String, Value>,
-    file_id: String,
-) -> Response {
-    let mut call = env.payload.clone();
-    call.body = by_file_id(&env.payload, param, params, file_id);
-    call.query = String::new();
-    let forwarded = Envelope {
-        header: env.header.clone(),
-        payload: call,
-    };
-    crate::passthrough::execute(deps, &forwarded).await
 }
 
 /// The file_id of the file a send answered with (a photo's: its largest size).
@@ -426,9 +568,10 @@ async fn mtproto_upload(
         .open(blob)
         .await
         .map_err(|_| Response::from_error(&ApiError::internal("the file was lost")))?;
-    let stream = Box::pin(tokio_util::io::ReaderStream::with_capacity(
-        reader,
-        512 * 1024,
+    let stream = Box::pin(crate::progress::Progress::new(
+        tokio_util::io::ReaderStream::with_capacity(reader, 512 * 1024),
+        "mtproto",
+        blob.size,
     ));
     let answer = |e: MtprotoError| {
         if e.is_bad_request() {
@@ -465,9 +608,10 @@ fn mime_or_default(content_type: Option<String>) -> String {
 }
 
 /// The gateway's `upload<Type>` methods: the file parameter each takes (that of the matching
-/// send method). `uploadFile` (type detected from content) comes with sendFile.
+/// send method); `uploadFile` takes `file`, of a kind detected from its content.
 pub fn upload_param(method: &str) -> Option<&'static str> {
     Some(match method.to_ascii_lowercase().as_str() {
+        "uploadfile" => "file",
         "uploaddocument" => "document",
         "uploadphoto" => "photo",
         "uploadvideo" => "video",
@@ -488,8 +632,8 @@ fn int(params: &serde_json::Map<String, Value>, k: &str) -> Option<i64> {
     }
 }
 
-/// What Telegram should keep the upload as, from the kind and the request's own values
-/// (metadata read from the file comes with the metadata work of issue 5).
+/// What Telegram should keep the upload as, from the kind and the request's values (with the
+/// file's own metadata added where the request had none).
 fn media_for(
     kind: &str,
     params: &serde_json::Map<String, Value>,
@@ -558,52 +702,202 @@ fn media_for(
     }
 }
 
-/// `upload<Type>`: the file is uploaded and kept, sent to nobody (ENHANCED.md). Through MTProto
-/// (`messages.uploadMedia` to the bot itself); chat, reply and markup parameters are ignored.
+/// `upload<Type>` and `uploadFile`: the file is uploaded and kept, sent to nobody
+/// (ENHANCED.md): over MTProto (`messages.uploadMedia` to the bot itself), else through the
+/// storage chat. Chat, reply and markup parameters are ignored.
 pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
     let token = match open_token(deps, env) {
         Ok(t) => t,
         Err(answer) => return answer,
     };
     let call = &env.payload;
-    let kind = upload_param(&call.method).expect("routed here for an upload method");
+    let param = upload_param(&call.method).expect("routed here for an upload method");
+    let detect = param == "file";
     let params = call.params();
-    if deps.files.mtproto().is_none() {
+    if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
         return Response::from_error(&ApiError::bad_request(
-            "upload methods need MTProto: set TELEGRAM_API_ID and TELEGRAM_API_HASH",
+            "upload methods need MTProto (TELEGRAM_API_ID and TELEGRAM_API_HASH) or a storage chat (--storage-chat-id)",
         ));
     }
-    let source = match source_of(deps, &token, call, kind, None, false).await {
+    let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
+    let retype_as = if detect {
+        "sendFile"
+    } else {
+        method_for(param)
+    };
+    let source = match source_of(
+        deps,
+        &token,
+        call,
+        param,
+        Some(retype_as),
+        renamed.is_some(),
+    )
+    .await
+    {
         Ok(Some(s)) => s,
         Ok(None) => {
-            return Response::from_error(&ApiError::bad_request(format!(
-                "there is no {kind} in the request"
-            )))
+            // A file_id already of the kind asked: nothing to upload, it is kept already.
+            return match params
+                .get(param)
+                .and_then(Value::as_str)
+                .map(FileId::decode)
+            {
+                Some(Ok(fid)) => upload_answer(&fid, None),
+                Some(Err(_)) => Response::from_error(&ApiError::bad_request(
+                    "wrong file identifier/HTTP URL specified",
+                )),
+                None => Response::from_error(&ApiError::bad_request(format!(
+                    "there is no {param} in the request"
+                ))),
+            };
         }
         Err(answer) => return answer,
     };
-    let file_name = params
-        .get("file_name")
-        .map(text)
-        .filter(|n| !n.is_empty())
-        .unwrap_or(source.file_name);
-    let media = media_for(
-        kind,
-        &params,
-        mime_or_default(source.content_type),
-        file_name.clone(),
-    );
-    let stored =
-        match mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media).await {
-            Ok(s) => s,
-            Err(answer) => return answer,
+    let meta = probe(deps, &source.blob).await;
+    let kind = if detect {
+        media::detect(&meta).param()
+    } else {
+        param
+    };
+    let file_name = renamed.unwrap_or(source.file_name);
+    let size = source.blob.size;
+    let key = store::UploadKey {
+        bot_id: env.header.bot_id,
+        sha256: source.blob.sha256.clone(),
+        kind: kind.to_owned(),
+        file_name: file_name.clone(),
+    };
+    if let Ok(Some(cached)) = deps.store.cached_upload(&key).await {
+        if let Ok(fid) = FileId::decode(&cached) {
+            crate::metrics::UPLOADS
+                .with_label_values(&["deduped"])
+                .inc();
+            return upload_answer(&fid, Some(size));
+        }
+    }
+    let extra = missing_metadata(&meta, kind, &params);
+    let ctype = content_type(source.content_type, &meta);
+    let kept = if deps.files.mtproto().is_some() {
+        let media = media_for(
+            kind,
+            &with_metadata(&params, &extra),
+            mime_or_default(ctype),
+            file_name.clone(),
+        );
+        mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media)
+            .await
+            .map(|s| (s.file_id, s.file_size))
+    } else {
+        let part = Part::File {
+            name: kind.to_owned(),
+            file_name: Some(file_name),
+            content_type: ctype,
+            blob: source.blob,
         };
-    let body = serde_json::json!({"ok": true, "result": {
-        "file_id": stored.file_id.encode(),
-        "file_unique_id": stored.file_id.unique_id(),
-        "file_type": stored.file_id.file_type.name(),
-        "file_size": stored.file_size,
-    }});
+        through_storage_chat(deps, env, kind, &extra, part).await
+    };
+    match kept {
+        Ok((fid, size)) => {
+            if let Err(error) = deps.store.put_upload(&key, &fid.encode()).await {
+                tracing::warn!(%error, "could not cache an upload");
+            }
+            upload_answer(&fid, Some(size))
+        }
+        Err(answer) => answer,
+    }
+}
+
+/// Keeps a file by posting it to the storage chat (`--storage-chat-id`), taking its file_id
+/// and deleting the message. For deployments without MTProto; Bot API limits apply.
+async fn through_storage_chat(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    kind: &str,
+    extra: &[(&'static str, String)],
+    file: Part,
+) -> Result<(FileId, u64), Response> {
+    let chat = deps.files.storage_chat().expect("checked by the caller");
+    let method = method_for(kind);
+    let size = match &file {
+        Part::File { blob, .. } => blob.size,
+        Part::Text { .. } => 0,
+    };
+    if size > bot_api_limit(method) && !deps.files.local_mode() {
+        return Err(Response::from_error(&ApiError::bad_request(
+            "file is too big for the Bot API; set TELEGRAM_API_ID and TELEGRAM_API_HASH to keep it over MTProto",
+        )));
+    }
+    let mut parts = vec![
+        Part::Text {
+            name: "chat_id".into(),
+            value: chat.to_string(),
+        },
+        Part::Text {
+            name: "disable_notification".into(),
+            value: "true".into(),
+        },
+    ];
+    parts.extend(extra.iter().map(|(k, v)| Part::Text {
+        name: (*k).to_owned(),
+        value: v.clone(),
+    }));
+    parts.push(file);
+    let answer =
+        crate::passthrough::execute(deps, &as_call(env, method, CallBody::Multipart { parts }))
+            .await;
+    if answer.status != 200 {
+        return Err(answer);
+    }
+    let sent: Value = answer
+        .body
+        .inline_bytes()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let media = match &sent["result"][kind] {
+        Value::Array(sizes) => sizes.last().cloned().unwrap_or_default(),
+        other => other.clone(),
+    };
+    let fid = media["file_id"]
+        .as_str()
+        .and_then(|id| FileId::decode(id).ok());
+    let message_id = sent["result"]["message_id"].as_i64();
+    // The message is only a way to get the file kept; it goes whether or not that worked.
+    if let Some(message_id) = message_id {
+        let delete = CallBody::Json {
+            value: serde_json::json!({"chat_id": chat, "message_id": message_id}),
+        };
+        let deleted =
+            crate::passthrough::execute(deps, &as_call(env, "deleteMessage", delete)).await;
+        if deleted.status != 200 {
+            tracing::warn!(
+                status = deleted.status,
+                "could not delete a storage chat message"
+            );
+        }
+    }
+    let Some(fid) = fid else {
+        tracing::error!("the storage chat's answer names no file");
+        return Err(Response::from_error(&ApiError::bad_gateway(
+            "the storage chat's answer names no file",
+        )));
+    };
+    crate::metrics::UPLOADS
+        .with_label_values(&["storage_chat"])
+        .inc();
+    Ok((fid, media["file_size"].as_u64().unwrap_or(size)))
+}
+
+fn upload_answer(fid: &FileId, size: Option<u64>) -> Response {
+    let mut result = serde_json::json!({
+        "file_id": fid.encode(),
+        "file_unique_id": fid.unique_id(),
+        "file_type": kind_of(fid.file_type),
+    });
+    if let Some(size) = size {
+        result["file_size"] = size.into();
+    }
+    let body = serde_json::json!({"ok": true, "result": result});
     Response {
         status: 200,
         content_type: Some("application/json".into()),
@@ -622,6 +916,9 @@ mod tests {
         assert_eq!(file_param("sendVideoNote"), Some("video_note"));
         assert_eq!(file_param("sendMessage"), None);
         assert_eq!(upload_param("UPLOADVIDEONOTE"), Some("video_note"));
-        assert_eq!(upload_param("uploadFile"), None);
+        assert_eq!(upload_param("uploadFile"), Some("file"));
+        assert!(is_send_file("SENDFILE"));
+        assert_eq!(kind_of(FileType::DocumentAsFile), "document");
+        assert_eq!(method_for(kind_of(FileType::VideoNote)), "sendVideoNote");
     }
 }

@@ -76,7 +76,13 @@ async fn new_file(sb: &Sandbox, f: NewFile) -> std::io::Result<Value> {
         file_name: f.file_name.or_else(|| Some("synthetic.bin".into())),
         content_type: Some("application/octet-stream".into()),
     };
-    let stored = crate::files::store(sb, &upload, telegram::file_id::FileType::Document).await?;
+    let stored = crate::files::store(
+        sb,
+        &upload,
+        telegram::file_id::FileType::Document,
+        Default::default(),
+    )
+    .await?;
     Ok(json!({
         "file_id": crate::files::file_id(&stored),
         "file_unique_id": stored.unique_id,

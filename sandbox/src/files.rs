@@ -7,7 +7,7 @@ use crate::{json_response, methods, Sandbox};
 use axum::body::Body;
 use futures_util::StreamExt;
 use http::{header, Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use telegram::file_id::{FileId, FileType};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -48,6 +48,7 @@ pub async fn store(
     sb: &Sandbox,
     upload: &Upload,
     file_type: FileType,
+    attributes: Map<String, Value>,
 ) -> std::io::Result<StoredFile> {
     let (no, unique_id, file) = {
         let mut s = sb.world.lock();
@@ -83,6 +84,7 @@ pub async fn store(
             file_name: upload.file_name.clone(),
             mime_type: mime,
             official_path,
+            attributes,
         };
         (no, file.unique_id.clone(), file)
     };
@@ -124,10 +126,32 @@ pub fn lookup(state: &State, file_id: &str) -> Result<StoredFile, String> {
     Ok(f.clone())
 }
 
-/// The Bot API object for a file sent as `file_type`.
-pub fn media_object(f: &StoredFile, extra: &crate::request::BotRequest) -> Value {
+/// The attributes a send's parameters give a new file.
+pub fn attributes(given: &Map<String, Value>) -> Map<String, Value> {
+    [
+        "width",
+        "height",
+        "duration",
+        "length",
+        "performer",
+        "title",
+    ]
+    .iter()
+    .filter_map(|k| Some((k.to_string(), given.get(*k)?.clone())))
+    .collect()
+}
+
+/// The Bot API object for a file sent as `file_type`: the send's own values (`given`) first,
+/// then what the file was uploaded with.
+pub fn media_object(f: &StoredFile, given: &Map<String, Value>) -> Value {
     let id = file_id(f);
-    let num = |k: &str| extra.i64(k).unwrap_or(0);
+    let value = |k: &str| given.get(k).or_else(|| f.attributes.get(k));
+    let num = |k: &str| match value(k) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    };
+    let text = |k: &str| value(k).and_then(Value::as_str).map(str::to_owned);
     let mut v = match f.file_type {
         FileType::Photo => {
             return json!([{
@@ -144,8 +168,8 @@ pub fn media_object(f: &StoredFile, extra: &crate::request::BotRequest) -> Value
             "file_name": f.file_name, "mime_type": f.mime_type,
         }),
         FileType::Audio => json!({
-            "duration": num("duration"), "performer": extra.str("performer"),
-            "title": extra.str("title"), "file_name": f.file_name, "mime_type": f.mime_type,
+            "duration": num("duration"), "performer": text("performer"),
+            "title": text("title"), "file_name": f.file_name, "mime_type": f.mime_type,
         }),
         FileType::Voice => json!({"duration": num("duration"), "mime_type": f.mime_type}),
         FileType::VideoNote => json!({"length": num("length"), "duration": num("duration")}),

@@ -13,7 +13,7 @@ use crate::world::{FaultAction, RecordedCall, StoredFile, Webhook};
 use crate::{json_response, Sandbox};
 use axum::body::Body;
 use http::{header, Request, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::time::Duration;
 use telegram::file_id::FileType;
 
@@ -359,6 +359,7 @@ async fn resolve(
     value: Option<&str>,
     upload_name: &str,
     ft: FileType,
+    given: &Map<String, Value>,
 ) -> Result<StoredFile, String> {
     let upload = match value {
         _ if r.uploads.contains_key(upload_name) && value.is_none() => {
@@ -400,7 +401,7 @@ async fn resolve(
     if ft == FileType::Photo && upload.size > sb.cfg.max_photo {
         return Err("PHOTO_SAVE_FILE_INVALID".into());
     }
-    files::store(sb, &upload, ft)
+    files::store(sb, &upload, ft, files::attributes(given))
         .await
         .map_err(|e| format!("failed to keep the file: {e}"))
 }
@@ -426,12 +427,12 @@ async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> R
     } else {
         r.str(param)
     };
-    let file = match resolve(sb, r, value.as_deref(), param, ft).await {
+    let file = match resolve(sb, r, value.as_deref(), param, ft, &r.params).await {
         Ok(f) => f,
         Err(e) => return bad(&e),
     };
     let mut m = message(sb, r, c);
-    m[param] = files::media_object(&file, r);
+    m[param] = files::media_object(&file, &r.params);
     sent(sb, r, m)
 }
 
@@ -456,12 +457,13 @@ async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             _ => return bad("unsupported media type in the group"),
         };
         let media = item["media"].as_str();
-        let file = match resolve(sb, r, media, "media", ft).await {
+        let given = item.as_object().cloned().unwrap_or_default();
+        let file = match resolve(sb, r, media, "media", ft, &given).await {
             Ok(f) => f,
             Err(e) => return bad(&e),
         };
         let mut m = message(sb, r, c.clone());
-        m[key] = files::media_object(&file, r);
+        m[key] = files::media_object(&file, &given);
         if let Some(cap) = item["caption"].as_str() {
             m["caption"] = cap.into();
         }

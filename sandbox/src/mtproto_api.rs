@@ -177,6 +177,7 @@ async fn assemble(
     file: &tl::enums::InputFile,
     mime: Option<String>,
     file_type: FileType,
+    attributes: serde_json::Map<String, serde_json::Value>,
 ) -> Result<StoredFile, Answer> {
     use tl::enums::InputFile as F;
     let (id, parts, name) = match file {
@@ -211,9 +212,40 @@ async fn assemble(
         file_name: Some(name).filter(|n| !n.is_empty()),
         content_type: mime,
     };
-    crate::files::store(sb, &upload, file_type)
+    crate::files::store(sb, &upload, file_type, attributes)
         .await
         .map_err(|_| Answer::Error(500, "FILE_WRITE_FAILED".into()))
+}
+
+/// A document's TL attributes under their Bot API names (what a later send shows).
+fn kept_attributes(
+    attrs: &[tl::enums::DocumentAttribute],
+) -> serde_json::Map<String, serde_json::Value> {
+    use tl::enums::DocumentAttribute as A;
+    let mut out = serde_json::Map::new();
+    for a in attrs {
+        match a {
+            A::Video(v) => {
+                out.insert("width".into(), v.w.into());
+                out.insert("height".into(), v.h.into());
+                out.insert("duration".into(), (v.duration.round() as i64).into());
+                if v.round_message {
+                    out.insert("length".into(), v.w.into());
+                }
+            }
+            A::Audio(a) => {
+                out.insert("duration".into(), a.duration.into());
+                if let Some(p) = &a.performer {
+                    out.insert("performer".into(), p.clone().into());
+                }
+                if let Some(t) = &a.title {
+                    out.insert("title".into(), t.clone().into());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn reference() -> Vec<u8> {
@@ -309,11 +341,20 @@ pub(crate) async fn upload_media(
     let (f, attributes) = match &r.media {
         M::UploadedDocument(d) => {
             let t = telegram::mtproto::document_type(&d.attributes);
-            let f = assemble(sb, bot, &d.file, Some(d.mime_type.clone()), t).await?;
+            let kept = kept_attributes(&d.attributes);
+            let f = assemble(sb, bot, &d.file, Some(d.mime_type.clone()), t, kept).await?;
             (f, d.attributes.clone())
         }
         M::UploadedPhoto(p) => {
-            let f = assemble(sb, bot, &p.file, Some("image/jpeg".into()), FileType::Photo).await?;
+            let f = assemble(
+                sb,
+                bot,
+                &p.file,
+                Some("image/jpeg".into()),
+                FileType::Photo,
+                Default::default(),
+            )
+            .await?;
             (f, Vec::new())
         }
         M::Document(_) | M::Photo(_) => {

@@ -127,6 +127,9 @@ pub struct StoredFile {
     pub mime_type: Option<String>,
     /// What getFile answers as `file_path`.
     pub official_path: String,
+    /// What Telegram keeps with a document (Bot API names: width, height, duration, length,
+    /// performer, title), from its first upload; a later send's own values win.
+    pub attributes: Map<String, Value>,
 }
 
 /// One call as the sandbox received it.

@@ -166,6 +166,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_ALLOW_PRIVATE_URLS")]
     pub allow_private_urls: bool,
 
+    /// A chat every bot can post to (a private channel with the bots as admins): where
+    /// `upload<Type>`/`uploadFile` keep files when there is no MTProto (posted, file_id taken,
+    /// message deleted).
+    #[arg(long, env = "TELEPIPE_STORAGE_CHAT_ID", allow_hyphen_values = true)]
+    pub storage_chat_id: Option<i64>,
+
     /// Networks URL uploads may fetch from although not public (`10.1.0.0/16,127.0.0.2/32`).
     #[arg(long, env = "TELEPIPE_ALLOW_URL_NETWORKS", value_delimiter = ',')]
     pub allow_url_networks: Vec<String>,

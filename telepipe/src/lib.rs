@@ -233,6 +233,7 @@ pub async fn run(
                     ..Default::default()
                 },
                 max_upload: args.max_upload,
+                storage_chat: args.storage_chat_id,
             },
             mtproto(&args, store.clone(), sealer.clone())?,
         );
