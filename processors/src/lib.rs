@@ -21,6 +21,8 @@
 //! - [`metrics`]: the processors' metrics.
 
 pub mod files;
+mod groups;
+mod inline;
 pub mod metrics;
 pub mod outcome;
 pub mod passthrough;
@@ -246,6 +248,8 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
                 router::Route::GetFile => files::get_file(deps, &env).await,
                 router::Route::Upload => uploads::send_file(deps, &env).await,
                 router::Route::UploadOnly => uploads::upload_only(deps, &env).await,
+                router::Route::MediaGroup => groups::send_media_group(deps, &env).await,
+                router::Route::InlineAnswer => inline::answer_inline_query(deps, &env).await,
             }
         }
     };

@@ -12,6 +12,11 @@ pub enum Route {
     /// A send method whose file the gateway handles (a URL, an upload, a re-typed or renamed
     /// file_id), and the gateway's `sendFile` ([`crate::uploads`]).
     Upload,
+    /// sendMediaGroup with a URL, an uploaded part, a re-typed or renamed file_id
+    /// ([`crate::groups`]).
+    MediaGroup,
+    /// answerInlineQuery with file results to look at ([`crate::inline`]).
+    InlineAnswer,
     /// The gateway's `upload<Type>` and `uploadFile`: kept, sent to nobody ([`crate::uploads`]).
     UploadOnly,
 }
@@ -25,6 +30,8 @@ pub fn route(call: &Call) -> Route {
     }
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,
+        Some("sendMediaGroup") if crate::groups::takes_over(call) => Route::MediaGroup,
+        Some("answerInlineQuery") if crate::inline::takes_over(call) => Route::InlineAnswer,
         Some(_) if crate::uploads::takes_over(call) => Route::Upload,
         _ => Route::Passthrough,
     }

@@ -56,7 +56,7 @@ pub fn is_send_file(method: &str) -> bool {
 }
 
 /// The send method for a kind (a file parameter).
-fn method_for(kind: &str) -> &'static str {
+pub(crate) fn method_for(kind: &str) -> &'static str {
     match kind {
         "photo" => "sendPhoto",
         "video" => "sendVideo",
@@ -70,7 +70,7 @@ fn method_for(kind: &str) -> &'static str {
 }
 
 /// The kind (file parameter) a file id's type is sent as.
-fn kind_of(t: FileType) -> &'static str {
+pub(crate) fn kind_of(t: FileType) -> &'static str {
     use FileType::*;
     match t {
         t if t.is_photo() => "photo",
@@ -84,7 +84,7 @@ fn kind_of(t: FileType) -> &'static str {
     }
 }
 
-fn is_url(v: &str) -> bool {
+pub(crate) fn is_url(v: &str) -> bool {
     let v = v.trim_start().to_ascii_lowercase();
     v.starts_with("http://") || v.starts_with("https://")
 }
@@ -126,7 +126,7 @@ fn accepts(method: &str, t: FileType) -> bool {
 
 /// A file_id given for a method that does not take its type, or with `file_name`: the file
 /// must be downloaded and uploaded again, as asked.
-fn retyped(method: &str, value: &str, renamed: bool) -> Option<FileId> {
+pub(crate) fn retyped(method: &str, value: &str, renamed: bool) -> Option<FileId> {
     let fid = FileId::decode(value).ok()?;
     (renamed || !accepts(method, fid.file_type)).then_some(fid)
 }
@@ -153,7 +153,7 @@ pub fn takes_over(call: &Call) -> bool {
 }
 
 /// The Bot API's multipart limit for a method's file.
-fn bot_api_limit(method: &str) -> u64 {
+pub(crate) fn bot_api_limit(method: &str) -> u64 {
     if method == "sendPhoto" {
         10 * 1024 * 1024
     } else {
@@ -161,14 +161,14 @@ fn bot_api_limit(method: &str) -> u64 {
     }
 }
 
-fn bad_url(e: &FetchError) -> Response {
+pub(crate) fn bad_url(e: &FetchError) -> Response {
     Response::from_error(&ApiError::bad_request(format!(
         "failed to get HTTP URL content: {e}"
     )))
 }
 
 /// A parameter's value as a multipart text part carries it.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -176,10 +176,11 @@ fn text(v: &Value) -> String {
 }
 
 /// The file to send: where its bytes are, its name and type.
-struct Source {
-    blob: BlobRef,
-    file_name: String,
-    content_type: Option<String>,
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub(crate) blob: BlobRef,
+    pub(crate) file_name: String,
+    pub(crate) content_type: Option<String>,
 }
 
 async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
@@ -187,6 +188,11 @@ async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
         tracing::info!(error = %e, "URL upload refused or failed");
         bad_url(&e)
     })?;
+    keep_fetched(deps, fetched).await
+}
+
+/// Streams a fetched body into the blob store.
+pub(crate) async fn keep_fetched(deps: &Deps, fetched: fetch::Fetched) -> Result<Source, Response> {
     let file_name = fetched.file_name.clone().unwrap_or_else(|| "file".into());
     let content_type = fetched.content_type.clone();
     let body = crate::progress::Progress::new(fetched.body, "fetch", fetched.size.unwrap_or(0));
@@ -223,18 +229,35 @@ async fn source_of(
     method: Option<&str>,
     renamed: bool,
 ) -> Result<Option<Source>, Response> {
-    let given = call
+    let value = call
         .params()
         .get(param)
         .and_then(Value::as_str)
         .map(str::to_owned);
-    if let Some(url) = given.as_deref().filter(|v| is_url(v)) {
+    source_from(deps, token, call, value.as_deref(), param, method, renamed).await
+}
+
+/// The file a `value` names (a URL, `attach://<part>`, a file_id to re-type or rename), or
+/// else the call's uploaded part `part`.
+pub(crate) async fn source_from(
+    deps: &Deps,
+    token: &schemas::BotToken,
+    call: &Call,
+    value: Option<&str>,
+    part: &str,
+    method: Option<&str>,
+    renamed: bool,
+) -> Result<Option<Source>, Response> {
+    if let Some(url) = value.filter(|v| is_url(v)) {
         return fetch_url(deps, url).await.map(Some);
     }
+    let part = value
+        .and_then(|v| v.strip_prefix("attach://"))
+        .unwrap_or(part);
     let retype = method
-        .zip(given.as_deref())
+        .zip(value)
         .and_then(|(m, id)| retyped(m, id, renamed));
-    if let (Some(fid), Some(id)) = (retype, given.as_deref()) {
+    if let (Some(fid), Some(id)) = (retype, value) {
         let row = crate::files::file_of(deps, token, call.test_env, id, &fid).await?;
         return Ok(Some(Source {
             blob: row.blob,
@@ -242,7 +265,7 @@ async fn source_of(
             content_type: row.mime_type,
         }));
     }
-    Ok(file_part(call, param).map(|(blob, name, ctype)| Source {
+    Ok(file_part(call, part).map(|(blob, name, ctype)| Source {
         blob: blob.clone(),
         file_name: name.unwrap_or("file").to_owned(),
         content_type: ctype.map(str::to_owned),
@@ -353,7 +376,7 @@ fn content_type(given: Option<String>, meta: &media::Metadata) -> Option<String>
 }
 
 /// The same call as another method, with another body (the gateway's own calls upstream).
-fn as_call(env: &Envelope<Call>, method: &str, body: CallBody) -> Envelope<Call> {
+pub(crate) fn as_call(env: &Envelope<Call>, method: &str, body: CallBody) -> Envelope<Call> {
     let mut call = env.payload.clone();
     call.method = method.to_owned();
     call.body = body;
@@ -363,6 +386,109 @@ fn as_call(env: &Envelope<Call>, method: &str, body: CallBody) -> Envelope<Call>
         header: env.header.clone(),
         payload: call,
     }
+}
+
+/// How one file goes upstream in a send.
+pub(crate) enum Prepared {
+    /// As an uploaded part, with the metadata parameters the request lacked.
+    Part(Part, Vec<(&'static str, String)>),
+    /// By file_id: uploaded over MTProto just now, or (`deduped`) sent before.
+    Id { file_id: String, deduped: bool },
+}
+
+/// What the gateway does with one file to send as `kind`: its cached file_id (when `use_cache`
+/// and the bot sent the same before), else an uploaded part named `part_name` within the Bot
+/// API's limits (or with a local Bot API server), else an MTProto upload. `given` are the
+/// request's own parameters for this file, which win over its metadata.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn prepare(
+    deps: &Deps,
+    token: &schemas::BotToken,
+    test_env: bool,
+    source: &Source,
+    key: &store::UploadKey,
+    given: &serde_json::Map<String, Value>,
+    part_name: &str,
+    meta: Option<media::Metadata>,
+    use_cache: bool,
+) -> Result<Prepared, Response> {
+    if use_cache {
+        match deps.store.cached_upload(key).await {
+            Ok(Some(file_id)) => {
+                return Ok(Prepared::Id {
+                    file_id,
+                    deduped: true,
+                })
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "dedupe cache lookup failed; uploading"),
+        }
+    }
+    let meta = match meta {
+        Some(m) => m,
+        None => probe(deps, &source.blob).await,
+    };
+    let kind = key.kind.as_str();
+    let extra = missing_metadata(&meta, kind, given);
+    let ctype = content_type(source.content_type.clone(), &meta);
+    if source.blob.size <= bot_api_limit(method_for(kind)) || deps.files.local_mode() {
+        crate::metrics::UPLOADS
+            .with_label_values(&["multipart"])
+            .inc();
+        let part = Part::File {
+            name: part_name.to_owned(),
+            file_name: Some(key.file_name.clone()),
+            content_type: ctype,
+            blob: source.blob.clone(),
+        };
+        return Ok(Prepared::Part(part, extra));
+    }
+    let media = media_for(
+        kind,
+        &with_metadata(given, &extra),
+        mime_or_default(ctype),
+        key.file_name.clone(),
+    );
+    let stored = mtproto_upload(deps, token, test_env, &source.blob, &key.file_name, media).await?;
+    Ok(Prepared::Id {
+        file_id: stored.file_id.encode(),
+        deduped: false,
+    })
+}
+
+/// After a send with prepared files: a success caches what was uploaded and counts what went
+/// by cache; a failure forgets cached ids that were used (a file_id Telegram no longer takes),
+/// and says whether sending again without them is worth it.
+pub(crate) async fn settle(
+    deps: &Deps,
+    answer: &Response,
+    sent: &[(store::UploadKey, bool, Option<String>)],
+) -> bool {
+    if answer.status == 200 {
+        for (key, deduped, file_id) in sent {
+            if *deduped {
+                crate::metrics::UPLOADS
+                    .with_label_values(&["deduped"])
+                    .inc();
+            } else if let Some(file_id) = file_id {
+                if let Err(error) = deps.store.put_upload(key, file_id).await {
+                    tracing::warn!(%error, "could not cache an upload");
+                }
+            }
+        }
+        return false;
+    }
+    let used: Vec<_> = sent.iter().filter(|(_, deduped, _)| *deduped).collect();
+    for (key, ..) in &used {
+        tracing::info!(
+            status = answer.status,
+            "a cached upload no longer works; uploading again"
+        );
+        if let Err(error) = deps.store.forget_upload(key).await {
+            tracing::warn!(%error, "could not forget a cached upload");
+        }
+    }
+    !used.is_empty()
 }
 
 pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
@@ -411,76 +537,46 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     } else {
         param
     };
-    let out_method = method_for(kind);
-    let file_name = renamed.unwrap_or(source.file_name);
     let key = store::UploadKey {
         bot_id: env.header.bot_id,
         sha256: source.blob.sha256.clone(),
         kind: kind.to_owned(),
-        file_name: file_name.clone(),
+        file_name: renamed.unwrap_or_else(|| source.file_name.clone()),
     };
-    match deps.store.cached_upload(&key).await {
-        Ok(Some(file_id)) => {
-            let body = by_file_id(call, param, kind, &params, file_id);
-            let answer = crate::passthrough::execute(deps, &as_call(env, out_method, body)).await;
-            if answer.status == 200 {
-                crate::metrics::UPLOADS
-                    .with_label_values(&["deduped"])
-                    .inc();
-                return answer;
-            }
-            tracing::info!(
-                status = answer.status,
-                "a cached upload no longer works; uploading again"
-            );
-            if let Err(error) = deps.store.forget_upload(&key).await {
-                tracing::warn!(%error, "could not forget a cached upload");
-            }
-        }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "dedupe cache lookup failed; uploading"),
-    }
-    let meta = match meta {
-        Some(m) => m,
-        None => probe(deps, &source.blob).await,
-    };
-    let extra = missing_metadata(&meta, kind, &params);
-    let ctype = content_type(source.content_type, &meta);
-
-    let body = if source.blob.size <= bot_api_limit(out_method) || deps.files.local_mode() {
-        let part = Part::File {
-            name: kind.to_owned(),
-            file_name: Some(file_name),
-            content_type: ctype,
-            blob: source.blob,
-        };
-        crate::metrics::UPLOADS
-            .with_label_values(&["multipart"])
-            .inc();
-        CallBody::Multipart {
-            parts: parts_with(call, param, &extra, part),
-        }
-    } else {
-        let media = media_for(
+    let mut use_cache = true;
+    loop {
+        let prepared = prepare(
+            deps,
+            &token,
+            call.test_env,
+            &source,
+            &key,
+            &params,
             kind,
-            &with_metadata(&params, &extra),
-            mime_or_default(ctype),
-            file_name.clone(),
-        );
-        match mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media).await {
-            Ok(stored) => by_file_id(call, param, kind, &params, stored.file_id.encode()),
-            Err(answer) => return answer,
-        }
-    };
-    let answer = crate::passthrough::execute(deps, &as_call(env, out_method, body)).await;
-    if answer.status == 200 {
-        if let Some(file_id) = sent_file_id(&answer, kind) {
-            if let Err(error) = deps.store.put_upload(&key, &file_id).await {
-                tracing::warn!(%error, "could not cache an upload");
+            meta.clone(),
+            use_cache,
+        )
+        .await;
+        let (body, deduped) = match prepared {
+            Ok(Prepared::Part(part, extra)) => (
+                CallBody::Multipart {
+                    parts: parts_with(call, param, &extra, part),
+                },
+                false,
+            ),
+            Ok(Prepared::Id { file_id, deduped }) => {
+                (by_file_id(call, param, kind, &params, file_id), deduped)
             }
+            Err(answer) => return answer,
+        };
+        let answer = crate::passthrough::execute(deps, &as_call(env, method_for(kind), body)).await;
+        let sent = [(key.clone(), deduped, sent_file_id(&answer, kind))];
+        if settle(deps, &answer, &sent).await {
+            use_cache = false;
+            continue;
         }
+        return answer;
     }
-    answer
 }
 
 /// `sendFile` given a file_id: sent by the method its type takes.
@@ -539,8 +635,12 @@ fn by_file_id(
 fn sent_file_id(answer: &Response, param: &str) -> Option<String> {
     let bytes = answer.body.inline_bytes()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let media = &v["result"][param];
-    let media = match media {
+    file_id_in(&v["result"], param)
+}
+
+/// The file_id of a message's `kind` of media (a photo's: its largest size).
+pub(crate) fn file_id_in(message: &Value, kind: &str) -> Option<String> {
+    let media = match &message[kind] {
         Value::Array(sizes) => sizes.last()?,
         other => other,
     };
@@ -760,52 +860,73 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
     } else {
         param
     };
-    let file_name = renamed.unwrap_or(source.file_name);
-    let size = source.blob.size;
     let key = store::UploadKey {
         bot_id: env.header.bot_id,
         sha256: source.blob.sha256.clone(),
         kind: kind.to_owned(),
-        file_name: file_name.clone(),
+        file_name: renamed.unwrap_or_else(|| source.file_name.clone()),
     };
-    if let Ok(Some(cached)) = deps.store.cached_upload(&key).await {
+    match keep(deps, env, &token, &source, &key, &params, meta).await {
+        Ok((fid, size)) => upload_answer(&fid, Some(size)),
+        Err(answer) => answer,
+    }
+}
+
+/// Keeps a file as `key.kind` without sending it to anybody: by its cached file_id when the
+/// bot kept or sent the same before, else over MTProto (`uploadMedia` to the bot itself), else
+/// through the storage chat. Answers the file_id and the size.
+pub(crate) async fn keep(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: &schemas::BotToken,
+    source: &Source,
+    key: &store::UploadKey,
+    given: &serde_json::Map<String, Value>,
+    meta: media::Metadata,
+) -> Result<(FileId, u64), Response> {
+    if let Ok(Some(cached)) = deps.store.cached_upload(key).await {
         if let Ok(fid) = FileId::decode(&cached) {
             crate::metrics::UPLOADS
                 .with_label_values(&["deduped"])
                 .inc();
-            return upload_answer(&fid, Some(size));
+            return Ok((fid, source.blob.size));
         }
     }
-    let extra = missing_metadata(&meta, kind, &params);
-    let ctype = content_type(source.content_type, &meta);
+    let kind = key.kind.as_str();
+    let extra = missing_metadata(&meta, kind, given);
+    let ctype = content_type(source.content_type.clone(), &meta);
     let kept = if deps.files.mtproto().is_some() {
         let media = media_for(
             kind,
-            &with_metadata(&params, &extra),
+            &with_metadata(given, &extra),
             mime_or_default(ctype),
-            file_name.clone(),
+            key.file_name.clone(),
         );
-        mtproto_upload(deps, &token, call.test_env, &source.blob, &file_name, media)
-            .await
-            .map(|s| (s.file_id, s.file_size))
+        mtproto_upload(
+            deps,
+            token,
+            env.payload.test_env,
+            &source.blob,
+            &key.file_name,
+            media,
+        )
+        .await
+        .map(|s| (s.file_id, s.file_size))
     } else {
         let part = Part::File {
             name: kind.to_owned(),
-            file_name: Some(file_name),
+            file_name: Some(key.file_name.clone()),
             content_type: ctype,
-            blob: source.blob,
+            blob: source.blob.clone(),
         };
         through_storage_chat(deps, env, kind, &extra, part).await
     };
-    match kept {
-        Ok((fid, size)) => {
-            if let Err(error) = deps.store.put_upload(&key, &fid.encode()).await {
-                tracing::warn!(%error, "could not cache an upload");
-            }
-            upload_answer(&fid, Some(size))
+    if let Ok((fid, _)) = &kept {
+        if let Err(error) = deps.store.put_upload(key, &fid.encode()).await {
+            tracing::warn!(%error, "could not cache an upload");
         }
-        Err(answer) => answer,
     }
+    kept
 }
 
 /// Keeps a file by posting it to the storage chat (`--storage-chat-id`), taking its file_id
@@ -888,7 +1009,7 @@ async fn through_storage_chat(
     Ok((fid, media["file_size"].as_u64().unwrap_or(size)))
 }
 
-fn upload_answer(fid: &FileId, size: Option<u64>) -> Response {
+pub(crate) fn upload_answer(fid: &FileId, size: Option<u64>) -> Response {
     let mut result = serde_json::json!({
         "file_id": fid.encode(),
         "file_unique_id": fid.unique_id(),

@@ -149,10 +149,7 @@ async fn answer(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             Err(e) => bad(&e),
         },
         "deleteMessage" => delete_message(sb, r),
-        "answerInlineQuery" => match r.str("inline_query_id") {
-            Some(_) => ok(json!(true)),
-            None => bad("QUERY_ID_INVALID"),
-        },
+        "answerInlineQuery" => answer_inline_query(sb, r),
         "sendChatAction" => match (chat(r, "chat_id"), r.str("action")) {
             (Err(e), _) => bad(&e),
             (Ok(_), None) => bad("action is empty"),
@@ -470,6 +467,29 @@ async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         out.push(m);
     }
     sent_all(sb, r, out)
+}
+
+/// Checks what Telegram would: a query id, results as an array, and every cached result's
+/// file_id naming a file of the bot's world.
+fn answer_inline_query(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
+    if r.str("inline_query_id").is_none() {
+        return bad("QUERY_ID_INVALID");
+    }
+    let Some(Value::Array(results)) = r.json("results") else {
+        return bad("can't parse inline query results JSON object");
+    };
+    for result in &results {
+        let Some(m) = result.as_object() else {
+            return bad("can't parse inline query result");
+        };
+        for (k, v) in m.iter().filter(|(k, _)| k.ends_with("_file_id")) {
+            let id = v.as_str().unwrap_or("");
+            if files::lookup(&sb.world.lock(), id).is_err() {
+                return bad(&format!("wrong file identifier in {k}"));
+            }
+        }
+    }
+    ok(json!(true))
 }
 
 fn get_file(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
