@@ -13,9 +13,9 @@ use std::time::Instant;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
-struct Server {
-    child: Child,
-    url: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -25,7 +25,11 @@ impl Drop for Server {
 }
 
 /// Starts the binary and waits for its `... listening on http://ADDR` line.
-async fn start(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Server> {
+pub(crate) async fn start(
+    bin: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<Server> {
     let mut child = Command::new(bin)
         .args(args)
         .envs(env.iter().cloned())
@@ -49,7 +53,7 @@ async fn start(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::R
     bail!("{} exited before listening", bin.display())
 }
 
-fn vm_hwm_kb(pid: u32) -> u64 {
+pub(crate) fn vm_hwm_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -64,6 +68,40 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// The sandbox (with `--env-file`) and a gateway pointed at both its faces, as processes of
+/// `bin`, their data under `dir` (`sandbox/`, `gateway/`).
+pub(crate) async fn start_pair(
+    bin: &Path,
+    dir: &Path,
+    gateway_flags: &[&str],
+) -> anyhow::Result<(Server, Server)> {
+    let env_file = dir.join("sandbox.env");
+    let sandbox = start(
+        bin,
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.join("sandbox").display().to_string(),
+            "--env-file",
+            &env_file.display().to_string(),
+        ],
+        &[],
+    )
+    .await?;
+    let env: Vec<(String, String)> = std::fs::read_to_string(&env_file)?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let data = dir.join("gateway").display().to_string();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", &data];
+    args.extend_from_slice(gateway_flags);
+    let gateway = start(bin, &args, &env).await?;
+    Ok((sandbox, gateway))
 }
 
 /// Downloads `url` `rounds` times with `concurrency` clients; MB/s over all bytes.
@@ -99,41 +137,8 @@ async fn download_rate(
 pub async fn run(bin: PathBuf, size: u64, rounds: usize, concurrency: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("telepipe-bench-files-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let env_file = dir.join("sandbox.env");
-    let sandbox = start(
-        &bin,
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.join("sandbox").display().to_string(),
-            "--env-file",
-            &env_file.display().to_string(),
-        ],
-        &[],
-    )
-    .await?;
-    let env: Vec<(String, String)> = std::fs::read_to_string(&env_file)?
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
     let gw_data = dir.join("gateway");
-    let gateway = start(
-        &bin,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &gw_data.display().to_string(),
-            "--file-wait",
-            "3600",
-        ],
-        &env,
-    )
-    .await?;
+    let (sandbox, gateway) = start_pair(&bin, &dir, &["--file-wait", "3600"]).await?;
     let gw_pid = gateway.child.id().context("gateway pid")?;
     let http = reqwest::Client::builder().build()?;
     let bot = 4242;

@@ -7,6 +7,7 @@
 //! one run, not across machines.
 
 mod files;
+mod uploads;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -47,6 +48,19 @@ enum Bench {
         rounds: usize,
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+    },
+    /// Uploads: multipart and URL sends within the Bot API's limits and past them (MTProto),
+    /// with the gateway's peak RSS; then the dedupe ratio (the same file sent twice).
+    Uploads {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        /// Size of the big (MTProto) uploads, in MiB.
+        #[arg(long, default_value_t = 200)]
+        big_mib: u64,
+        /// Size of the dedupe file, in MiB.
+        #[arg(long, default_value_t = 100)]
+        dedupe_mib: u64,
     },
 }
 
@@ -149,6 +163,16 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(files::run(bin, size, rounds, concurrency));
+        }
+        Bench::Uploads {
+            bin,
+            big_mib,
+            dedupe_mib,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(uploads::run(bin, big_mib, dedupe_mib));
         }
     };
     let dir = std::env::temp_dir().join(format!("telepipe-bench-{}", std::process::id()));

@@ -90,14 +90,7 @@ pub async fn send_media_group(deps: &Deps, env: &Envelope<Call>) -> Response {
         };
         match source {
             Ok(Some(source)) => found.push(Some(Item {
-                key: store::UploadKey {
-                    bot_id: env.header.bot_id,
-                    sha256: source.blob.sha256.clone(),
-                    kind: kind.to_owned(),
-                    file_name: renamed
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| source.file_name.clone()),
-                },
+                key: source.key(env.header.bot_id, kind, renamed.map(str::to_owned)),
                 source,
             })),
             Ok(None) => found.push(None),

@@ -10,7 +10,7 @@
 //! a URL of unknown size, or within the limits, stays as it is for Telegram to fetch.
 
 use crate::passthrough::open_token;
-use crate::uploads::{keep, keep_fetched, kind_of, probe, Source};
+use crate::uploads::{file_part, keep, keep_fetched, kind_of, probe, Source};
 use crate::Deps;
 use schemas::{ApiError, Call, CallBody, Envelope, Part, Response};
 use serde_json::{Map, Value};
@@ -42,22 +42,6 @@ fn results(call: &Call) -> Option<Vec<Value>> {
         Value::Array(a) => Some(a.clone()),
         _ => None,
     }
-}
-
-fn inline_part(call: &Call, n: usize) -> Option<(&schemas::BlobRef, Option<&str>, Option<&str>)> {
-    let CallBody::Multipart { parts } = &call.body else {
-        return None;
-    };
-    let want = format!("inline_file{n}");
-    parts.iter().find_map(|p| match p {
-        Part::File {
-            name,
-            blob,
-            file_name,
-            content_type,
-        } if *name == want => Some((blob, file_name.as_deref(), content_type.as_deref())),
-        _ => None,
-    })
 }
 
 /// Whether the gateway must look at an answerInlineQuery: a `file` result, an `inline_file`
@@ -134,7 +118,7 @@ enum Plan {
 
 async fn plan(deps: &Deps, call: &Call, n: usize, r: &Value) -> Result<Plan, Response> {
     let t = r["type"].as_str().unwrap_or("");
-    if let Some((blob, name, ctype)) = inline_part(call, n) {
+    if let Some((blob, name, ctype)) = file_part(call, &format!("inline_file{n}")) {
         return Ok(Plan::Upload(Source {
             blob: blob.clone(),
             file_name: name.unwrap_or("file").to_owned(),
@@ -216,12 +200,7 @@ pub async fn answer_inline_query(deps: &Deps, env: &Envelope<Call>) -> Response 
                     Some((_, kind, _)) if !kind.is_empty() => kind,
                     _ => media::detect(&meta).param(),
                 };
-                let key = store::UploadKey {
-                    bot_id: env.header.bot_id,
-                    sha256: source.blob.sha256.clone(),
-                    kind: kind.to_owned(),
-                    file_name: source.file_name.clone(),
-                };
+                let key = source.key(env.header.bot_id, kind, None);
                 let given = r.as_object().cloned().unwrap_or_default();
                 match keep(deps, env, &token, &source, &key, &given, meta).await {
                     Ok((fid, _)) => cached(r, kind, &fid.encode(), &source.file_name),

@@ -90,7 +90,7 @@ pub(crate) fn is_url(v: &str) -> bool {
 }
 
 /// The uploaded part named `param`, if the call is multipart and has one.
-fn file_part<'a>(
+pub(crate) fn file_part<'a>(
     call: &'a Call,
     param: &str,
 ) -> Option<(&'a BlobRef, Option<&'a str>, Option<&'a str>)> {
@@ -181,6 +181,23 @@ pub(crate) struct Source {
     pub(crate) blob: BlobRef,
     pub(crate) file_name: String,
     pub(crate) content_type: Option<String>,
+}
+
+impl Source {
+    /// What makes this file sent as `kind` by `bot_id` the same as an earlier send.
+    pub(crate) fn key(
+        &self,
+        bot_id: schemas::BotId,
+        kind: &str,
+        renamed: Option<String>,
+    ) -> store::UploadKey {
+        store::UploadKey {
+            bot_id,
+            sha256: self.blob.sha256.clone(),
+            kind: kind.to_owned(),
+            file_name: renamed.unwrap_or_else(|| self.file_name.clone()),
+        }
+    }
 }
 
 async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
@@ -537,12 +554,7 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     } else {
         param
     };
-    let key = store::UploadKey {
-        bot_id: env.header.bot_id,
-        sha256: source.blob.sha256.clone(),
-        kind: kind.to_owned(),
-        file_name: renamed.unwrap_or_else(|| source.file_name.clone()),
-    };
+    let key = source.key(env.header.bot_id, kind, renamed);
     let mut use_cache = true;
     loop {
         let prepared = prepare(
@@ -860,12 +872,7 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
     } else {
         param
     };
-    let key = store::UploadKey {
-        bot_id: env.header.bot_id,
-        sha256: source.blob.sha256.clone(),
-        kind: kind.to_owned(),
-        file_name: renamed.unwrap_or_else(|| source.file_name.clone()),
-    };
+    let key = source.key(env.header.bot_id, kind, renamed);
     match keep(deps, env, &token, &source, &key, &params, meta).await {
         Ok((fid, size)) => upload_answer(&fid, Some(size)),
         Err(answer) => answer,

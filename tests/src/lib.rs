@@ -337,6 +337,32 @@ pub fn bus_args() -> Vec<String> {
     .collect()
 }
 
+/// A small real media file from `media/testdata` (made by its `make.sh`).
+pub fn testdata(name: &str) -> Vec<u8> {
+    let path = format!("{}/../media/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Serves `app` as a stand-in public server on 127.0.0.2 (let through with
+/// `--allow-url-networks 127.0.0.2/32`; 127.0.0.1 stays private); its base URL.
+pub async fn public_server(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("127.0.0.2 binds");
+    let addr = l.local_addr().expect("bound");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}")
+}
+
+/// `/<name>`: the test media of `media/testdata`, for URL uploads.
+pub fn media_routes() -> axum::Router {
+    use axum::extract::Path;
+    axum::Router::new().route(
+        "/{name}",
+        axum::routing::get(|Path(name): Path<String>| async move { testdata(&name) }),
+    )
+}
+
 /// GET `url`, the answer's JSON (whatever its status).
 pub async fn get_json(url: &str) -> Value {
     client()

@@ -3,18 +3,14 @@
 //! A stand-in public server on 127.0.0.2 serves the test media (`media/testdata`) and big files.
 
 use serde_json::{json, Value};
-use telepipe_tests::{client, post_json, token, Control, Proc};
-
-fn testdata(name: &str) -> Vec<u8> {
-    let path = format!("{}/../media/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use telepipe_tests::{
+    client, media_routes, post_json, public_server, testdata, token, Control, Proc,
+};
 
 /// `/<name>`: a test file; `/big.bin`: 60 MB, streamed; `/big.jpg`: a 6 MB JPEG (the test
 /// photo with padding), over Telegram's 5 MB for photo URLs.
 async fn media_server() -> String {
-    use axum::extract::Path;
-    let app = axum::Router::new()
+    let app = media_routes()
         .route(
             "/big.bin",
             axum::routing::get(|| async {
@@ -33,15 +29,8 @@ async fn media_server() -> String {
                 jpg.resize(6 << 20, 0);
                 ([("content-type", "image/jpeg")], jpg)
             }),
-        )
-        .route(
-            "/{name}",
-            axum::routing::get(|Path(name): Path<String>| async move { testdata(&name) }),
         );
-    let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    public_server(app).await
 }
 
 async fn gateway(sandbox: &Proc) -> Proc {

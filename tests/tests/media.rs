@@ -4,12 +4,9 @@
 //! `media/testdata` (made by its `make.sh`).
 
 use serde_json::{json, Value};
-use telepipe_tests::{assert_shaped, client, post_json, token, Control, Proc};
-
-fn testdata(name: &str) -> Vec<u8> {
-    let path = format!("{}/../media/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use telepipe_tests::{
+    assert_shaped, client, media_routes, post_json, public_server, testdata, token, Control, Proc,
+};
 
 /// A multipart call with `file` as the part `param` under a name that says nothing of its
 /// type, so what is judged is the content.
@@ -38,19 +35,6 @@ async fn send(
         .json()
         .await
         .unwrap()
-}
-
-/// A stand-in public server on 127.0.0.2 serving the test media by name.
-async fn media_server() -> String {
-    use axum::extract::Path;
-    let app = axum::Router::new().route(
-        "/{name}",
-        axum::routing::get(|Path(name): Path<String>| async move { testdata(&name) }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +93,7 @@ async fn send_file_sends_each_file_as_its_content_says() {
     assert_eq!(voice["result"]["voice"]["duration"], 4, "{voice}");
 
     // A URL is fetched and judged the same way.
-    let files = media_server().await;
+    let files = public_server(media_routes()).await;
     let v = post_json(
         &format!("{}/bot{}/sendFile", gw.url, token(bot)),
         &json!({"chat_id": 5, "file": format!("{files}/round.mp4")}),

@@ -45,10 +45,7 @@ async fn files_server() -> String {
             "/private",
             get(|| async { Redirect::temporary("http://127.0.0.1:9/doc.pdf") }),
         );
-    let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await });
-    format!("http://{addr}")
+    telepipe_tests::public_server(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,9 +488,7 @@ async fn a_url_of_one_and_a_half_gigabytes_goes_through_mtproto_with_flat_memory
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let files = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let files = telepipe_tests::public_server(app).await;
 
     let sandbox = Proc::sandbox(&[]).await.unwrap();
     let control = Control::new(&sandbox);
