@@ -3,6 +3,12 @@
 /// Every call a bot makes.
 pub const CALLS: &str = "calls";
 
+/// Updates as received from Telegram (the gateway's polling, or its `/hook/` endpoint).
+pub const UPDATES_RAW: &str = "updates.raw";
+
+/// Updates past the updates filter, for delivery to webhooks.
+pub const UPDATES: &str = "updates";
+
 /// Answers for the ingest instance `instance`: it alone consumes this topic, so its egress
 /// can resolve the HTTP requests it holds.
 pub fn responses(instance: &str) -> String {
@@ -13,6 +19,10 @@ pub fn responses(instance: &str) -> String {
 pub fn label(topic: &str) -> &'static str {
     if topic == CALLS {
         "calls"
+    } else if topic == UPDATES_RAW {
+        "updates.raw"
+    } else if topic == UPDATES {
+        "updates"
     } else if topic.starts_with("responses.") {
         "responses"
     } else {

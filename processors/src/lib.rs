@@ -29,6 +29,7 @@ pub mod passthrough;
 mod progress;
 pub mod router;
 pub mod uploads;
+mod webhooks;
 
 use bus::offsets::OffsetTracker;
 use bus::Bus;
@@ -248,6 +249,10 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
                 router::Route::GetFile => files::get_file(deps, &env).await,
                 router::Route::Upload => uploads::send_file(deps, &env).await,
                 router::Route::UploadOnly => uploads::upload_only(deps, &env).await,
+                router::Route::SetWebhook => webhooks::set_webhook(deps, &env).await,
+                router::Route::DeleteWebhook => webhooks::delete_webhook(deps, &env).await,
+                router::Route::WebhookInfo => webhooks::webhook_info(deps, &env).await,
+                router::Route::GetUpdates => webhooks::get_updates(deps, &env).await,
                 router::Route::MediaGroup => groups::send_media_group(deps, &env).await,
                 router::Route::InlineAnswer => inline::answer_inline_query(deps, &env).await,
             }

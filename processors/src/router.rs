@@ -17,6 +17,12 @@ pub enum Route {
     MediaGroup,
     /// answerInlineQuery with file results to look at ([`crate::inline`]).
     InlineAnswer,
+    /// setWebhook, deleteWebhook, getWebhookInfo, getUpdates: the gateway keeps webhooks
+    /// ([`crate::webhooks`]).
+    SetWebhook,
+    DeleteWebhook,
+    WebhookInfo,
+    GetUpdates,
     /// The gateway's `upload<Type>` and `uploadFile`: kept, sent to nobody ([`crate::uploads`]).
     UploadOnly,
 }
@@ -30,6 +36,10 @@ pub fn route(call: &Call) -> Route {
     }
     match schemas::catalogue::canonical(&call.method) {
         Some("getFile") => Route::GetFile,
+        Some("setWebhook") => Route::SetWebhook,
+        Some("deleteWebhook") => Route::DeleteWebhook,
+        Some("getWebhookInfo") => Route::WebhookInfo,
+        Some("getUpdates") => Route::GetUpdates,
         Some("sendMediaGroup") if crate::groups::takes_over(call) => Route::MediaGroup,
         Some("answerInlineQuery") if crate::inline::takes_over(call) => Route::InlineAnswer,
         Some(_) if crate::uploads::takes_over(call) => Route::Upload,

@@ -16,6 +16,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub enum RecordKind {
     Call,
     Response,
+    Update,
 }
 
 impl RecordKind {
@@ -23,6 +24,7 @@ impl RecordKind {
         match self {
             RecordKind::Call => "call",
             RecordKind::Response => "response",
+            RecordKind::Update => "update",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod media;
 pub mod response;
 pub mod seal;
 pub mod token;
+pub mod update;
 
 pub use body::{BlobRef, BodyBytes};
 pub use call::{Call, CallBody, Part};
@@ -33,6 +34,7 @@ pub use ids::{BotId, CallId};
 pub use response::{Origin, Response, Stages};
 pub use seal::{SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
 pub use token::{BotToken, TokenError};
+pub use update::{Update, UpdateSource};
 
 /// Milliseconds since the Unix epoch, the one clock format used in records.
 /// Telegram usernames: 4–32 of `[A-Za-z0-9_]` (bots' are longer; 4 admits old collectibles).

@@ -107,7 +107,7 @@ pub struct CallQuery {
 }
 
 #[async_trait]
-pub trait Store: FileStore {
+pub trait Store: FileStore + WebhookStore {
     /// Writes (or overwrites) the audit row of a call.
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError>;
 
@@ -208,6 +208,69 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// Forgets a cached upload (its file_id stopped working).
     async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError>;
+}
+
+/// A webhook the gateway keeps for a bot (setWebhook), and where polling Telegram for it stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRow {
+    pub bot_id: BotId,
+    pub url: String,
+    pub secret_token: Option<String>,
+    pub max_connections: i64,
+    /// JSON array of update kinds, as the bot gave it.
+    pub allowed_updates: Option<String>,
+    /// PEM of the bot's self-signed certificate, trusted for its URL only.
+    pub certificate: Option<String>,
+    /// The bot's token sealed under the cluster key: the gateway polls Telegram as the bot.
+    pub token_sealed: String,
+    pub test_env: bool,
+    /// The next update_id to ask Telegram for.
+    pub poll_offset: i64,
+    pub last_error_date: Option<i64>,
+    pub last_error_message: Option<String>,
+}
+
+/// The part of [`Store`] that keeps webhooks and the updates waiting for them.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Sets a bot's webhook; the poll offset and last error of an earlier one are kept.
+    async fn put_webhook(&self, row: &WebhookRow) -> Result<(), StoreError>;
+
+    async fn webhook(&self, bot_id: BotId) -> Result<Option<WebhookRow>, StoreError>;
+
+    /// Every webhook (the pollers' and deliverers' work list).
+    async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError>;
+
+    /// Removes a bot's webhook; with `drop_pending`, its undelivered updates too.
+    async fn delete_webhook(&self, bot_id: BotId, drop_pending: bool) -> Result<(), StoreError>;
+
+    async fn set_poll_offset(&self, bot_id: BotId, offset: i64) -> Result<(), StoreError>;
+
+    /// The last delivery error (`None`: clear it).
+    async fn set_webhook_error(
+        &self,
+        bot_id: BotId,
+        error: Option<(i64, String)>,
+    ) -> Result<(), StoreError>;
+
+    /// Keeps an update to deliver; `false` when it was kept before (a replayed record).
+    async fn put_update(
+        &self,
+        bot_id: BotId,
+        update_id: i64,
+        update: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The oldest undelivered updates of a bot, in update_id order.
+    async fn pending_updates(
+        &self,
+        bot_id: BotId,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+
+    async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError>;
+
+    async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError>;
 }
 
 /// What makes two uploads the same: bot, content, kind (`document`, `photo`, ...), name.

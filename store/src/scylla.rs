@@ -9,7 +9,10 @@
 //! Tested by the shared store suite only where `TELEPIPE_TEST_SCYLLA` names a node: no ScyllaDB
 //! runs on the project's build machines (see the README).
 
-use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey};
+use crate::{
+    CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
+    WebhookStore,
+};
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
 use scylla::client::session::Session;
@@ -407,6 +410,206 @@ impl FileStore for ScyllaStore {
     }
 }
 
+const WEBHOOK_COLUMNS: &str = "bot_id, url, secret_token, max_connections, allowed_updates, \
+    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message";
+
+type WebhookColumns = (
+    i64,
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn webhook_from(c: WebhookColumns) -> WebhookRow {
+    WebhookRow {
+        bot_id: BotId(c.0),
+        url: c.1,
+        secret_token: c.2,
+        max_connections: c.3,
+        allowed_updates: c.4,
+        certificate: c.5,
+        token_sealed: c.6,
+        test_env: c.7,
+        poll_offset: c.8.unwrap_or(0),
+        last_error_date: c.9,
+        last_error_message: c.10,
+    }
+}
+
+impl ScyllaStore {
+    async fn webhook_rows(
+        &self,
+        cql: String,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<WebhookRow>, StoreError> {
+        let result = self
+            .session
+            .query_unpaged(cql, values)
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in result.rows::<WebhookColumns>().map_err(err)? {
+            out.push(webhook_from(r.map_err(err)?));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl WebhookStore for ScyllaStore {
+    async fn put_webhook(&self, w: &WebhookRow) -> Result<(), StoreError> {
+        // An UPDATE is an upsert that leaves the poll offset and last error as they were.
+        self.session
+            .query_unpaged(
+                "UPDATE webhooks SET url = ?, secret_token = ?, max_connections = ?,
+                   allowed_updates = ?, certificate = ?, token_sealed = ?, test_env = ?
+                 WHERE bot_id = ?",
+                (
+                    &w.url,
+                    w.secret_token.as_deref(),
+                    w.max_connections,
+                    w.allowed_updates.as_deref(),
+                    w.certificate.as_deref(),
+                    &w.token_sealed,
+                    w.test_env,
+                    w.bot_id.0,
+                ),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn webhook(&self, bot_id: BotId) -> Result<Option<WebhookRow>, StoreError> {
+        let rows = self
+            .webhook_rows(
+                format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE bot_id = ?"),
+                (bot_id.0,),
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        self.webhook_rows(format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks"), ())
+            .await
+    }
+
+    async fn delete_webhook(&self, bot_id: BotId, drop_pending: bool) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged("DELETE FROM webhooks WHERE bot_id = ?", (bot_id.0,))
+            .await
+            .map_err(err)?;
+        if drop_pending {
+            for (update_id, _) in self.pending_updates(bot_id, usize::MAX).await? {
+                self.delivered(bot_id, update_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_poll_offset(&self, bot_id: BotId, offset: i64) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "UPDATE webhooks SET poll_offset = ? WHERE bot_id = ? IF EXISTS",
+                (offset, bot_id.0),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn set_webhook_error(
+        &self,
+        bot_id: BotId,
+        error: Option<(i64, String)>,
+    ) -> Result<(), StoreError> {
+        let (date, message) = error.unzip();
+        self.session
+            .query_unpaged(
+                "UPDATE webhooks SET last_error_date = ?, last_error_message = ?
+                 WHERE bot_id = ? IF EXISTS",
+                (date, message, bot_id.0),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn put_update(
+        &self,
+        bot_id: BotId,
+        update_id: i64,
+        update: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .session
+            .query_unpaged(
+                "INSERT INTO updates (bot_id, update_id, body, delivered) VALUES (?, ?, ?, false)
+                 IF NOT EXISTS",
+                (bot_id.0, update_id, update),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let applied = result
+            .maybe_first_row::<Row>()
+            .map_err(err)?
+            .and_then(|r| r.columns.into_iter().next().flatten())
+            .is_some_and(|v| matches!(v, CqlValue::Boolean(true)));
+        Ok(applied)
+    }
+
+    async fn pending_updates(
+        &self,
+        bot_id: BotId,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        // One partition per bot, clustered by update_id: the filter stays inside it.
+        let result = self
+            .session
+            .query_unpaged(
+                "SELECT update_id, body FROM updates WHERE bot_id = ? AND delivered = false
+                 LIMIT ? ALLOW FILTERING",
+                (bot_id.0, limit.min(i32::MAX as usize) as i32),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in result.rows::<(i64, String)>().map_err(err)? {
+            out.push(r.map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError> {
+        Ok(self.pending_updates(bot_id, usize::MAX).await?.len() as u64)
+    }
+
+    async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "UPDATE updates SET delivered = true WHERE bot_id = ? AND update_id = ?",
+                (bot_id.0, update_id),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for ScyllaStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
@@ -558,7 +761,7 @@ mod tests {
     #[test]
     fn splits_cql_files() {
         let s = statements(MIGRATIONS[0]);
-        assert_eq!(s.len(), 7);
+        assert_eq!(s.len(), 9);
         assert!(s
             .iter()
             .all(|q| q.starts_with("CREATE TABLE IF NOT EXISTS")));

@@ -5,7 +5,10 @@
 //! commit instead of a hundred. Reads use their own connections (WAL lets them run beside the
 //! writer), on tokio's blocking pool.
 
-use crate::{CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey};
+use crate::{
+    CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
+    WebhookStore,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use schemas::{BotId, CallId, Response, Stages};
@@ -18,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_attempts.sql"),
     include_str!("../migrations/sqlite/0003_files.sql"),
     include_str!("../migrations/sqlite/0004_uploads.sql"),
+    include_str!("../migrations/sqlite/0005_webhooks.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -64,6 +68,11 @@ enum Write {
         bot_id: i64,
         sealed: String,
         now_ms: i64,
+    },
+    /// One statement with its values (the webhook tables' simple writes).
+    Sql {
+        sql: &'static str,
+        values: Vec<rusqlite::types::Value>,
     },
 }
 
@@ -339,6 +348,10 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                      VALUES (?1, ?2, ?3)",
                 )?
                 .execute(params![bot_id, sealed, now_ms])? as u64,
+            Write::Sql { sql, values } => {
+                c.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(values.iter()))? as u64
+            }
             Write::Purge { now_ms } => {
                 let results = c.execute(
                     "DELETE FROM results WHERE expires_ms <= ?1",
@@ -519,6 +532,190 @@ impl FileStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    async fn sql(
+        &self,
+        sql: &'static str,
+        values: Vec<rusqlite::types::Value>,
+    ) -> Result<u64, StoreError> {
+        self.write(vec![Write::Sql { sql, values }]).await
+    }
+}
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
+    Ok(WebhookRow {
+        bot_id: BotId(r.get(0)?),
+        url: r.get(1)?,
+        secret_token: r.get(2)?,
+        max_connections: r.get(3)?,
+        allowed_updates: r.get(4)?,
+        certificate: r.get(5)?,
+        token_sealed: r.get(6)?,
+        test_env: r.get::<_, i64>(7)? != 0,
+        poll_offset: r.get(8)?,
+        last_error_date: r.get(9)?,
+        last_error_message: r.get(10)?,
+    })
+}
+
+const WEBHOOK_COLUMNS: &str = "SELECT bot_id, url, secret_token, max_connections, allowed_updates,
+    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message
+    FROM webhooks";
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn put_webhook(&self, row: &WebhookRow) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let opt = |s: &Option<String>| s.clone().map(V::Text).unwrap_or(V::Null);
+        self.sql(
+            "INSERT INTO webhooks (bot_id, url, secret_token, max_connections, allowed_updates,
+               certificate, token_sealed, test_env, poll_offset)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (bot_id) DO UPDATE SET url = ?2, secret_token = ?3,
+               max_connections = ?4, allowed_updates = ?5, certificate = ?6,
+               token_sealed = ?7, test_env = ?8",
+            vec![
+                V::Integer(row.bot_id.0),
+                V::Text(row.url.clone()),
+                opt(&row.secret_token),
+                V::Integer(row.max_connections),
+                opt(&row.allowed_updates),
+                opt(&row.certificate),
+                V::Text(row.token_sealed.clone()),
+                V::Integer(row.test_env as i64),
+                V::Integer(row.poll_offset),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn webhook(&self, bot_id: BotId) -> Result<Option<WebhookRow>, StoreError> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached(&format!("{WEBHOOK_COLUMNS} WHERE bot_id = ?1"))?
+                    .query_row(params![bot_id.0], webhook_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(WEBHOOK_COLUMNS)?;
+            let rows = st.query_map([], webhook_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, bot_id: BotId, drop_pending: bool) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let mut writes = vec![Write::Sql {
+            sql: "DELETE FROM webhooks WHERE bot_id = ?1",
+            values: vec![V::Integer(bot_id.0)],
+        }];
+        if drop_pending {
+            writes.push(Write::Sql {
+                sql: "UPDATE updates SET delivered = 1 WHERE bot_id = ?1 AND delivered = 0",
+                values: vec![V::Integer(bot_id.0)],
+            });
+        }
+        self.write(writes).await?;
+        Ok(())
+    }
+
+    async fn set_poll_offset(&self, bot_id: BotId, offset: i64) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "UPDATE webhooks SET poll_offset = ?2 WHERE bot_id = ?1",
+            vec![V::Integer(bot_id.0), V::Integer(offset)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_webhook_error(
+        &self,
+        bot_id: BotId,
+        error: Option<(i64, String)>,
+    ) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let (date, message) = match error {
+            Some((d, m)) => (V::Integer(d), V::Text(m)),
+            None => (V::Null, V::Null),
+        };
+        self.sql(
+            "UPDATE webhooks SET last_error_date = ?2, last_error_message = ?3 WHERE bot_id = ?1",
+            vec![V::Integer(bot_id.0), date, message],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_update(
+        &self,
+        bot_id: BotId,
+        update_id: i64,
+        update: &str,
+    ) -> Result<bool, StoreError> {
+        use rusqlite::types::Value as V;
+        let n = self
+            .sql(
+                "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered)
+                 VALUES (?1, ?2, ?3, 0)",
+                vec![
+                    V::Integer(bot_id.0),
+                    V::Integer(update_id),
+                    V::Text(update.to_owned()),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn pending_updates(
+        &self,
+        bot_id: BotId,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT update_id, body FROM updates WHERE bot_id = ?1 AND delivered = 0
+                 ORDER BY update_id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![bot_id.0, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached(
+                    "SELECT COUNT(*) FROM updates WHERE bot_id = ?1 AND delivered = 0",
+                )?
+                .query_row(params![bot_id.0], |r| r.get::<_, i64>(0))? as u64,
+            )
+        })
+        .await
+    }
+
+    async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "UPDATE updates SET delivered = 1 WHERE bot_id = ?1 AND update_id = ?2",
+            vec![V::Integer(bot_id.0), V::Integer(update_id)],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -57,6 +57,93 @@ pub async fn run_all(store: &dyn Store) {
     files_by_unique_id_and_path(store).await;
     sessions_roundtrip(store).await;
     uploads_are_cached_by_content_kind_and_name(store).await;
+    webhooks_keep_their_offset_and_error(store).await;
+    updates_are_kept_once_and_delivered_in_order(store).await;
+}
+
+fn webhook(bot_id: BotId, url: &str) -> crate::WebhookRow {
+    crate::WebhookRow {
+        bot_id,
+        url: url.into(),
+        secret_token: Some("s3cret".into()),
+        max_connections: 40,
+        allowed_updates: Some(r#"["message"]"#.into()),
+        certificate: None,
+        token_sealed: "sealed".into(),
+        test_env: false,
+        poll_offset: 0,
+        last_error_date: None,
+        last_error_message: None,
+    }
+}
+
+async fn webhooks_keep_their_offset_and_error(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    assert_eq!(store.webhook(bot).await.unwrap(), None);
+    store.put_webhook(&webhook(bot, "http://a/")).await.unwrap();
+    store.set_poll_offset(bot, 42).await.unwrap();
+    store
+        .set_webhook_error(bot, Some((1700, "Connection refused".into())))
+        .await
+        .unwrap();
+    // Set again (another URL): the offset and the last error stay.
+    store.put_webhook(&webhook(bot, "http://b/")).await.unwrap();
+    let w = store.webhook(bot).await.unwrap().unwrap();
+    assert_eq!(w.url, "http://b/");
+    assert_eq!(w.poll_offset, 42);
+    assert_eq!(w.last_error_date, Some(1700));
+    assert_eq!(w.secret_token.as_deref(), Some("s3cret"));
+    assert!(store
+        .webhooks()
+        .await
+        .unwrap()
+        .iter()
+        .any(|w| w.bot_id == bot));
+    store.set_webhook_error(bot, None).await.unwrap();
+    assert_eq!(
+        store
+            .webhook(bot)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_error_message,
+        None
+    );
+    store.delete_webhook(bot, false).await.unwrap();
+    assert_eq!(store.webhook(bot).await.unwrap(), None);
+}
+
+async fn updates_are_kept_once_and_delivered_in_order(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    for id in [12, 10, 11] {
+        assert!(store
+            .put_update(bot, id, &format!("{{\"update_id\":{id}}}"))
+            .await
+            .unwrap());
+    }
+    assert!(
+        !store.put_update(bot, 10, "{}").await.unwrap(),
+        "a replay is not kept twice"
+    );
+    let ids = |v: Vec<(i64, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.pending_updates(bot, 10).await.unwrap()),
+        [10, 11, 12]
+    );
+    assert_eq!(
+        store.pending_updates(bot, 1).await.unwrap()[0].1,
+        "{\"update_id\":10}"
+    );
+    store.delivered(bot, 10).await.unwrap();
+    assert_eq!(ids(store.pending_updates(bot, 10).await.unwrap()), [11, 12]);
+    assert_eq!(store.pending_count(bot).await.unwrap(), 2);
+    assert!(
+        !store.put_update(bot, 10, "{}").await.unwrap(),
+        "delivered: not again"
+    );
+    store.put_webhook(&webhook(bot, "http://c/")).await.unwrap();
+    store.delete_webhook(bot, true).await.unwrap();
+    assert_eq!(store.pending_count(bot).await.unwrap(), 0, "dropped");
 }
 
 async fn uploads_are_cached_by_content_kind_and_name(store: &dyn Store) {

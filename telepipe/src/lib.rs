@@ -198,6 +198,23 @@ pub async fn run(
             "replies",
             egress::run(replies, correlator, pipeline.clone()),
         );
+        // Webhooks the gateway keeps: polling Telegram for them, and pushing to them. One
+        // process should run these (the one ingest of `serve`; see ARCHITECTURE.md).
+        let hooks = webhooks::Deps {
+            bus: bus.clone(),
+            store: store.clone(),
+            upstream: upstream.clone(),
+            sealer: sealer.clone(),
+        };
+        let producer = format!("ingest/{}", args.instance);
+        tasks.spawn(
+            "webhook-poller",
+            webhooks::poll::run(hooks.clone(), producer.clone(), pipeline.clone()),
+        );
+        tasks.spawn(
+            "webhook-delivery",
+            webhooks::deliver::run(hooks, producer, pipeline.clone()),
+        );
         Some(ingest)
     } else {
         None
@@ -236,6 +253,19 @@ pub async fn run(
                 storage_chat: args.storage_chat_id,
             },
             mtproto(&args, store.clone(), sealer.clone())?,
+        );
+        tasks.spawn(
+            "updates-filter",
+            webhooks::filter::run(
+                webhooks::Deps {
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    upstream: upstream.clone(),
+                    sealer: sealer.clone(),
+                },
+                args.storage_chat_id,
+                pipeline.clone(),
+            ),
         );
         tasks.spawn(
             "processors",

@@ -62,6 +62,8 @@ pub struct Proc {
     pub helper_args: Vec<Vec<String>>,
     pub url: String,
     pub dir: TempDir,
+    /// How the main process was started, to start it again.
+    args: Vec<String>,
 }
 
 /// Starts `telepipe <args>` logging to `log`; returns it once it listens, with its URL.
@@ -109,6 +111,7 @@ impl Proc {
             helper_args: Vec::new(),
             url,
             dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
         })
     }
 
@@ -172,6 +175,8 @@ impl Proc {
             helper_args: Vec::new(),
             url,
             dir,
+            // Not restartable through `telepipe` alone (it runs through a shell).
+            args: Vec::new(),
         })
     }
 
@@ -226,6 +231,17 @@ impl Proc {
         let args = self.helper_args[i].clone();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.helpers[i] = spawn(&refs, &self.dir.0.join("processor.log")).await?;
+        Ok(())
+    }
+
+    /// SIGKILL to the main process, then the same command again (same data folder; a new
+    /// port, so `url` changes).
+    pub async fn kill_and_restart(&mut self) -> Result<()> {
+        self.kill().await;
+        let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (child, url) = spawn(&refs, &self.dir.0.join("stderr.log")).await?;
+        self.child = child;
+        self.url = url;
         Ok(())
     }
 

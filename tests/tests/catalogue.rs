@@ -1,6 +1,6 @@
 //! Every method of the official catalogue (`schemas/api.json`, Bot API 10.1), sent through
 //! the gateway in each of the four encodings, reaches the sandbox with the same method, HTTP
-//! verb, encoding and parameters.
+//! verb, encoding and parameters — but setWebhook, which the gateway answers itself.
 
 use serde_json::{json, Map, Value};
 use telepipe_tests::{client, token, Control, Proc};
@@ -124,7 +124,7 @@ async fn send(
     req.send().await.expect("the gateway answers")
 }
 
-/// 180 methods × 4 encodings through the gateway: each arrives as sent.
+/// 179 methods × 4 encodings through the gateway: each arrives as sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_in_every_encoding_reaches_upstream_unchanged() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
@@ -149,6 +149,11 @@ async fn every_method_in_every_encoding_reaches_upstream_unchanged() {
         let tok = token(bot);
         let mut expected_all = Vec::new();
         for (name, m) in methods {
+            // The gateway keeps webhooks itself (ENHANCED.md): setWebhook never reaches
+            // Telegram as sent (tests/webhooks.rs covers it).
+            if name == "setWebhook" {
+                continue;
+            }
             let (sent, expected) = params(m, enc);
             let resp = send(&http, &gw.url, &tok, name, enc, &sent).await;
             let status = resp.status().as_u16();
@@ -174,7 +179,7 @@ async fn every_method_in_every_encoding_reaches_upstream_unchanged() {
         );
         assert_eq!(
             calls.len(),
-            180,
+            179,
             "{enc:?}: the sandbox saw {} calls",
             calls.len()
         );

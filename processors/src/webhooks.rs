@@ -1,0 +1,217 @@
+//! setWebhook, deleteWebhook, getWebhookInfo and getUpdates as the gateway keeps webhooks
+//! (ENHANCED.md, "Updates and webhooks"): the bot's URL may be plain http, any port, a private
+//! address, with a self-signed certificate. The gateway keeps it in the store (with the bot's
+//! sealed token, to poll Telegram as the bot) and turns Telegram's own webhook off, so that the
+//! `webhooks` crate's poller can fetch the updates and its deliverer push them to the URL.
+
+use crate::passthrough::execute;
+use crate::uploads::{as_call, file_part, text};
+use crate::Deps;
+use schemas::{ApiError, Call, CallBody, Envelope, Response};
+use serde_json::{json, Value};
+use store::WebhookRow;
+
+/// The largest certificate read from a `certificate` part.
+const MAX_CERTIFICATE: u64 = 64 * 1024;
+
+fn answer(v: &Value) -> Response {
+    Response {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: schemas::BodyBytes::inline(&serde_json::to_vec(v).expect("JSON serialises")),
+        origin: schemas::Origin::Gateway,
+        stages: Default::default(),
+    }
+}
+
+fn bad(description: &str) -> Response {
+    Response::from_error(&ApiError::bad_request(description))
+}
+
+fn store_failed(error: store::StoreError) -> Response {
+    tracing::error!(%error, "webhook store failed");
+    Response::from_error(&ApiError::internal("the webhook could not be kept"))
+}
+
+fn flag(params: &serde_json::Map<String, Value>, k: &str) -> bool {
+    params
+        .get(k)
+        .is_some_and(|v| v == true || v == "true" || v == "1" || v == "True")
+}
+
+pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let call = &env.payload;
+    let params = call.params();
+    let url = params.get("url").map(text).unwrap_or_default();
+    if url.trim().is_empty() {
+        // As Telegram: an empty URL removes the webhook.
+        return delete_webhook(deps, env).await;
+    }
+    let parsed = url::Url::parse(url.trim()).ok();
+    if !parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    {
+        return bad("bad webhook: an http:// or https:// URL must be provided for webhook");
+    }
+    let secret = params
+        .get("secret_token")
+        .map(text)
+        .filter(|s| !s.is_empty());
+    if let Some(s) = &secret {
+        let ok = s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return bad("bad webhook: secret token contains unallowed characters");
+        }
+    }
+    let max_connections = match params.get("max_connections").map(text) {
+        None => 40,
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return bad("bad webhook: max_connections must be between 1 and 100"),
+        },
+    };
+    let allowed_updates = match params.get("allowed_updates") {
+        None => None,
+        Some(Value::Array(a)) => Some(Value::Array(a.clone()).to_string()),
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Array(_)) => Some(v.to_string()),
+            _ => return bad("can't parse allowed_updates JSON array"),
+        },
+        Some(_) => return bad("can't parse allowed_updates JSON array"),
+    };
+    let certificate = match file_part(call, "certificate") {
+        Some((blob, ..)) if blob.size > MAX_CERTIFICATE => {
+            return bad("bad webhook: the certificate is too big")
+        }
+        Some((blob, ..)) => match read_blob(deps, blob).await {
+            Some(pem) => Some(pem),
+            None => return bad("bad webhook: the certificate could not be read"),
+        },
+        None => None,
+    };
+    let Some(token_sealed) = call.token.clone() else {
+        return Response::from_error(&ApiError::unauthorized());
+    };
+    // Telegram keeps no webhook of its own for the bot: the gateway polls it instead.
+    let mut off = json!({});
+    if flag(&params, "drop_pending_updates") {
+        off["drop_pending_updates"] = true.into();
+    }
+    let upstream = execute(
+        deps,
+        &as_call(env, "deleteWebhook", CallBody::Json { value: off }),
+    )
+    .await;
+    if upstream.status != 200 {
+        return upstream;
+    }
+    let bot_id = env.header.bot_id;
+    if flag(&params, "drop_pending_updates") {
+        if let Err(e) = deps.store.delete_webhook(bot_id, true).await {
+            return store_failed(e);
+        }
+    }
+    let row = WebhookRow {
+        bot_id,
+        url: url.trim().to_owned(),
+        secret_token: secret,
+        max_connections,
+        allowed_updates,
+        certificate,
+        token_sealed: token_sealed.0,
+        test_env: call.test_env,
+        poll_offset: 0,
+        last_error_date: None,
+        last_error_message: None,
+    };
+    if let Err(e) = deps.store.put_webhook(&row).await {
+        return store_failed(e);
+    }
+    tracing::info!(bot_id = %bot_id, "webhook set");
+    answer(&json!({"ok": true, "result": true, "description": "Webhook was set"}))
+}
+
+async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = deps.blobs.open(blob).await.ok()?;
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).await.ok()?;
+    String::from_utf8(out).ok()
+}
+
+/// The bot's own deleteWebhook goes upstream as it came (a webhook set on Telegram directly
+/// goes too); the gateway's webhook, if any, is removed.
+pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let bot_id = env.header.bot_id;
+    let had = match deps.store.webhook(bot_id).await {
+        Ok(w) => w.is_some(),
+        Err(e) => return store_failed(e),
+    };
+    let upstream = if env.payload.method.eq_ignore_ascii_case("deleteWebhook") {
+        execute(deps, env).await
+    } else {
+        let off =
+            json!({"drop_pending_updates": flag(&env.payload.params(), "drop_pending_updates")});
+        execute(
+            deps,
+            &as_call(env, "deleteWebhook", CallBody::Json { value: off }),
+        )
+        .await
+    };
+    if !had {
+        return upstream;
+    }
+    let drop = flag(&env.payload.params(), "drop_pending_updates");
+    if let Err(e) = deps.store.delete_webhook(bot_id, drop).await {
+        return store_failed(e);
+    }
+    tracing::info!(bot_id = %bot_id, drop, "webhook deleted");
+    answer(&json!({"ok": true, "result": true, "description": "Webhook was deleted"}))
+}
+
+/// The gateway's webhook as Telegram would describe it; without one, upstream's answer.
+pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let bot_id = env.header.bot_id;
+    let w = match deps.store.webhook(bot_id).await {
+        Ok(Some(w)) => w,
+        Ok(None) => return execute(deps, env).await,
+        Err(e) => return store_failed(e),
+    };
+    let pending = match deps.store.pending_count(bot_id).await {
+        Ok(n) => n,
+        Err(e) => return store_failed(e),
+    };
+    let mut info = json!({
+        "url": w.url,
+        "has_custom_certificate": w.certificate.is_some(),
+        "pending_update_count": pending,
+        "max_connections": w.max_connections,
+    });
+    if let Some(a) = w
+        .allowed_updates
+        .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+    {
+        info["allowed_updates"] = a;
+    }
+    if let (Some(date), Some(message)) = (w.last_error_date, w.last_error_message) {
+        info["last_error_date"] = date.into();
+        info["last_error_message"] = message.into();
+    }
+    answer(&json!({"ok": true, "result": info}))
+}
+
+/// getUpdates keeps the official semantics; while the gateway keeps a webhook it is the
+/// official 409.
+pub async fn get_updates(deps: &Deps, env: &Envelope<Call>) -> Response {
+    if let Ok(Some(_)) = deps.store.webhook(env.header.bot_id).await {
+        return Response::from_error(&ApiError::new(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+        ));
+    }
+    execute(deps, env).await
+}

@@ -1,0 +1,227 @@
+//! Webhooks the gateway keeps: any URL (here plain http on loopback), updates polled from
+//! Telegram by the gateway and pushed in order, with the secret token; the bot's server down
+//! for a while, then back; the gateway killed mid-delivery; a reply body executing a method;
+//! drop_pending_updates; getWebhookInfo and getUpdates' 409.
+
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use telepipe_tests::{eventually, get_json, post_json, token, Control, Proc};
+
+/// What a bot's webhook server received: (secret header, update).
+type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A bot's webhook server on `addr`: records each update; answers update 3 with a method call.
+async fn bot_server(listener: tokio::net::TcpListener) -> Seen {
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: HeaderMap, axum::Json(update): axum::Json<Value>| {
+                let seen = seen.clone();
+                async move {
+                    let secret = headers
+                        .get("x-telegram-bot-api-secret-token")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let id = update["update_id"].as_i64();
+                    seen.lock().unwrap().push((secret, update));
+                    if id == Some(3) {
+                        axum::Json(json!({"method": "sendMessage", "chat_id": 10, "text": "from the hook"}))
+                    } else {
+                        axum::Json(json!({}))
+                    }
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    seen
+}
+
+fn message(n: i64) -> Value {
+    json!({"message": {"message_id": n, "date": 0, "chat": {"id": 10, "type": "private"}, "text": format!("m{n}")}})
+}
+
+fn ids(seen: &Seen) -> Vec<i64> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, u)| u["update_id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn wait_for(seen: &Seen, n: usize) -> Vec<i64> {
+    eventually(Duration::from_secs(30), || async {
+        let got = ids(seen);
+        (got.len() >= n).then_some(got)
+    })
+    .await
+    .unwrap_or_else(|| panic!("only {:?} arrived", ids(seen)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_on_plain_http_gets_every_update_in_order() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1301;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = bot_server(listener).await;
+
+    let v = post_json(
+        &format!("{base}/setWebhook"),
+        &json!({"url": url, "secret_token": "s3cret", "max_connections": 5,
+                "allowed_updates": ["message"]}),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"ok": true, "result": true, "description": "Webhook was set"})
+    );
+    // Telegram keeps no webhook of its own: the gateway turned it off to poll.
+    assert!(!control
+        .calls(bot, Some("deleteWebhook"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut pushed = Vec::new();
+    for n in 1..=5 {
+        pushed.push(control.push_update(bot, message(n)).await.unwrap());
+    }
+    let got = wait_for(&seen, 5).await;
+    assert_eq!(got, pushed, "in order, each once");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(s, _)| s.as_deref() == Some("s3cret")));
+    assert_eq!(seen.lock().unwrap()[0].1["message"]["text"], "m1");
+
+    // The reply to update 3 was a method call: executed.
+    let sent = eventually(Duration::from_secs(10), || async {
+        let calls = control.calls(bot, Some("sendMessage")).await.ok()?;
+        calls
+            .into_iter()
+            .find(|c| c["params"]["text"] == "from the hook")
+    })
+    .await;
+    assert!(
+        sent.is_some(),
+        "the webhook reply's sendMessage reached Telegram"
+    );
+
+    let info = get_json(&format!("{base}/getWebhookInfo")).await;
+    assert_eq!(info["result"]["url"], url.as_str(), "{info}");
+    assert_eq!(info["result"]["pending_update_count"], 0);
+    assert_eq!(info["result"]["max_connections"], 5);
+    assert_eq!(info["result"]["allowed_updates"], json!(["message"]));
+    assert_eq!(info["result"]["has_custom_certificate"], false);
+
+    let r = telepipe_tests::client()
+        .get(format!("{base}/getUpdates"))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 409).await;
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("webhook is active"));
+
+    let v = post_json(&format!("{base}/deleteWebhook"), &json!({})).await;
+    assert_eq!(v["description"], "Webhook was deleted", "{v}");
+    let info = get_json(&format!("{base}/getWebhookInfo")).await;
+    assert_eq!(info["result"]["url"], "", "{info}");
+}
+
+/// The bot's server down: updates wait, getWebhookInfo shows them and the error; the gateway
+/// is killed and started again meanwhile; the server comes back: every update arrives, in
+/// order, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_and_a_gateway_restart_lose_nothing() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let mut gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1302;
+    // A port with nothing listening yet.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{addr}/hook");
+    let v = post_json(
+        &format!("{}/bot{}/setWebhook", gw.url, token(bot)),
+        &json!({"url": url}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    let mut pushed = Vec::new();
+    for n in 1..=3 {
+        pushed.push(control.push_update(bot, message(n)).await.unwrap());
+    }
+    let info_url = |gw: &Proc| format!("{}/bot{}/getWebhookInfo", gw.url, token(bot));
+    let info = eventually(Duration::from_secs(20), || async {
+        let v = get_json(&info_url(&gw)).await;
+        (v["result"]["pending_update_count"] == 3 && v["result"]["last_error_message"].is_string())
+            .then_some(v)
+    })
+    .await
+    .expect("pending updates and the last error are shown");
+    assert_eq!(info["result"]["last_error_message"], "Connection refused");
+
+    gw.kill_and_restart().await.unwrap();
+    for n in 4..=5 {
+        pushed.push(control.push_update(bot, message(n)).await.unwrap());
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let seen = bot_server(listener).await;
+    let got = wait_for(&seen, 5).await;
+    assert_eq!(got, pushed, "in order, none lost");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ids(&seen), pushed, "none twice");
+    let info = get_json(&info_url(&gw)).await;
+    assert_eq!(info["result"]["pending_update_count"], 0, "{info}");
+    assert!(info["result"].get("last_error_message").is_none(), "{info}");
+}
+
+/// deleteWebhook with drop_pending_updates forgets what was waiting; a webhook set again later
+/// gets only what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_pending_updates_forgets_what_waited() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1303;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = format!("http://{addr}/hook");
+    post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
+    for n in 1..=2 {
+        control.push_update(bot, message(n)).await.unwrap();
+    }
+    eventually(Duration::from_secs(20), || async {
+        let v = get_json(&format!("{base}/getWebhookInfo")).await;
+        (v["result"]["pending_update_count"] == 2).then_some(())
+    })
+    .await
+    .expect("two pending");
+    let v = post_json(
+        &format!("{base}/deleteWebhook"),
+        &json!({"drop_pending_updates": true}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    let seen = bot_server(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
+    let later = control.push_update(bot, message(3)).await.unwrap();
+    let got = wait_for(&seen, 1).await;
+    assert_eq!(got, vec![later], "only what came after");
+}

@@ -1,0 +1,246 @@
+//! Pushes updates to bots' webhooks: every update from `updates` is kept in the store first
+//! (once per update_id), then one worker per bot posts its pending updates strictly in
+//! update_id order. A failure (connection, non-2xx, timeout) is kept as the webhook's last
+//! error and retried with exponential backoff (1 s doubling to 60 s); nothing moves on until
+//! the bot's server takes the update, and a restart resumes from the store.
+
+use crate::poll::pause;
+use crate::{metrics, Deps, WebhookError};
+use schemas::{BotId, Call, CallBody, Envelope, SealedToken, Update};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use store::WebhookRow;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const GROUP: &str = "webhooks";
+const SCAN_EVERY: Duration = Duration::from_millis(500);
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Worker {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub async fn run(
+    deps: Deps,
+    producer: String,
+    shutdown: CancellationToken,
+) -> Result<(), WebhookError> {
+    let topics = [bus::topics::UPDATES.to_owned()];
+    deps.bus.ensure_topics(&topics).await?;
+    let mut consumer = deps.bus.subscribe(GROUP, &topics).await?;
+    let mut workers: HashMap<BotId, Worker> = HashMap::new();
+    let mut scan = tokio::time::interval(SCAN_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = scan.tick() => {
+                // Webhooks set (or set again) since: their workers, and pending updates left
+                // by a restart.
+                workers.retain(|_, w| !w.task.is_finished());
+                if let Ok(rows) = deps.store.webhooks().await {
+                    for row in rows {
+                        worker(&mut workers, &deps, &producer, row.bot_id, &shutdown).notify_one();
+                    }
+                }
+            }
+            record = consumer.next() => {
+                let record = record?;
+                if let Some(env) = bus::decode_or_skip::<Update>(&record) {
+                    let bot = env.header.bot_id;
+                    let body = env.payload.update.to_string();
+                    // Kept before the offset is committed: a crash repeats the record, and
+                    // the store keeps each update_id once.
+                    loop {
+                        match deps.store.put_update(bot, env.payload.update_id, &body).await {
+                            Ok(_) => break,
+                            Err(error) => {
+                                tracing::warn!(%error, "could not keep an update; retrying");
+                                if pause(&shutdown, Duration::from_secs(1)).await {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    worker(&mut workers, &deps, &producer, bot, &shutdown).notify_one();
+                }
+                consumer.commit(&record.topic, record.partition, record.offset).await?;
+            }
+        }
+    }
+    consumer.flush().await?;
+    for (_, w) in workers {
+        let _ = w.task.await;
+    }
+    Ok(())
+}
+
+fn worker<'a>(
+    workers: &'a mut HashMap<BotId, Worker>,
+    deps: &Deps,
+    producer: &str,
+    bot: BotId,
+    shutdown: &CancellationToken,
+) -> &'a Notify {
+    let w = workers.entry(bot).or_insert_with(|| {
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(deliver_bot(
+            deps.clone(),
+            producer.to_owned(),
+            bot,
+            wake.clone(),
+            shutdown.child_token(),
+        ));
+        Worker { wake, task }
+    });
+    &w.wake
+}
+
+/// The HTTP client for a webhook: with the bot's own certificate trusted, when it gave one.
+fn client_for(row: &WebhookRow) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = &row.certificate {
+        match reqwest::Certificate::from_pem(pem.as_bytes()) {
+            Ok(cert) => b = b.add_root_certificate(cert),
+            Err(error) => {
+                tracing::warn!(%error, bot_id = %row.bot_id, "the webhook's certificate does not parse")
+            }
+        }
+    }
+    b.build().unwrap_or_default()
+}
+
+async fn deliver_bot(
+    deps: Deps,
+    producer: String,
+    bot: BotId,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut client: Option<(WebhookRow, reqwest::Client)> = None;
+    loop {
+        let row = match deps.store.webhook(bot).await {
+            Ok(Some(row)) => row,
+            // Removed: pending updates wait for the next setWebhook (or were dropped).
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, %bot, "could not read the webhook");
+                if pause(&stop, backoff).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let pending = match deps.store.pending_updates(bot, 1).await {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(%error, %bot, "could not read pending updates");
+                Vec::new()
+            }
+        };
+        let Some((update_id, body)) = pending.into_iter().next() else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        };
+        let same = client
+            .as_ref()
+            .is_some_and(|(r, _)| r.url == row.url && r.certificate == row.certificate);
+        if !same {
+            client = Some((row.clone(), client_for(&row)));
+        }
+        let http = &client.as_ref().expect("set above").1;
+        let mut req = http
+            .post(&row.url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(secret) = &row.secret_token {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        let sent = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = req.send() => r,
+        };
+        let failure = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let reply = resp.bytes().await.unwrap_or_default();
+                if let Err(error) = deps.store.delivered(bot, update_id).await {
+                    tracing::warn!(%error, %bot, "could not mark an update delivered");
+                    continue;
+                }
+                metrics::UPDATES.with_label_values(&["delivered"]).inc();
+                if row.last_error_date.is_some() {
+                    let _ = deps.store.set_webhook_error(bot, None).await;
+                }
+                backoff = Duration::from_secs(1);
+                reply_call(&deps, &producer, &row, &reply).await;
+                continue;
+            }
+            Ok(resp) => format!("Wrong response from the webhook: {}", resp.status()),
+            Err(e) if e.is_timeout() => "Timeout expired".to_owned(),
+            Err(e) if e.is_connect() => "Connection refused".to_owned(),
+            Err(e) => format!("Request failed: {e}"),
+        };
+        metrics::UPDATES.with_label_values(&["failed"]).inc();
+        tracing::info!(%bot, update_id, error = %failure, retry_in_s = backoff.as_secs(), "webhook delivery failed");
+        let now = schemas::now_ms() / 1000;
+        if let Err(error) = deps
+            .store
+            .set_webhook_error(bot, Some((now, failure)))
+            .await
+        {
+            tracing::warn!(%error, %bot, "could not keep the webhook error");
+        }
+        // Waits out the backoff; a new setWebhook (wake) tries at once.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A webhook reply whose body is a method call (`{"method": "sendMessage", ...}`) is executed,
+/// as Telegram does: published to `calls` like any call (recorded, processed), with nobody
+/// waiting for its answer.
+async fn reply_call(deps: &Deps, producer: &str, row: &WebhookRow, reply: &[u8]) {
+    let Ok(Value::Object(mut params)) = serde_json::from_slice::<Value>(reply) else {
+        return;
+    };
+    let Some(Value::String(method)) = params.remove("method") else {
+        return;
+    };
+    let token = SealedToken(row.token_sealed.clone());
+    let fingerprint = match deps.sealer.open(row.bot_id, &token) {
+        Ok(t) => deps.sealer.fingerprint(t.expose()),
+        Err(_) => return,
+    };
+    let call = Call {
+        token: Some(token),
+        token_fingerprint: fingerprint,
+        test_env: row.test_env,
+        method,
+        http_method: "POST".into(),
+        query: String::new(),
+        body: CallBody::Json {
+            value: Value::Object(params),
+        },
+        deadline_ms: schemas::now_ms() + 60_000,
+        rejected: None,
+    };
+    let env = Envelope::new(schemas::CallId::new(), row.bot_id, producer, None, call);
+    if let Err(error) = bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS, &env).await {
+        tracing::warn!(%error, "could not publish a webhook reply's call");
+    }
+}

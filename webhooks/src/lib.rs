@@ -1,0 +1,52 @@
+//! Webhooks the gateway keeps for bots (ENHANCED.md, "Updates and webhooks"), in three stages,
+//! each a task of the role that owns it:
+//!
+//! - [`poll`] (ingest role): for every bot with a webhook in the store, getUpdates from Telegram
+//!   as the bot (its token sealed in the webhook row), each update published to `updates.raw`
+//!   before the offset moves past it (so a crash repeats, never loses).
+//! - [`filter`] (processors role, group `updates`): `updates.raw` → `updates`, minus the
+//!   gateway's own traffic (the storage chat); unknown update kinds pass as they are.
+//! - [`deliver`] (egress role, group `webhooks`): each update kept in the store (once: a
+//!   replayed record is not kept twice), then pushed to the bot's URL strictly in update_id
+//!   order, with `X-Telegram-Bot-Api-Secret-Token`, retried with backoff while the bot's server
+//!   fails; the last error is kept for getWebhookInfo. A JSON method call in the reply body is
+//!   published to `calls` and executed like any call. A restart resumes from the store.
+//!
+//! setWebhook/deleteWebhook/getWebhookInfo themselves are answered by the processors
+//! (`processors::webhooks`), which write the store rows these stages read.
+
+pub mod deliver;
+pub mod filter;
+pub mod poll;
+
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Arc<dyn bus::Bus>,
+    pub store: Arc<dyn store::Store>,
+    pub upstream: telegram::botapi::BotApi,
+    pub sealer: schemas::Sealer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("bus: {0}")]
+    Bus(#[from] bus::BusError),
+}
+
+pub(crate) mod metrics {
+    use prometheus::{register_int_counter_vec, IntCounterVec};
+    use std::sync::LazyLock;
+
+    pub static UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        register_int_counter_vec!(
+            "telepipe_webhook_updates_total",
+            "Updates through the webhook stages: polled (from Telegram), filtered (dropped as \
+             the gateway's own), delivered (the bot's server took it), failed (a delivery \
+             attempt that failed; it is retried).",
+            &["what"]
+        )
+        .expect("metric registers once")
+    });
+}
