@@ -8,6 +8,7 @@
 
 mod files;
 mod uploads;
+mod webhooks;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -61,6 +62,17 @@ enum Bench {
         /// Size of the dedupe file, in MiB.
         #[arg(long, default_value_t = 100)]
         dedupe_mib: u64,
+    },
+    /// Webhooks: updates delivered per second across many bots, order kept per bot.
+    Webhooks {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        bots: i64,
+        /// Updates per bot.
+        #[arg(long, default_value_t = 10)]
+        per_bot: usize,
     },
 }
 
@@ -173,6 +185,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(uploads::run(bin, big_mib, dedupe_mib));
+        }
+        Bench::Webhooks { bin, bots, per_bot } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(webhooks::run(bin, bots, per_bot));
         }
     };
     let dir = std::env::temp_dir().join(format!("telepipe-bench-{}", std::process::id()));

@@ -81,6 +81,9 @@ pub struct Deps {
     pub sealer: schemas::Sealer,
     /// getFile's downloads and settings.
     pub files: files::Files,
+    /// The gateway's public address (`--public-url`), when given: Telegram then pushes the
+    /// updates of bots with a webhook to its `/hook/`; without it the gateway polls for them.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -96,20 +96,40 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
     let Some(token_sealed) = call.token.clone() else {
         return Response::from_error(&ApiError::unauthorized());
     };
-    // Telegram keeps no webhook of its own for the bot: the gateway polls it instead.
-    let mut off = json!({});
+    let bot_id = env.header.bot_id;
+    // With a public address Telegram pushes to the gateway's hook for this bot; without one,
+    // Telegram keeps no webhook and the gateway polls it instead.
+    let mut upstream_call = json!({});
     if flag(&params, "drop_pending_updates") {
-        off["drop_pending_updates"] = true.into();
+        upstream_call["drop_pending_updates"] = true.into();
     }
+    let method = match &deps.public_url {
+        Some(public) => {
+            let secret = deps.sealer.hook_secret(bot_id);
+            upstream_call["url"] = format!("{public}/hook/{bot_id}/{secret}").into();
+            upstream_call["secret_token"] = secret.into();
+            upstream_call["max_connections"] = max_connections.into();
+            if let Some(a) = &allowed_updates {
+                upstream_call["allowed_updates"] = serde_json::from_str(a).unwrap_or_default();
+            }
+            "setWebhook"
+        }
+        None => "deleteWebhook",
+    };
     let upstream = execute(
         deps,
-        &as_call(env, "deleteWebhook", CallBody::Json { value: off }),
+        &as_call(
+            env,
+            method,
+            CallBody::Json {
+                value: upstream_call,
+            },
+        ),
     )
     .await;
     if upstream.status != 200 {
         return upstream;
     }
-    let bot_id = env.header.bot_id;
     if flag(&params, "drop_pending_updates") {
         if let Err(e) = deps.store.delete_webhook(bot_id, true).await {
             return store_failed(e);
@@ -124,6 +144,7 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
         certificate,
         token_sealed: token_sealed.0,
         test_env: call.test_env,
+        telegram_hook: deps.public_url.is_some(),
         poll_offset: 0,
         last_error_date: None,
         last_error_message: None,

@@ -45,6 +45,7 @@ async fn world() -> World {
         upstream: BotApi::new(&w.sandbox_url, Duration::from_secs(5)).unwrap(),
         sealer: w.sealer.clone(),
         files: Default::default(),
+        public_url: None,
     };
     tokio::spawn(processors::run(
         ProcessorConfig::default(),

@@ -90,6 +90,7 @@ pub struct Sealer {
     fingerprint_key: [u8; 32],
     storage_key: [u8; 32],
     blob_cipher: XChaCha20Poly1305,
+    hook_key: [u8; 32],
 }
 
 impl Sealer {
@@ -100,6 +101,7 @@ impl Sealer {
             fingerprint_key: key.derive("fingerprint/v1"),
             storage_key: key.derive("storage-name/v1"),
             blob_cipher: XChaCha20Poly1305::new((&key.derive("seal-bytes/v1")).into()),
+            hook_key: key.derive("hook/v1"),
         }
     }
 
@@ -150,6 +152,15 @@ impl Sealer {
             <HmacSha256 as Mac>::new_from_slice(&self.storage_key).expect("hmac takes any key");
         mac.update(&bot_id.0.to_be_bytes());
         mac.update(file_unique_id.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// The secret of a bot's `/hook/<bot_id>/<secret>` path, which Telegram also sends as
+    /// `X-Telegram-Bot-Api-Secret-Token`: 128 bits of HMAC over the bot id, 32 hex digits.
+    pub fn hook_secret(&self, bot_id: BotId) -> String {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.hook_key).expect("hmac takes any key");
+        mac.update(&bot_id.0.to_be_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }
 

@@ -224,6 +224,9 @@ pub struct WebhookRow {
     /// The bot's token sealed under the cluster key: the gateway polls Telegram as the bot.
     pub token_sealed: String,
     pub test_env: bool,
+    /// Telegram pushes this bot's updates to the gateway's `/hook/` (a public URL is set);
+    /// otherwise the gateway polls for them.
+    pub telegram_hook: bool,
     /// The next update_id to ask Telegram for.
     pub poll_offset: i64,
     pub last_error_date: Option<i64>,
@@ -260,6 +263,15 @@ pub trait WebhookStore: Send + Sync + 'static {
         update_id: i64,
         update: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Keeps many updates, in the order given, together where the store can (one transaction
+    /// for SQLite): a reader never sees a later update of a bot without the earlier ones.
+    async fn put_updates(&self, updates: &[(BotId, i64, String)]) -> Result<(), StoreError> {
+        for (bot_id, update_id, body) in updates {
+            self.put_update(*bot_id, *update_id, body).await?;
+        }
+        Ok(())
+    }
 
     /// The oldest undelivered updates of a bot, in update_id order.
     async fn pending_updates(

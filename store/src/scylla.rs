@@ -411,7 +411,8 @@ impl FileStore for ScyllaStore {
 }
 
 const WEBHOOK_COLUMNS: &str = "bot_id, url, secret_token, max_connections, allowed_updates, \
-    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message";
+    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message, \
+    telegram_hook";
 
 type WebhookColumns = (
     i64,
@@ -425,6 +426,7 @@ type WebhookColumns = (
     Option<i64>,
     Option<i64>,
     Option<String>,
+    Option<bool>,
 );
 
 fn webhook_from(c: WebhookColumns) -> WebhookRow {
@@ -440,6 +442,7 @@ fn webhook_from(c: WebhookColumns) -> WebhookRow {
         poll_offset: c.8.unwrap_or(0),
         last_error_date: c.9,
         last_error_message: c.10,
+        telegram_hook: c.11.unwrap_or(false),
     }
 }
 
@@ -471,7 +474,8 @@ impl WebhookStore for ScyllaStore {
         self.session
             .query_unpaged(
                 "UPDATE webhooks SET url = ?, secret_token = ?, max_connections = ?,
-                   allowed_updates = ?, certificate = ?, token_sealed = ?, test_env = ?
+                   allowed_updates = ?, certificate = ?, token_sealed = ?, test_env = ?,
+                   telegram_hook = ?
                  WHERE bot_id = ?",
                 (
                     &w.url,
@@ -481,6 +485,7 @@ impl WebhookStore for ScyllaStore {
                     w.certificate.as_deref(),
                     &w.token_sealed,
                     w.test_env,
+                    w.telegram_hook,
                     w.bot_id.0,
                 ),
             )

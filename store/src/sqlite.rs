@@ -558,12 +558,13 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
         poll_offset: r.get(8)?,
         last_error_date: r.get(9)?,
         last_error_message: r.get(10)?,
+        telegram_hook: r.get::<_, i64>(11)? != 0,
     })
 }
 
 const WEBHOOK_COLUMNS: &str = "SELECT bot_id, url, secret_token, max_connections, allowed_updates,
-    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message
-    FROM webhooks";
+    certificate, token_sealed, test_env, poll_offset, last_error_date, last_error_message,
+    telegram_hook FROM webhooks";
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -572,11 +573,11 @@ impl WebhookStore for SqliteStore {
         let opt = |s: &Option<String>| s.clone().map(V::Text).unwrap_or(V::Null);
         self.sql(
             "INSERT INTO webhooks (bot_id, url, secret_token, max_connections, allowed_updates,
-               certificate, token_sealed, test_env, poll_offset)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+               certificate, token_sealed, test_env, poll_offset, telegram_hook)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (bot_id) DO UPDATE SET url = ?2, secret_token = ?3,
                max_connections = ?4, allowed_updates = ?5, certificate = ?6,
-               token_sealed = ?7, test_env = ?8",
+               token_sealed = ?7, test_env = ?8, telegram_hook = ?10",
             vec![
                 V::Integer(row.bot_id.0),
                 V::Text(row.url.clone()),
@@ -587,6 +588,7 @@ impl WebhookStore for SqliteStore {
                 V::Text(row.token_sealed.clone()),
                 V::Integer(row.test_env as i64),
                 V::Integer(row.poll_offset),
+                V::Integer(row.telegram_hook as i64),
             ],
         )
         .await?;
@@ -676,6 +678,20 @@ impl WebhookStore for SqliteStore {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn put_updates(&self, updates: &[(BotId, i64, String)]) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        let writes = updates
+            .iter()
+            .map(|(bot, id, body)| Write::Sql {
+                sql: "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered)
+                      VALUES (?1, ?2, ?3, 0)",
+                values: vec![V::Integer(bot.0), V::Integer(*id), V::Text(body.clone())],
+            })
+            .collect();
+        self.write(writes).await?;
+        Ok(())
     }
 
     async fn pending_updates(

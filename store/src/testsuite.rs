@@ -71,6 +71,7 @@ fn webhook(bot_id: BotId, url: &str) -> crate::WebhookRow {
         certificate: None,
         token_sealed: "sealed".into(),
         test_env: false,
+        telegram_hook: false,
         poll_offset: 0,
         last_error_date: None,
         last_error_message: None,
@@ -93,6 +94,7 @@ async fn webhooks_keep_their_offset_and_error(store: &dyn Store) {
     assert_eq!(w.poll_offset, 42);
     assert_eq!(w.last_error_date, Some(1700));
     assert_eq!(w.secret_token.as_deref(), Some("s3cret"));
+    assert!(!w.telegram_hook);
     assert!(store
         .webhooks()
         .await
@@ -140,6 +142,15 @@ async fn updates_are_kept_once_and_delivered_in_order(store: &dyn Store) {
     assert!(
         !store.put_update(bot, 10, "{}").await.unwrap(),
         "delivered: not again"
+    );
+    let more: Vec<_> = (13..16)
+        .map(|id| (bot, id, format!("{{\"update_id\":{id}}}")))
+        .collect();
+    store.put_updates(&more).await.unwrap();
+    store.put_updates(&more).await.unwrap();
+    assert_eq!(
+        ids(store.pending_updates(bot, 10).await.unwrap()),
+        [11, 12, 13, 14, 15]
     );
     store.put_webhook(&webhook(bot, "http://c/")).await.unwrap();
     store.delete_webhook(bot, true).await.unwrap();

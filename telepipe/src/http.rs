@@ -16,6 +16,9 @@ pub struct Surface {
     pub ingest: Option<ingest::Ingest>,
     /// `/file/bot...`, when this process serves downloads.
     pub downloads: Option<egress::downloads::Downloads>,
+    /// `/hook/<bot_id>/<secret>` (Telegram pushing updates), with the ingest role: the
+    /// webhook stages' dependencies and the producer name.
+    pub hooks: Option<(webhooks::Deps, String)>,
     pub bus: Arc<dyn bus::Bus>,
 }
 
@@ -49,8 +52,33 @@ async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
         (Some(d), _) if path.starts_with("/file/bot") => d.handle(req).await,
         (Some(d), _) if path.starts_with("/storage/") => d.storage(req).await,
         (_, Some(i)) if path.starts_with("/bot") => i.handle(req).await,
+        _ if path.starts_with("/hook/") && s.hooks.is_some() => hook(&s, req).await,
         _ => ingest::error_response(&ApiError::not_found()),
     }
+}
+
+async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
+    let Some((deps, producer)) = &s.hooks else {
+        return ingest::error_response(&ApiError::not_found());
+    };
+    if req.method() != http::Method::POST {
+        return ingest::error_response(&ApiError::method_not_allowed());
+    }
+    let path = req.uri().path().to_owned();
+    let secret = req
+        .headers()
+        .get("x-telegram-bot-api-secret-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 1024 * 1024 + 1).await else {
+        return ingest::error_response(&ApiError::too_large());
+    };
+    let a = webhooks::hook::receive(deps, producer, &path, secret.as_deref(), &body).await;
+    Response::builder()
+        .status(a.status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(a.body))
+        .unwrap_or_default()
 }
 
 async fn wrong_verb() -> Response<Body> {

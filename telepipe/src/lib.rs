@@ -176,6 +176,7 @@ pub async fn run(
     let pipeline = CancellationToken::new();
     let http_done = CancellationToken::new();
 
+    let mut hook_surface = None;
     let ingest = if roles.ingest() {
         let correlator = Correlator::new();
         let ingest = ingest::Ingest::new(
@@ -213,8 +214,9 @@ pub async fn run(
         );
         tasks.spawn(
             "webhook-delivery",
-            webhooks::deliver::run(hooks, producer, pipeline.clone()),
+            webhooks::deliver::run(hooks.clone(), producer.clone(), pipeline.clone()),
         );
+        hook_surface = Some((hooks, producer));
         Some(ingest)
     } else {
         None
@@ -284,6 +286,10 @@ pub async fn run(
                     upstream,
                     sealer,
                     files,
+                    public_url: args
+                        .public_url
+                        .as_ref()
+                        .map(|u| u.trim_end_matches('/').to_owned()),
                 },
                 pipeline.clone(),
             ),
@@ -310,6 +316,7 @@ pub async fn run(
     let router = http::router(http::Surface {
         ingest,
         downloads,
+        hooks: hook_surface,
         bus: bus.clone(),
     });
     {

@@ -225,3 +225,211 @@ async fn drop_pending_updates_forgets_what_waited() {
     let got = wait_for(&seen, 1).await;
     assert_eq!(got, vec![later], "only what came after");
 }
+
+/// A bot's webhook server on https with a self-signed certificate, speaking just enough
+/// HTTP/1.1: records each update's body, answers `{}`, closes.
+async fn tls_bot_server(listener: tokio::net::TcpListener, cert: &rcgen::CertifiedKey) -> Seen {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = vec![cert.cert.der().clone()];
+    let key =
+        tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der())
+            .unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let Ok(n) = tls.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break buf[end + 4..end + 4 + len].to_vec();
+                        }
+                    }
+                };
+                if let Ok(update) = serde_json::from_slice::<Value>(&body) {
+                    seen.lock().unwrap().push((None, update));
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    out
+}
+
+/// https with a self-signed certificate: refused until the bot gives the certificate with
+/// setWebhook (`certificate`), then trusted for that bot's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_given_with_set_webhook_is_trusted() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1304;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let seen = tls_bot_server(listener, &cert).await;
+
+    post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
+    let first = control.push_update(bot, message(1)).await.unwrap();
+    let info = eventually(Duration::from_secs(20), || async {
+        let v = get_json(&format!("{base}/getWebhookInfo")).await;
+        v["result"]["last_error_message"].is_string().then_some(v)
+    })
+    .await
+    .expect("an unknown certificate is refused");
+    assert_eq!(info["result"]["has_custom_certificate"], false);
+    assert!(ids(&seen).is_empty());
+
+    let form = reqwest::multipart::Form::new()
+        .text("url", url.clone())
+        .part(
+            "certificate",
+            reqwest::multipart::Part::bytes(cert.cert.pem().into_bytes()).file_name("cert.pem"),
+        );
+    let v: Value = telepipe_tests::client()
+        .post(format!("{base}/setWebhook"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let second = control.push_update(bot, message(2)).await.unwrap();
+    assert_eq!(wait_for(&seen, 2).await, vec![first, second]);
+    let info = get_json(&format!("{base}/getWebhookInfo")).await;
+    assert_eq!(info["result"]["has_custom_certificate"], true, "{info}");
+}
+
+/// With `--public-url`, Telegram pushes to the gateway's `/hook/<bot_id>/<secret>` (registered
+/// by setWebhook, with the secret as `secret_token`); the gateway does not poll. A push with a
+/// wrong secret is refused; a right one reaches the bot's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_url_telegram_pushes_to_the_gateways_hook() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--public-url", "https://gw.example/"])
+        .await
+        .unwrap();
+    let bot = 1305;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = bot_server(listener).await;
+    let v = post_json(
+        &format!("{}/bot{}/setWebhook", gw.url, token(bot)),
+        &json!({"url": url, "secret_token": "mine"}),
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    let set = control.calls(bot, Some("setWebhook")).await.unwrap();
+    let registered = set[0]["params"]["url"].as_str().unwrap().to_owned();
+    let secret = set[0]["params"]["secret_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let prefix = format!("https://gw.example/hook/{bot}/");
+    assert!(registered.starts_with(&prefix), "{registered}");
+    assert_eq!(&registered[prefix.len()..], secret);
+    assert_eq!(secret.len(), 32);
+
+    let hook = format!("{}/hook/{bot}/{secret}", gw.url);
+    let push = |secret_header: &str, update: Value| {
+        telepipe_tests::client()
+            .post(&hook)
+            .header("x-telegram-bot-api-secret-token", secret_header)
+            .json(&update)
+            .send()
+    };
+    let mut update = message(1);
+    update["update_id"] = 900.into();
+    let r = push("wrong", update.clone()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = push(&secret, update).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(wait_for(&seen, 1).await, vec![900]);
+    // The bot's own secret goes with the push to its URL.
+    assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("mine"));
+    assert!(
+        control
+            .calls(bot, Some("getUpdates"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no polling while Telegram pushes"
+    );
+}
+
+/// Updates the gateway caused itself (its storage chat) never reach the bot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_from_the_storage_chat_are_filtered_out() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let chat = -1001234567890i64;
+    let gw = Proc::gateway(&sandbox.url, &["--storage-chat-id", &chat.to_string()])
+        .await
+        .unwrap();
+    let bot = 1306;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = bot_server(listener).await;
+    post_json(
+        &format!("{}/bot{}/setWebhook", gw.url, token(bot)),
+        &json!({"url": url}),
+    )
+    .await;
+    control
+        .push_update(
+            bot,
+            json!({"channel_post": {"message_id": 1, "date": 0,
+                "chat": {"id": chat, "type": "channel", "title": "storage"}}}),
+        )
+        .await
+        .unwrap();
+    let kept = control.push_update(bot, message(2)).await.unwrap();
+    assert_eq!(wait_for(&seen, 1).await, vec![kept]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        ids(&seen),
+        vec![kept],
+        "the storage chat's post never arrives"
+    );
+}

@@ -6,6 +6,7 @@
 
 use crate::poll::pause;
 use crate::{metrics, Deps, WebhookError};
+use futures_util::FutureExt;
 use schemas::{BotId, Call, CallBody, Envelope, SealedToken, Update};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ pub const GROUP: &str = "webhooks";
 const SCAN_EVERY: Duration = Duration::from_millis(500);
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Records taken off the bus at once when they are ready.
+const BATCH: usize = 512;
 
 struct Worker {
     wake: Arc<Notify>,
@@ -49,26 +52,40 @@ pub async fn run(
                 }
             }
             record = consumer.next() => {
-                let record = record?;
-                if let Some(env) = bus::decode_or_skip::<Update>(&record) {
-                    let bot = env.header.bot_id;
-                    let body = env.payload.update.to_string();
-                    // Kept before the offset is committed: a crash repeats the record, and
-                    // the store keeps each update_id once.
-                    loop {
-                        match deps.store.put_update(bot, env.payload.update_id, &body).await {
-                            Ok(_) => break,
-                            Err(error) => {
-                                tracing::warn!(%error, "could not keep an update; retrying");
-                                if pause(&shutdown, Duration::from_secs(1)).await {
-                                    return Ok(());
-                                }
-                            }
-                        }
+                // Whatever else is ready too, so the store writes them in one transaction.
+                let mut batch = vec![record?];
+                while batch.len() < BATCH {
+                    match consumer.next().now_or_never() {
+                        Some(r) => batch.push(r?),
+                        None => break,
                     }
-                    worker(&mut workers, &deps, &producer, bot, &shutdown).notify_one();
                 }
-                consumer.commit(&record.topic, record.partition, record.offset).await?;
+                let updates: Vec<Envelope<Update>> =
+                    batch.iter().filter_map(bus::decode_or_skip::<Update>).collect();
+                // Kept before the offsets are committed: a crash repeats the records, and
+                // the store keeps each update_id once.
+                let rows: Vec<_> = updates
+                    .iter()
+                    .map(|e| (e.header.bot_id, e.payload.update_id, e.payload.update.to_string()))
+                    .collect();
+                while let Err(error) = deps.store.put_updates(&rows).await {
+                    tracing::warn!(%error, "could not keep updates; retrying");
+                    if pause(&shutdown, Duration::from_secs(1)).await {
+                        return Ok(());
+                    }
+                }
+                for env in &updates {
+                    worker(&mut workers, &deps, &producer, env.header.bot_id, &shutdown).notify_one();
+                }
+                // The last record of each partition covers the ones before it.
+                let mut last: HashMap<(String, u32), u64> = HashMap::new();
+                for r in &batch {
+                    let o = last.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+                    *o = (*o).max(r.offset);
+                }
+                for ((topic, partition), offset) in last {
+                    consumer.commit(&topic, partition, offset).await?;
+                }
             }
         }
     }

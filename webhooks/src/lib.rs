@@ -17,6 +17,7 @@
 
 pub mod deliver;
 pub mod filter;
+pub mod hook;
 pub mod poll;
 
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub(crate) mod metrics {
     pub static UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
             "telepipe_webhook_updates_total",
-            "Updates through the webhook stages: polled (from Telegram), filtered (dropped as \
+            "Updates through the webhook stages: polled (from Telegram), received (pushed by Telegram to /hook/), filtered (dropped as \
              the gateway's own), delivered (the bot's server took it), failed (a delivery \
              attempt that failed; it is retried).",
             &["what"]

@@ -26,7 +26,8 @@ pub async fn run(
         running.retain(|_, t| !t.is_finished());
         match deps.store.webhooks().await {
             Ok(rows) => {
-                for row in rows {
+                // Bots whose updates Telegram pushes to the gateway's hook are not polled.
+                for row in rows.into_iter().filter(|r| !r.telegram_hook) {
                     running.entry(row.bot_id).or_insert_with(|| {
                         let (deps, producer, stop) =
                             (deps.clone(), producer.clone(), shutdown.child_token());
@@ -51,8 +52,8 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
     let mut backoff = Duration::from_secs(1);
     loop {
         let row = match deps.store.webhook(bot_id).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return,
+            Ok(Some(row)) if !row.telegram_hook => row,
+            Ok(_) => return,
             Err(error) => {
                 tracing::warn!(%error, %bot_id, "could not read the webhook");
                 if pause(&stop, backoff).await {

@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     certificate         TEXT,
     token_sealed        TEXT NOT NULL,
     test_env            INTEGER NOT NULL,
+    telegram_hook       INTEGER NOT NULL DEFAULT 0,
     poll_offset         INTEGER NOT NULL DEFAULT 0,
     last_error_date     INTEGER,
     last_error_message  TEXT
