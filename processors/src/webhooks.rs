@@ -226,7 +226,8 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
 }
 
 /// getUpdates keeps the official semantics; while the gateway keeps a webhook it is the
-/// official 409.
+/// official 409. Every update it answers is published to `updates.raw` (the record of every
+/// update), and updates from the storage chat are taken out of the answer.
 pub async fn get_updates(deps: &Deps, env: &Envelope<Call>) -> Response {
     if let Ok(Some(_)) = deps.store.webhook(env.header.bot_id).await {
         return Response::from_error(&ApiError::new(
@@ -234,5 +235,49 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>) -> Response {
             "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
         ));
     }
-    execute(deps, env).await
+    let answer = execute(deps, env).await;
+    if answer.status != 200 {
+        return answer;
+    }
+    let Some(mut body) = answer
+        .body
+        .inline_bytes()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return answer;
+    };
+    let Some(updates) = body["result"].as_array_mut() else {
+        return answer;
+    };
+    for u in updates.iter() {
+        if let Some(update) =
+            schemas::Update::from_value(u.clone(), schemas::UpdateSource::GetUpdates)
+        {
+            let record = Envelope::new(
+                schemas::CallId::new(),
+                env.header.bot_id,
+                "processor",
+                None,
+                update,
+            );
+            if let Err(error) =
+                bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES_RAW, &record).await
+            {
+                tracing::warn!(%error, "could not record a getUpdates update");
+            }
+        }
+    }
+    let Some(chat) = deps.files.storage_chat() else {
+        return answer;
+    };
+    let before = updates.len();
+    updates.retain(|u| !schemas::update::about_chat(u, chat));
+    if updates.len() == before {
+        return answer;
+    }
+    // The gateway's own traffic out; the rest of the answer as Telegram gave it.
+    Response {
+        body: schemas::BodyBytes::inline(&serde_json::to_vec(&body).expect("JSON serialises")),
+        ..answer
+    }
 }

@@ -22,10 +22,25 @@ pub enum UpdateSource {
     Poll,
     /// Telegram's POST to the gateway's `/hook/` endpoint.
     Hook,
+    /// A bot's own getUpdates answer, recorded for audit and replay (not delivered again).
+    GetUpdates,
 }
 
 impl Payload for Update {
     const KIND: RecordKind = RecordKind::Update;
+}
+
+/// Whether an update is about `chat`: any of its parts (message, channel post, chat member,
+/// join request, ...) in that chat, or a callback query on a message there.
+pub fn about_chat(update: &Value, chat: i64) -> bool {
+    update
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .any(|part| {
+            part["chat"]["id"].as_i64() == Some(chat)
+                || part["message"]["chat"]["id"].as_i64() == Some(chat)
+        })
 }
 
 impl Update {

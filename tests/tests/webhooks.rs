@@ -433,3 +433,39 @@ async fn updates_from_the_storage_chat_are_filtered_out() {
         "the storage chat's post never arrives"
     );
 }
+
+/// getUpdates keeps the official semantics, minus the gateway's own traffic: an update from
+/// the storage chat is taken out of the answer, the rest is as Telegram gave it, and the
+/// offset still confirms past both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_updates_leaves_out_the_storage_chat() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let chat = -1001234567890i64;
+    let gw = Proc::gateway(&sandbox.url, &["--storage-chat-id", &chat.to_string()])
+        .await
+        .unwrap();
+    let bot = 1307;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let first = control.push_update(bot, message(1)).await.unwrap();
+    control
+        .push_update(
+            bot,
+            json!({"channel_post": {"message_id": 1, "date": 0,
+                "chat": {"id": chat, "type": "channel", "title": "storage"}}}),
+        )
+        .await
+        .unwrap();
+    let last = control.push_update(bot, message(3)).await.unwrap();
+    let v = get_json(&format!("{base}/getUpdates")).await;
+    let got: Vec<i64> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["update_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, vec![first, last], "{v}");
+    assert_eq!(v["result"][0]["message"]["text"], "m1");
+    let v = get_json(&format!("{base}/getUpdates?offset={}", last + 1)).await;
+    assert_eq!(v["result"], json!([]), "{v}");
+}

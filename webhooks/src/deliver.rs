@@ -20,6 +20,8 @@ pub const GROUP: &str = "webhooks";
 const SCAN_EVERY: Duration = Duration::from_millis(500);
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Pending updates a bot's worker reads at once (the webhook row is read again after them).
+const PER_READ: usize = 16;
 /// Records taken off the bus at once when they are ready.
 const BATCH: usize = 512;
 
@@ -37,6 +39,8 @@ pub async fn run(
     deps.bus.ensure_topics(&topics).await?;
     let mut consumer = deps.bus.subscribe(GROUP, &topics).await?;
     let mut workers: HashMap<BotId, Worker> = HashMap::new();
+    // One connection pool for every webhook without a certificate of its own.
+    let shared = client_with(None);
     let mut scan = tokio::time::interval(SCAN_EVERY);
     loop {
         tokio::select! {
@@ -47,7 +51,7 @@ pub async fn run(
                 workers.retain(|_, w| !w.task.is_finished());
                 if let Ok(rows) = deps.store.webhooks().await {
                     for row in rows {
-                        worker(&mut workers, &deps, &producer, row.bot_id, &shutdown).notify_one();
+                        worker(&mut workers, &deps, &producer, row.bot_id, &shutdown, &shared).notify_one();
                     }
                 }
             }
@@ -75,7 +79,8 @@ pub async fn run(
                     }
                 }
                 for env in &updates {
-                    worker(&mut workers, &deps, &producer, env.header.bot_id, &shutdown).notify_one();
+                    worker(&mut workers, &deps, &producer, env.header.bot_id, &shutdown, &shared)
+                        .notify_one();
                 }
                 // The last record of each partition covers the ones before it.
                 let mut last: HashMap<(String, u32), u64> = HashMap::new();
@@ -102,6 +107,7 @@ fn worker<'a>(
     producer: &str,
     bot: BotId,
     shutdown: &CancellationToken,
+    shared: &reqwest::Client,
 ) -> &'a Notify {
     let w = workers.entry(bot).or_insert_with(|| {
         let wake = Arc::new(Notify::new());
@@ -111,26 +117,48 @@ fn worker<'a>(
             bot,
             wake.clone(),
             shutdown.child_token(),
+            shared.clone(),
         ));
         Worker { wake, task }
     });
     &w.wake
 }
 
-/// The HTTP client for a webhook: with the bot's own certificate trusted, when it gave one.
-fn client_for(row: &WebhookRow) -> reqwest::Client {
+/// The HTTP client for webhooks: with a bot's own certificate trusted, when it gave one.
+fn client_with(pem: Option<&str>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(pem) = &row.certificate {
+    if let Some(pem) = pem {
         match reqwest::Certificate::from_pem(pem.as_bytes()) {
             Ok(cert) => b = b.add_root_certificate(cert),
-            Err(error) => {
-                tracing::warn!(%error, bot_id = %row.bot_id, "the webhook's certificate does not parse")
-            }
+            Err(error) => tracing::warn!(%error, "a webhook's certificate does not parse"),
         }
     }
     b.build().unwrap_or_default()
+}
+
+/// Posts one update; the reply body, or what went wrong as getWebhookInfo says it.
+async fn post(http: &reqwest::Client, row: &WebhookRow, body: String) -> Result<Vec<u8>, String> {
+    let mut req = http
+        .post(&row.url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(secret) = &row.secret_token {
+        req = req.header("X-Telegram-Bot-Api-Secret-Token", secret);
+    }
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => {
+            Ok(resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+        }
+        Ok(resp) => Err(format!(
+            "Wrong response from the webhook: {}",
+            resp.status()
+        )),
+        Err(e) if e.is_timeout() => Err("Timeout expired".to_owned()),
+        Err(e) if e.is_connect() => Err("Connection refused".to_owned()),
+        Err(e) => Err(format!("Request failed: {e}")),
+    }
 }
 
 async fn deliver_bot(
@@ -139,9 +167,11 @@ async fn deliver_bot(
     bot: BotId,
     wake: Arc<Notify>,
     stop: CancellationToken,
+    shared: reqwest::Client,
 ) {
     let mut backoff = Duration::from_secs(1);
-    let mut client: Option<(WebhookRow, reqwest::Client)> = None;
+    // A client of its own only for a bot with its own certificate.
+    let mut own: Option<(String, reqwest::Client)> = None;
     loop {
         let row = match deps.store.webhook(bot).await {
             Ok(Some(row)) => row,
@@ -155,58 +185,59 @@ async fn deliver_bot(
                 continue;
             }
         };
-        let pending = match deps.store.pending_updates(bot, 1).await {
+        let pending = match deps.store.pending_updates(bot, PER_READ).await {
             Ok(p) => p,
             Err(error) => {
                 tracing::warn!(%error, %bot, "could not read pending updates");
                 Vec::new()
             }
         };
-        let Some((update_id, body)) = pending.into_iter().next() else {
+        if pending.is_empty() {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
             continue;
-        };
-        let same = client
-            .as_ref()
-            .is_some_and(|(r, _)| r.url == row.url && r.certificate == row.certificate);
-        if !same {
-            client = Some((row.clone(), client_for(&row)));
         }
-        let http = &client.as_ref().expect("set above").1;
-        let mut req = http
-            .post(&row.url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(secret) = &row.secret_token {
-            req = req.header("X-Telegram-Bot-Api-Secret-Token", secret);
-        }
-        let sent = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = req.send() => r,
-        };
-        let failure = match sent {
-            Ok(resp) if resp.status().is_success() => {
-                let reply = resp.bytes().await.unwrap_or_default();
-                if let Err(error) = deps.store.delivered(bot, update_id).await {
-                    tracing::warn!(%error, %bot, "could not mark an update delivered");
-                    continue;
+        let http = match &row.certificate {
+            None => shared.clone(),
+            Some(pem) => {
+                if own.as_ref().is_none_or(|(p, _)| p != pem) {
+                    own = Some((pem.clone(), client_with(Some(pem))));
                 }
-                metrics::UPDATES.with_label_values(&["delivered"]).inc();
-                if row.last_error_date.is_some() {
-                    let _ = deps.store.set_webhook_error(bot, None).await;
-                }
-                backoff = Duration::from_secs(1);
-                reply_call(&deps, &producer, &row, &reply).await;
-                continue;
+                own.as_ref().expect("set above").1.clone()
             }
-            Ok(resp) => format!("Wrong response from the webhook: {}", resp.status()),
-            Err(e) if e.is_timeout() => "Timeout expired".to_owned(),
-            Err(e) if e.is_connect() => "Connection refused".to_owned(),
-            Err(e) => format!("Request failed: {e}"),
+        };
+        let mut error_shown = row.last_error_date.is_some();
+        let mut failed = None;
+        for (update_id, body) in pending {
+            let sent = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = post(&http, &row, body) => r,
+            };
+            match sent {
+                Ok(reply) => {
+                    if let Err(error) = deps.store.delivered(bot, update_id).await {
+                        tracing::warn!(%error, %bot, "could not mark an update delivered");
+                        break;
+                    }
+                    metrics::UPDATES.with_label_values(&["delivered"]).inc();
+                    if error_shown {
+                        let _ = deps.store.set_webhook_error(bot, None).await;
+                        error_shown = false;
+                    }
+                    backoff = Duration::from_secs(1);
+                    reply_call(&deps, &producer, &row, &reply).await;
+                }
+                Err(failure) => {
+                    failed = Some((update_id, failure));
+                    break;
+                }
+            }
+        }
+        let Some((update_id, failure)) = failed else {
+            continue;
         };
         metrics::UPDATES.with_label_values(&["failed"]).inc();
         tracing::info!(%bot, update_id, error = %failure, retry_in_s = backoff.as_secs(), "webhook delivery failed");

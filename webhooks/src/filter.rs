@@ -3,27 +3,15 @@
 //! of whatever kind, as it is. One record at a time, so a bot's order is kept.
 
 use crate::{metrics, Deps, WebhookError};
-use schemas::{Envelope, Update};
+use schemas::{Update, UpdateSource};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const GROUP: &str = "updates";
 
-/// Whether an update is about `chat` (any of its message-like or chat-member parts).
-fn from_chat(update: &Value, chat: i64) -> bool {
-    update
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.values())
-        .any(|part| {
-            part["chat"]["id"].as_i64() == Some(chat)
-                || part["message"]["chat"]["id"].as_i64() == Some(chat)
-        })
-}
-
 /// Whether the gateway keeps `update` from the bot.
 pub fn keeps(update: &Value, storage_chat: Option<i64>) -> bool {
-    !storage_chat.is_some_and(|c| from_chat(update, c))
+    !storage_chat.is_some_and(|c| schemas::update::about_chat(update, c))
 }
 
 pub async fn run(
@@ -43,12 +31,12 @@ pub async fn run(
             r = consumer.next() => r?,
         };
         if let Some(env) = bus::decode_or_skip::<Update>(&record) {
-            if keeps(&env.payload.update, storage_chat) {
-                let out = Envelope {
-                    header: env.header.clone(),
-                    payload: env.payload,
-                };
-                bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES, &out).await?;
+            let source = env.payload.source;
+            if source == UpdateSource::GetUpdates {
+                // A bot's own getUpdates answer: on `updates.raw` for the record only, the bot
+                // has it already.
+            } else if keeps(&env.payload.update, storage_chat) {
+                bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES, &env).await?;
             } else {
                 metrics::UPDATES.with_label_values(&["filtered"]).inc();
             }
