@@ -283,6 +283,18 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError>;
 
     async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError>;
+
+    /// Takes or renews the lease on a bot's webhook work (polling, delivery) for `owner` until
+    /// `until_ms`: granted when nobody holds it, `owner` holds it, or the holder's lease ran
+    /// out before `now_ms`. So one process at a time polls and delivers for a bot, and another
+    /// takes over when it dies.
+    async fn lease_webhook(
+        &self,
+        bot_id: BotId,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// What makes two uploads the same: bot, content, kind (`document`, `photo`, ...), name.

@@ -447,6 +447,26 @@ fn webhook_from(c: WebhookColumns) -> WebhookRow {
 }
 
 impl ScyllaStore {
+    /// Runs a lightweight transaction; whether it applied.
+    async fn applied(
+        &self,
+        cql: String,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .session
+            .query_unpaged(cql, values)
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(result
+            .maybe_first_row::<Row>()
+            .map_err(err)?
+            .and_then(|r| r.columns.into_iter().next().flatten())
+            .is_some_and(|v| matches!(v, CqlValue::Boolean(true))))
+    }
+
     async fn webhook_rows(
         &self,
         cql: String,
@@ -556,23 +576,13 @@ impl WebhookStore for ScyllaStore {
         update_id: i64,
         update: &str,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .session
-            .query_unpaged(
-                "INSERT INTO updates (bot_id, update_id, body, delivered) VALUES (?, ?, ?, false)
-                 IF NOT EXISTS",
-                (bot_id.0, update_id, update),
-            )
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        let applied = result
-            .maybe_first_row::<Row>()
-            .map_err(err)?
-            .and_then(|r| r.columns.into_iter().next().flatten())
-            .is_some_and(|v| matches!(v, CqlValue::Boolean(true)));
-        Ok(applied)
+        self.applied(
+            "INSERT INTO updates (bot_id, update_id, body, delivered) VALUES (?, ?, ?, false) \
+             IF NOT EXISTS"
+                .to_owned(),
+            (bot_id.0, update_id, update),
+        )
+        .await
     }
 
     async fn pending_updates(
@@ -597,6 +607,36 @@ impl WebhookStore for ScyllaStore {
             out.push(r.map_err(err)?);
         }
         Ok(out)
+    }
+
+    async fn lease_webhook(
+        &self,
+        bot_id: BotId,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // CQL conditions have no OR: the three ways to be granted, tried in turn (a missing
+        // row has a null url, so none applies to it).
+        let set = "UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE bot_id = ?";
+        Ok(self
+            .applied(
+                format!("{set} IF lease_owner = ?"),
+                (owner, until_ms, bot_id.0, owner),
+            )
+            .await?
+            || self
+                .applied(
+                    format!("{set} IF url != null AND lease_owner = null"),
+                    (owner, until_ms, bot_id.0),
+                )
+                .await?
+            || self
+                .applied(
+                    format!("{set} IF lease_until < ?"),
+                    (owner, until_ms, bot_id.0, now_ms),
+                )
+                .await?)
     }
 
     async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError> {

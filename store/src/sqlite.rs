@@ -680,6 +680,30 @@ impl WebhookStore for SqliteStore {
         Ok(n == 1)
     }
 
+    async fn lease_webhook(
+        &self,
+        bot_id: BotId,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        use rusqlite::types::Value as V;
+        let n = self
+            .sql(
+                "UPDATE webhooks SET lease_owner = ?2, lease_until = ?3
+                 WHERE bot_id = ?1
+                   AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4)",
+                vec![
+                    V::Integer(bot_id.0),
+                    V::Text(owner.to_owned()),
+                    V::Integer(until_ms),
+                    V::Integer(now_ms),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn put_updates(&self, updates: &[(BotId, i64, String)]) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
         let writes = updates

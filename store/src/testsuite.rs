@@ -101,6 +101,26 @@ async fn webhooks_keep_their_offset_and_error(store: &dyn Store) {
         .unwrap()
         .iter()
         .any(|w| w.bot_id == bot));
+    // One process at a time does a bot's webhook work; another takes over when the lease ends.
+    assert!(store.lease_webhook(bot, "a", 1000, 31_000).await.unwrap());
+    assert!(!store.lease_webhook(bot, "b", 2000, 32_000).await.unwrap());
+    assert!(
+        store.lease_webhook(bot, "a", 20_000, 50_000).await.unwrap(),
+        "renewed"
+    );
+    assert!(!store.lease_webhook(bot, "b", 40_000, 70_000).await.unwrap());
+    assert!(
+        store.lease_webhook(bot, "b", 50_001, 80_000).await.unwrap(),
+        "expired: taken over"
+    );
+    assert!(!store.lease_webhook(bot, "a", 60_000, 90_000).await.unwrap());
+    assert!(
+        !store
+            .lease_webhook(BotId(bot.0 + 1), "a", 0, 1)
+            .await
+            .unwrap(),
+        "no webhook, no lease"
+    );
     store.set_webhook_error(bot, None).await.unwrap();
     assert_eq!(
         store

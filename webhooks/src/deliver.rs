@@ -185,6 +185,13 @@ async fn deliver_bot(
                 continue;
             }
         };
+        // Another process delivers for this bot while it holds the lease.
+        if !crate::leased(&deps, &producer, bot).await {
+            if pause(&stop, crate::LEASE / 2).await {
+                return;
+            }
+            continue;
+        }
         let pending = match deps.store.pending_updates(bot, PER_READ).await {
             Ok(p) => p,
             Err(error) => {

@@ -36,6 +36,27 @@ pub enum WebhookError {
     Bus(#[from] bus::BusError),
 }
 
+/// How long a lease on a bot's webhook work lasts without renewal: another process takes the
+/// bot over this long after its holder died.
+pub(crate) const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes or renews this process's lease on `bot`'s webhook work; false when another process
+/// holds it (or the store cannot say: then nobody should act twice).
+pub(crate) async fn leased(deps: &Deps, owner: &str, bot: schemas::BotId) -> bool {
+    let now = schemas::now_ms();
+    match deps
+        .store
+        .lease_webhook(bot, owner, now, now + LEASE.as_millis() as i64)
+        .await
+    {
+        Ok(granted) => granted,
+        Err(error) => {
+            tracing::warn!(%error, %bot, "could not take the webhook lease");
+            false
+        }
+    }
+}
+
 pub(crate) mod metrics {
     use prometheus::{register_int_counter_vec, IntCounterVec};
     use std::sync::LazyLock;

@@ -62,6 +62,13 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
                 continue;
             }
         };
+        // Another process polls for this bot while it holds the lease.
+        if !crate::leased(&deps, &producer, bot_id).await {
+            if pause(&stop, crate::LEASE / 2).await {
+                return;
+            }
+            continue;
+        }
         let token = match deps
             .sealer
             .open(bot_id, &SealedToken(row.token_sealed.clone()))

@@ -11,7 +11,10 @@ CREATE TABLE IF NOT EXISTS webhooks (
     telegram_hook       INTEGER NOT NULL DEFAULT 0,
     poll_offset         INTEGER NOT NULL DEFAULT 0,
     last_error_date     INTEGER,
-    last_error_message  TEXT
+    last_error_message  TEXT,
+    -- Which process polls and delivers for the bot, and until when (a renewed lease).
+    lease_owner         TEXT,
+    lease_until         INTEGER
 );
 
 -- Updates to deliver to a bot's webhook; kept once delivered, so a replayed record is not
