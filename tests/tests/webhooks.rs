@@ -45,6 +45,12 @@ fn message(n: i64) -> Value {
     json!({"message": {"message_id": n, "date": 0, "chat": {"id": 10, "type": "private"}, "text": format!("m{n}")}})
 }
 
+/// A post in the gateway's storage chat, as Telegram would report it.
+fn storage_post(chat: i64) -> Value {
+    json!({"channel_post": {"message_id": 1, "date": 0,
+        "chat": {"id": chat, "type": "channel", "title": "storage"}}})
+}
+
 fn ids(seen: &Seen) -> Vec<i64> {
     seen.lock()
         .unwrap()
@@ -416,14 +422,7 @@ async fn updates_from_the_storage_chat_are_filtered_out() {
         &json!({"url": url}),
     )
     .await;
-    control
-        .push_update(
-            bot,
-            json!({"channel_post": {"message_id": 1, "date": 0,
-                "chat": {"id": chat, "type": "channel", "title": "storage"}}}),
-        )
-        .await
-        .unwrap();
+    control.push_update(bot, storage_post(chat)).await.unwrap();
     let kept = control.push_update(bot, message(2)).await.unwrap();
     assert_eq!(wait_for(&seen, 1).await, vec![kept]);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -448,14 +447,7 @@ async fn get_updates_leaves_out_the_storage_chat() {
     let bot = 1307;
     let base = format!("{}/bot{}", gw.url, token(bot));
     let first = control.push_update(bot, message(1)).await.unwrap();
-    control
-        .push_update(
-            bot,
-            json!({"channel_post": {"message_id": 1, "date": 0,
-                "chat": {"id": chat, "type": "channel", "title": "storage"}}}),
-        )
-        .await
-        .unwrap();
+    control.push_update(bot, storage_post(chat)).await.unwrap();
     let last = control.push_update(bot, message(3)).await.unwrap();
     let v = get_json(&format!("{base}/getUpdates")).await;
     let got: Vec<i64> = v["result"]
