@@ -284,6 +284,11 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError>;
 
+    /// Forgets updates delivered (or dropped) before `before_ms`: they were kept so that a
+    /// replayed bus record is not delivered again, which after the bus's retention cannot
+    /// happen. ScyllaDB expires them by TTL instead.
+    async fn purge_updates(&self, before_ms: i64) -> Result<u64, StoreError>;
+
     /// Takes or renews the lease on a bot's webhook work (polling, delivery) for `owner` until
     /// `until_ms`: granted when nobody holds it, `owner` holds it, or the holder's lease ran
     /// out before `now_ms`. So one process at a time polls and delivers for a bot, and another
@@ -296,6 +301,10 @@ pub trait WebhookStore: Send + Sync + 'static {
         until_ms: i64,
     ) -> Result<bool, StoreError>;
 }
+
+/// How long a delivered update is remembered (against a replayed bus record): a week, beyond
+/// any bus retention the gateway is run with.
+pub const DELIVERED_UPDATES_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// What makes two uploads the same: bot, content, kind (`document`, `photo`, ...), name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -623,8 +623,9 @@ impl WebhookStore for SqliteStore {
         }];
         if drop_pending {
             writes.push(Write::Sql {
-                sql: "UPDATE updates SET delivered = 1 WHERE bot_id = ?1 AND delivered = 0",
-                values: vec![V::Integer(bot_id.0)],
+                sql: "UPDATE updates SET delivered = 1, delivered_ms = ?2
+                      WHERE bot_id = ?1 AND delivered = 0",
+                values: vec![V::Integer(bot_id.0), V::Integer(schemas::now_ms())],
             });
         }
         self.write(writes).await?;
@@ -678,6 +679,15 @@ impl WebhookStore for SqliteStore {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn purge_updates(&self, before_ms: i64) -> Result<u64, StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "DELETE FROM updates WHERE delivered = 1 AND delivered_ms < ?1",
+            vec![V::Integer(before_ms)],
+        )
+        .await
     }
 
     async fn lease_webhook(
@@ -751,8 +761,13 @@ impl WebhookStore for SqliteStore {
     async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
         self.sql(
-            "UPDATE updates SET delivered = 1 WHERE bot_id = ?1 AND update_id = ?2",
-            vec![V::Integer(bot_id.0), V::Integer(update_id)],
+            "UPDATE updates SET delivered = 1, delivered_ms = ?3
+             WHERE bot_id = ?1 AND update_id = ?2",
+            vec![
+                V::Integer(bot_id.0),
+                V::Integer(update_id),
+                V::Integer(schemas::now_ms()),
+            ],
         )
         .await?;
         Ok(())

@@ -163,6 +163,27 @@ async fn updates_are_kept_once_and_delivered_in_order(store: &dyn Store) {
         !store.put_update(bot, 10, "{}").await.unwrap(),
         "delivered: not again"
     );
+    // Remembered until purged a week on (ScyllaDB: a TTL, so its purge has nothing to do).
+    store
+        .purge_updates(schemas::now_ms() - 60_000)
+        .await
+        .unwrap();
+    assert!(
+        !store.put_update(bot, 10, "{}").await.unwrap(),
+        "still remembered"
+    );
+    if store
+        .purge_updates(schemas::now_ms() + 60_000)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            store.put_update(bot, 10, "{}").await.unwrap(),
+            "purged: forgotten"
+        );
+        store.delivered(bot, 10).await.unwrap();
+    }
     let more: Vec<_> = (13..16)
         .map(|id| (bot, id, format!("{{\"update_id\":{id}}}")))
         .collect();

@@ -307,6 +307,12 @@ pub async fn run(
                             Ok(_) => {}
                             Err(error) => tracing::warn!(%error, "purging expired results failed"),
                         }
+                        let before = schemas::now_ms() - store::DELIVERED_UPDATES_KEPT_MS;
+                        match store.purge_updates(before).await {
+                            Ok(n) if n > 0 => tracing::debug!(purged = n, "delivered updates purged"),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "purging delivered updates failed"),
+                        }
                     }
                 }
             }

@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS updates (
     update_id   INTEGER NOT NULL,
     body        TEXT NOT NULL,
     delivered   INTEGER NOT NULL DEFAULT 0,
+    -- When it was delivered (or dropped): delivered rows are purged after a week.
+    delivered_ms INTEGER,
     PRIMARY KEY (bot_id, update_id)
 );
 CREATE INDEX IF NOT EXISTS updates_pending ON updates (bot_id, delivered, update_id);
