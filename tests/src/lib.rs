@@ -379,6 +379,19 @@ pub fn media_routes() -> axum::Router {
     )
 }
 
+/// POST `form` as multipart to `url`, the answer's JSON (whatever its status).
+pub async fn post_multipart(url: impl reqwest::IntoUrl, form: reqwest::multipart::Form) -> Value {
+    client()
+        .post(url)
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON answer")
+}
+
 /// GET `url`, the answer's JSON (whatever its status).
 pub async fn get_json(url: &str) -> Value {
     client()

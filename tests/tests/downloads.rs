@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use telepipe_tests::{assert_shaped, client, get_json, post_json, split, token, Control, Proc};
+use telepipe_tests::{
+    assert_shaped, client, get_json, post_json, post_multipart, split, token, Control, Proc,
+};
 
 /// Sends `content` as a document straight to the sandbox (not through the gateway); returns
 /// its file_id.
@@ -15,15 +17,11 @@ async fn upload(sandbox: &Proc, bot: i64, name: &str, content: Vec<u8>) -> Strin
         "document",
         reqwest::multipart::Part::bytes(content).file_name(name.to_owned()),
     );
-    let sent: Value = client()
-        .post(format!("{}/bot{}/sendDocument", sandbox.url, token(bot)))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = post_multipart(
+        format!("{}/bot{}/sendDocument", sandbox.url, token(bot)),
+        form,
+    )
+    .await;
     sent["result"]["document"]["file_id"]
         .as_str()
         .unwrap_or_else(|| panic!("no file_id in {sent}"))

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use telepipe_tests::{
-    client, media_routes, post_json, public_server, testdata, token, Control, Proc,
+    media_routes, post_json, post_multipart, public_server, testdata, token, Control, Proc,
 };
 
 /// `/<name>`: a test file; `/big.bin`: 60 MB, streamed; `/big.jpg`: a 6 MB JPEG (the test
@@ -109,15 +109,7 @@ async fn media_groups_take_urls_and_parts_of_any_size() {
             )
     };
     for round in 0..2 {
-        let v: Value = client()
-            .post(&url)
-            .multipart(form())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = post_multipart(&url, form()).await;
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["result"][1]["audio"]["performer"], "Sandbox Band", "{v}");
         let calls = control.calls(bot, Some("sendMediaGroup")).await.unwrap();
@@ -185,15 +177,7 @@ async fn inline_results_over_url_limits_are_sent_cached() {
             "inline_file1",
             reqwest::multipart::Part::bytes(testdata("video.mp4")).file_name("clip.mp4"),
         );
-    let v: Value = client()
-        .post(&url)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_multipart(&url, form).await;
     assert_eq!(v["ok"], true, "{v}");
     let calls = control.calls(bot, Some("answerInlineQuery")).await.unwrap();
     let results = json_param(&calls[1], "results");

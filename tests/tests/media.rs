@@ -5,7 +5,8 @@
 
 use serde_json::{json, Value};
 use telepipe_tests::{
-    assert_shaped, client, media_routes, post_json, public_server, testdata, token, Control, Proc,
+    assert_shaped, client, media_routes, post_json, post_multipart, public_server, testdata, token,
+    Control, Proc,
 };
 
 /// A multipart call with `file` as the part `param` under a name that says nothing of its
@@ -26,15 +27,7 @@ async fn send(
         param.to_owned(),
         reqwest::multipart::Part::bytes(testdata(file)).file_name("upload.bin"),
     );
-    client()
-        .post(format!("{gw}/bot{}/{method}", token(bot)))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    post_multipart(format!("{gw}/bot{}/{method}", token(bot)), form).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use telepipe_tests::{assert_shaped, client, post_json, token, Control, Proc};
+use telepipe_tests::{assert_shaped, client, post_json, post_multipart, token, Control, Proc};
 
 /// A multipart `document` part of `mib` MiB, streamed (never held whole by the test).
 fn streamed_part(mib: usize, name: &'static str) -> reqwest::multipart::Part {
@@ -190,15 +190,7 @@ async fn big_multipart_files_go_through_mtproto_and_file_name_renames() {
             "document",
             reqwest::multipart::Part::bytes(b"tiny".to_vec()).file_name("orig.txt"),
         );
-    let v: Value = client()
-        .post(&url)
-        .multipart(small)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_multipart(&url, small).await;
     assert_eq!(v["result"]["document"]["file_name"], "renamed.txt", "{v}");
     let calls = control.calls(bot, Some("sendDocument")).await.unwrap();
     assert_eq!(
@@ -213,15 +205,7 @@ async fn big_multipart_files_go_through_mtproto_and_file_name_renames() {
         .text("caption", "sixty")
         .text("file_name", "sixty.bin")
         .part("document", streamed_part(60, "orig.bin"));
-    let v: Value = client()
-        .post(&url)
-        .multipart(big)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_multipart(&url, big).await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["result"]["document"]["file_size"], size);
     assert_eq!(v["result"]["document"]["file_name"], "sixty.bin");
@@ -252,15 +236,7 @@ async fn the_same_upload_twice_goes_by_its_cached_file_id() {
         );
         let url = format!("{}/bot{}/{method}", gw.url, token(bot));
         async move {
-            let v: Value = client()
-                .post(url)
-                .multipart(form)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = post_multipart(url, form).await;
             assert_eq!(v["ok"], true, "{v}");
             v
         }
@@ -309,15 +285,7 @@ async fn a_big_upload_as_a_bots_first_call() {
     let form = reqwest::multipart::Form::new()
         .text("chat_id", "5")
         .part("document", streamed_part(51, "first.bin"));
-    let v: Value = client()
-        .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_multipart(format!("{}/bot{}/sendDocument", gw.url, token(bot)), form).await;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["result"]["document"]["file_size"], size);
 }
@@ -343,17 +311,7 @@ async fn upload_methods_keep_files_for_nobody() {
                 reqwest::multipart::Part::bytes(pattern(70_000)).file_name("clip.bin"),
             );
             let url = format!("{}/bot{}/{method}", gw.url, token(bot));
-            async move {
-                client()
-                    .post(url)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json::<Value>()
-                    .await
-                    .unwrap()
-            }
+            async move { post_multipart(url, form).await }
         };
     let doc = upload("uploadDocument", "document", vec![]).await;
     assert_eq!(doc["ok"], true, "{doc}");
@@ -420,15 +378,11 @@ async fn retyped_and_renamed_file_ids_are_uploaded_again() {
         "document",
         reqwest::multipart::Part::bytes(pattern(100_000)).file_name("clip.mp4"),
     );
-    let sent: Value = client()
-        .post(format!("{}/bot{}/sendDocument", sandbox.url, token(bot)))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = post_multipart(
+        format!("{}/bot{}/sendDocument", sandbox.url, token(bot)),
+        form,
+    )
+    .await;
     let doc_id = sent["result"]["document"]["file_id"].as_str().unwrap();
     let base = format!("{}/bot{}", gw.url, token(bot));
 

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use telepipe_tests::{eventually, get_json, post_json, token, Control, Proc};
+use telepipe_tests::{eventually, get_json, post_json, post_multipart, token, Control, Proc};
 
 /// What a bot's webhook server received: (secret header, update).
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
@@ -330,15 +330,7 @@ async fn a_self_signed_certificate_given_with_set_webhook_is_trusted() {
             "certificate",
             reqwest::multipart::Part::bytes(cert.cert.pem().into_bytes()).file_name("cert.pem"),
         );
-    let v: Value = telepipe_tests::client()
-        .post(format!("{base}/setWebhook"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_multipart(format!("{base}/setWebhook"), form).await;
     assert_eq!(v["ok"], true, "{v}");
     let second = control.push_update(bot, message(2)).await.unwrap();
     assert_eq!(wait_for(&seen, 2).await, vec![first, second]);
