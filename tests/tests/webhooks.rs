@@ -453,3 +453,48 @@ async fn get_updates_leaves_out_the_storage_chat() {
     let v = get_json(&format!("{base}/getUpdates?offset={}", last + 1)).await;
     assert_eq!(v["result"], json!([]), "{v}");
 }
+
+/// A bot's server that keeps failing is retried with growing pauses (1 s, 2 s, 4 s, ...), not
+/// hammered; new updates wait behind the failing one; the error is shown as Telegram words it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_server_is_retried_with_backoff() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1308;
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let attempts = attempts.clone();
+            move || {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
+    control.push_update(bot, message(1)).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (attempts.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await
+    .expect("a first attempt");
+    for n in 2..=4 {
+        control.push_update(bot, message(n)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Attempts at about 0, 1, 3 and 7 s: three (or four, on a slow machine's clock) in 6 s.
+    let n = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&n), "{n} attempts in 6 s");
+    let info = get_json(&format!("{base}/getWebhookInfo")).await;
+    assert_eq!(info["result"]["pending_update_count"], 4, "{info}");
+    assert_eq!(
+        info["result"]["last_error_message"],
+        "Wrong response from the webhook: 500 Internal Server Error"
+    );
+}

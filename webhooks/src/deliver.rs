@@ -1,8 +1,9 @@
 //! Pushes updates to bots' webhooks: every update from `updates` is kept in the store first
 //! (once per update_id), then one worker per bot posts its pending updates strictly in
 //! update_id order. A failure (connection, non-2xx, timeout) is kept as the webhook's last
-//! error and retried with exponential backoff (1 s doubling to 60 s); nothing moves on until
-//! the bot's server takes the update, and a restart resumes from the store.
+//! error and retried with exponential backoff (1 s doubling to 60 s, cut short only by a new
+//! URL or certificate); nothing moves on until the bot's server takes the update, and a
+//! restart resumes from the store.
 
 use crate::poll::pause;
 use crate::{metrics, Deps, WebhookError};
@@ -256,11 +257,21 @@ async fn deliver_bot(
         {
             tracing::warn!(%error, %bot, "could not keep the webhook error");
         }
-        // Waits out the backoff; a new setWebhook (wake) tries at once.
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(backoff) => {}
+        // Waits out the backoff (new updates do not cut it short); a webhook set again with
+        // another URL or certificate is tried at once.
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if pause(&stop, left.min(Duration::from_secs(1))).await {
+                return;
+            }
+            match deps.store.webhook(bot).await {
+                Ok(Some(now)) if now.url == row.url && now.certificate == row.certificate => {}
+                _ => break,
+            }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
