@@ -364,21 +364,12 @@ impl FileStore for ScyllaStore {
     }
 
     async fn cached_upload(&self, key: &UploadKey) -> Result<Option<String>, StoreError> {
-        let rows = self
-            .session
-            .query_unpaged(
-                "SELECT file_id FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? \
-                 AND file_name = ?",
-                (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
-            )
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        Ok(rows
-            .maybe_first_row::<(String,)>()
-            .map_err(err)?
-            .map(|(s,)| s))
+        self.one_text(
+            "SELECT file_id FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? \
+             AND file_name = ?",
+            (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
+        )
+        .await
     }
 
     async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError> {
@@ -393,20 +384,11 @@ impl FileStore for ScyllaStore {
     }
 
     async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
-        let rows = self
-            .session
-            .query_unpaged(
-                "SELECT sealed FROM mtproto_sessions WHERE bot_id = ?",
-                (bot_id.0,),
-            )
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        Ok(rows
-            .maybe_first_row::<(String,)>()
-            .map_err(err)?
-            .map(|(s,)| s))
+        self.one_text(
+            "SELECT sealed FROM mtproto_sessions WHERE bot_id = ?",
+            (bot_id.0,),
+        )
+        .await
     }
 }
 
@@ -447,6 +429,25 @@ fn webhook_from(c: WebhookColumns) -> WebhookRow {
 }
 
 impl ScyllaStore {
+    /// The one text column of the first row a query answers, if any.
+    async fn one_text(
+        &self,
+        cql: &str,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .session
+            .query_unpaged(cql, values)
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(rows
+            .maybe_first_row::<(String,)>()
+            .map_err(err)?
+            .map(|(s,)| s))
+    }
+
     /// Runs a lightweight transaction; whether it applied.
     async fn applied(
         &self,

@@ -114,6 +114,15 @@ async fn a_url_is_fetched_by_the_gateway_and_sent_as_an_upload() {
     );
 }
 
+/// The clear 400 of a gateway without MTProto for what needs it.
+async fn assert_needs_mtproto(r: reqwest::Response) {
+    let v = assert_shaped(r, 400).await;
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("TELEGRAM_API_ID"));
+}
+
 async fn post_json_to(gw: &str, bot: i64, body: Value) -> Value {
     post_json(&format!("{gw}/bot{}/sendDocument", token(bot)), &body).await
 }
@@ -164,11 +173,7 @@ async fn a_big_url_goes_through_mtproto() {
         .send()
         .await
         .unwrap();
-    let v = assert_shaped(r, 400).await;
-    assert!(v["description"]
-        .as_str()
-        .unwrap()
-        .contains("TELEGRAM_API_ID"));
+    assert_needs_mtproto(r).await;
 }
 
 /// A multipart file over the Bot API's 50 MB goes through MTProto (the other parts go along,
@@ -359,11 +364,7 @@ async fn upload_methods_keep_files_for_nobody() {
         .send()
         .await
         .unwrap();
-    let v = assert_shaped(r, 400).await;
-    assert!(v["description"]
-        .as_str()
-        .unwrap()
-        .contains("TELEGRAM_API_ID"));
+    assert_needs_mtproto(r).await;
 }
 
 /// A file_id of another type than the method takes is downloaded and uploaded again as asked;
