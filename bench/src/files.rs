@@ -53,21 +53,34 @@ pub(crate) async fn start(
     bail!("{} exited before listening", bin.display())
 }
 
-pub(crate) fn vm_hwm_kb(pid: u32) -> u64 {
+/// Stops a server gracefully (SIGTERM, as an operator would) and waits for it to exit.
+pub(crate) async fn stop(s: &mut Server) -> anyhow::Result<()> {
+    if let Some(pid) = s.child.id() {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), s.child.wait())
+        .await
+        .context("the server did not stop within 60 s")??;
+    Ok(())
+}
+
+/// A `/proc/<pid>/status` figure in kB (`VmHWM`, `VmRSS`).
+pub(crate) fn proc_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+pub(crate) fn vm_hwm_kb(pid: u32) -> u64 {
+    proc_kb(pid, "VmHWM")
 }
 
 /// The sandbox (with `--env-file`) and a gateway pointed at both its faces, as processes of
@@ -196,40 +209,29 @@ pub async fn run(bin: PathBuf, size: u64, rounds: usize, concurrency: usize) -> 
         .to_owned();
     let blob_dir = gw_data.join("blobs");
     let blob_rel = format!("sha256/{}/{}/{etag}", &etag[0..2], &etag[2..4]);
-    let nginx_port = free_port()?;
-    let nginx_dir = dir.join("nginx");
-    std::fs::create_dir_all(&nginx_dir)?;
-    let conf = format!(
-        "daemon off; worker_processes 1; pid {p}/nginx.pid; error_log {p}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{ access_log off; sendfile on; tcp_nopush on; \
-         client_body_temp_path {p}; proxy_temp_path {p}; fastcgi_temp_path {p}; \
-         uwsgi_temp_path {p}; scgi_temp_path {p};\n\
-         server {{ listen 127.0.0.1:{nginx_port}; root {root}; }} }}\n",
-        p = nginx_dir.display(),
-        root = blob_dir.display()
-    );
-    std::fs::write(nginx_dir.join("nginx.conf"), conf)?;
-    let nginx = Command::new("nginx")
-        .args(["-c", &nginx_dir.join("nginx.conf").display().to_string()])
-        .kill_on_drop(true)
-        .spawn();
-    let mut nginx = match nginx {
-        Ok(c) => Some(c),
+    let nginx = match crate::nginx::start(
+        &dir,
+        "nginx",
+        "1",
+        "",
+        &format!("root {};", blob_dir.display()),
+    )
+    .await
+    {
+        Ok(n) => Some(n),
         Err(e) => {
-            eprintln!("nginx not started ({e}); `apt-get install nginx` for the comparison");
+            eprintln!("nginx not started ({e:#}); `apt-get install nginx` for the comparison");
             None
         }
     };
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     println!(
         "token-free downloads, {concurrency} clients x {rounds} rounds of {} MiB:",
         size >> 20
     );
     let (rate, bytes) = download_rate(&http, &storage, rounds, concurrency).await?;
     println!("  telepipe /storage/: {rate:.0} MB/s ({} MiB)", bytes >> 20);
-    if nginx.is_some() {
-        let url = format!("http://127.0.0.1:{nginx_port}/{blob_rel}");
+    if let Some(n) = &nginx {
+        let url = format!("http://127.0.0.1:{}/{blob_rel}", n.port);
         let (n_rate, n_bytes) = download_rate(&http, &url, rounds, concurrency).await?;
         println!(
             "  nginx (sendfile):   {n_rate:.0} MB/s ({} MiB)",
@@ -237,9 +239,7 @@ pub async fn run(bin: PathBuf, size: u64, rounds: usize, concurrency: usize) -> 
         );
         println!("  telepipe / nginx:   {:.2}", rate / n_rate);
     }
-    if let Some(n) = nginx.as_mut() {
-        let _ = n.start_kill();
-    }
+    drop(nginx);
     drop(gateway);
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&dir);

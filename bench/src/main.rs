@@ -7,6 +7,10 @@
 //! one run, not across machines.
 
 mod files;
+mod floor;
+mod nginx;
+mod proxy;
+mod soak;
 mod uploads;
 mod webhooks;
 
@@ -62,6 +66,37 @@ enum Bench {
         /// Size of the dedupe file, in MiB.
         #[arg(long, default_value_t = 100)]
         dedupe_mib: u64,
+    },
+    /// The hot path against nginx: sendMessage through nginx `proxy_pass` and through
+    /// `telepipe serve` (embedded, every call recorded) to the same nginx upstream, loaded by
+    /// wrk in turns; every call's audit row counted afterwards.
+    Proxy {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        /// Seconds a pass.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// wrk's connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// nginx and telepipe passes, taken in turns.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// A sustained run: req/s, p99, data folder, database, WAL, bytes per call and RSS per
+    /// window, with the first and last minute compared.
+    Soak {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Seconds a window.
+        #[arg(long, default_value_t = 30)]
+        window: u64,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
     },
     /// Webhooks: updates delivered per second across many bots, order kept per bot.
     Webhooks {
@@ -186,6 +221,28 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(uploads::run(bin, big_mib, dedupe_mib));
         }
+        Bench::Proxy {
+            bin,
+            seconds,
+            connections,
+            rounds,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(proxy::run(bin, seconds, connections, rounds.max(1)));
+        }
+        Bench::Soak {
+            bin,
+            seconds,
+            window,
+            connections,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(soak::run(bin, seconds, window.max(1), connections));
+        }
         Bench::Webhooks { bin, bots, per_bot } => {
             return tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -285,8 +342,13 @@ fn main() -> anyhow::Result<()> {
             let label = format!("{name}, {concurrency} clients");
             out.push(pass(&label, &http, url, requests, concurrency).await);
         }
-        Ok::<_, anyhow::Error>(out)
+        let floor = match &kafka {
+            Some(b) => Some(floor::ping_pong(b, 1000).await?),
+            None => None,
+        };
+        Ok::<_, anyhow::Error>((out, floor))
     })?;
+    let (results, floor) = results;
     shutdown.cancel();
 
     println!(
@@ -321,6 +383,20 @@ fn main() -> anyhow::Result<()> {
             seq.p50_ms - results[0].p50_ms,
             conc.p50_ms - results[paths].p50_ms,
             concurrency,
+        );
+    }
+    if let Some(f) = floor {
+        let (embedded, kafka) = (&results[paths + 1], &results[paths + 2]);
+        let added = kafka.p50_ms - results[paths].p50_ms;
+        let added_1 = results[2].p50_ms - results[0].p50_ms;
+        println!(
+            "broker floor (Tansu, this gateway's rdkafka settings): ping-pong              (publish -> consume -> publish -> consume) p50 {:.3} ms, p99 {:.3} ms over {} rounds",
+            f.p50_ms, f.p99_ms, f.rounds
+        );
+        println!(
+            "kafka: {:.2}x embedded throughput ({concurrency} clients); added p50 {added_1:.3} ms              (1 client) = {:.2}x the ping-pong, {added:.3} ms ({concurrency} clients)",
+            rate(kafka) / rate(embedded),
+            added_1 / f.p50_ms,
         );
     }
     std::thread::sleep(Duration::from_millis(300));

@@ -3,15 +3,18 @@
 //!
 //! - Topics are `<prefix><name>` (prefix `telepipe.` by default), created on start when
 //!   missing, with the configured partitions and replication.
-//! - Producer: `acks=all`, idempotence on, a 1 ms linger; `publish` returns once the broker
-//!   acknowledged the record.
-//! - Consumers: one group per role (`<prefix><group>`), auto-commit off, offsets committed by the
-//!   roles after their outputs are acknowledged, a new group starts at the earliest record.
-//!   Commits are asynchronous, and made durable by a synchronous `flush` when a role drains; a
-//!   commit refused after a rebalance is logged, not fatal (the new owner re-reads from the
-//!   last commit, and outcomes in the store keep that idempotent).
-//! - Short fetch waits keep the request path fast (`fetch.wait.max.ms=10`); session timeouts
-//!   are configurable (tests use 2 s so group joins take about a second).
+//! - Producer: `acks=all`, idempotence on, no linger (under load records batch anyway while
+//!   requests are in flight), Nagle off; `publish` returns once the broker acknowledged the
+//!   record.
+//! - Consumers: one group per role (`<prefix><group>`), a new group starts at the earliest
+//!   record. A role's `commit` only *stores* the offset (local, no request: it marks every
+//!   earlier record done, which the role's acknowledgement tracking guarantees); librdkafka
+//!   commits what is stored every [`COMMIT_INTERVAL_MS`] and when partitions are revoked, and
+//!   a synchronous `flush` commits it when a role drains. A commit per record was one broker
+//!   request per call. What a crash can then redeliver (the last interval) is answered from
+//!   the store, as before.
+//! - Short fetch waits keep the request path fast (`fetch.wait.max.ms`), Nagle off; session
+//!   timeouts are configurable (tests use 2 s so group joins take about a second).
 //! - `depth` is the consumer lag this process's consumers see, from librdkafka's statistics
 //!   (every 2 s).
 
@@ -26,10 +29,15 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How often librdkafka commits the offsets the roles stored.
+pub const COMMIT_INTERVAL_MS: u32 = 500;
+
+/// How long a fetch waits at the broker for records before answering empty.
+const FETCH_WAIT_MS: &str = "5";
 
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
@@ -111,7 +119,8 @@ impl KafkaBus {
             .set("client.id", &cfg.client_id)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
+            .set("linger.ms", "0")
+            .set("socket.nagle.disable", "true")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(backend)?;
@@ -188,11 +197,13 @@ impl Bus for KafkaBus {
             .set("bootstrap.servers", &self.cfg.brokers)
             .set("client.id", &self.cfg.client_id)
             .set("group.id", self.full(group))
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", COMMIT_INTERVAL_MS.to_string())
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
+            .set("socket.nagle.disable", "true")
             .set(
                 "session.timeout.ms",
                 self.cfg.session_timeout_ms.to_string(),
@@ -210,7 +221,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaConsumer {
             consumer,
             prefix: self.cfg.prefix.clone(),
-            committed: HashMap::new(),
+            stored: false,
         }))
     }
 
@@ -229,8 +240,8 @@ impl Bus for KafkaBus {
 struct KafkaConsumer {
     consumer: StreamConsumer<LagContext>,
     prefix: String,
-    /// The offsets committed so far, committed again synchronously by `flush`.
-    committed: HashMap<(String, i32), i64>,
+    /// An offset was stored: `flush` has something to commit.
+    stored: bool,
 }
 
 #[async_trait]
@@ -247,38 +258,33 @@ impl Consumer for KafkaConsumer {
                 offset: m.offset().max(0) as u64,
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                 payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                value: None,
             });
         }
     }
 
     async fn commit(&mut self, topic: &str, partition: u32, offset: u64) -> Result<(), BusError> {
         let full = format!("{}{topic}", self.prefix);
-        let next = offset as i64 + 1;
-        self.committed
-            .insert((full.clone(), partition as i32), next);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&full, partition as i32, Offset::Offset(next))
-            .map_err(backend)?;
-        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Async) {
+        // Stores `offset + 1` for the next automatic commit.
+        match self
+            .consumer
+            .store_offset(&full, partition as i32, offset as i64)
+        {
+            Ok(()) => self.stored = true,
             // After a rebalance the partition may belong to another member: its work will be
             // redone from the last commit, which the store makes harmless.
-            tracing::warn!(%error, topic, partition, offset, "offset commit refused");
+            Err(error) => tracing::warn!(%error, topic, partition, offset, "offset not stored"),
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), BusError> {
-        if self.committed.is_empty() {
+        if !self.stored {
             return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.committed {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
-                .map_err(backend)?;
         }
         // A synchronous commit blocks this thread for one broker round trip; it runs once,
         // at shutdown.
-        if let Err(error) = self.consumer.commit(&tpl, CommitMode::Sync) {
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(%error, "final offset commit refused");
         }
         Ok(())

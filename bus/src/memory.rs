@@ -5,8 +5,12 @@
 //! Records are dropped once every group of their topic has committed past them; a topic with
 //! no group keeps at most `retain_without_groups` records. The durable copy of the traffic in
 //! embedded mode is the store's audit log, not this bus.
+//!
+//! Its readers share the producer's memory, so it [carries values](crate::Bus::carries_values):
+//! an envelope goes in and comes out as the value it is, never encoded. Bytes published with
+//! [`crate::Bus::publish`] are carried as bytes.
 
-use crate::{Bus, BusError, Consumer, Depth, Record};
+use crate::{Bus, BusError, Consumer, Depth, Record, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -37,7 +41,13 @@ struct Topic {
 struct Log {
     /// Offset of `records[0]`.
     base: u64,
-    records: VecDeque<(Arc<str>, Bytes)>,
+    records: VecDeque<Entry>,
+}
+
+struct Entry {
+    key: Arc<str>,
+    payload: Bytes,
+    value: Option<Value>,
 }
 
 struct Group {
@@ -76,11 +86,35 @@ impl MemoryBus {
     fn topic(&self, name: &str) -> Arc<Topic> {
         self.inner.topic(name)
     }
+
+    fn append(&self, topic: &str, key: &str, payload: Bytes, value: Option<Value>) {
+        let t = self.topic(topic);
+        let p = partition_of(key, t.logs.len() as u32) as usize;
+        let no_groups = lock(&t.groups).is_empty();
+        {
+            let mut log = lock(&t.logs[p]);
+            log.records.push_back(Entry {
+                key: Arc::from(key),
+                payload,
+                value,
+            });
+            if no_groups && log.records.len() > self.inner.retain_without_groups {
+                log.records.pop_front();
+                log.base += 1;
+            }
+        }
+        t.bump();
+    }
 }
 
 impl Inner {
     fn topic(&self, name: &str) -> Arc<Topic> {
-        lock(&self.topics)
+        let mut topics = lock(&self.topics);
+        // Looked up without building a key: this runs for every record.
+        if let Some(t) = topics.get(name) {
+            return t.clone();
+        }
+        topics
             .entry(name.to_owned())
             .or_insert_with(|| {
                 Arc::new(Topic {
@@ -122,19 +156,16 @@ impl Bus for MemoryBus {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
-        let t = self.topic(topic);
-        let p = partition_of(key, t.logs.len() as u32) as usize;
-        let no_groups = lock(&t.groups).is_empty();
-        {
-            let mut log = lock(&t.logs[p]);
-            log.records
-                .push_back((Arc::from(key), Bytes::from(payload)));
-            if no_groups && log.records.len() > self.inner.retain_without_groups {
-                log.records.pop_front();
-                log.base += 1;
-            }
-        }
-        t.bump();
+        self.append(topic, key, Bytes::from(payload), None);
+        Ok(())
+    }
+
+    fn carries_values(&self) -> bool {
+        true
+    }
+
+    async fn publish_value(&self, topic: &str, key: &str, value: Value) -> Result<(), BusError> {
+        self.append(topic, key, Bytes::new(), Some(value));
         Ok(())
     }
 
@@ -246,13 +277,14 @@ impl Subscription {
             let (p, pos) = self.positions[idx];
             let log = lock(&self.topic.logs[p as usize]);
             let pos = pos.max(log.base);
-            if let Some((key, payload)) = log.records.get((pos - log.base) as usize) {
+            if let Some(e) = log.records.get((pos - log.base) as usize) {
                 let rec = Record {
                     topic: self.topic.name.clone(),
                     partition: p,
                     offset: pos,
-                    key: key.to_string(),
-                    payload: payload.clone(),
+                    key: e.key.to_string(),
+                    payload: e.payload.clone(),
+                    value: e.value.clone(),
                 };
                 drop(log);
                 self.positions[idx].1 = pos + 1;
@@ -420,6 +452,33 @@ mod tests {
                 "partition {p} shared"
             );
         }
+    }
+
+    /// An envelope goes through as the value it is (no bytes); read as another kind it is
+    /// skipped, and a record published as bytes still decodes from them.
+    #[tokio::test]
+    async fn envelopes_travel_as_values() {
+        use schemas::{ApiError, BotId, CallId, Envelope, Response, Update};
+        let bus = MemoryBus::new(2);
+        let mut c = bus.subscribe("g", &t("responses.x")).await.unwrap();
+        let env = Envelope::new(
+            CallId::new(),
+            BotId(7),
+            "test",
+            None,
+            Response::from_error(&ApiError::bad_request("chat not found")),
+        );
+        crate::publish_envelope(&bus, "responses.x", &env)
+            .await
+            .unwrap();
+        let r = next(&mut c).await;
+        assert!(r.payload.is_empty() && r.value.is_some());
+        assert_eq!(crate::decode_or_skip::<Response>(&r), Some(env.clone()));
+        assert_eq!(crate::decode_or_skip::<Update>(&r), None, "another kind");
+        bus.publish("responses.x", "7", env.encode()).await.unwrap();
+        let r = next(&mut c).await;
+        assert!(r.value.is_none());
+        assert_eq!(crate::decode_or_skip::<Response>(&r), Some(env));
     }
 
     /// Committed records are dropped from memory.

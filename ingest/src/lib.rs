@@ -116,13 +116,12 @@ impl Ingest {
         let me = &self.inner;
         let (parts, body) = req.into_parts();
         let target = parse::target(parts.uri.path());
-        let fingerprint = me.sealer.fingerprint(&target.token);
-        let token = schemas::BotToken::parse(&target.token).ok();
+        let (fingerprint, token) = me.sealer.admit(&target.token);
         let bot_id = token
             .as_ref()
-            .map_or(schemas::BotId::UNKNOWN, |t| t.bot_id());
+            .map_or(schemas::BotId::UNKNOWN, |(t, _)| t.bot_id());
         let mut call = Call {
-            token: token.as_ref().map(|t| me.sealer.seal(t)),
+            token: token.as_ref().map(|(_, sealed)| sealed.clone()),
             token_fingerprint: fingerprint,
             test_env: target.test_env,
             method: target.method.clone(),

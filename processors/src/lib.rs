@@ -55,6 +55,11 @@ pub struct ProcessorConfig {
     pub total: usize,
     /// How long a recorded outcome answers redeliveries.
     pub result_ttl: Duration,
+    /// The bus outlives this process (Kafka): a call may be delivered again after a crash or a
+    /// rebalance, so each call's attempt and outcome are kept in the store to answer it without
+    /// running it twice. The in-process bus dies with the processors, so nothing can come
+    /// again and that bookkeeping (two of the three writes a call costs) is skipped.
+    pub durable_bus: bool,
     /// How long shutdown waits for calls in flight.
     pub drain_timeout: Duration,
 }
@@ -65,7 +70,8 @@ impl Default for ProcessorConfig {
             instance: "local".into(),
             per_bot: 32,
             total: 4096,
-            result_ttl: Duration::from_secs(24 * 3600),
+            result_ttl: RESULT_TTL,
+            durable_bus: true,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -94,6 +100,17 @@ pub enum ProcessorError {
 
 /// The consumer group all processor instances share.
 pub const GROUP: &str = "processors";
+
+/// How long a call's outcome is kept to answer a redelivery of it, by default.
+pub const RESULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What every call of a run shares.
+pub(crate) struct Run {
+    /// The producer field of records (`processor/<instance>`).
+    pub producer: String,
+    /// How long outcomes are kept for redeliveries; `None` on a bus that cannot redeliver.
+    pub result_ttl: Option<Duration>,
+}
 
 /// Per-bot concurrency shares, created on first use.
 struct Shares {
@@ -132,7 +149,10 @@ pub async fn run(
         .bus
         .subscribe(GROUP, &[bus::topics::CALLS.to_owned()])
         .await?;
-    let producer = format!("processor/{}", cfg.instance);
+    let run = Arc::new(Run {
+        producer: format!("processor/{}", cfg.instance),
+        result_ttl: cfg.durable_bus.then_some(cfg.result_ttl),
+    });
     let shares = Arc::new(Shares {
         per_bot: cfg.per_bot.max(1),
         bots: Mutex::new(HashMap::new()),
@@ -162,13 +182,12 @@ pub async fn run(
                 };
                 let deps = deps.clone();
                 let shares = shares.clone();
-                let producer = producer.clone();
-                let ttl = cfg.result_ttl;
+                let run = run.clone();
                 let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
                 tokio::spawn(async move {
                     {
                         let _share = shares.acquire(env.header.bot_id).await;
-                        process(&deps, &producer, ttl, env).await;
+                        process(&deps, &run, env).await;
                     }
                     // Release before reporting, so the loop sees the permit free when it
                     // reads the report.
@@ -203,8 +222,30 @@ pub async fn run(
     Ok(())
 }
 
+/// The routes other than the passthrough, boxed: a spawned call's future is as large as its
+/// largest route, and the common call should not pay for copying an upload's state.
+fn routed<'a>(
+    route: router::Route,
+    deps: &'a Deps,
+    env: &'a Envelope<Call>,
+) -> futures_util::future::BoxFuture<'a, schemas::Response> {
+    use router::Route;
+    match route {
+        Route::Passthrough => Box::pin(passthrough::execute(deps, env)),
+        Route::GetFile => Box::pin(files::get_file(deps, env)),
+        Route::Upload => Box::pin(uploads::send_file(deps, env)),
+        Route::UploadOnly => Box::pin(uploads::upload_only(deps, env)),
+        Route::SetWebhook => Box::pin(webhooks::set_webhook(deps, env)),
+        Route::DeleteWebhook => Box::pin(webhooks::delete_webhook(deps, env)),
+        Route::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
+        Route::GetUpdates => Box::pin(webhooks::get_updates(deps, env)),
+        Route::MediaGroup => Box::pin(groups::send_media_group(deps, env)),
+        Route::InlineAnswer => Box::pin(inline::answer_inline_query(deps, env)),
+    }
+}
+
 /// One call, start to finish. Never fails: every failure becomes an answer.
-async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>) {
+async fn process(deps: &Deps, run: &Run, env: Envelope<Call>) {
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
     bus::metrics::STAGE_SECONDS
         .with_label_values(&["queue"])
@@ -214,13 +255,20 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
         outcome::record_rejected(deps, &env, err).await;
         return;
     }
-    let expires = schemas::now_ms() + ttl.as_millis() as i64;
-    let begin = match deps.store.begin(env.header.call_id, expires).await {
-        Ok(b) => b,
-        Err(error) => {
-            // Without the store the call can still be served; a crash now could repeat it.
-            tracing::warn!(%error, "could not record the attempt; going ahead");
-            store::Begin::Fresh
+    let begin = match run.result_ttl {
+        // Nothing can deliver this call again: it is new.
+        None => store::Begin::Fresh,
+        Some(ttl) => {
+            let expires = schemas::now_ms() + ttl.as_millis() as i64;
+            match deps.store.begin(env.header.call_id, expires).await {
+                Ok(b) => b,
+                Err(error) => {
+                    // Without the store the call can still be served; a crash now could
+                    // repeat it.
+                    tracing::warn!(%error, "could not record the attempt; going ahead");
+                    store::Begin::Fresh
+                }
+            }
         }
     };
     let mut response = match begin {
@@ -228,7 +276,7 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
             tracing::info!("redelivered call answered from its recorded outcome");
             metrics::REDELIVERED.with_label_values(&["answered"]).inc();
             stored.origin = schemas::Origin::Stored;
-            outcome::reply(deps, producer, &env, stored).await;
+            outcome::reply(deps, &run.producer, &env, stored).await;
             return;
         }
         store::Begin::InFlight if !router::safe_to_repeat(&env.payload.method) => {
@@ -249,18 +297,10 @@ async fn process(deps: &Deps, producer: &str, ttl: Duration, env: Envelope<Call>
             }
             match router::route(&env.payload) {
                 router::Route::Passthrough => passthrough::execute(deps, &env).await,
-                router::Route::GetFile => files::get_file(deps, &env).await,
-                router::Route::Upload => uploads::send_file(deps, &env).await,
-                router::Route::UploadOnly => uploads::upload_only(deps, &env).await,
-                router::Route::SetWebhook => webhooks::set_webhook(deps, &env).await,
-                router::Route::DeleteWebhook => webhooks::delete_webhook(deps, &env).await,
-                router::Route::WebhookInfo => webhooks::webhook_info(deps, &env).await,
-                router::Route::GetUpdates => webhooks::get_updates(deps, &env).await,
-                router::Route::MediaGroup => groups::send_media_group(deps, &env).await,
-                router::Route::InlineAnswer => inline::answer_inline_query(deps, &env).await,
+                other => routed(other, deps, &env).await,
             }
         }
     };
     response.stages.queue_ms = queued_ms;
-    outcome::finish(deps, producer, ttl, &env, response).await;
+    outcome::finish(deps, run, &env, response).await;
 }

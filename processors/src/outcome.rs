@@ -3,7 +3,7 @@
 //! before the write lands does not widen the window in which a crash could make a call run
 //! twice: that window is from upstream's answer to the write, whatever the client got.
 
-use crate::{metrics, Deps};
+use crate::{metrics, Deps, Run};
 use schemas::{ApiError, Call, Envelope, Response};
 use std::future::Future;
 use std::time::Duration;
@@ -58,26 +58,33 @@ fn audit_row(env: &Envelope<Call>, outcome: Outcome, response: &Response) -> Cal
     }
 }
 
-/// Records the outcome (result for idempotency, audit row) and answers, concurrently.
-pub async fn finish(
-    deps: &Deps,
-    producer: &str,
-    ttl: Duration,
-    env: &Envelope<Call>,
-    response: Response,
-) {
-    let expires = schemas::now_ms() + ttl.as_millis() as i64;
+/// Records the outcome (the audit row, and the result for redeliveries when the bus can
+/// redeliver) and answers, concurrently. Without redeliveries nothing waits for the audit row:
+/// it is queued for the store's next batch.
+pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, response: Response) {
     let outcome = if response.status < 400 {
         Outcome::Ok
     } else {
         Outcome::Error
     };
     let row = audit_row(env, outcome, &response);
+    let Some(ttl) = run.result_ttl else {
+        let (queued, ()) = tokio::join!(
+            deps.store.queue_call(row),
+            reply(deps, &run.producer, env, response),
+        );
+        if let Err(error) = queued {
+            metrics::STORE_ERRORS.inc();
+            tracing::error!(%error, "could not queue the audit row");
+        }
+        return;
+    };
+    let expires = schemas::now_ms() + ttl.as_millis() as i64;
     tokio::join!(
         retry("outcome", || deps
             .store
             .record_outcome(&row, &response, expires)),
-        reply(deps, producer, env, response.clone()),
+        reply(deps, &run.producer, env, response.clone()),
     );
 }
 

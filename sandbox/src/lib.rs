@@ -17,6 +17,7 @@
 
 pub mod control;
 pub mod files;
+mod ige;
 pub mod methods;
 pub mod mtproto;
 pub mod mtproto_api;

@@ -39,7 +39,7 @@ impl Payload for Call {
     const KIND: RecordKind = RecordKind::Call;
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CallBody {
     Empty,
@@ -59,7 +59,7 @@ pub enum CallBody {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Part {
     Text {
@@ -74,6 +74,115 @@ pub enum Part {
         content_type: Option<String>,
         blob: BlobRef,
     },
+}
+
+impl<'de> Deserialize<'de> for CallBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::tagged::decode(d)
+    }
+}
+
+impl crate::tagged::Tagged for CallBody {
+    const TAG: &'static str = "kind";
+    const EXPECTING: &'static str = "a call body";
+
+    fn variant<'de, A: serde::de::MapAccess<'de>>(
+        variant: &str,
+        fields: serde::de::value::MapAccessDeserializer<A>,
+    ) -> Result<Self, A::Error> {
+        #[derive(Deserialize)]
+        struct Json {
+            value: Value,
+        }
+        #[derive(Deserialize)]
+        struct Form {
+            pairs: Vec<(String, String)>,
+        }
+        #[derive(Deserialize)]
+        struct Multipart {
+            parts: Vec<Part>,
+        }
+        #[derive(Deserialize)]
+        struct Other {
+            content_type: String,
+            data: BodyBytes,
+        }
+        Ok(match variant {
+            "empty" => crate::tagged::unit(fields, CallBody::Empty)?,
+            "json" => CallBody::Json {
+                value: Json::deserialize(fields)?.value,
+            },
+            "form" => CallBody::Form {
+                pairs: Form::deserialize(fields)?.pairs,
+            },
+            "multipart" => CallBody::Multipart {
+                parts: Multipart::deserialize(fields)?.parts,
+            },
+            "other" => {
+                let o = Other::deserialize(fields)?;
+                CallBody::Other {
+                    content_type: o.content_type,
+                    data: o.data,
+                }
+            }
+            other => {
+                return Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["empty", "json", "form", "multipart", "other"],
+                ))
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Part {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::tagged::decode(d)
+    }
+}
+
+impl crate::tagged::Tagged for Part {
+    const TAG: &'static str = "kind";
+    const EXPECTING: &'static str = "a multipart part";
+
+    fn variant<'de, A: serde::de::MapAccess<'de>>(
+        variant: &str,
+        fields: serde::de::value::MapAccessDeserializer<A>,
+    ) -> Result<Self, A::Error> {
+        #[derive(Deserialize)]
+        struct Text {
+            name: String,
+            value: String,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            name: String,
+            #[serde(default)]
+            file_name: Option<String>,
+            #[serde(default)]
+            content_type: Option<String>,
+            blob: BlobRef,
+        }
+        Ok(match variant {
+            "text" => {
+                let t = Text::deserialize(fields)?;
+                Part::Text {
+                    name: t.name,
+                    value: t.value,
+                }
+            }
+            "file" => {
+                let f = File::deserialize(fields)?;
+                Part::File {
+                    name: f.name,
+                    file_name: f.file_name,
+                    content_type: f.content_type,
+                    blob: f.blob,
+                }
+            }
+            other => return Err(serde::de::Error::unknown_variant(other, &["text", "file"])),
+        })
+    }
 }
 
 /// Parameters whose values are secrets of the bot and are kept out of the audit log.

@@ -8,8 +8,20 @@ use crate::ids::{BotId, CallId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// The version this build writes and the only one it reads.
-pub const SCHEMA_VERSION: u16 = 1;
+/// The version this build writes.
+///
+/// - 1: the first format.
+/// - 2: bodies that are JSON (almost every Bot API answer) may be kept as JSON
+///   (`{"encoding": "json", "json": {...}}`) rather than as an escaped string. A reader of
+///   version 1 cannot read them, so the version says so.
+pub const SCHEMA_VERSION: u16 = 2;
+
+/// The oldest version this build reads: every version-1 record is a version-2 record.
+pub const OLDEST_READ: u16 = 1;
+
+fn readable(schema: u16) -> bool {
+    (OLDEST_READ..=SCHEMA_VERSION).contains(&schema)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,7 +75,7 @@ pub struct Envelope<P> {
 pub enum DecodeError {
     #[error("record is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("record has schema version {0}, this build reads {SCHEMA_VERSION}")]
+    #[error("record has schema version {0}, this build reads {OLDEST_READ} to {SCHEMA_VERSION}")]
     UnknownVersion(u16),
     #[error("record is a {found}, expected a {expected}")]
     WrongKind {
@@ -95,11 +107,31 @@ impl<P: Payload> Envelope<P> {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("records serialise")
+        // Most records are a few hundred bytes: one allocation instead of a doubling series.
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, self).expect("records serialise");
+        out
     }
 
     /// Decodes a record of kind `P`, refusing unknown versions and other kinds.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        // One parse for the common case; a record that does not parse as this build's `P` is
+        // parsed again, by its header alone, to say why.
+        match serde_json::from_slice::<Self>(bytes) {
+            Ok(env) if !readable(env.header.schema) => {
+                Err(DecodeError::UnknownVersion(env.header.schema))
+            }
+            Ok(env) if env.header.kind != P::KIND => Err(DecodeError::WrongKind {
+                expected: P::KIND.as_str(),
+                found: env.header.kind.as_str().to_owned(),
+            }),
+            Ok(env) => Ok(env),
+            Err(error) => Err(Self::why_not(bytes).unwrap_or(DecodeError::Json(error))),
+        }
+    }
+
+    /// What the header of a record that is not a `P` of this version says it is.
+    fn why_not(bytes: &[u8]) -> Option<DecodeError> {
         #[derive(Deserialize)]
         struct PeekHeader {
             schema: u16,
@@ -109,16 +141,13 @@ impl<P: Payload> Envelope<P> {
         struct Peek {
             header: PeekHeader,
         }
-        let peek: Peek = serde_json::from_slice(bytes)?;
-        if peek.header.schema != SCHEMA_VERSION {
-            return Err(DecodeError::UnknownVersion(peek.header.schema));
+        let peek: Peek = serde_json::from_slice(bytes).ok()?;
+        if !readable(peek.header.schema) {
+            return Some(DecodeError::UnknownVersion(peek.header.schema));
         }
-        if peek.header.kind != P::KIND.as_str() {
-            return Err(DecodeError::WrongKind {
-                expected: P::KIND.as_str(),
-                found: peek.header.kind,
-            });
-        }
-        Ok(serde_json::from_slice(bytes)?)
+        (peek.header.kind != P::KIND.as_str()).then(|| DecodeError::WrongKind {
+            expected: P::KIND.as_str(),
+            found: peek.header.kind,
+        })
     }
 }

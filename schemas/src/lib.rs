@@ -23,12 +23,15 @@ pub mod ids;
 pub mod media;
 pub mod response;
 pub mod seal;
+mod tagged;
 pub mod token;
 pub mod update;
 
 pub use body::{BlobRef, BodyBytes};
 pub use call::{Call, CallBody, Part};
-pub use envelope::{DecodeError, Envelope, Header, Payload, RecordKind, SCHEMA_VERSION};
+pub use envelope::{
+    DecodeError, Envelope, Header, Payload, RecordKind, OLDEST_READ, SCHEMA_VERSION,
+};
 pub use error::{ApiError, ResponseParameters};
 pub use ids::{BotId, CallId};
 pub use response::{Origin, Response, Stages};

@@ -14,7 +14,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -91,6 +93,29 @@ pub struct Sealer {
     storage_key: [u8; 32],
     blob_cipher: XChaCha20Poly1305,
     hook_key: [u8; 32],
+    memo: Arc<Mutex<Memo>>,
+}
+
+/// Tokens seen lately. Every call's token is fingerprinted and sealed by ingest and opened by a
+/// processor: HMAC and AEAD work (and a nonce from the OS) on the hot path, for the few tokens
+/// a gateway serves again and again. Bounded: forgotten all at once when full. It holds what
+/// the process holds anyway while it serves a call, and is never printed.
+#[derive(Default)]
+struct Memo {
+    /// Token → its fingerprint and sealing.
+    admitted: HashMap<String, (TokenFingerprint, SealedToken)>,
+    /// (bot, sealing) → the token.
+    opened: HashMap<(i64, String), BotToken>,
+}
+
+const MEMO_MAX: usize = 4096;
+
+impl Memo {
+    fn room<K, V>(map: &mut HashMap<K, V>) {
+        if map.len() >= MEMO_MAX {
+            map.clear();
+        }
+    }
 }
 
 impl Sealer {
@@ -102,7 +127,30 @@ impl Sealer {
             storage_key: key.derive("storage-name/v1"),
             blob_cipher: XChaCha20Poly1305::new((&key.derive("seal-bytes/v1")).into()),
             hook_key: key.derive("hook/v1"),
+            memo: Arc::default(),
         }
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What ingest needs of the token a client sent: its fingerprint, and, when it has a
+    /// token's shape, the token and its sealing (the same sealing for the same token, while
+    /// remembered).
+    pub fn admit(&self, raw: &str) -> (TokenFingerprint, Option<(BotToken, SealedToken)>) {
+        let Ok(token) = BotToken::parse(raw) else {
+            return (self.fingerprint(raw), None);
+        };
+        if let Some((fp, sealed)) = self.memo().admitted.get(raw) {
+            return (fp.clone(), Some((token, sealed.clone())));
+        }
+        let (fp, sealed) = (self.fingerprint(raw), self.seal(&token));
+        let mut memo = self.memo();
+        Memo::room(&mut memo.admitted);
+        memo.admitted
+            .insert(raw.to_owned(), (fp.clone(), sealed.clone()));
+        (fp, Some((token, sealed)))
     }
 
     pub fn seal(&self, token: &BotToken) -> SealedToken {
@@ -123,7 +171,20 @@ impl Sealer {
         SealedToken(URL_SAFE_NO_PAD.encode(out))
     }
 
+    /// Opens a sealed token of `bot_id` (remembered: see [`Sealer::admit`]).
     pub fn open(&self, bot_id: BotId, sealed: &SealedToken) -> Result<BotToken, SealError> {
+        let key = (bot_id.0, sealed.0.clone());
+        if let Some(t) = self.memo().opened.get(&key) {
+            return Ok(t.clone());
+        }
+        let token = self.open_uncached(bot_id, sealed)?;
+        let mut memo = self.memo();
+        Memo::room(&mut memo.opened);
+        memo.opened.insert(key, token.clone());
+        Ok(token)
+    }
+
+    fn open_uncached(&self, bot_id: BotId, sealed: &SealedToken) -> Result<BotToken, SealError> {
         let raw = URL_SAFE_NO_PAD
             .decode(sealed.0.as_bytes())
             .map_err(|_| SealError::Malformed)?;
@@ -255,6 +316,26 @@ mod tests {
         let sealed = s.seal(&t);
         assert!(s.open(BotId(42), &sealed).is_err());
         assert!(s.open(t.bot_id(), &SealedToken("!!".into())).is_err());
+    }
+
+    /// A token admitted twice is sealed once (the same sealing), and opens to itself; a
+    /// sealing under another bot id does not open, remembered or not.
+    #[test]
+    fn admitted_tokens_are_remembered_and_still_bound_to_their_bot() {
+        let s = Sealer::new(&SealKey::generate());
+        let (fp, Some((token, sealed))) = s.admit(T) else {
+            panic!("a well-formed token is admitted");
+        };
+        assert_eq!(fp, s.fingerprint(T));
+        let (fp2, again) = s.admit(T);
+        assert_eq!(fp2, fp);
+        assert_eq!(again.map(|(_, s)| s), Some(sealed.clone()));
+        assert_eq!(s.open(token.bot_id(), &sealed).unwrap().expose(), T);
+        assert_eq!(s.open(token.bot_id(), &sealed).unwrap().expose(), T);
+        assert!(s.open(BotId(token.bot_id().0 + 1), &sealed).is_err());
+        let (bad_fp, none) = s.admit("not-a-token");
+        assert!(none.is_none());
+        assert_eq!(bad_fp, s.fingerprint("not-a-token"));
     }
 
     #[test]

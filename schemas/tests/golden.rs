@@ -5,9 +5,9 @@ use schemas::*;
 use serde_json::{json, Value};
 use std::str::FromStr;
 
-fn header(kind: RecordKind, reply_to: Option<&str>) -> Header {
+fn header(schema: u16, kind: RecordKind, reply_to: Option<&str>) -> Header {
     Header {
-        schema: SCHEMA_VERSION,
+        schema,
         kind,
         call_id: CallId::from_str("0190a5b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b").unwrap(),
         bot_id: BotId(123456789),
@@ -22,9 +22,9 @@ fn golden(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn call_v1() -> Envelope<Call> {
+fn call(schema: u16) -> Envelope<Call> {
     Envelope {
-        header: header(RecordKind::Call, Some("responses.a1")),
+        header: header(schema, RecordKind::Call, Some("responses.a1")),
         payload: Call {
             token: Some(SealedToken("c2VhbGVk".into())),
             token_fingerprint: TokenFingerprint("00112233445566778899aabb".into()),
@@ -56,15 +56,13 @@ fn call_v1() -> Envelope<Call> {
     }
 }
 
-fn response_v1() -> Envelope<Response> {
+fn response(schema: u16, body: BodyBytes) -> Envelope<Response> {
     Envelope {
-        header: header(RecordKind::Response, None),
+        header: header(schema, RecordKind::Response, None),
         payload: Response {
             status: 200,
             content_type: Some("application/json".into()),
-            body: BodyBytes::Utf8 {
-                text: r#"{"ok":true,"result":true}"#.into(),
-            },
+            body,
             origin: Origin::Upstream,
             stages: Stages {
                 queue_ms: 1,
@@ -77,31 +75,57 @@ fn response_v1() -> Envelope<Response> {
 /// The encoded records equal the golden files, and the golden files decode to the records.
 #[test]
 fn records_match_golden_files() {
-    let call = call_v1();
-    assert_eq!(serde_json::to_value(&call).unwrap(), golden("call_v1.json"));
-    let bytes = serde_json::to_vec(&golden("call_v1.json")).unwrap();
-    assert_eq!(Envelope::<Call>::decode(&bytes).unwrap(), call);
+    let c = call(SCHEMA_VERSION);
+    assert_eq!(serde_json::to_value(&c).unwrap(), golden("call_v2.json"));
+    let bytes = serde_json::to_vec(&golden("call_v2.json")).unwrap();
+    assert_eq!(Envelope::<Call>::decode(&bytes).unwrap(), c);
 
-    let resp = response_v1();
+    // Answers that are JSON are kept as JSON (version 2).
+    let answer = br#"{"ok":true,"result":true}"#;
+    let r = response(SCHEMA_VERSION, BodyBytes::inline(answer));
+    assert!(matches!(r.payload.body, BodyBytes::Json { .. }));
     assert_eq!(
-        serde_json::to_value(&resp).unwrap(),
+        serde_json::to_value(&r).unwrap(),
+        golden("response_v2.json")
+    );
+    let bytes = serde_json::to_vec(&golden("response_v2.json")).unwrap();
+    let back = Envelope::<Response>::decode(&bytes).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.payload.body.inline_bytes().unwrap().as_ref(), answer);
+}
+
+/// Records written by version 1 still read, as they were.
+#[test]
+fn version_1_records_still_read() {
+    let bytes = serde_json::to_vec(&golden("call_v1.json")).unwrap();
+    assert_eq!(Envelope::<Call>::decode(&bytes).unwrap(), call(1));
+    let v1 = response(
+        1,
+        BodyBytes::Utf8 {
+            text: r#"{"ok":true,"result":true}"#.into(),
+        },
+    );
+    assert_eq!(
+        serde_json::to_value(&v1).unwrap(),
         golden("response_v1.json")
     );
     let bytes = serde_json::to_vec(&golden("response_v1.json")).unwrap();
-    assert_eq!(Envelope::<Response>::decode(&bytes).unwrap(), resp);
+    assert_eq!(Envelope::<Response>::decode(&bytes).unwrap(), v1);
 }
 
 /// A record of an unknown version or of the wrong kind is refused, not guessed at.
 #[test]
 fn unknown_versions_and_kinds_are_refused() {
-    let mut v = golden("call_v1.json");
-    v["header"]["schema"] = json!(2);
-    let bytes = serde_json::to_vec(&v).unwrap();
-    assert!(matches!(
-        Envelope::<Call>::decode(&bytes),
-        Err(DecodeError::UnknownVersion(2))
-    ));
-    let bytes = serde_json::to_vec(&golden("call_v1.json")).unwrap();
+    for unknown in [0, SCHEMA_VERSION + 1] {
+        let mut v = golden("call_v2.json");
+        v["header"]["schema"] = json!(unknown);
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::<Call>::decode(&bytes),
+            Err(DecodeError::UnknownVersion(n)) if n == unknown
+        ));
+    }
+    let bytes = serde_json::to_vec(&golden("call_v2.json")).unwrap();
     assert!(matches!(
         Envelope::<Response>::decode(&bytes),
         Err(DecodeError::WrongKind { .. })
@@ -112,7 +136,7 @@ fn unknown_versions_and_kinds_are_refused() {
 /// The merged parameter view: query first, body wins, files described, secrets redacted.
 #[test]
 fn params_merge_query_and_body() {
-    let mut call = call_v1().payload;
+    let mut call = call(SCHEMA_VERSION).payload;
     call.query = "chat_id=1&caption=from_query&secret_token=s3".into();
     let p = call.audit_params();
     assert_eq!(p["chat_id"], json!("1"));

@@ -111,6 +111,15 @@ pub trait Store: FileStore + WebhookStore {
     /// Writes (or overwrites) the audit row of a call.
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError>;
 
+    /// Hands the audit row of a call to the store to write soon, without waiting for the
+    /// write: for callers to whom waiting buys nothing (on the in-process bus nothing could
+    /// redo the call if the process died before the write, so nothing waits on it). Returns
+    /// once the row is queued (which waits when the queue is full: backpressure); a write that
+    /// fails later is logged by the store.
+    async fn queue_call(&self, row: CallRow) -> Result<(), StoreError> {
+        self.record_call(&row).await
+    }
+
     /// Audit rows of a bot in `[from_ms, to_ms)`, oldest first.
     async fn calls(&self, query: &CallQuery) -> Result<Vec<CallRow>, StoreError>;
 
@@ -137,8 +146,9 @@ pub trait Store: FileStore + WebhookStore {
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
 
-    /// Deletes outcomes (and attempts) expired before `now_ms`; returns how many.
-    async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Forgets the outcomes and attempts of calls made before `before_ms` (by the time in their
+    /// call id: they are needed only while a call may be delivered again); returns how many.
+    async fn purge_results(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Records that a call is being handed to upstream; true the first time, false when an
     /// attempt was already recorded (by a processor that may have died since).

@@ -768,7 +768,7 @@ impl Store for ScyllaStore {
         body.as_deref().map(crate::decode_response).transpose()
     }
 
-    async fn purge_results(&self, _now_ms: i64) -> Result<u64, StoreError> {
+    async fn purge_results(&self, _before_ms: i64) -> Result<u64, StoreError> {
         // Rows expire by TTL.
         Ok(0)
     }

@@ -4,6 +4,11 @@
 //! queued in one transaction (group commit): under load, a hundred calls' outcomes cost one
 //! commit instead of a hundred. Reads use their own connections (WAL lets them run beside the
 //! writer), on tokio's blocking pool.
+//!
+//! The WAL is bounded (see [`SqliteOptions::wal_limit`]): the writer itself checkpoints
+//! between its commits, so no write runs beside the checkpoint and it always catches up (a
+//! checkpoint beside a busy writer never does, and the WAL then grows without end); the file
+//! is truncated back when it restarts.
 
 use crate::{
     CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
@@ -12,6 +17,7 @@ use crate::{
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use schemas::{BotId, CallId, Response, Stages};
+use std::cell::Cell;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_files.sql"),
     include_str!("../migrations/sqlite/0004_uploads.sql"),
     include_str!("../migrations/sqlite/0005_webhooks.sql"),
+    include_str!("../migrations/sqlite/0006_lean_calls.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -29,6 +36,35 @@ const READERS: usize = 2;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Most rows one purge transaction deletes: a purge of a busy day's results runs as many short
+/// transactions, between which other writes and checkpoints go on.
+const PURGE_CHUNK: u64 = 5_000;
+
+const PAGE: u64 = 4096;
+
+/// How the SQLite store bounds its files.
+#[derive(Clone, Copy, Debug)]
+pub struct SqliteOptions {
+    /// The most bytes the WAL may hold. The writer checkpoints once the WAL passes an eighth of
+    /// this (at most 4 MiB), so under load it stays near that; past the limit (readers kept a
+    /// checkpoint from finishing) the writer waits for them and truncates it.
+    pub wal_limit: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            wal_limit: 64 * 1024 * 1024,
+        }
+    }
+}
+
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread's connection (SQLite's WAL hook
+    /// runs on the committing thread, and each store has one writer thread).
+    static WAL_FRAMES: Cell<u64> = const { Cell::new(0) };
+}
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -39,24 +75,23 @@ pub struct SqliteStore {
 enum Write {
     Call(Box<CallRow>),
     Result {
-        call_id: String,
+        call_id: [u8; 16],
         response: String,
         expires_ms: i64,
     },
     Attempt {
-        call_id: String,
+        call_id: [u8; 16],
         now_ms: i64,
-        expires_ms: i64,
     },
     /// `Store::begin` in one step: counts 2 when a result exists, else records the attempt
     /// and counts 1 (new) or 0 (attempted before).
     Begin {
-        call_id: String,
+        call_id: [u8; 16],
         now_ms: i64,
-        expires_ms: i64,
     },
+    /// Deletes up to [`PURGE_CHUNK`] results and as many attempts of calls before `before`.
     Purge {
-        now_ms: i64,
+        before: [u8; 16],
     },
     File(Box<FileRow>),
     Upload {
@@ -79,12 +114,43 @@ enum Write {
 /// Writes that succeed or fail together, and who waits for them.
 struct Job {
     writes: Vec<Write>,
-    done: oneshot::Sender<Result<u64, StoreError>>,
+    /// Who waits for the outcome; nobody for a queued audit row (its failure is logged).
+    done: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    /// Someone's next step waits for this write (an attempt before a call goes upstream):
+    /// committed at once. Audit rows are not urgent: their call is answered already, so
+    /// they may wait a little for company (see [`LINGER`]).
+    urgent: bool,
 }
+
+impl Job {
+    fn answer(self, result: Result<u64, StoreError>) {
+        match (self.done, result) {
+            (Some(done), result) => {
+                let _ = done.send(result);
+            }
+            (None, Err(error)) => {
+                tracing::error!(%error, "a queued audit row could not be written")
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+}
+
+/// How long a batch of writes nobody is held up by (audit rows) may wait for more before it
+/// is committed: every commit writes each page it touched to the WAL in full, so fifty rows a
+/// commit cost a fiftieth of the disk writes of one row a commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A lingering batch this large is committed without waiting longer.
+const LINGER_ENOUGH: usize = 128;
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::build(path, false)
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        Self::build(path, false, options)
     }
 
     /// A private database in a temporary file, removed when the last handle is dropped: the
@@ -93,10 +159,10 @@ impl SqliteStore {
     pub fn in_memory() -> Result<Self, StoreError> {
         let path =
             std::env::temp_dir().join(format!("telepipe-{:032x}.db", rand::random::<u128>()));
-        Self::build(&path, true)
+        Self::build(&path, true, SqliteOptions::default())
     }
 
-    fn build(path: &Path, temporary: bool) -> Result<Self, StoreError> {
+    fn build(path: &Path, temporary: bool, options: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.to_owned();
         let open = |flags| Connection::open_with_flags(&path, flags);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -117,31 +183,20 @@ impl SqliteStore {
             r.busy_timeout(std::time::Duration::from_secs(5))?;
             readers.push(Mutex::new(r));
         }
-        // Checkpoints run beside the writer, never inside one of its commits: automatic ones
-        // made the commit that triggered them (and every call waiting on it) take milliseconds.
+        // The writer checkpoints between its own commits (see `Checkpoints`), never inside one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = open(flags)?;
-        checkpointer.busy_timeout(std::time::Duration::from_secs(5))?;
+        let checkpoints = Checkpoints::new(options);
+        // When the WAL restarts after a checkpoint, its file is cut back to this.
+        conn.pragma_update(None, "journal_size_limit", checkpoints.soft * PAGE)?;
+        conn.wal_hook(Some(|_, frames| {
+            WAL_FRAMES.with(|f| f.set(frames.max(0) as u64));
+            Ok(())
+        }));
         let (tx, rx) = mpsc::channel(4096);
-        let alive = tx.downgrade();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                // PASSIVE: copies what it can without blocking the writer or the readers.
-                while alive.upgrade().is_some() {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                    if let Err(error) =
-                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%error, "WAL checkpoint failed");
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Task(e.to_string()))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                writer(conn, rx);
+                writer(conn, rx, checkpoints);
                 if temporary {
                     for suffix in ["", "-wal", "-shm"] {
                         let mut p = path.clone().into_os_string();
@@ -158,9 +213,22 @@ impl SqliteStore {
     }
 
     async fn write(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
+        self.send(writes, true).await
+    }
+
+    /// A write nobody's next step waits for (see [`Job::urgent`]).
+    async fn write_lazy(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
+        self.send(writes, false).await
+    }
+
+    async fn send(&self, writes: Vec<Write>, urgent: bool) -> Result<u64, StoreError> {
         let (done, wait) = oneshot::channel();
         self.writer
-            .send(Job { writes, done })
+            .send(Job {
+                writes,
+                done: Some(done),
+                urgent,
+            })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?;
         wait.await
@@ -186,16 +254,72 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: takes the queued jobs, commits them in one transaction, answers each.
+/// When the writer checkpoints, in WAL frames (pages).
+struct Checkpoints {
+    /// Past this, a PASSIVE checkpoint after the commit: it copies every frame back (no write
+    /// can run beside it), so the next commit restarts the WAL from its beginning.
+    soft: u64,
+    /// Past this (a reader kept the checkpoint from finishing), a TRUNCATE checkpoint that
+    /// waits for the readers: the writer stalls rather than let the WAL grow.
+    hard: u64,
+}
+
+impl Checkpoints {
+    fn new(o: SqliteOptions) -> Self {
+        let hard = (o.wal_limit / PAGE).max(64);
+        Self {
+            soft: (hard / 8).clamp(16, 1024),
+            hard,
+        }
+    }
+
+    /// After a commit: checkpoints if the WAL is past a threshold.
+    fn after_commit(&self, conn: &Connection) {
+        let frames = WAL_FRAMES.with(Cell::get);
+        if frames < self.soft {
+            return;
+        }
+        let mode = if frames >= self.hard {
+            "TRUNCATE"
+        } else {
+            "PASSIVE"
+        };
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match result {
+            // Every frame is back in the database: the next commit starts the WAL over.
+            Ok((log, done)) if done >= log => WAL_FRAMES.with(|f| f.set(0)),
+            Ok((log, done)) => {
+                tracing::debug!(log, done, mode, "a reader held the WAL checkpoint back")
+            }
+            Err(error) => tracing::warn!(%error, mode, "WAL checkpoint failed"),
+        }
+    }
+}
+
+/// The writer thread: takes the queued jobs, commits them in one transaction, answers each,
+/// then checkpoints when the WAL has grown.
 /// If the batch fails, each job is retried alone so one bad write fails only its own caller.
-fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
+fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoints) {
+    let drain = |rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>| {
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+    };
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        drain(&mut rx, &mut batch);
+        let started = std::time::Instant::now();
+        while batch.len() < LINGER_ENOUGH
+            && !batch.iter().any(|j| j.urgent)
+            && started.elapsed() < LINGER
+        {
+            std::thread::sleep(LINGER / 8);
+            drain(&mut rx, &mut batch);
         }
         let together = (|| -> rusqlite::Result<Vec<u64>> {
             let tx = conn.unchecked_transaction()?;
@@ -209,7 +333,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         match together {
             Ok(counts) => {
                 for (job, n) in batch.into_iter().zip(counts) {
-                    let _ = job.done.send(Ok(n));
+                    job.answer(Ok(n));
                 }
             }
             Err(_) => {
@@ -220,10 +344,11 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                         tx.commit()?;
                         Ok(n)
                     })();
-                    let _ = job.done.send(alone.map_err(StoreError::from));
+                    job.answer(alone.map_err(StoreError::from));
                 }
             }
         }
+        checkpoints.after_commit(&conn);
     }
 }
 
@@ -233,16 +358,15 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
         n += match w {
             Write::Call(row) => {
                 let mut st = c.prepare_cached(
-                    "INSERT OR REPLACE INTO calls (bot_id, day, call_id, received_ms, token_fp,
+                    "INSERT OR REPLACE INTO calls (call_id, bot_id, received_ms, token_fp,
                        method, http_method, test_env, params, blobs, outcome, http_status,
                        error_code, description, latency_ms, queue_ms, upstream_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                       ?16, ?17)",
+                       ?16)",
                 )?;
                 st.execute(params![
+                    row.call_id.0.as_bytes(),
                     row.bot_id.0,
-                    row.received_ms.div_euclid(86_400_000),
-                    row.call_id.to_string(),
                     row.received_ms,
                     row.token_fingerprint,
                     row.method,
@@ -270,23 +394,15 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 )?;
                 st.execute(params![call_id, response, expires_ms])? as u64
             }
-            Write::Attempt {
-                call_id,
-                now_ms,
-                expires_ms,
-            } => insert_attempt(c, call_id, *now_ms, *expires_ms)?,
-            Write::Begin {
-                call_id,
-                now_ms,
-                expires_ms,
-            } => {
+            Write::Attempt { call_id, now_ms } => insert_attempt(c, call_id, *now_ms)?,
+            Write::Begin { call_id, now_ms } => {
                 let answered = c
                     .prepare_cached("SELECT 1 FROM results WHERE call_id = ?1 AND expires_ms > ?2")?
                     .exists(params![call_id, now_ms])?;
                 if answered {
                     2
                 } else {
-                    insert_attempt(c, call_id, *now_ms, *expires_ms)?
+                    insert_attempt(c, call_id, *now_ms)?
                 }
             }
             Write::File(f) => {
@@ -352,16 +468,23 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 c.prepare_cached(sql)?
                     .execute(rusqlite::params_from_iter(values.iter()))? as u64
             }
-            Write::Purge { now_ms } => {
-                let results = c.execute(
-                    "DELETE FROM results WHERE expires_ms <= ?1",
-                    params![now_ms],
-                )?;
-                let attempts = c.execute(
-                    "DELETE FROM attempts WHERE expires_ms <= ?1",
-                    params![now_ms],
-                )?;
-                (results + attempts) as u64
+            // The oldest rows first, by key: no expiry index, and no scan past what expired.
+            Write::Purge { before } => {
+                let results = c
+                    .prepare_cached(
+                        "DELETE FROM results WHERE call_id IN
+                           (SELECT call_id FROM results WHERE call_id < ?1 ORDER BY call_id
+                            LIMIT ?2)",
+                    )?
+                    .execute(params![before, PURGE_CHUNK as i64])?;
+                let attempts = c
+                    .prepare_cached(
+                        "DELETE FROM attempts WHERE call_id IN
+                           (SELECT call_id FROM attempts WHERE call_id < ?1 ORDER BY call_id
+                            LIMIT ?2)",
+                    )?
+                    .execute(params![before, PURGE_CHUNK as i64])?;
+                results.max(attempts) as u64
             }
         };
     }
@@ -369,16 +492,17 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
 }
 
 /// Records an attempt unless one exists; counts 1 when it is new.
-fn insert_attempt(
-    c: &Connection,
-    call_id: &str,
-    now_ms: i64,
-    expires_ms: i64,
-) -> rusqlite::Result<u64> {
-    let mut st = c.prepare_cached(
-        "INSERT OR IGNORE INTO attempts (call_id, started_ms, expires_ms) VALUES (?1, ?2, ?3)",
-    )?;
-    Ok(st.execute(params![call_id, now_ms, expires_ms])? as u64)
+fn insert_attempt(c: &Connection, call_id: &[u8; 16], now_ms: i64) -> rusqlite::Result<u64> {
+    let mut st =
+        c.prepare_cached("INSERT OR IGNORE INTO attempts (call_id, started_ms) VALUES (?1, ?2)")?;
+    Ok(st.execute(params![call_id, now_ms])? as u64)
+}
+
+/// The smallest UUIDv7 of `ms`: every call id made before `ms` sorts below it.
+fn first_id_of(ms: i64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..6].copy_from_slice(&(ms.max(0) as u64).to_be_bytes()[2..]);
+    id
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -387,21 +511,21 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 fn result_write(call_id: CallId, response: &Response, expires_ms: i64) -> Write {
     Write::Result {
-        call_id: call_id.to_string(),
+        call_id: *call_id.0.as_bytes(),
         response: json(response),
         expires_ms,
     }
 }
 
 fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CallRow, StoreError>> {
-    let call_id: String = r.get("call_id")?;
+    let call_id: Vec<u8> = r.get("call_id")?;
     let params: String = r.get("params")?;
     let blobs: String = r.get("blobs")?;
     let outcome: String = r.get("outcome")?;
     let build = || -> Result<CallRow, StoreError> {
         Ok(CallRow {
-            call_id: call_id
-                .parse::<CallId>()
+            call_id: uuid::Uuid::from_slice(&call_id)
+                .map(CallId)
                 .map_err(|e| StoreError::Malformed(e.to_string()))?,
             bot_id: BotId(r.get("bot_id")?),
             received_ms: r.get("received_ms")?,
@@ -777,8 +901,20 @@ impl WebhookStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
-        self.write(vec![Write::Call(Box::new(row.clone()))]).await?;
+        self.write_lazy(vec![Write::Call(Box::new(row.clone()))])
+            .await?;
         Ok(())
+    }
+
+    async fn queue_call(&self, row: CallRow) -> Result<(), StoreError> {
+        self.writer
+            .send(Job {
+                writes: vec![Write::Call(Box::new(row))],
+                done: None,
+                urgent: false,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the writer thread is gone".into()))
     }
 
     async fn record_outcome(
@@ -787,7 +923,7 @@ impl Store for SqliteStore {
         response: &Response,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.write(vec![
+        self.write_lazy(vec![
             result_write(row.call_id, response, expires_ms),
             Write::Call(Box::new(row.clone())),
         ])
@@ -833,24 +969,31 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT response FROM results WHERE call_id = ?1 AND expires_ms > ?2",
                 )?
-                .query_row(params![call_id.to_string(), now], |r| r.get(0))
+                .query_row(params![call_id.0.as_bytes(), now], |r| r.get(0))
                 .optional()?;
             body.as_deref().map(crate::decode_response).transpose()
         })
         .await
     }
 
-    async fn purge_results(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.write(vec![Write::Purge { now_ms }]).await
+    async fn purge_results(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        let mut total = 0;
+        loop {
+            let n = self.write(vec![Write::Purge { before }]).await?;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     /// One trip to the writer thread on the hot path (the result is read only when it exists).
-    async fn begin(&self, call_id: CallId, expires_ms: i64) -> Result<crate::Begin, StoreError> {
+    async fn begin(&self, call_id: CallId, _expires_ms: i64) -> Result<crate::Begin, StoreError> {
         let state = self
             .write(vec![Write::Begin {
-                call_id: call_id.to_string(),
+                call_id: *call_id.0.as_bytes(),
                 now_ms: schemas::now_ms(),
-                expires_ms,
             }])
             .await?;
         Ok(match state {
@@ -863,12 +1006,11 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
+    async fn mark_attempt(&self, call_id: CallId, _expires_ms: i64) -> Result<bool, StoreError> {
         let n = self
             .write(vec![Write::Attempt {
-                call_id: call_id.to_string(),
+                call_id: *call_id.0.as_bytes(),
                 now_ms: schemas::now_ms(),
-                expires_ms,
             }])
             .await?;
         Ok(n == 1)

@@ -387,7 +387,16 @@ async fn results_roundtrip_and_expire(store: &dyn Store) {
     assert_eq!(store.get_result(dead).await.unwrap(), None);
     assert_eq!(store.get_result(CallId::new()).await.unwrap(), None);
     // How many rows a purge reports is the implementation's business (ScyllaDB expires by TTL
-    // and reports none); what is live must survive it.
-    store.purge_results(now).await.unwrap();
+    // and reports none); the outcomes of calls after the cut survive it.
+    assert!(store.mark_attempt(live, now + 60_000).await.unwrap());
+    store.purge_results(now - 60_000).await.unwrap();
     assert_eq!(store.get_result(live).await.unwrap(), Some(ok_response()));
+    assert!(!store.mark_attempt(live, now + 60_000).await.unwrap());
+    if store.purge_results(now + 60_000).await.unwrap() > 0 {
+        assert_eq!(store.get_result(live).await.unwrap(), None, "purged");
+        assert!(
+            store.mark_attempt(live, now + 60_000).await.unwrap(),
+            "its attempt purged too"
+        );
+    }
 }

@@ -49,6 +49,8 @@ pub struct Grammers {
     cfg: GrammersConfig,
     vault: Arc<dyn SessionVault>,
     clients: Mutex<HashMap<BotId, Client>>,
+    /// Each client's session: uploads read the home DC and its auth key from it.
+    sessions: std::sync::Mutex<HashMap<BotId, Arc<VaultSession>>>,
     /// Access hashes learnt from resolved peers, by (bot, Bot API chat id).
     hashes: std::sync::Mutex<HashMap<(BotId, i64), i64>>,
 }
@@ -338,7 +340,7 @@ fn sent_message_id(updates: &tl::enums::Updates, random_id: i64) -> Option<i32> 
     })
 }
 
-fn from_invocation(e: InvocationError) -> MtprotoError {
+pub(crate) fn from_invocation(e: InvocationError) -> MtprotoError {
     match e {
         InvocationError::Rpc(r) => MtprotoError::Rpc {
             code: r.code,
@@ -361,6 +363,7 @@ impl Grammers {
             cfg,
             vault,
             clients: Mutex::new(HashMap::new()),
+            sessions: std::sync::Mutex::new(HashMap::new()),
             hashes: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -463,7 +466,37 @@ impl Grammers {
             session.save().await;
         }
         clients.insert(bot, client.clone());
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bot, session);
         Ok(client)
+    }
+
+    /// The bot's home DC, as uploads connect to it (after [`Self::client`] signed in).
+    fn home(&self, bot: BotId) -> Result<crate::uploader::Home, MtprotoError> {
+        let session = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&bot)
+            .cloned()
+            .ok_or_else(|| MtprotoError::Other("no MTProto session".into()))?;
+        let dc = session
+            .home_dc_id()
+            .map_err(|e| MtprotoError::Other(format!("session: {e}")))?;
+        let option = session
+            .dc_option(dc)
+            .map_err(|e| MtprotoError::Other(format!("session: {e}")))?
+            .ok_or_else(|| MtprotoError::Other(format!("no address for DC {dc}")))?;
+        let auth_key = option
+            .auth_key
+            .ok_or_else(|| MtprotoError::Other(format!("no auth key for DC {dc}")))?;
+        Ok(crate::uploader::Home {
+            addr: option.ipv4.into(),
+            auth_key,
+            api_id: self.cfg.api_id,
+        })
     }
 }
 
@@ -554,14 +587,13 @@ impl Mtproto for Grammers {
         if size.div_ceil(UPLOAD_PART) > MAX_UPLOAD_PARTS {
             return Err(MtprotoError::TooBig { size });
         }
-        let client = self.client(token).await?;
-        let mut reader = tokio_util::io::StreamReader::new(stream);
-        let up = client
-            .upload_stream(&mut reader, size as usize, name.to_owned())
-            .await
-            .map_err(|e| MtprotoError::Other(format!("upload: {e}")))?;
+        self.client(token).await?;
+        let home = self.home(token.bot_id())?;
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let file_id = rand_i64();
+        let parts = crate::uploader::upload(home, reader, size, file_id).await?;
         Ok(Uploaded {
-            input: up.raw,
+            input: crate::uploader::input_file(file_id, parts, size, name),
             size,
             name: name.to_owned(),
         })

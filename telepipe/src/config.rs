@@ -102,6 +102,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
     pub store: String,
 
+    /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at an
+    /// eighth of it (at most 4 MiB) and truncates the log back; past the limit it waits for
+    /// readers rather than let the log grow.
+    #[arg(long, env = "TELEPIPE_SQLITE_WAL_LIMIT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sqlite_wal_limit_mb: u64,
+
     /// The blob store: `dir` (`<data-dir>/blobs`), `dir:PATH` (a folder, shared when the roles
     /// run apart), or `s3://bucket[?endpoint=URL&region=R&allow_http=true]` (credentials from
     /// the `AWS_*` variables).

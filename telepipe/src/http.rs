@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use futures_util::future::BoxFuture;
 use http::{header, Request, Response, StatusCode};
 use schemas::ApiError;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Surface {
 
 pub fn router(s: Surface) -> Router {
     let bus = s.bus.clone();
+    // Shared, not cloned per request (a clone of every role's handles).
+    let s = Arc::new(s);
     Router::new()
         .route(
             "/metrics",
@@ -39,21 +42,35 @@ pub fn router(s: Surface) -> Router {
             .fallback(wrong_verb),
         )
         .route("/healthz", get(|| async { "ok" }).fallback(wrong_verb))
-        .fallback(move |req: Request<Body>| {
-            let s = s.clone();
-            async move { dispatch(s, req).await }
-        })
+        .fallback(move |req: Request<Body>| dispatch(&s, req))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
 }
 
-async fn dispatch(s: Surface, req: Request<Body>) -> Response<Body> {
+/// The request's branch, boxed: axum boxes the future of every request, and an `async fn`
+/// with every branch inside would be as large as its largest branch (a download's state, ten
+/// times a bot call's), copied for every call (`bench/README.md`).
+fn dispatch(s: &Arc<Surface>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
     let path = req.uri().path();
     match (&s.downloads, &s.ingest) {
-        (Some(d), _) if path.starts_with("/file/bot") => d.handle(req).await,
-        (Some(d), _) if path.starts_with("/storage/") => d.storage(req).await,
-        (_, Some(i)) if path.starts_with("/bot") => i.handle(req).await,
-        _ if path.starts_with("/hook/") && s.hooks.is_some() => hook(&s, req).await,
-        _ => ingest::error_response(&ApiError::not_found()),
+        (_, Some(i)) if path.starts_with("/bot") => {
+            let i = i.clone();
+            Box::pin(async move { i.handle(req).await })
+        }
+        (Some(d), _) if path.starts_with("/file/bot") => {
+            let d = d.clone();
+            Box::pin(async move { d.handle(req).await })
+        }
+        (Some(d), _) if path.starts_with("/storage/") => {
+            let d = d.clone();
+            Box::pin(async move { d.storage(req).await })
+        }
+        _ if path.starts_with("/hook/") && s.hooks.is_some() => {
+            let s = s.clone();
+            Box::pin(async move { hook(&s, req).await })
+        }
+        _ => Box::pin(std::future::ready(ingest::error_response(
+            &ApiError::not_found(),
+        ))),
     }
 }
 

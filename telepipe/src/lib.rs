@@ -72,8 +72,11 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
     if args.store == "sqlite" {
         let path = args.data_dir.join("store.db");
+        let options = store::sqlite::SqliteOptions {
+            wal_limit: args.sqlite_wal_limit_mb * 1024 * 1024,
+        };
         return Ok(Arc::new(
-            SqliteStore::open(&path).context("opening the SQLite store")?,
+            SqliteStore::open_with(&path, options).context("opening the SQLite store")?,
         ));
     }
     if args.store.starts_with("scylla://") {
@@ -277,6 +280,7 @@ pub async fn run(
                     per_bot: args.per_bot_concurrency,
                     total: args.concurrency,
                     drain_timeout: drain,
+                    durable_bus: args.bus != "memory",
                     ..Default::default()
                 },
                 processors::Deps {
@@ -297,15 +301,21 @@ pub async fn run(
         let store = store.clone();
         let stop = pipeline.clone();
         tasks.spawn("results-purge", async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
-            loop {
+            // Results every minute, so each purge is a few short transactions rather than a long
+            // one; delivered updates every ten.
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            for round in 0u64.. {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok::<(), store::StoreError>(()),
                     _ = tick.tick() => {
-                        match store.purge_results(schemas::now_ms()).await {
+                        let before = schemas::now_ms() - processors::RESULT_TTL.as_millis() as i64;
+                        match store.purge_results(before).await {
                             Ok(n) if n > 0 => tracing::debug!(purged = n, "expired results purged"),
                             Ok(_) => {}
                             Err(error) => tracing::warn!(%error, "purging expired results failed"),
+                        }
+                        if round % 10 != 0 {
+                            continue;
                         }
                         let before = schemas::now_ms() - store::DELIVERED_UPDATES_KEPT_MS;
                         match store.purge_updates(before).await {
@@ -316,6 +326,7 @@ pub async fn run(
                     }
                 }
             }
+            Ok(())
         });
     }
 

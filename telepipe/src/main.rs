@@ -5,6 +5,12 @@ use telepipe::config::{Cli, Command};
 use telepipe::Roles;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's malloc: a call's buffers are allocated on one worker thread and
+/// often freed on another, which glibc pays for in locks and consolidation (a fifth of the hot
+/// path's CPU in a profile; `bench/README.md`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::FileId { ids } = &cli.command {

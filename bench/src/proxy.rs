@@ -1,0 +1,125 @@
+//! `proxy`: the hot path against nginx. One nginx answers every call with a fixed Message (the
+//! upstream); nginx `proxy_pass` and `telepipe serve` (embedded, every call recorded) each
+//! forward `sendMessage` to it, loaded by wrk in turns within one run. The figure is
+//! telepipe's req/s over nginx's, and telepipe's p99; afterwards the audit rows are counted
+//! against the answers wrk saw, so the speed is that of a gateway that records everything.
+
+use crate::files::{start, stop, Server};
+use crate::nginx::{self, Load};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+/// The URL path every pass calls (a sandbox-shaped token; the upstream ignores it).
+pub fn call_path() -> String {
+    format!(
+        "/bot{}/sendMessage?chat_id=1&text=bench",
+        sandbox::token_for(123_456)
+    )
+}
+
+/// `telepipe serve` (embedded) in front of `upstream_port`, its data under `dir`.
+pub async fn gateway(
+    bin: &Path,
+    dir: &Path,
+    upstream_port: u16,
+    extra: &[&str],
+) -> anyhow::Result<Server> {
+    let data = dir.display().to_string();
+    let upstream = format!("http://127.0.0.1:{upstream_port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--data-dir",
+        &data,
+    ];
+    args.extend_from_slice(extra);
+    start(bin, &args, &[]).await
+}
+
+/// Audit rows in the SQLite store under `data_dir` (the gateway stopped).
+pub fn audit_rows(data_dir: &Path) -> anyhow::Result<u64> {
+    let c = rusqlite::Connection::open(data_dir.join("store.db"))?;
+    Ok(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+fn row(label: &str, l: &Load) {
+    println!(
+        "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7}",
+        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors
+    );
+}
+
+pub async fn run(
+    bin: PathBuf,
+    seconds: u64,
+    connections: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("telepipe-bench-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let up = nginx::upstream(&dir).await?;
+    let px = nginx::proxy(&dir, up.port).await?;
+    let data = dir.join("gateway");
+    let mut gw = gateway(&bin, &data, up.port, &[]).await?;
+    let path = call_path();
+    let direct = format!("http://127.0.0.1:{}{path}", up.port);
+    let via_nginx = format!("http://127.0.0.1:{}{path}", px.port);
+    let via_telepipe = format!("{}{path}", gw.url);
+
+    // Warm-up: connections, caches, the store's first pages.
+    let mut answered = 0;
+    for url in [&direct, &via_nginx, &via_telepipe] {
+        let l = nginx::wrk(url, connections, 2).await?;
+        if url == &via_telepipe {
+            answered += l.requests;
+        }
+    }
+    println!(
+        "hot path: sendMessage, wrk -t2 -c{connections}, {seconds} s a pass, {} cores shared by \
+         wrk, the upstream and the proxy",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "pass", "req/s", "p50 ms", "p99 ms", "requests", "errors"
+    );
+    row(
+        "upstream (nginx) direct",
+        &nginx::wrk(&direct, connections, seconds).await?,
+    );
+    let mut ratios = Vec::new();
+    let mut worst_p99: f64 = 0.0;
+    for round in 1..=rounds {
+        let n = nginx::wrk(&via_nginx, connections, seconds).await?;
+        let t = nginx::wrk(&via_telepipe, connections, seconds).await?;
+        answered += t.requests;
+        row(&format!("nginx proxy_pass #{round}"), &n);
+        row(&format!("telepipe (embedded) #{round}"), &t);
+        ratios.push(t.rps / n.rps);
+        worst_p99 = worst_p99.max(t.p99_ms);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  telepipe / nginx proxy_pass: {:.2}x (median of {rounds}; {}); telepipe p99 at most \
+         {worst_p99:.2} ms",
+        ratios[ratios.len() / 2],
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    stop(&mut gw).await?;
+    let rows = audit_rows(&data).context("counting audit rows")?;
+    println!(
+        "  recorded: {rows} audit rows for {answered} answers wrk counted (it does not count \
+         calls cut off when a pass ends)"
+    );
+    drop(px);
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
