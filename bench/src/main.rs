@@ -98,6 +98,14 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         connections: usize,
     },
+    /// The Kafka broker's own round trip (ping-pong through the gateway's rdkafka settings).
+    Floor {
+        /// The broker (`host:port`).
+        #[arg(long)]
+        kafka: String,
+        #[arg(long, default_value_t = 500)]
+        rounds: usize,
+    },
     /// Webhooks: updates delivered per second across many bots, order kept per bot.
     Webhooks {
         /// The release binary (`cargo build --release -p telepipe`).
@@ -242,6 +250,17 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(soak::run(bin, seconds, window.max(1), connections));
+        }
+        Bench::Floor { kafka, rounds } => {
+            let f = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(floor::ping_pong(&kafka, rounds))?;
+            println!(
+                "broker ping-pong (publish -> consume -> publish -> consume): p50 {:.3} ms, p99 {:.3} ms over {} rounds",
+                f.p50_ms, f.p99_ms, f.rounds
+            );
+            return Ok(());
         }
         Bench::Webhooks { bin, bots, per_bot } => {
             return tokio::runtime::Builder::new_multi_thread()

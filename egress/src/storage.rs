@@ -9,8 +9,6 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use schemas::ApiError;
 use store::blobs::Blobs;
 use store::FileRow;
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
     Response::builder()
@@ -167,18 +165,15 @@ pub async fn serve(
     if head {
         return b.body(Body::empty()).expect("valid headers");
     }
-    let reader = match blobs.open_at(&row.blob, start).await {
-        Ok(r) => r,
+    let chunks = match blobs.stream_range(&row.blob, start, len).await {
+        Ok(c) => c,
         Err(error) => {
             tracing::error!(%error, path = %row.path, "a stored file is missing from the blob store");
             return error_response(&ApiError::not_found());
         }
     };
-    b.body(Body::from_stream(ReaderStream::with_capacity(
-        reader.take(len),
-        256 * 1024,
-    )))
-    .unwrap_or_else(|_| error_response(&ApiError::internal("bad headers")))
+    b.body(Body::from_stream(chunks))
+        .unwrap_or_else(|_| error_response(&ApiError::internal("bad headers")))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 /// mimalloc rather than glibc's malloc: a call's buffers are allocated on one worker thread and
 /// often freed on another, which glibc pays for in locks and consolidation (a fifth of the hot
-/// path's CPU in a profile; `bench/README.md`).
+/// path's CPU in a profile; `bench/README.md`). Built with `no_thp` (the workspace's
+/// Cargo.toml says why): `tests/files.rs` holds an upload's peak memory to it.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
