@@ -2,22 +2,35 @@
 //! a record published to `ping` is read by an echo consumer and published to `pong`, where the
 //! origin reads it. That is a call's trip on Kafka (ingest → `calls` → processor →
 //! `responses` → ingest) with no gateway work in it: what the gateway adds beyond it is its own.
+//! With one ping in flight it is the latency floor; with as many in flight as the bench has
+//! clients, its rate is the most any gateway could get through this broker on this machine.
 
 use anyhow::Context;
 use bus::kafka::{KafkaBus, KafkaConfig};
 use bus::Bus;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 pub struct Floor {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub rounds: usize,
+    pub in_flight: usize,
+    pub per_second: f64,
 }
 
-pub async fn ping_pong(brokers: &str, rounds: usize) -> anyhow::Result<Floor> {
+/// About the size of a sendMessage call's record on `calls`.
+const PAYLOAD: usize = 512;
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
+
+pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow::Result<Floor> {
+    let in_flight = in_flight.max(1);
     let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}"))?;
-    cfg.prefix = format!("floor{}.", std::process::id());
+    cfg.prefix = format!("floor{}x{in_flight}.", std::process::id());
     cfg.session_timeout_ms = 2000;
     cfg.client_id = "telepipe-bench-floor".into();
     let bus = Arc::new(KafkaBus::new(cfg)?);
@@ -25,45 +38,74 @@ pub async fn ping_pong(brokers: &str, rounds: usize) -> anyhow::Result<Floor> {
     bus.ensure_topics(&[ping.clone(), pong.clone()]).await?;
     let mut echo = bus.subscribe("echo", std::slice::from_ref(&ping)).await?;
     let mut origin = bus.subscribe("origin", std::slice::from_ref(&pong)).await?;
+    // The echo answers every ping without waiting for the previous answer's acknowledgement,
+    // as the processors do.
     let echo_bus = bus.clone();
     let echo_task = tokio::spawn(async move {
         loop {
             let r = echo.next().await?;
-            echo_bus.publish("pong", &r.key, r.payload.to_vec()).await?;
+            let b = echo_bus.clone();
+            tokio::spawn(async move { b.publish("pong", &r.key, r.payload.to_vec()).await });
             echo.commit(&r.topic, r.partition, r.offset).await?;
         }
         #[allow(unreachable_code)]
         anyhow::Ok(())
     });
-    // Until both consumers have joined their groups, pings go unanswered for a while.
-    let mut lat = Vec::with_capacity(rounds);
-    let mut seq = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while lat.len() < rounds {
-        seq += 1;
-        let t = Instant::now();
-        bus.publish("ping", "bot", seq.to_be_bytes().to_vec())
-            .await
-            .context("publishing a ping")?;
+    let waiters: Waiters = Arc::default();
+    let w = waiters.clone();
+    let origin_task = tokio::spawn(async move {
         loop {
-            let r = tokio::time::timeout(Duration::from_secs(10), origin.next())
-                .await
-                .context("no pong within 10 s")??;
+            let r = origin.next().await?;
             origin.commit(&r.topic, r.partition, r.offset).await?;
-            if r.payload[..] == seq.to_be_bytes() {
-                break;
+            let seq = u64::from_be_bytes(r.payload[..8].try_into()?);
+            if let Some(tx) = w.lock().expect("not poisoned").remove(&seq) {
+                let _ = tx.send(());
             }
         }
-        // The first rounds include group joins.
-        if seq > 20 {
-            lat.push(t.elapsed());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "ping-pong took over five minutes"
-        );
+        #[allow(unreachable_code)]
+        anyhow::Ok(())
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    let one = |bus: Arc<KafkaBus>, waiters: Waiters, next: Arc<AtomicU64>| async move {
+        let seq = next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        waiters.lock().expect("not poisoned").insert(seq, tx);
+        let mut payload = seq.to_be_bytes().to_vec();
+        payload.resize(PAYLOAD, b'x');
+        let t = Instant::now();
+        bus.publish("ping", "bot", payload)
+            .await
+            .context("publishing a ping")?;
+        // Until both consumers have joined their groups, pings wait unanswered.
+        tokio::time::timeout(Duration::from_secs(120), rx)
+            .await
+            .context("no pong within two minutes")??;
+        anyhow::Ok(t.elapsed())
+    };
+    // Warm up: group joins, connections.
+    for _ in 0..20 {
+        one(bus.clone(), waiters.clone(), next.clone()).await?;
     }
+    let started = Instant::now();
+    let per_worker = rounds.div_ceil(in_flight);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let (bus, waiters, next) = (bus.clone(), waiters.clone(), next.clone());
+        workers.spawn(async move {
+            let mut lat = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                lat.push(one(bus.clone(), waiters.clone(), next.clone()).await?);
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut lat = Vec::with_capacity(rounds);
+    while let Some(r) = workers.join_next().await {
+        lat.extend(r??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
     echo_task.abort();
+    origin_task.abort();
     lat.sort();
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
@@ -71,5 +113,17 @@ pub async fn ping_pong(brokers: &str, rounds: usize) -> anyhow::Result<Floor> {
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         rounds: lat.len(),
+        in_flight,
+        per_second: lat.len() as f64 / seconds,
     })
+}
+
+impl std::fmt::Display for Floor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "broker ping-pong (publish -> consume -> publish -> consume), {} in flight: {:.0}/s, p50 {:.3} ms, p99 {:.3} ms over {} rounds",
+            self.in_flight, self.per_second, self.p50_ms, self.p99_ms, self.rounds
+        )
+    }
 }

@@ -103,8 +103,11 @@ enum Bench {
         /// The broker (`host:port`).
         #[arg(long)]
         kafka: String,
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 2000)]
         rounds: usize,
+        /// Pings in flight at once (1: the latency floor; more: the broker's ceiling).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
     },
     /// Webhooks: updates delivered per second across many bots, order kept per bot.
     Webhooks {
@@ -251,15 +254,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(soak::run(bin, seconds, window.max(1), connections));
         }
-        Bench::Floor { kafka, rounds } => {
+        Bench::Floor {
+            kafka,
+            rounds,
+            in_flight,
+        } => {
             let f = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(floor::ping_pong(&kafka, rounds))?;
-            println!(
-                "broker ping-pong (publish -> consume -> publish -> consume): p50 {:.3} ms, p99 {:.3} ms over {} rounds",
-                f.p50_ms, f.p99_ms, f.rounds
-            );
+                .block_on(floor::ping_pong(&kafka, rounds, in_flight))?;
+            println!("{f}");
             return Ok(());
         }
         Bench::Webhooks { bin, bots, per_bot } => {
@@ -362,7 +366,10 @@ fn main() -> anyhow::Result<()> {
             out.push(pass(&label, &http, url, requests, concurrency).await);
         }
         let floor = match &kafka {
-            Some(b) => Some(floor::ping_pong(b, 1000).await?),
+            Some(b) => Some((
+                floor::ping_pong(b, 1000, 1).await?,
+                floor::ping_pong(b, requests, concurrency).await?,
+            )),
             None => None,
         };
         Ok::<_, anyhow::Error>((out, floor))
@@ -404,17 +411,16 @@ fn main() -> anyhow::Result<()> {
             concurrency,
         );
     }
-    if let Some(f) = floor {
+    if let Some((f, ceiling)) = floor {
         let (embedded, kafka) = (&results[paths + 1], &results[paths + 2]);
         let added = kafka.p50_ms - results[paths].p50_ms;
         let added_1 = results[2].p50_ms - results[0].p50_ms;
+        println!("floor: {f}");
+        println!("ceiling: {ceiling}");
         println!(
-            "broker floor (Tansu, this gateway's rdkafka settings): ping-pong              (publish -> consume -> publish -> consume) p50 {:.3} ms, p99 {:.3} ms over {} rounds",
-            f.p50_ms, f.p99_ms, f.rounds
-        );
-        println!(
-            "kafka: {:.2}x embedded throughput ({concurrency} clients); added p50 {added_1:.3} ms              (1 client) = {:.2}x the ping-pong, {added:.3} ms ({concurrency} clients)",
+            "kafka: {:.2}x embedded throughput ({concurrency} clients), {:.2}x the broker's ceiling; added p50 {added_1:.3} ms (1 client) = {:.2}x the ping-pong, {added:.3} ms ({concurrency} clients)",
             rate(kafka) / rate(embedded),
+            rate(kafka) / ceiling.per_second,
             added_1 / f.p50_ms,
         );
     }
