@@ -90,6 +90,22 @@ pub struct Deps {
     /// The gateway's public address (`--public-url`), when given: Telegram then pushes the
     /// updates of bots with a webhook to its `/hook/`; without it the gateway polls for them.
     pub public_url: Option<String>,
+    /// The waiting calls of an ingest in this same process, when there is one: their answers
+    /// are handed over directly rather than through its reply topic.
+    pub local_replies: Option<LocalReplies>,
+}
+
+/// An ingest's correlator in this process, and the reply topic it would read.
+///
+/// Answers addressed to that topic are handed to the correlator directly: the reply topic is
+/// transient (the outcome of record is in the store before the answer leaves), so the trip
+/// through the bus bought nothing but latency, a task wake-up on the in-process bus, and on
+/// Kafka half of a call's broker traffic (a produce and a fetch). Answers for other ingest
+/// instances still go through the bus.
+#[derive(Clone)]
+pub struct LocalReplies {
+    pub topic: String,
+    pub correlator: Arc<bus::reply::Correlator>,
 }
 
 #[derive(Debug, thiserror::Error)]

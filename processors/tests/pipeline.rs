@@ -3,8 +3,9 @@
 //! from its recorded outcome without going upstream again (invariant 3).
 
 use bus::memory::MemoryBus;
+use bus::reply::Correlator;
 use bus::Bus;
-use processors::{Deps, ProcessorConfig};
+use processors::{Deps, LocalReplies, ProcessorConfig};
 use schemas::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,8 @@ struct World {
     sealer: Sealer,
     sandbox_url: String,
     shutdown: CancellationToken,
+    /// The waiting calls of an ingest in the same process, reading `responses.local`.
+    local: Arc<Correlator>,
     _dir: std::path::PathBuf,
 }
 
@@ -36,6 +39,7 @@ async fn world() -> World {
         sealer: Sealer::new(&SealKey::generate()),
         sandbox_url,
         shutdown,
+        local: Correlator::new(),
         _dir: dir.clone(),
     };
     let deps = Deps {
@@ -46,6 +50,10 @@ async fn world() -> World {
         sealer: w.sealer.clone(),
         files: Default::default(),
         public_url: None,
+        local_replies: Some(LocalReplies {
+            topic: "responses.local".into(),
+            correlator: w.local.clone(),
+        }),
     };
     tokio::spawn(processors::run(
         ProcessorConfig::default(),
@@ -248,4 +256,35 @@ async fn a_call_in_flight_in_a_dead_processor_is_not_sent_twice() {
         .collect();
     assert_eq!(methods, vec!["getMe"], "the send never reached upstream");
     w.shutdown.cancel();
+}
+
+/// An answer for an ingest in this process goes straight to its waiting call, not through the
+/// bus; answers for any other ingest (`responses.t` in the other tests) still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_for_an_ingest_in_this_process_skip_the_bus() {
+    let w = world().await;
+    let mut on_bus = w
+        .bus
+        .subscribe("test", &["responses.local".to_owned()])
+        .await
+        .unwrap();
+    let mut env = envelope(&w, 57, "sendMessage", "chat_id=1&text=local");
+    env.header.reply_to = Some("responses.local".into());
+    let waiter = w.local.register(env.header.call_id);
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    let answer = waiter
+        .wait(Duration::from_secs(10))
+        .await
+        .expect("answered directly");
+    assert_eq!(answer.header.call_id, env.header.call_id);
+    assert_eq!(answer.payload.status, 200);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), on_bus.next())
+            .await
+            .is_err(),
+        "the answer was published too"
+    );
+    assert_eq!(sandbox_calls(&w, 57).await, 1);
 }

@@ -319,7 +319,12 @@ pub mod testsuite {
         let tail = read_all(b, &r, 10 * 1024 * 1024).await;
         assert_eq!(tail, &big[10 * 1024 * 1024..]);
         // Ranges as downloads stream them: across chunk boundaries, up to the end, empty.
-        for (start, len) in [(0, big.len() as u64), (1_048_575, 9_000_000), (4_194_305, 4_194_303), (7, 0)] {
+        for (start, len) in [
+            (0, big.len() as u64),
+            (1_048_575, 9_000_000),
+            (4_194_305, 4_194_303),
+            (7, 0),
+        ] {
             let mut got = Vec::new();
             let mut chunks = b.stream_range(&r, start, len).await.unwrap();
             while let Some(c) = chunks.next().await {

@@ -180,8 +180,13 @@ pub async fn run(
     let http_done = CancellationToken::new();
 
     let mut hook_surface = None;
+    let mut local_replies = None;
     let ingest = if roles.ingest() {
         let correlator = Correlator::new();
+        local_replies = Some(processors::LocalReplies {
+            topic: bus::topics::responses(&args.instance),
+            correlator: correlator.clone(),
+        });
         let ingest = ingest::Ingest::new(
             ingest::IngestConfig {
                 instance: args.instance.clone(),
@@ -294,6 +299,7 @@ pub async fn run(
                         .public_url
                         .as_ref()
                         .map(|u| u.trim_end_matches('/').to_owned()),
+                    local_replies,
                 },
                 pipeline.clone(),
             ),
