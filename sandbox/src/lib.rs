@@ -17,7 +17,6 @@
 
 pub mod control;
 pub mod files;
-mod ige;
 pub mod methods;
 pub mod mtproto;
 pub mod mtproto_api;

@@ -228,7 +228,7 @@ fn decrypt(sb: &Sandbox, packet: &[u8]) -> Option<(Key, Plain)> {
     let msg_key = &packet[8..24];
     let (k, iv) = aes_key_iv(&data, msg_key, 0);
     let mut plain = packet[24..].to_vec();
-    crate::ige::decrypt(&mut plain, &k, &iv);
+    ige::decrypt(&mut plain, &k, &iv);
     let check = Sha256::new()
         .chain_update(&data[88..120])
         .chain_update(&plain)
@@ -298,7 +298,7 @@ impl Session {
                 .finalize();
             let msg_key = &large[8..24];
             let (k, iv) = aes_key_iv(key, msg_key, 8);
-            crate::ige::encrypt(&mut plain, &k, &iv);
+            ige::encrypt(&mut plain, &k, &iv);
             let mut payload = Vec::with_capacity(plain.len() + 24);
             payload.extend_from_slice(&self.key.id);
             payload.extend_from_slice(msg_key);

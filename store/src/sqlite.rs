@@ -470,21 +470,19 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
             }
             // The oldest rows first, by key: no expiry index, and no scan past what expired.
             Write::Purge { before } => {
-                let results = c
-                    .prepare_cached(
-                        "DELETE FROM results WHERE call_id IN
-                           (SELECT call_id FROM results WHERE call_id < ?1 ORDER BY call_id
-                            LIMIT ?2)",
-                    )?
-                    .execute(params![before, PURGE_CHUNK as i64])?;
-                let attempts = c
-                    .prepare_cached(
-                        "DELETE FROM attempts WHERE call_id IN
-                           (SELECT call_id FROM attempts WHERE call_id < ?1 ORDER BY call_id
-                            LIMIT ?2)",
-                    )?
-                    .execute(params![before, PURGE_CHUNK as i64])?;
-                results.max(attempts) as u64
+                let mut most = 0;
+                for table in ["results", "attempts"] {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE call_id IN
+                           (SELECT call_id FROM {table} WHERE call_id < ?1 ORDER BY call_id
+                            LIMIT ?2)"
+                    );
+                    most = most.max(
+                        c.prepare_cached(&sql)?
+                            .execute(params![before, PURGE_CHUNK as i64])?,
+                    );
+                }
+                most as u64
             }
         };
     }
