@@ -28,9 +28,16 @@ const PAYLOAD: usize = 512;
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
 
 pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow::Result<Floor> {
-    let in_flight = in_flight.max(1);
+    let (in_flight, rounds) = (in_flight.max(1), rounds.max(1));
     let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}"))?;
-    cfg.prefix = format!("floor{}x{in_flight}.", std::process::id());
+    // Topics and groups of their own for every run, so that no record of an earlier run can
+    // answer a ping of this one.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    cfg.prefix = format!(
+        "floor{}r{}.",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    );
     cfg.session_timeout_ms = 2000;
     cfg.client_id = "telepipe-bench-floor".into();
     let bus = Arc::new(KafkaBus::new(cfg)?);
@@ -45,7 +52,11 @@ pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow
         loop {
             let r = echo.next().await?;
             let b = echo_bus.clone();
-            tokio::spawn(async move { b.publish("pong", &r.key, r.payload.to_vec()).await });
+            tokio::spawn(async move {
+                if let Err(error) = b.publish("pong", &r.key, r.payload.to_vec()).await {
+                    eprintln!("floor: could not publish a pong: {error}");
+                }
+            });
             echo.commit(&r.topic, r.partition, r.offset).await?;
         }
         #[allow(unreachable_code)]
@@ -77,9 +88,11 @@ pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow
             .await
             .context("publishing a ping")?;
         // Until both consumers have joined their groups, pings wait unanswered.
-        tokio::time::timeout(Duration::from_secs(120), rx)
-            .await
-            .context("no pong within two minutes")??;
+        let answered = tokio::time::timeout(Duration::from_secs(120), rx).await;
+        if answered.is_err() {
+            waiters.lock().expect("not poisoned").remove(&seq);
+        }
+        answered.context("no pong within two minutes")??;
         anyhow::Ok(t.elapsed())
     };
     // Warm up: group joins, connections.

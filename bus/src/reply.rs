@@ -32,13 +32,26 @@ impl Correlator {
 
     /// Hands a response to its waiting call; false when nobody waits for it any more.
     pub fn complete(&self, response: Envelope<Response>) -> bool {
-        let tx = self.lock().remove(&response.header.call_id);
-        match tx {
-            Some(tx) => tx.send(response).is_ok(),
-            None => {
+        match self.deliver(response) {
+            Delivery::Taken => true,
+            Delivery::ClientGone => false,
+            Delivery::NotHere(_) => {
                 crate::metrics::LATE_REPLIES.inc();
                 false
             }
+        }
+    }
+
+    /// Hands a response to its call if the call is registered here; a call this correlator
+    /// never had, or no longer has, gets the response back.
+    pub fn deliver(&self, response: Envelope<Response>) -> Delivery {
+        let tx = self.lock().remove(&response.header.call_id);
+        match tx {
+            Some(tx) => match tx.send(response) {
+                Ok(()) => Delivery::Taken,
+                Err(_) => Delivery::ClientGone,
+            },
+            None => Delivery::NotHere(response),
         }
     }
 
@@ -51,6 +64,16 @@ impl Correlator {
     ) -> std::sync::MutexGuard<'_, HashMap<CallId, oneshot::Sender<Envelope<Response>>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What became of a response handed to [`Correlator::deliver`].
+pub enum Delivery {
+    /// Its call was waiting here and has it.
+    Taken,
+    /// Its call was registered here, but the client had gone.
+    ClientGone,
+    /// No call of this correlator waits for it: the response, back.
+    NotHere(Envelope<Response>),
 }
 
 /// One call's pending answer. Dropping it (the client left) unregisters the call.

@@ -97,11 +97,11 @@ pub struct Deps {
 
 /// An ingest's correlator in this process, and the reply topic it would read.
 ///
-/// Answers addressed to that topic are handed to the correlator directly: the reply topic is
-/// transient (the outcome of record is in the store before the answer leaves), so the trip
-/// through the bus bought nothing but latency, a task wake-up on the in-process bus, and on
-/// Kafka half of a call's broker traffic (a produce and a fetch). Answers for other ingest
-/// instances still go through the bus.
+/// Answers addressed to that topic, for calls registered with that correlator, are handed over
+/// directly: the reply topic is transient (nothing reads it but the ingest waiting; the outcome
+/// of record goes to the store alongside), so the trip through the bus bought nothing but
+/// latency, a task wake-up on the in-process bus, and on Kafka half of a call's broker traffic
+/// (a produce and a fetch). Answers for any other call still go through the bus.
 #[derive(Clone)]
 pub struct LocalReplies {
     pub topic: String,

@@ -99,7 +99,7 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
     let Some(topic) = &env.header.reply_to else {
         return;
     };
-    let out = Envelope::new(
+    let mut out = Envelope::new(
         env.header.call_id,
         env.header.bot_id,
         producer,
@@ -107,10 +107,17 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
         response,
     );
     if let Some(local) = deps.local_replies.as_ref().filter(|l| l.topic == *topic) {
-        if !local.correlator.complete(out) {
-            tracing::debug!("answer ready after its client left");
+        use bus::reply::Delivery;
+        match local.correlator.deliver(out) {
+            Delivery::Taken => return,
+            Delivery::ClientGone => {
+                tracing::debug!("answer ready after its client left");
+                return;
+            }
+            // Not a call of this process (another one shares the instance name, or its client
+            // left before the answer): the topic, as without the shortcut.
+            Delivery::NotHere(back) => out = back,
         }
-        return;
     }
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {

@@ -259,7 +259,8 @@ async fn a_call_in_flight_in_a_dead_processor_is_not_sent_twice() {
 }
 
 /// An answer for an ingest in this process goes straight to its waiting call, not through the
-/// bus; answers for any other ingest (`responses.t` in the other tests) still do.
+/// bus; answers for calls it does not hold, and for any other ingest (`responses.t` in the
+/// other tests), still do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_for_an_ingest_in_this_process_skip_the_bus() {
     let w = world().await;
@@ -287,4 +288,13 @@ async fn answers_for_an_ingest_in_this_process_skip_the_bus() {
         "the answer was published too"
     );
     assert_eq!(sandbox_calls(&w, 57).await, 1);
+    // A call that this process's ingest does not hold (another process with the same instance
+    // name took it): its answer takes the topic, as without the shortcut.
+    let mut other = envelope(&w, 57, "sendMessage", "chat_id=1&text=elsewhere");
+    other.header.reply_to = Some("responses.local".into());
+    bus::publish_envelope(w.bus.as_ref(), "calls", &other)
+        .await
+        .unwrap();
+    let published = next_reply(&mut on_bus).await;
+    assert_eq!(published.header.call_id, other.header.call_id);
 }

@@ -204,18 +204,27 @@ impl Blobs for LocalBlobs {
             Err(e) => return Err(e.into()),
         };
         // A couple of windows ahead of the client, no more: memory stays flat however large
-        // the file.
+        // the file. Room is awaited before a window is mapped, on the runtime: a client that
+        // stalls holds no blocking thread (the pool is shared with the store's reads).
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
-        tokio::task::spawn_blocking(move || {
+        let file = std::sync::Arc::new(file);
+        tokio::spawn(async move {
             let (mut at, end) = (start, start + len);
             while at < end {
-                let chunk = map_window(&file, at, end);
+                // The client left: stop reading.
+                let Ok(room) = tx.reserve().await else {
+                    return;
+                };
+                let f = file.clone();
+                let chunk = tokio::task::spawn_blocking(move || map_window(&f, at, end))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)));
                 let failed = chunk.is_err();
                 if let Ok(c) = &chunk {
                     at += c.len() as u64;
                 }
-                // The client left: stop reading.
-                if tx.blocking_send(chunk).is_err() || failed {
+                room.send(chunk);
+                if failed {
                     return;
                 }
             }
@@ -252,6 +261,9 @@ fn map_window(file: &std::fs::File, at: u64, end: u64) -> io::Result<Bytes> {
     // content-addressed and never written in place: a blob is complete before it is renamed
     // into `sha256/`, and removing one unlinks it, which leaves existing mappings intact. The
     // length was checked above, so no page of the mapping is past the end of the file.
+    // What a mapping cannot turn into an error: a page that fails to read (a failing disk, a
+    // network file system that lost the file) is SIGBUS for the process. Hence the README's
+    // advice: a local file system for `dir` blobs, `s3://` for blobs shared between machines.
     let map = unsafe {
         memmap2::MmapOptions::new()
             .offset(base)
