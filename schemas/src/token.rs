@@ -21,7 +21,13 @@ pub struct BotToken {
 impl BotToken {
     pub fn parse(s: &str) -> Result<Self, TokenError> {
         let (id, secret) = s.split_once(':').ok_or(TokenError::Shape)?;
-        if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        // A leading zero is refused as Telegram refuses it: `0123` and `123` would otherwise be
+        // two spellings, and two tenants, of one bot.
+        if id.is_empty()
+            || id.len() > 18
+            || id.starts_with('0')
+            || !id.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(TokenError::Shape);
         }
         if !(30..=100).contains(&secret.len())
@@ -76,6 +82,7 @@ mod tests {
             ":AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
             "abc:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
             "0:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+            "0123456:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
             "-5:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
             "123:short",
             "123:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDs/w",

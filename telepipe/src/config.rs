@@ -169,7 +169,7 @@ pub struct ServeArgs {
 
     /// Let URL uploads fetch from loopback, private, link-local and other non-public
     /// addresses (tests, trusted deployments). Off: such URLs get a 400.
-    #[arg(long, env = "TELEPIPE_ALLOW_PRIVATE_URLS")]
+    #[arg(long, env = "TELEPIPE_ALLOW_PRIVATE_URLS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_private_urls: bool,
 
     /// A chat every bot can post to (a private channel with the bots as admins): where
@@ -221,7 +221,7 @@ pub struct SandboxArgs {
 
     /// Act as a local Bot API server (`telegram-bot-api --local`): getFile of any size answers
     /// an absolute path under the data dir.
-    #[arg(long, env = "TELEPIPE_SANDBOX_LOCAL")]
+    #[arg(long, env = "TELEPIPE_SANDBOX_LOCAL", value_parser = clap::builder::BoolishValueParser::new())]
     pub local: bool,
 
     /// Address of the MTProto face.
@@ -240,4 +240,37 @@ pub struct SandboxArgs {
     /// to this file (`set -a; . FILE; telepipe serve`).
     #[arg(long, env = "TELEPIPE_SANDBOX_ENV_FILE")]
     pub env_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Boolean variables take what operators write: 1/0, yes/no, on/off, true/false.
+    #[test]
+    fn boolean_variables_accept_what_operators_write() {
+        let parse = || match Cli::try_parse_from(["telepipe", "serve"]).map(|c| c.command) {
+            Ok(Command::Serve(a)) => Ok(a.allow_private_urls),
+            Ok(_) => unreachable!("parsed as serve"),
+            Err(e) => Err(e.to_string()),
+        };
+        for (value, expected) in [
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("false", false),
+        ] {
+            std::env::set_var("TELEPIPE_ALLOW_PRIVATE_URLS", value);
+            assert_eq!(parse(), Ok(expected), "{value}");
+        }
+        std::env::set_var("TELEPIPE_ALLOW_PRIVATE_URLS", "maybe");
+        assert!(parse().is_err());
+        std::env::remove_var("TELEPIPE_ALLOW_PRIVATE_URLS");
+        assert_eq!(parse(), Ok(false));
+    }
 }
