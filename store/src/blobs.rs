@@ -127,6 +127,16 @@ impl LocalBlobs {
         Ok(self.root.join(key))
     }
 
+    /// The file of a stored blob; `NotFound` when it is not there.
+    async fn file_of(&self, blob: &BlobRef) -> Result<tokio::fs::File, BlobError> {
+        let path = self.path_of(&blob.key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn temp_path(&self) -> PathBuf {
         let n: u128 = rand::random();
         self.root.join("tmp").join(format!("{n:032x}"))
@@ -178,16 +188,11 @@ impl Blobs for LocalBlobs {
     }
 
     async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError> {
-        let path = self.path_of(&blob.key)?;
-        match tokio::fs::File::open(&path).await {
-            Ok(f) => Ok(Box::pin(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        Ok(Box::pin(self.file_of(blob).await?))
     }
 
-    /// Mapped a window at a time on a blocking thread of its own, and the mapped pages handed
-    /// to the connection as they are: the bytes are copied once, from the page cache into the
+    /// Mapped a window at a time (on the blocking pool, one window per task), and the mapped
+    /// pages handed to the connection as they are: the bytes are copied once, from the page cache into the
     /// socket. Read through `tokio::fs::File`, each chunk was copied twice more (into the
     /// blocking pool's buffer, then out of it), and `/storage/` ran at half of nginx's
     /// `sendfile` (`bench/`).
@@ -197,12 +202,15 @@ impl Blobs for LocalBlobs {
         start: u64,
         len: u64,
     ) -> Result<ByteStream<'static>, BlobError> {
-        let path = self.path_of(&blob.key)?;
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f.into_std().await,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
+        let file = self.file_of(blob).await?;
+        // Checked once here rather than for every window: blobs never change in place.
+        if file.metadata().await?.len() < start + len {
+            return Err(BlobError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the blob is shorter than its reference",
+            )));
+        }
+        let file = file.into_std().await;
         // A couple of windows ahead of the client, no more: memory stays flat however large
         // the file. Room is awaited before a window is mapped, on the runtime: a client that
         // stalls holds no blocking thread (the pool is shared with the store's reads).
@@ -234,33 +242,22 @@ impl Blobs for LocalBlobs {
 
     async fn open_at(&self, blob: &BlobRef, start: u64) -> Result<BlobReader, BlobError> {
         use tokio::io::AsyncSeekExt;
-        let path = self.path_of(&blob.key)?;
-        let mut f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
+        let mut f = self.file_of(blob).await?;
         f.seek(io::SeekFrom::Start(start)).await?;
         Ok(Box::pin(f))
     }
 }
 
-/// Bytes `at..end` of `file`, at most one window of them, mapped.
+/// Bytes `at..end` of `file`, at most one window of them, mapped (`end` within the file).
 fn map_window(file: &std::fs::File, at: u64, end: u64) -> io::Result<Bytes> {
     const WINDOW: u64 = 4 * 1024 * 1024;
     const PAGE: u64 = 4096;
     let base = at - at % PAGE;
     let len = (end - base).min(WINDOW);
-    if file.metadata()?.len() < base + len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the blob is shorter than its reference",
-        ));
-    }
     // SAFETY: a mapping is undefined behaviour only if the file changes under it. Blobs are
     // content-addressed and never written in place: a blob is complete before it is renamed
     // into `sha256/`, and removing one unlinks it, which leaves existing mappings intact. The
-    // length was checked above, so no page of the mapping is past the end of the file.
+    // caller checked `end` against the file's length, so no page of the mapping is past it.
     // What a mapping cannot turn into an error: a page that fails to read (a failing disk, a
     // network file system that lost the file) is SIGBUS for the process. Hence the README's
     // advice: a local file system for `dir` blobs, `s3://` for blobs shared between machines.
