@@ -10,6 +10,7 @@ mod files;
 mod floor;
 mod nginx;
 mod proxy;
+mod record;
 mod soak;
 mod uploads;
 mod webhooks;
@@ -108,6 +109,19 @@ enum Bench {
         /// Pings in flight at once (1: the latency floor; more: the broker's ceiling).
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
+    },
+    /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
+    /// replay rate into a fresh sandbox.
+    Record {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        /// Audit rows in the filled store.
+        #[arg(long, default_value_t = 1_000_000)]
+        calls: u64,
+        /// Calls made, then replayed.
+        #[arg(long, default_value_t = 5000)]
+        replay_calls: usize,
     },
     /// Webhooks: updates delivered per second across many bots, order kept per bot.
     Webhooks {
@@ -265,6 +279,16 @@ fn main() -> anyhow::Result<()> {
                 .block_on(floor::ping_pong(&kafka, rounds, in_flight))?;
             println!("{f}");
             return Ok(());
+        }
+        Bench::Record {
+            bin,
+            calls,
+            replay_calls,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(record::run(bin, calls, replay_calls.max(8)));
         }
         Bench::Webhooks { bin, bots, per_bot } => {
             return tokio::runtime::Builder::new_multi_thread()

@@ -286,7 +286,8 @@ impl Downloads {
         let mut params = serde_json::Map::new();
         params.insert("file_path".into(), file_path.into());
         let row = CallRow {
-            call_id: CallId::new(),
+            // Made for its arrival, so it sorts with the calls of that moment.
+            call_id: CallId::at_ms(received_ms),
             bot_id: bot,
             received_ms,
             token_fingerprint,
@@ -305,6 +306,11 @@ impl Downloads {
             description: None,
             latency_ms: Some((schemas::now_ms() - received_ms).max(0) as u64),
             stages: Stages::default(),
+            // A download is no Bot API call a replay could send again.
+            encoding: schemas::Encoding::Query,
+            request: None,
+            answer_sha256: None,
+            answer: None,
         };
         let store = self.store.clone();
         tokio::spawn(async move {

@@ -566,6 +566,7 @@ pub(crate) async fn username(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(bot, name.to_owned());
+    crate::outcome::keep_username(deps, bot, name).await;
     Ok(name.to_owned())
 }
 

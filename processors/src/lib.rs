@@ -53,7 +53,9 @@ pub struct ProcessorConfig {
     pub per_bot: usize,
     /// Calls running at once in this process.
     pub total: usize,
-    /// How long a recorded outcome answers redeliveries.
+    /// How long a call's outcome (the answer's body) is kept: it answers redeliveries on a
+    /// durable bus, and is what audits show and replays compare with (`--retain-results`).
+    /// Zero: not kept (the audit row keeps the answer's digest).
     pub result_ttl: Duration,
     /// The bus outlives this process (Kafka): a call may be delivered again after a crash or a
     /// rebalance, so each call's attempt and outcome are kept in the store to answer it without
@@ -124,8 +126,10 @@ pub const RESULT_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct Run {
     /// The producer field of records (`processor/<instance>`).
     pub producer: String,
-    /// How long outcomes are kept for redeliveries; `None` on a bus that cannot redeliver.
-    pub result_ttl: Option<Duration>,
+    /// How long outcomes are kept (see [`ProcessorConfig::result_ttl`]).
+    pub result_ttl: Duration,
+    /// The bus can deliver a call again (see [`ProcessorConfig::durable_bus`]).
+    pub durable: bool,
 }
 
 /// Per-bot concurrency shares, created on first use.
@@ -167,7 +171,8 @@ pub async fn run(
         .await?;
     let run = Arc::new(Run {
         producer: format!("processor/{}", cfg.instance),
-        result_ttl: cfg.durable_bus.then_some(cfg.result_ttl),
+        result_ttl: cfg.result_ttl,
+        durable: cfg.durable_bus,
     });
     let shares = Arc::new(Shares {
         per_bot: cfg.per_bot.max(1),
@@ -271,10 +276,13 @@ async fn process(deps: &Deps, run: &Run, env: Envelope<Call>) {
         outcome::record_rejected(deps, &env, err).await;
         return;
     }
-    let begin = match run.result_ttl {
+    let begin = match run.durable {
         // Nothing can deliver this call again: it is new.
-        None => store::Begin::Fresh,
-        Some(ttl) => {
+        false => store::Begin::Fresh,
+        true => {
+            // The attempt is kept while a redelivery may come (a day at least, whatever the
+            // answers' retention).
+            let ttl = run.result_ttl.max(RESULT_TTL);
             let expires = schemas::now_ms() + ttl.as_millis() as i64;
             match deps.store.begin(env.header.call_id, expires).await {
                 Ok(b) => b,

@@ -33,12 +33,15 @@ where
     }
 }
 
-fn audit_row(env: &Envelope<Call>, outcome: Outcome, response: &Response) -> CallRow {
+fn audit_row(deps: &Deps, env: &Envelope<Call>, outcome: Outcome, response: &Response) -> CallRow {
     let call = &env.payload;
+    // Arrival is when the call id was made, as the request came in; the header's time is
+    // when ingest published it, after reading the body (a long upload).
+    let arrived = env.header.call_id.time_ms();
     CallRow {
         call_id: env.header.call_id,
         bot_id: env.header.bot_id,
-        received_ms: env.header.time_ms,
+        received_ms: arrived,
         token_fingerprint: call.token_fingerprint.0.clone(),
         method: call.method.clone(),
         http_method: call.http_method.clone(),
@@ -53,8 +56,24 @@ fn audit_row(env: &Envelope<Call>, outcome: Outcome, response: &Response) -> Cal
         } else {
             None
         },
-        latency_ms: Some((schemas::now_ms() - env.header.time_ms).max(0) as u64),
+        latency_ms: Some((schemas::now_ms() - arrived).max(0) as u64),
         stages: response.stages,
+        encoding: call.encoding(),
+        request: Some(call.seal_request(&deps.sealer, env.header.bot_id)),
+        answer_sha256: answer_digest(response),
+        answer: None,
+    }
+}
+
+/// The sha256 of the body the client got: hashed here when it is inline; a body kept as a
+/// blob is content-addressed, so its reference carries it.
+fn answer_digest(response: &Response) -> Option<String> {
+    use sha2::Digest;
+    match &response.body {
+        schemas::BodyBytes::Blob { blob } => Some(blob.sha256.clone()),
+        body => body
+            .inline_bytes()
+            .map(|b| hex::encode(sha2::Sha256::digest(&b))),
     }
 }
 
@@ -67,19 +86,26 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
     } else {
         Outcome::Error
     };
-    let row = audit_row(env, outcome, &response);
-    let Some(ttl) = run.result_ttl else {
-        let (queued, ()) = tokio::join!(
-            deps.store.queue_call(row),
-            reply(deps, &run.producer, env, response),
-        );
+    learn_username(deps, env, &response).await;
+    let row = audit_row(deps, env, outcome, &response);
+    let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
+    if !run.durable {
+        // Nothing waits for the record: it is queued, the answer kept beside it while
+        // results are.
+        let kept = (!run.result_ttl.is_zero()).then(|| response.clone());
+        let queue = async {
+            match kept {
+                Some(kept) => deps.store.queue_outcome(row, kept, expires).await,
+                None => deps.store.queue_call(row).await,
+            }
+        };
+        let (queued, ()) = tokio::join!(queue, reply(deps, &run.producer, env, response));
         if let Err(error) = queued {
             metrics::STORE_ERRORS.inc();
             tracing::error!(%error, "could not queue the audit row");
         }
         return;
-    };
-    let expires = schemas::now_ms() + ttl.as_millis() as i64;
+    }
     tokio::join!(
         retry("outcome", || deps
             .store
@@ -88,9 +114,37 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
     );
 }
 
+/// Remembers the username in a getMe answer, so the record can be searched by it
+/// (`telepipe audit --bot @name`). getMe is rare: the write is awaited.
+async fn learn_username(deps: &Deps, env: &Envelope<Call>, response: &Response) {
+    if response.status != 200 || !env.payload.method.eq_ignore_ascii_case("getMe") {
+        return;
+    }
+    let Some(body) = response.body.inline_bytes() else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    // The answer is the bot's own: its id must be the caller's.
+    if v["result"]["id"].as_i64() != Some(env.header.bot_id.0) {
+        return;
+    }
+    if let Some(name) = v["result"]["username"]
+        .as_str()
+        .filter(|u| schemas::valid_username(u))
+    {
+        keep_username(deps, env.header.bot_id, name).await;
+    }
+}
+
+pub(crate) async fn keep_username(deps: &Deps, bot: schemas::BotId, name: &str) {
+    if let Err(error) = deps.store.put_bot_username(bot, name).await {
+        tracing::warn!(%error, "could not remember a bot's username");
+    }
+}
+
 /// A call that ingest refused: only the audit row.
 pub async fn record_rejected(deps: &Deps, env: &Envelope<Call>, err: &ApiError) {
-    let row = audit_row(env, Outcome::Rejected, &Response::from_error(err));
+    let row = audit_row(deps, env, Outcome::Rejected, &Response::from_error(err));
     retry("audit row", || deps.store.record_call(&row)).await;
 }
 

@@ -137,12 +137,7 @@ async fn a_redelivered_call_is_not_executed_twice() {
 
     let rows = w
         .store
-        .calls(&store::CallQuery {
-            bot_id: BotId(55),
-            from_ms: 0,
-            to_ms: i64::MAX,
-            limit: 10,
-        })
+        .calls(&store::CallQuery::bot(BotId(55), 0, i64::MAX, 10))
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -165,12 +160,7 @@ async fn rejected_and_unreadable_records_do_not_go_upstream() {
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
         .unwrap();
-    let q = store::CallQuery {
-        bot_id: BotId(56),
-        from_ms: 0,
-        to_ms: i64::MAX,
-        limit: 10,
-    };
+    let q = store::CallQuery::bot(BotId(56), 0, i64::MAX, 10);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let rows = loop {
         let rows = w.store.calls(&q).await.unwrap();

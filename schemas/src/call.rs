@@ -270,3 +270,201 @@ impl Call {
         out
     }
 }
+
+/// How a bot encoded a call: what a replay sends again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Parameters in the query string only (or none).
+    Query,
+    Json,
+    Form,
+    Multipart,
+    /// A body of another content type.
+    Other,
+}
+
+impl Encoding {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Encoding::Query => "query",
+            Encoding::Json => "json",
+            Encoding::Form => "form",
+            Encoding::Multipart => "multipart",
+            Encoding::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "query" => Encoding::Query,
+            "json" => Encoding::Json,
+            "form" => Encoding::Form,
+            "multipart" => Encoding::Multipart,
+            "other" => Encoding::Other,
+            _ => return None,
+        })
+    }
+}
+
+impl Call {
+    pub fn encoding(&self) -> Encoding {
+        match &self.body {
+            CallBody::Empty => Encoding::Query,
+            CallBody::Json { .. } => Encoding::Json,
+            CallBody::Form { .. } => Encoding::Form,
+            CallBody::Multipart { .. } => Encoding::Multipart,
+            CallBody::Other { .. } => Encoding::Other,
+        }
+    }
+
+    /// The request as the bot sent it (token, query, body; files by blob reference), sealed
+    /// for the audit row: what `telepipe replay` sends again. Sealed because parameters may be
+    /// secrets (`secret_token`) and the token is one.
+    pub fn seal_request(&self, sealer: &crate::Sealer, bot: crate::BotId) -> String {
+        #[derive(Serialize)]
+        struct Sealing<'a> {
+            v: u32,
+            token: Option<&'a SealedToken>,
+            test_env: bool,
+            method: &'a str,
+            http_method: &'a str,
+            query: &'a str,
+            body: &'a CallBody,
+        }
+        let clear = serde_json::to_vec(&Sealing {
+            v: RecordedRequest::VERSION,
+            token: self.token.as_ref(),
+            test_env: self.test_env,
+            method: &self.method,
+            http_method: &self.http_method,
+            query: &self.query,
+            body: &self.body,
+        })
+        .expect("plain data serialises");
+        sealer.seal_for(crate::seal::Purpose::Request, bot, &clear)
+    }
+}
+
+/// A call's request opened from its audit row ([`Call::seal_request`]).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RecordedRequest {
+    pub v: u32,
+    /// The bot's token, itself sealed (open with [`crate::Sealer::open`]); `None` when the
+    /// client's token had no token's shape.
+    pub token: Option<SealedToken>,
+    pub test_env: bool,
+    pub method: String,
+    pub http_method: String,
+    pub query: String,
+    pub body: CallBody,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordedRequestError {
+    #[error(transparent)]
+    Seal(#[from] crate::SealError),
+    #[error("the recorded request is malformed: {0}")]
+    Malformed(String),
+    #[error("the recorded request has version {0}, newer than this build reads")]
+    Version(u32),
+}
+
+impl RecordedRequest {
+    pub const VERSION: u32 = 1;
+
+    pub fn open(
+        sealer: &crate::Sealer,
+        bot: crate::BotId,
+        sealed: &str,
+    ) -> Result<Self, RecordedRequestError> {
+        let clear = sealer.open_for(crate::seal::Purpose::Request, bot, sealed)?;
+        let r: RecordedRequest = serde_json::from_slice(&clear)
+            .map_err(|e| RecordedRequestError::Malformed(e.to_string()))?;
+        if r.v > Self::VERSION {
+            return Err(RecordedRequestError::Version(r.v));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod recorded_tests {
+    use super::*;
+    use crate::{BotId, BotToken, SealKey, Sealer};
+
+    fn call(body: CallBody, query: &str) -> Call {
+        let sealer = Sealer::new(&SealKey::generate());
+        let token = BotToken::parse("42:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw").unwrap();
+        Call {
+            token: Some(sealer.seal(&token)),
+            token_fingerprint: sealer.fingerprint(token.expose()),
+            test_env: true,
+            method: "setWebhook".into(),
+            http_method: "POST".into(),
+            query: query.into(),
+            body,
+            deadline_ms: 0,
+            rejected: None,
+        }
+    }
+
+    /// What replay needs comes back whole from the sealing, for every encoding; the sealing
+    /// shows neither the token nor a secret parameter.
+    #[test]
+    fn a_sealed_request_opens_to_the_call_as_sent() {
+        let sealer = Sealer::new(&SealKey::generate());
+        let blob = BlobRef {
+            key: "sha256/ab/cd/abcd".into(),
+            size: 3,
+            sha256: "abcd".into(),
+        };
+        for (body, encoding) in [
+            (CallBody::Empty, Encoding::Query),
+            (
+                CallBody::Json {
+                    value: serde_json::json!({"url": "http://x", "secret_token": "s3cr3t"}),
+                },
+                Encoding::Json,
+            ),
+            (
+                CallBody::Form {
+                    pairs: vec![("secret_token".into(), "s3cr3t".into())],
+                },
+                Encoding::Form,
+            ),
+            (
+                CallBody::Multipart {
+                    parts: vec![
+                        Part::Text {
+                            name: "secret_token".into(),
+                            value: "s3cr3t".into(),
+                        },
+                        Part::File {
+                            name: "certificate".into(),
+                            file_name: Some("c.pem".into()),
+                            content_type: None,
+                            blob: blob.clone(),
+                        },
+                    ],
+                },
+                Encoding::Multipart,
+            ),
+        ] {
+            let c = call(body, "secret_token=q");
+            assert_eq!(c.encoding(), encoding);
+            assert_eq!(Encoding::parse(encoding.as_str()), Some(encoding));
+            let sealed = c.seal_request(&sealer, BotId(42));
+            assert!(!sealed.contains("s3cr3t") && !sealed.contains("AAHdq"));
+            let r = RecordedRequest::open(&sealer, BotId(42), &sealed).unwrap();
+            assert_eq!(r.token, c.token);
+            assert_eq!((r.test_env, r.query.as_str()), (true, "secret_token=q"));
+            assert_eq!(
+                (r.method.as_str(), r.http_method.as_str()),
+                ("setWebhook", "POST")
+            );
+            assert_eq!(r.body, c.body);
+            assert!(RecordedRequest::open(&sealer, BotId(43), &sealed).is_err());
+        }
+    }
+}

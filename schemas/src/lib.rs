@@ -28,14 +28,14 @@ pub mod token;
 pub mod update;
 
 pub use body::{BlobRef, BodyBytes};
-pub use call::{Call, CallBody, Part};
+pub use call::{Call, CallBody, Encoding, Part, RecordedRequest, RecordedRequestError};
 pub use envelope::{
     DecodeError, Envelope, Header, Payload, RecordKind, OLDEST_READ, SCHEMA_VERSION,
 };
 pub use error::{ApiError, ResponseParameters};
 pub use ids::{BotId, CallId};
 pub use response::{Origin, Response, Stages};
-pub use seal::{SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
+pub use seal::{Purpose, SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
 pub use token::{BotToken, TokenError};
 pub use update::{Update, UpdateSource};
 

@@ -93,7 +93,18 @@ pub struct Sealer {
     storage_key: [u8; 32],
     blob_cipher: XChaCha20Poly1305,
     hook_key: [u8; 32],
+    request_cipher: XChaCha20Poly1305,
     memo: Arc<Mutex<Memo>>,
+}
+
+/// What a sealing is for: each purpose has its own key, so a sealing made for one can never
+/// be opened as another (a sealed session passed off as a recorded request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A bot's MTProto session ([`Sealer::seal_bytes`]).
+    Session,
+    /// A call's original request, in its audit row.
+    Request,
 }
 
 /// Tokens seen lately. Every call's token is fingerprinted and sealed by ingest and opened by a
@@ -127,6 +138,7 @@ impl Sealer {
             storage_key: key.derive("storage-name/v1"),
             blob_cipher: XChaCha20Poly1305::new((&key.derive("seal-bytes/v1")).into()),
             hook_key: key.derive("hook/v1"),
+            request_cipher: XChaCha20Poly1305::new((&key.derive("seal-request/v1")).into()),
             memo: Arc::default(),
         }
     }
@@ -227,10 +239,28 @@ impl Sealer {
 
     /// Seals any secret (an MTProto session) for `bot_id`: it opens only with the same bot id.
     pub fn seal_bytes(&self, bot_id: BotId, clear: &[u8]) -> String {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        self.seal_for(Purpose::Session, bot_id, clear)
+    }
+
+    pub fn open_bytes(&self, bot_id: BotId, sealed: &str) -> Result<Vec<u8>, SealError> {
+        self.open_for(Purpose::Session, bot_id, sealed)
+    }
+
+    fn purpose_cipher(&self, purpose: Purpose) -> &XChaCha20Poly1305 {
+        match purpose {
+            Purpose::Session => &self.blob_cipher,
+            Purpose::Request => &self.request_cipher,
+        }
+    }
+
+    /// Seals `clear` for `bot_id` and one purpose: `base64url(nonce ‖ ciphertext)`. Made for
+    /// every call, so the nonce comes from the thread's CSPRNG (seeded by the OS), not a
+    /// system call each time.
+    pub fn seal_for(&self, purpose: Purpose, bot_id: BotId, clear: &[u8]) -> String {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut rand::thread_rng());
         let aad = bot_id.0.to_be_bytes();
         let ct = self
-            .blob_cipher
+            .purpose_cipher(purpose)
             .encrypt(
                 &nonce,
                 Payload {
@@ -244,7 +274,12 @@ impl Sealer {
         URL_SAFE_NO_PAD.encode(out)
     }
 
-    pub fn open_bytes(&self, bot_id: BotId, sealed: &str) -> Result<Vec<u8>, SealError> {
+    pub fn open_for(
+        &self,
+        purpose: Purpose,
+        bot_id: BotId,
+        sealed: &str,
+    ) -> Result<Vec<u8>, SealError> {
         let raw = URL_SAFE_NO_PAD
             .decode(sealed.as_bytes())
             .map_err(|_| SealError::Malformed)?;
@@ -253,7 +288,7 @@ impl Sealer {
         }
         let (nonce, ct) = raw.split_at(24);
         let aad = bot_id.0.to_be_bytes();
-        self.blob_cipher
+        self.purpose_cipher(purpose)
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| SealError::Open)
     }
@@ -272,6 +307,34 @@ mod tests {
     use super::*;
 
     const T: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+
+    /// A sealing opens only for its bot and its purpose, and never shows the clear text.
+    #[test]
+    fn purpose_sealings_open_only_for_their_bot_and_purpose() {
+        let sealer = Sealer::new(&SealKey::generate());
+        let sealed = sealer.seal_for(Purpose::Request, BotId(7), b"secret_token=abc");
+        assert!(!sealed.contains("abc"));
+        assert_eq!(
+            sealer
+                .open_for(Purpose::Request, BotId(7), &sealed)
+                .unwrap(),
+            b"secret_token=abc"
+        );
+        assert!(matches!(
+            sealer.open_for(Purpose::Request, BotId(8), &sealed),
+            Err(SealError::Open)
+        ));
+        // The session key is another key: a request sealing is no session, and back.
+        assert!(sealer.open_bytes(BotId(7), &sealed).is_err());
+        let session = sealer.seal_bytes(BotId(7), b"session");
+        assert!(sealer
+            .open_for(Purpose::Request, BotId(7), &session)
+            .is_err());
+        assert!(matches!(
+            sealer.open_for(Purpose::Request, BotId(7), "!!"),
+            Err(SealError::Malformed)
+        ));
+    }
 
     #[test]
     fn storage_names_are_stable_and_distinct() {

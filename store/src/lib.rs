@@ -20,7 +20,7 @@ pub mod sqlite;
 pub mod testsuite;
 
 use async_trait::async_trait;
-use schemas::{BlobRef, BotId, CallId, Response, Stages};
+use schemas::{BlobRef, BotId, CallId, Encoding, Response, Stages};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -95,15 +95,79 @@ pub struct CallRow {
     pub description: Option<String>,
     pub latency_ms: Option<u64>,
     pub stages: Stages,
+    /// How the bot encoded the call (what a replay sends again).
+    pub encoding: Encoding,
+    /// The request as sent, sealed for the bot (`schemas::Call::seal_request`): token,
+    /// parameters and file parts by blob reference. `None` for rows that are no bot request
+    /// (file downloads) and rows written before it was kept.
+    pub request: Option<String>,
+    /// Lowercase hex sha256 of the answer's body as the client got it.
+    pub answer_sha256: Option<String>,
+    /// The answer's body while its result is kept (`--retain-results`); filled by reads,
+    /// ignored by writes (it is the stored result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
-/// Which audit rows to list: one bot, a time window, newest last.
-#[derive(Clone, Debug)]
+/// Which audit rows to list, in the record's order (call ids are UUIDv7 made on arrival, so
+/// this is arrival order): a time window, optionally one bot, method, status or error code,
+/// after a given call (paging, following), at most `limit`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct CallQuery {
-    pub bot_id: BotId,
+    pub bot_id: Option<BotId>,
+    /// `[from_ms, to_ms)`, by arrival.
     pub from_ms: i64,
     pub to_ms: i64,
+    /// Compared without regard to case, as the Bot API reads method names.
+    pub method: Option<String>,
+    pub http_status: Option<u16>,
+    pub error_code: Option<i64>,
+    /// Only calls after this one in the record's order.
+    pub after: Option<CallId>,
     pub limit: usize,
+    /// Rows without their parameters, blobs, sealed request and answer (left empty): what
+    /// counting needs, at a fraction of the reading.
+    pub light: bool,
+}
+
+impl Default for CallQuery {
+    /// Every call, the first thousand.
+    fn default() -> Self {
+        Self {
+            bot_id: None,
+            from_ms: 0,
+            to_ms: i64::MAX,
+            method: None,
+            http_status: None,
+            error_code: None,
+            after: None,
+            limit: 1000,
+            light: false,
+        }
+    }
+}
+
+impl CallQuery {
+    /// A bot's calls in `[from_ms, to_ms)`, at most `limit`.
+    pub fn bot(bot_id: BotId, from_ms: i64, to_ms: i64, limit: usize) -> Self {
+        Self {
+            bot_id: Some(bot_id),
+            from_ms,
+            to_ms,
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a row passes the filters other than window, bot and cursor (for stores that
+    /// cannot say them in their query language).
+    pub fn admits(&self, row: &CallRow) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&row.method))
+            && self.http_status.is_none_or(|s| row.http_status == Some(s))
+            && self.error_code.is_none_or(|c| row.error_code == Some(c))
+    }
 }
 
 #[async_trait]
@@ -142,6 +206,31 @@ pub trait Store: FileStore + WebhookStore {
         self.put_result(row.call_id, response, expires_ms).await?;
         self.record_call(row).await
     }
+
+    /// [`Store::record_outcome`] without waiting for the write (see [`Store::queue_call`]):
+    /// the embedded mode keeps answers for the audit record this way.
+    async fn queue_outcome(
+        &self,
+        row: CallRow,
+        response: Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.record_outcome(&row, &response, expires_ms).await
+    }
+
+    /// Forgets the audit rows of calls that arrived before `before_ms` (retention); returns
+    /// how many where the store can tell.
+    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// How many audit rows arrived before `before_ms` (what [`Store::purge_calls`] would
+    /// forget; `telepipe gc --dry-run`).
+    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Remembers a bot's username (from a getMe answer); a username moves with its bot.
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError>;
+
+    /// The bot that last had `username` (any case), if one was seen.
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError>;
 
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
@@ -328,6 +417,16 @@ pub struct UploadKey {
 /// A stored response (JSON of `schemas::Response`), as every implementation keeps it.
 pub(crate) fn decode_response(json: &str) -> Result<Response, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Malformed(e.to_string()))
+}
+
+/// The body of a stored response as text (what an audit row shows as the answer); `None` for
+/// a body kept as a blob or not UTF-8.
+pub(crate) fn answer_text(json: &str) -> Result<Option<String>, StoreError> {
+    let response = decode_response(json)?;
+    Ok(response
+        .body
+        .inline_bytes()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok()))
 }
 
 /// See [`Store::begin`].

@@ -102,16 +102,18 @@ impl ScyllaStore {
             insert_call: prepare(
                 "INSERT INTO calls (bot_id, day, received_ms, call_id, token_fp, method, \
                  http_method, test_env, params, blobs, outcome, http_status, error_code, \
-                 description, latency_ms, queue_ms, upstream_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 description, latency_ms, queue_ms, upstream_ms, encoding, request, \
+                 answer_sha256) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .await
             .map_err(err)?,
             select_calls: prepare(
                 "SELECT bot_id, received_ms, call_id, token_fp, method, http_method, test_env, \
                  params, blobs, outcome, http_status, error_code, description, latency_ms, \
-                 queue_ms, upstream_ms FROM calls \
-                 WHERE bot_id = ? AND day = ? AND received_ms >= ? AND received_ms < ? LIMIT ?",
+                 queue_ms, upstream_ms, encoding, request, answer_sha256 FROM calls \
+                 WHERE bot_id = ? AND day = ? AND (received_ms, call_id) > (?, ?) \
+                 AND received_ms < ? LIMIT ?",
             )
             .await
             .map_err(err)?,
@@ -128,6 +130,64 @@ impl ScyllaStore {
             .map_err(err)?,
             session,
         })
+    }
+}
+
+impl ScyllaStore {
+    /// Every (bot, day) partition of `calls`.
+    async fn partitions(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let r = self
+            .session
+            .query_unpaged("SELECT DISTINCT bot_id, day FROM calls", &[])
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in r.rows::<(i64, i64)>().map_err(err)? {
+            out.push(row.map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// One partition's calls in the query's window after its cursor that pass its filters, at
+    /// most `q.limit`, paging past rows the filters drop.
+    async fn partition_calls(
+        &self,
+        q: &CallQuery,
+        bot: i64,
+        day: i64,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        let mut cursor = match q.after {
+            Some(a) if a.time_ms() >= q.from_ms => (a.time_ms(), a.0),
+            _ => (q.from_ms - 1, Uuid::max()),
+        };
+        let page = q.limit.clamp(1, 5000) as i32;
+        let mut out = Vec::new();
+        loop {
+            let result = self
+                .session
+                .execute_unpaged(
+                    &self.select_calls,
+                    (bot, day, cursor.0, cursor.1, q.to_ms, page),
+                )
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            let mut n = 0;
+            for r in result.rows::<CallColumns>().map_err(err)? {
+                let row = r.map_err(err)?.into_row()?;
+                n += 1;
+                cursor = (row.received_ms, row.call_id.0);
+                if q.admits(&row) {
+                    out.push(row);
+                }
+            }
+            if n < page as usize || out.len() >= q.limit {
+                return Ok(out);
+            }
+        }
     }
 }
 
@@ -176,6 +236,9 @@ struct CallValues<'a> {
     latency_ms: Option<i64>,
     queue_ms: i64,
     upstream_ms: i64,
+    encoding: &'a str,
+    request: Option<&'a str>,
+    answer_sha256: Option<&'a str>,
 }
 
 #[derive(scylla::DeserializeRow)]
@@ -196,6 +259,9 @@ struct CallColumns {
     latency_ms: Option<i64>,
     queue_ms: Option<i64>,
     upstream_ms: Option<i64>,
+    encoding: Option<String>,
+    request: Option<String>,
+    answer_sha256: Option<String>,
 }
 
 impl CallColumns {
@@ -222,6 +288,14 @@ impl CallColumns {
                 queue_ms: self.queue_ms.unwrap_or(0) as u64,
                 upstream_ms: self.upstream_ms.unwrap_or(0) as u64,
             },
+            encoding: self
+                .encoding
+                .as_deref()
+                .and_then(schemas::Encoding::parse)
+                .unwrap_or(schemas::Encoding::Query),
+            request: self.request,
+            answer_sha256: self.answer_sha256,
+            answer: None,
         })
     }
 }
@@ -684,6 +758,9 @@ impl Store for ScyllaStore {
             latency_ms: row.latency_ms.map(|v| v as i64),
             queue_ms: row.stages.queue_ms as i64,
             upstream_ms: row.stages.upstream_ms as i64,
+            encoding: row.encoding.as_str(),
+            request: row.request.as_deref(),
+            answer_sha256: row.answer_sha256.as_deref(),
         };
         self.session
             .execute_unpaged(&self.insert_call, values)
@@ -693,36 +770,135 @@ impl Store for ScyllaStore {
     }
 
     async fn calls(&self, q: &CallQuery) -> Result<Vec<CallRow>, StoreError> {
-        let mut out = Vec::new();
-        let last_day = (q.to_ms - 1).div_euclid(DAY_MS);
-        let mut day = q.from_ms.div_euclid(DAY_MS);
-        // Audit queries name a window; walk its days (partitions) in order.
-        while day <= last_day && out.len() < q.limit {
-            let left = (q.limit - out.len()).min(i32::MAX as usize) as i32;
-            let result = self
-                .session
-                .execute_unpaged(
-                    &self.select_calls,
-                    (q.bot_id.0, day, q.from_ms, q.to_ms, left),
-                )
-                .await
-                .map_err(err)?
-                .into_rows_result()
-                .map_err(err)?;
-            let mut rows: Vec<CallRow> = Vec::new();
-            for r in result.rows::<CallColumns>().map_err(err)? {
-                rows.push(r.map_err(err)?.into_row()?);
-            }
-            rows.sort_by_key(|r| (r.received_ms, r.call_id));
-            out.extend(rows);
+        // Partitions are (bot, day): one bot's window is a walk over its days; every bot's is
+        // a walk over the days of the partitions there are (`SELECT DISTINCT` of the
+        // partition key), merged by the record's order within each day.
+        let bots: Option<Vec<i64>> = q.bot_id.map(|b| vec![b.0]);
+        let partitions = match bots {
+            Some(_) => Vec::new(),
+            None => self.partitions().await?,
+        };
+        let first_day = q
+            .after
+            .map(|a| a.time_ms())
+            .unwrap_or(q.from_ms)
+            .max(q.from_ms)
+            .div_euclid(DAY_MS);
+        let last_day = (q.to_ms.min(i64::MAX - 1) - 1).div_euclid(DAY_MS);
+        let days: Vec<i64> = match &bots {
             // A window over many idle days would walk them all; a year is the most.
-            if day - q.from_ms.div_euclid(DAY_MS) > 366 {
+            Some(_) => (first_day..=last_day.min(first_day + 366)).collect(),
+            None => {
+                let mut d: Vec<i64> = partitions
+                    .iter()
+                    .map(|p| p.1)
+                    .filter(|d| (first_day..=last_day).contains(d))
+                    .collect();
+                d.sort_unstable();
+                d.dedup();
+                d
+            }
+        };
+        let mut out = Vec::new();
+        for day in days {
+            let day_bots: Vec<i64> = match &bots {
+                Some(b) => b.clone(),
+                None => partitions
+                    .iter()
+                    .filter(|p| p.1 == day)
+                    .map(|p| p.0)
+                    .collect(),
+            };
+            let mut rows = Vec::new();
+            for bot in day_bots {
+                rows.extend(self.partition_calls(q, bot, day).await?);
+            }
+            rows.sort_by_key(|r: &CallRow| (r.received_ms, r.call_id));
+            out.extend(rows);
+            if out.len() >= q.limit {
                 break;
             }
-            day += 1;
         }
         out.truncate(q.limit);
+        if q.light {
+            return Ok(out);
+        }
+        for row in &mut out {
+            row.answer = match self.get_result(row.call_id).await? {
+                Some(r) => r
+                    .body
+                    .inline_bytes()
+                    .and_then(|b| String::from_utf8(b.to_vec()).ok()),
+                None => None,
+            };
+        }
         Ok(out)
+    }
+
+    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
+        // Whole days only (a partition is a bot's day): the day holding the cut stays.
+        let cut = before_ms.div_euclid(DAY_MS);
+        let mut n = 0;
+        for (bot, day) in self.partitions().await? {
+            if day < cut {
+                self.session
+                    .query_unpaged("DELETE FROM calls WHERE bot_id = ? AND day = ?", (bot, day))
+                    .await
+                    .map_err(err)?;
+                n += 1;
+            }
+        }
+        tracing::debug!(partitions = n, "audit days purged");
+        Ok(0)
+    }
+
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO bot_usernames (username, bot_id, updated_ms) VALUES (?, ?, ?)",
+                (username.to_lowercase(), bot_id.0, schemas::now_ms()),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(
+                "SELECT bot_id FROM bot_usernames WHERE username = ?",
+                (username.to_lowercase(),),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(r.maybe_first_row::<(i64,)>()
+            .map_err(err)?
+            .map(|(b,)| BotId(b)))
+    }
+
+    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let cut = before_ms.div_euclid(DAY_MS);
+        let mut n = 0u64;
+        for (bot, day) in self.partitions().await? {
+            if day < cut {
+                let r = self
+                    .session
+                    .query_unpaged(
+                        "SELECT COUNT(*) FROM calls WHERE bot_id = ? AND day = ?",
+                        (bot, day),
+                    )
+                    .await
+                    .map_err(err)?
+                    .into_rows_result()
+                    .map_err(err)?;
+                let (c,): (i64,) = r.single_row().map_err(err)?;
+                n += c.max(0) as u64;
+            }
+        }
+        Ok(n)
     }
 
     async fn put_result(
@@ -814,7 +990,7 @@ mod tests {
     #[test]
     fn splits_cql_files() {
         let s = statements(MIGRATIONS[0]);
-        assert_eq!(s.len(), 9);
+        assert_eq!(s.len(), 10);
         assert!(s
             .iter()
             .all(|q| q.starts_with("CREATE TABLE IF NOT EXISTS")));

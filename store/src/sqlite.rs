@@ -16,7 +16,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use schemas::{BotId, CallId, Response, Stages};
+use schemas::{BotId, CallId, Encoding, Response, Stages};
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_uploads.sql"),
     include_str!("../migrations/sqlite/0005_webhooks.sql"),
     include_str!("../migrations/sqlite/0006_lean_calls.sql"),
+    include_str!("../migrations/sqlite/0007_replayable_calls.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -91,6 +92,10 @@ enum Write {
     },
     /// Deletes up to [`PURGE_CHUNK`] results and as many attempts of calls before `before`.
     Purge {
+        before: [u8; 16],
+    },
+    /// Deletes up to [`PURGE_CHUNK`] audit rows of calls before `before` (retention).
+    PurgeCalls {
         before: [u8; 16],
     },
     File(Box<FileRow>),
@@ -360,10 +365,15 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 let mut st = c.prepare_cached(
                     "INSERT OR REPLACE INTO calls (call_id, bot_id, received_ms, token_fp,
                        method, http_method, test_env, params, blobs, outcome, http_status,
-                       error_code, description, latency_ms, queue_ms, upstream_ms)
+                       error_code, description, latency_ms, queue_ms, upstream_ms, encoding,
+                       request, answer_sha256)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                       ?16)",
+                       ?16, ?17, ?18, ?19)",
                 )?;
+                let digest = row
+                    .answer_sha256
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok());
                 st.execute(params![
                     row.call_id.0.as_bytes(),
                     row.bot_id.0,
@@ -381,6 +391,9 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                     row.latency_ms.map(|v| v as i64),
                     row.stages.queue_ms as i64,
                     row.stages.upstream_ms as i64,
+                    row.encoding.as_str(),
+                    row.request,
+                    digest,
                 ])? as u64
             }
             Write::Result {
@@ -468,6 +481,13 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 c.prepare_cached(sql)?
                     .execute(rusqlite::params_from_iter(values.iter()))? as u64
             }
+            Write::PurgeCalls { before } => {
+                c.prepare_cached(
+                    "DELETE FROM calls WHERE call_id IN
+                       (SELECT call_id FROM calls WHERE call_id < ?1 ORDER BY call_id LIMIT ?2)",
+                )?
+                .execute(params![before, PURGE_CHUNK as i64])? as u64
+            }
             // The oldest rows first, by key: no expiry index, and no scan past what expired.
             Write::Purge { before } => {
                 let mut most = 0;
@@ -496,8 +516,25 @@ fn insert_attempt(c: &Connection, call_id: &[u8; 16], now_ms: i64) -> rusqlite::
     Ok(st.execute(params![call_id, now_ms])? as u64)
 }
 
+/// The next 16-byte id after `id` (as a big-endian number); `None` after the last.
+fn successor(mut id: [u8; 16]) -> Option<[u8; 16]> {
+    for b in id.iter_mut().rev() {
+        if *b == 0xff {
+            *b = 0;
+        } else {
+            *b += 1;
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// The smallest UUIDv7 of `ms`: every call id made before `ms` sorts below it.
 fn first_id_of(ms: i64) -> [u8; 16] {
+    // Past the 48 bits of a UUIDv7's time: above every id.
+    if ms >= 1 << 48 {
+        return [0xff; 16];
+    }
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&(ms.max(0) as u64).to_be_bytes()[2..]);
     id
@@ -520,6 +557,9 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CallRow, StoreE
     let params: String = r.get("params")?;
     let blobs: String = r.get("blobs")?;
     let outcome: String = r.get("outcome")?;
+    let encoding: Option<String> = r.get("encoding")?;
+    let digest: Option<Vec<u8>> = r.get("answer_sha256")?;
+    let answer: Option<String> = r.get("response")?;
     let build = || -> Result<CallRow, StoreError> {
         Ok(CallRow {
             call_id: uuid::Uuid::from_slice(&call_id)
@@ -544,6 +584,17 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CallRow, StoreE
                 queue_ms: r.get::<_, Option<i64>>("queue_ms")?.unwrap_or(0) as u64,
                 upstream_ms: r.get::<_, Option<i64>>("upstream_ms")?.unwrap_or(0) as u64,
             },
+            encoding: encoding
+                .as_deref()
+                .and_then(Encoding::parse)
+                .unwrap_or(Encoding::Query),
+            request: r.get("request")?,
+            answer_sha256: digest.map(hex::encode),
+            answer: answer
+                .as_deref()
+                .map(crate::answer_text)
+                .transpose()?
+                .flatten(),
         })
     };
     Ok(build())
@@ -931,13 +982,54 @@ impl Store for SqliteStore {
 
     async fn calls(&self, q: &CallQuery) -> Result<Vec<CallRow>, StoreError> {
         let q = q.clone();
+        let now = schemas::now_ms();
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT * FROM calls WHERE bot_id = ?1 AND received_ms >= ?2 AND received_ms < ?3
-                 ORDER BY received_ms, call_id LIMIT ?4",
-            )?;
+            // One statement for every filter: an absent filter is a NULL that passes. The
+            // window and the cursor are ranges of the key (or of the bot index's key).
+            // A bot's calls are a range of the bot index; every bot's, a range of the key.
+            let columns = if q.light {
+                "c.call_id, c.bot_id, c.received_ms, c.token_fp, c.method, c.http_method,
+                 c.test_env, '{}' AS params, '[]' AS blobs, c.outcome, c.http_status,
+                 c.error_code, c.description, c.latency_ms, c.queue_ms, c.upstream_ms,
+                 c.encoding, NULL AS request, c.answer_sha256, NULL AS response
+                 FROM calls c JOIN (SELECT ?8) AS now"
+            } else {
+                "c.*, r.response FROM calls c
+                   LEFT JOIN results r ON r.call_id = c.call_id AND r.expires_ms > ?8"
+            };
+            let sql = format!(
+                "SELECT {columns}
+                 WHERE c.call_id >= ?1 AND c.call_id < ?2 AND {}
+                   AND (?4 IS NULL OR c.method = ?4 COLLATE NOCASE)
+                   AND (?5 IS NULL OR c.http_status = ?5)
+                   AND (?6 IS NULL OR c.error_code = ?6)
+                 ORDER BY c.call_id LIMIT ?7",
+                if q.bot_id.is_some() {
+                    "c.bot_id = ?3"
+                } else {
+                    "?3 IS NULL"
+                }
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            // One lower bound (two on one column and SQLite ranges over one, filtering by
+            // the other: each page would scan from the window's start).
+            let mut lo = first_id_of(q.from_ms);
+            if let Some(next) = q.after.and_then(|a| successor(*a.0.as_bytes())) {
+                lo = lo.max(next);
+            } else if q.after.is_some() {
+                return Ok(Vec::new());
+            }
             let rows = st.query_map(
-                params![q.bot_id.0, q.from_ms, q.to_ms, q.limit as i64],
+                params![
+                    lo,
+                    first_id_of(q.to_ms),
+                    q.bot_id.map(|b| b.0),
+                    q.method,
+                    q.http_status.map(i64::from),
+                    q.error_code,
+                    q.limit.min(i64::MAX as usize) as i64,
+                    now,
+                ],
                 row_to_call,
             )?;
             let mut out = Vec::new();
@@ -945,6 +1037,75 @@ impl Store for SqliteStore {
                 out.push(r??);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_outcome(
+        &self,
+        row: CallRow,
+        response: Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .send(Job {
+                writes: vec![
+                    result_write(row.call_id, &response, expires_ms),
+                    Write::Call(Box::new(row)),
+                ],
+                done: None,
+                urgent: false,
+            })
+            .await
+            .map_err(|_| StoreError::Task("the writer thread is gone".into()))
+    }
+
+    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        let mut total = 0;
+        loop {
+            let n = self.write(vec![Write::PurgeCalls { before }]).await?;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
+        self.write_lazy(vec![Write::Sql {
+            sql: "INSERT OR REPLACE INTO bot_usernames (username, bot_id, updated_ms)
+                  VALUES (?1, ?2, ?3)",
+            values: vec![
+                username.to_owned().into(),
+                bot_id.0.into(),
+                schemas::now_ms().into(),
+            ],
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT bot_id FROM bot_usernames WHERE username = ?1")?
+                    .query_row(params![username], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .map(BotId),
+            )
+        })
+        .await
+    }
+
+    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM calls WHERE call_id < ?1")?
+                .query_row(params![before], |r| r.get(0))?;
+            Ok(n as u64)
         })
         .await
     }
@@ -1019,6 +1180,16 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ids_have_successors() {
+        assert_eq!(successor([0; 16]).unwrap()[15], 1);
+        let mut id = [0u8; 16];
+        id[15] = 0xff;
+        let next = successor(id).unwrap();
+        assert_eq!((next[14], next[15]), (1, 0));
+        assert_eq!(successor([0xff; 16]), None);
+    }
+
     #[tokio::test]
     async fn passes_the_store_suite() {
         crate::testsuite::run_all(&SqliteStore::in_memory().unwrap()).await;
@@ -1061,12 +1232,7 @@ mod tests {
             assert!(s.get_result(id).await.unwrap().is_some());
         }
         let rows = s
-            .calls(&CallQuery {
-                bot_id: BotId(77),
-                from_ms: 0,
-                to_ms: i64::MAX,
-                limit: 1000,
-            })
+            .calls(&CallQuery::bot(BotId(77), 0, i64::MAX, 1000))
             .await
             .unwrap();
         assert_eq!(rows.len(), 300);

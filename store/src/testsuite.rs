@@ -20,7 +20,7 @@ pub fn ok_response() -> Response {
 
 pub fn call_row(bot: i64, received_ms: i64, method: &str) -> CallRow {
     CallRow {
-        call_id: CallId::new(),
+        call_id: CallId::at_ms(received_ms),
         bot_id: BotId(bot),
         received_ms,
         token_fingerprint: "00112233445566778899aabb".into(),
@@ -45,12 +45,18 @@ pub fn call_row(bot: i64, received_ms: i64, method: &str) -> CallRow {
             queue_ms: 1,
             upstream_ms: 10,
         },
+        encoding: schemas::Encoding::Form,
+        request: Some("c2VhbGVk".into()),
+        answer_sha256: Some("cd".repeat(32)),
+        answer: None,
     }
 }
 
 pub async fn run_all(store: &dyn Store) {
     audit_rows_roundtrip_and_filter(store).await;
     audit_rows_are_upserts(store).await;
+    audit_rows_expire(store).await;
+    bots_are_found_by_username(store).await;
     results_roundtrip_and_expire(store).await;
     outcomes_write_result_and_row(store).await;
     begin_tells_fresh_in_flight_and_done(store).await;
@@ -313,14 +319,12 @@ async fn outcomes_write_result_and_row(store: &dyn Store) {
         Some(ok_response())
     );
     let rows = store
-        .calls(&CallQuery {
-            bot_id: BotId(3001),
-            from_ms: 0,
-            to_ms: i64::MAX,
-            limit: 10,
-        })
+        .calls(&CallQuery::bot(BotId(3001), 0, i64::MAX, 10))
         .await
         .unwrap();
+    // Read back with its answer: the kept result's body.
+    let mut row = row;
+    row.answer = Some(r#"{"ok":true,"result":true}"#.into());
     assert_eq!(rows, vec![row]);
 }
 
@@ -338,18 +342,98 @@ async fn audit_rows_roundtrip_and_filter(store: &dyn Store) {
     for r in [&a3, &b1, &a2, &a1] {
         store.record_call(r).await.unwrap();
     }
-    let q = |from, to, limit| CallQuery {
-        bot_id: BotId(1001),
-        from_ms: from,
-        to_ms: to,
-        limit,
-    };
+    let q = |from, to, limit| CallQuery::bot(BotId(1001), from, to, limit);
     let all = store.calls(&q(0, 7 * day, 100)).await.unwrap();
     assert_eq!(all, vec![a1.clone(), a2.clone(), a3.clone()]);
     let window = store.calls(&q(6 * day, 6 * day + 15, 100)).await.unwrap();
     assert_eq!(window, vec![a2.clone()]);
     let limited = store.calls(&q(0, 7 * day, 2)).await.unwrap();
     assert_eq!(limited.len(), 2);
+
+    // Every bot's calls, in arrival order; filters; pages after a cursor.
+    let every = CallQuery {
+        from_ms: 0,
+        to_ms: 7 * day,
+        ..CallQuery::default()
+    };
+    let rows = store.calls(&every).await.unwrap();
+    let ours: Vec<_> = rows
+        .iter()
+        .filter(|r| [1001, 1002].contains(&r.bot_id.0))
+        .cloned()
+        .collect();
+    assert_eq!(ours, vec![a1.clone(), a2.clone(), b1.clone(), a3.clone()]);
+    let get_me = CallQuery {
+        method: Some("GETME".into()),
+        ..every.clone()
+    };
+    let rows = store.calls(&get_me).await.unwrap();
+    assert!(rows.contains(&a2) && rows.contains(&b1));
+    assert!(rows.iter().all(|r| r.method == "getMe"));
+    let failed = CallQuery {
+        http_status: Some(400),
+        error_code: Some(400),
+        ..every.clone()
+    };
+    let rows = store.calls(&failed).await.unwrap();
+    assert!(rows.contains(&a3) && !rows.contains(&a1));
+    let page1 = store
+        .calls(&CallQuery {
+            bot_id: Some(BotId(1001)),
+            limit: 1,
+            ..every.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page1, vec![a1.clone()]);
+    let page2 = store
+        .calls(&CallQuery {
+            bot_id: Some(BotId(1001)),
+            after: Some(a1.call_id),
+            limit: 5,
+            ..every.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page2, vec![a2.clone(), a3.clone()]);
+    // Light rows: what counting needs, without parameters, blobs, request or answer.
+    let light = store
+        .calls(&CallQuery {
+            bot_id: Some(BotId(1001)),
+            light: true,
+            ..every.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(light.len(), 3);
+    assert_eq!(
+        (
+            light[2].method.as_str(),
+            light[2].http_status,
+            light[2].latency_ms
+        ),
+        ("sendDocument", Some(400), Some(12))
+    );
+    assert!(light[0].params.is_empty() && light[0].blobs.is_empty());
+    assert!(light[0].request.is_none() && light[0].answer.is_none());
+}
+
+/// Retention: audit rows of calls before the cut are forgotten (SQLite to the millisecond,
+/// ScyllaDB by whole days); later ones stay.
+async fn audit_rows_expire(store: &dyn Store) {
+    let day = 86_400_000;
+    let old = call_row(4001, 20 * day + 5, "sendMessage");
+    let new = call_row(4001, 22 * day + 5, "sendMessage");
+    store.record_call(&old).await.unwrap();
+    store.record_call(&new).await.unwrap();
+    assert!(store.count_calls_before(21 * day).await.unwrap() >= 1);
+    store.purge_calls(21 * day).await.unwrap();
+    let rows = store
+        .calls(&CallQuery::bot(BotId(4001), 0, i64::MAX, 10))
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![new]);
+    assert_eq!(store.count_calls_before(21 * day).await.unwrap(), 0);
 }
 
 /// Writing a row twice (a redelivered call) leaves one row, the latest.
@@ -360,12 +444,7 @@ async fn audit_rows_are_upserts(store: &dyn Store) {
     r.outcome = Outcome::Ok;
     store.record_call(&r).await.unwrap();
     let rows = store
-        .calls(&CallQuery {
-            bot_id: BotId(2001),
-            from_ms: 0,
-            to_ms: i64::MAX,
-            limit: 10,
-        })
+        .calls(&CallQuery::bot(BotId(2001), 0, i64::MAX, 10))
         .await
         .unwrap();
     assert_eq!(rows, vec![r]);
@@ -399,4 +478,25 @@ async fn results_roundtrip_and_expire(store: &dyn Store) {
             "its attempt purged too"
         );
     }
+}
+
+/// A username finds its bot in any case; a username that moved finds its new bot.
+async fn bots_are_found_by_username(store: &dyn Store) {
+    assert_eq!(store.bot_by_username("nobody_bot").await.unwrap(), None);
+    store
+        .put_bot_username(BotId(5001), "Echo_Bot")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bot_by_username("echo_bot").await.unwrap(),
+        Some(BotId(5001))
+    );
+    store
+        .put_bot_username(BotId(5002), "Echo_Bot")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.bot_by_username("ECHO_BOT").await.unwrap(),
+        Some(BotId(5002))
+    );
 }

@@ -41,6 +41,14 @@ pub enum Command {
     Egress(ServeArgs),
     /// Run the fake Telegram Bot API server (for tests, benchmarks and offline bot work).
     Sandbox(SandboxArgs),
+    /// List the record: every call (or those the filters select) as a table or JSON lines;
+    /// `--stats` for counts, error rates and latency percentiles; `--follow` to watch.
+    Audit(AuditArgs),
+    /// Send recorded calls again to another Bot API (a gateway, a sandbox, Telegram) in their
+    /// original encoding and order, and compare each answer with the recorded one.
+    Replay(ReplayArgs),
+    /// Forget what is older than the retention now (`--dry-run`: count it).
+    Gc(GcArgs),
     /// Decode Bot API file ids: one JSON object per line (type, dc_id, id, access_hash,
     /// file_reference, photo_size_source, version, file_unique_id), or an error line.
     FileId {
@@ -57,6 +65,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    #[command(flatten)]
+    pub retain: RetainArgs,
+
     /// The Bot API server to forward to.
     #[arg(
         long,
@@ -64,15 +78,6 @@ pub struct ServeArgs {
         default_value = "https://api.telegram.org"
     )]
     pub upstream: String,
-
-    /// Where the embedded store, the blob folder and the generated seal key live.
-    #[arg(long, env = "TELEPIPE_DATA_DIR", default_value = "./telepipe-data")]
-    pub data_dir: PathBuf,
-
-    /// Cluster key sealing bot tokens in records, 64 hex digits. When absent, `serve` uses
-    /// (or creates) `<data-dir>/seal.key`. Every process of one deployment needs the same key.
-    #[arg(long, env = "TELEPIPE_SEAL_KEY", hide_env_values = true)]
-    pub seal_key: Option<String>,
 
     /// Seconds a call may take end to end (a getUpdates long poll adds its own timeout).
     #[arg(long, env = "TELEPIPE_CALL_TIMEOUT", default_value_t = 300)]
@@ -97,22 +102,6 @@ pub struct ServeArgs {
     /// Calls processed at once in this process.
     #[arg(long, env = "TELEPIPE_CONCURRENCY", default_value_t = 4096)]
     pub concurrency: usize,
-
-    /// The store: `sqlite` (`<data-dir>/store.db`) or `scylla://host:9042[,host:9042]/keyspace?rf=N`.
-    #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
-    pub store: String,
-
-    /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at an
-    /// eighth of it (at most 4 MiB) and truncates the log back; past the limit it waits for
-    /// readers rather than let the log grow.
-    #[arg(long, env = "TELEPIPE_SQLITE_WAL_LIMIT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub sqlite_wal_limit_mb: u64,
-
-    /// The blob store: `dir` (`<data-dir>/blobs`), `dir:PATH` (a folder, shared when the roles
-    /// run apart), or `s3://bucket[?endpoint=URL&region=R&allow_http=true]` (credentials from
-    /// the `AWS_*` variables).
-    #[arg(long, env = "TELEPIPE_BLOBS", default_value = "dir")]
-    pub blobs: String,
 
     /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
@@ -201,6 +190,158 @@ pub struct ServeArgs {
     pub mtproto_key: Option<String>,
 }
 
+/// Where the record lives: what every command that reads or writes it needs.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Where the embedded store, the blob folder and the generated seal key live.
+    #[arg(long, env = "TELEPIPE_DATA_DIR", default_value = "./telepipe-data")]
+    pub data_dir: PathBuf,
+
+    /// Cluster key sealing bot tokens in records, 64 hex digits. When absent, `serve` uses
+    /// (or creates) `<data-dir>/seal.key`. Every process of one deployment needs the same key.
+    #[arg(long, env = "TELEPIPE_SEAL_KEY", hide_env_values = true)]
+    pub seal_key: Option<String>,
+
+    /// The store: `sqlite` (`<data-dir>/store.db`) or `scylla://host:9042[,host:9042]/keyspace?rf=N`.
+    #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
+    pub store: String,
+
+    /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at an
+    /// eighth of it (at most 4 MiB) and truncates the log back; past the limit it waits for
+    /// readers rather than let the log grow.
+    #[arg(long, env = "TELEPIPE_SQLITE_WAL_LIMIT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sqlite_wal_limit_mb: u64,
+
+    /// The blob store: `dir` (`<data-dir>/blobs`), `dir:PATH` (a folder, shared when the roles
+    /// run apart), or `s3://bucket[?endpoint=URL&region=R&allow_http=true]` (credentials from
+    /// the `AWS_*` variables).
+    #[arg(long, env = "TELEPIPE_BLOBS", default_value = "dir")]
+    pub blobs: String,
+}
+
+/// How long the record keeps what.
+#[derive(Args, Debug, Clone)]
+pub struct RetainArgs {
+    /// How long audit rows are kept (`30d`, `12h`); older ones are forgotten by a pass each
+    /// minute and by `telepipe gc`.
+    #[arg(long, env = "TELEPIPE_RETAIN_CALLS", default_value = "30d", value_parser = duration)]
+    pub retain_calls: std::time::Duration,
+
+    /// How long calls' answers (results) are kept: they answer redelivered calls, and audits
+    /// show them and replays compare with them. `0s`: not kept (audit rows keep a digest).
+    #[arg(long, env = "TELEPIPE_RETAIN_RESULTS", default_value = "24h", value_parser = duration)]
+    pub retain_results: std::time::Duration,
+}
+
+/// A duration as operators write it: `30d`, `24h`, `15m`, `90s`, `1h 30m`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write 30d, 24h, 15m...)"))
+}
+
+/// Which calls: the filters `audit` and `replay` share.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// One bot: its id, or `@username` (as seen in a getMe answer).
+    #[arg(long)]
+    pub bot: Option<String>,
+
+    /// One method (any case).
+    #[arg(long)]
+    pub method: Option<String>,
+
+    /// Calls from this time: RFC 3339 (`2026-12-01T10:00:00Z`) or a time ago (`15m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Calls before this time (same forms as `--since`).
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Calls answered with this HTTP status.
+    #[arg(long)]
+    pub status: Option<u16>,
+
+    /// Calls answered with this Bot API error code.
+    #[arg(long)]
+    pub error_code: Option<i64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// `table` (readable) or `json` (one JSON object a line).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+
+    /// After listing, keep watching for new calls (until Ctrl-C).
+    #[arg(long)]
+    pub follow: bool,
+
+    /// Counts, error rates and p50/p95/p99 latency instead of the calls.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// With `--stats`: group by `method` or `bot`.
+    #[arg(long, default_value = "method")]
+    pub by: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// The Bot API base URL to send to (another gateway, a sandbox, https://api.telegram.org).
+    #[arg(long)]
+    pub target: String,
+
+    /// Calls a second; without it, the original pace.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// List what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Replay one bot's calls as another bot: `BOT_ID=TOKEN` (repeatable).
+    #[arg(long = "token-map", value_name = "BOT_ID=TOKEN")]
+    pub token_map: Vec<String>,
+
+    /// Where each call's comparison goes, as JSON lines (a summary goes to stdout).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Let methods that act (anything but get*) reach api.telegram.org: a replay there would
+    /// message real people.
+    #[arg(long)]
+    pub allow_sends: bool,
+
+    /// Seconds one call may take.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    #[command(flatten)]
+    pub retain: RetainArgs,
+
+    /// Count what would be forgotten; forget nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SandboxArgs {
     /// Address to listen on.
@@ -246,6 +387,27 @@ pub struct SandboxArgs {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// Retention is written as operators write durations; nonsense is refused.
+    #[test]
+    fn retention_takes_durations() {
+        let gc = |args: &[&str]| {
+            let mut all = vec!["telepipe", "gc"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Gc(a)) => Ok((a.retain.retain_calls, a.retain.retain_results)),
+                Ok(_) => unreachable!("parsed as gc"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(gc(&[]), Ok((30 * day, day)));
+        assert_eq!(
+            gc(&["--retain-calls", "7d", "--retain-results", "0s"]),
+            Ok((7 * day, std::time::Duration::ZERO))
+        );
+        assert!(gc(&["--retain-calls", "a week"]).is_err());
+    }
 
     /// Boolean variables take what operators write: 1/0, yes/no, on/off, true/false.
     #[test]

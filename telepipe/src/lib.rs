@@ -12,13 +12,14 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod record;
 
 use anyhow::Context;
 use bus::kafka::{KafkaBus, KafkaConfig};
 use bus::memory::MemoryBus;
 use bus::reply::Correlator;
 use bus::Bus;
-use config::{SandboxArgs, ServeArgs};
+use config::{DataArgs, SandboxArgs, ServeArgs};
 use lifecycle::Tasks;
 use schemas::{SealKey, Sealer};
 use std::net::SocketAddr;
@@ -69,7 +70,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// The store the arguments name.
-pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(args: &DataArgs) -> anyhow::Result<Arc<dyn Store>> {
     if args.store == "sqlite" {
         let path = args.data_dir.join("store.db");
         let options = store::sqlite::SqliteOptions {
@@ -93,7 +94,7 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The bus the arguments name.
-pub fn open_blobs(args: &ServeArgs) -> anyhow::Result<Arc<dyn Blobs>> {
+pub fn open_blobs(args: &DataArgs) -> anyhow::Result<Arc<dyn Blobs>> {
     let folder = |p: &Path| -> anyhow::Result<Arc<dyn Blobs>> {
         Ok(Arc::new(LocalBlobs::open(p).with_context(|| {
             format!("opening the blob folder {}", p.display())
@@ -163,11 +164,14 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let sealer = Sealer::new(&seal_key(args.seal_key.as_deref(), &args.data_dir)?);
-    let store = open_store(&args).await?;
-    let blobs = open_blobs(&args)?;
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("creating {}", args.data.data_dir.display()))?;
+    let sealer = Sealer::new(&seal_key(
+        args.data.seal_key.as_deref(),
+        &args.data.data_dir,
+    )?);
+    let store = open_store(&args.data).await?;
+    let blobs = open_blobs(&args.data)?;
     let bus = open_bus(&args)?;
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;
@@ -286,7 +290,7 @@ pub async fn run(
                     total: args.concurrency,
                     drain_timeout: drain,
                     durable_bus: args.bus != "memory",
-                    ..Default::default()
+                    result_ttl: args.retain.retain_results,
                 },
                 processors::Deps {
                     bus: bus.clone(),
@@ -304,36 +308,17 @@ pub async fn run(
                 pipeline.clone(),
             ),
         );
-        let store = store.clone();
-        let stop = pipeline.clone();
-        tasks.spawn("results-purge", async move {
-            // Results every minute, so each purge is a few short transactions rather than a long
-            // one; delivered updates every ten.
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            for round in 0u64.. {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok::<(), store::StoreError>(()),
-                    _ = tick.tick() => {
-                        let before = schemas::now_ms() - processors::RESULT_TTL.as_millis() as i64;
-                        match store.purge_results(before).await {
-                            Ok(n) if n > 0 => tracing::debug!(purged = n, "expired results purged"),
-                            Ok(_) => {}
-                            Err(error) => tracing::warn!(%error, "purging expired results failed"),
-                        }
-                        if round % 10 != 0 {
-                            continue;
-                        }
-                        let before = schemas::now_ms() - store::DELIVERED_UPDATES_KEPT_MS;
-                        match store.purge_updates(before).await {
-                            Ok(n) if n > 0 => tracing::debug!(purged = n, "delivered updates purged"),
-                            Ok(_) => {}
-                            Err(error) => tracing::warn!(%error, "purging delivered updates failed"),
-                        }
-                    }
-                }
-            }
-            Ok(())
-        });
+        tasks.spawn(
+            "retention",
+            audit::retention::run(
+                store.clone(),
+                audit::retention::Retention {
+                    calls: args.retain.retain_calls,
+                    results: args.retain.retain_results,
+                },
+                pipeline.clone(),
+            ),
+        );
     }
 
     let router = http::router(http::Surface {
@@ -368,7 +353,7 @@ pub async fn run(
             Ok::<(), std::convert::Infallible>(())
         });
     }
-    tracing::info!(%addr, roles = ?roles, upstream = %args.upstream, bus = %args.bus, data_dir = %args.data_dir.display(), "telepipe serving");
+    tracing::info!(%addr, roles = ?roles, upstream = %args.upstream, bus = %args.bus, data_dir = %args.data.data_dir.display(), "telepipe serving");
     println!("telepipe listening on http://{addr}");
     if let Some(tx) = ready {
         let _ = tx.send(addr);

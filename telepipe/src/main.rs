@@ -41,6 +41,9 @@ fn main() -> anyhow::Result<()> {
                 other => anyhow::bail!("no processor named {other:?}: use `all` or `passthrough`"),
             },
             Command::Egress(args) => telepipe::run(Roles::Egress, args, shutdown, None).await,
+            Command::Audit(args) => telepipe::record::audit(args, shutdown).await,
+            Command::Replay(args) => telepipe::record::replay(args, shutdown).await,
+            Command::Gc(args) => telepipe::record::gc(args).await,
             Command::FileId { .. } => unreachable!("handled before the runtime starts"),
             Command::Sandbox(args) => telepipe::sandbox(args, shutdown, None).await,
         }

@@ -276,12 +276,7 @@ impl Proc {
     /// some rows are written after the client has its answer).
     pub async fn audit(&self, bot: i64, n: usize) -> Result<Vec<store::CallRow>> {
         let sql = store::sqlite::SqliteStore::open(&self.data_dir().join("store.db"))?;
-        let query = store::CallQuery {
-            bot_id: schemas::BotId(bot),
-            from_ms: 0,
-            to_ms: i64::MAX,
-            limit: 1000,
-        };
+        let query = store::CallQuery::bot(schemas::BotId(bot), 0, i64::MAX, 1000);
         eventually(Duration::from_secs(30), || async {
             let rows = store::Store::calls(&sql, &query).await.ok()?;
             (rows.len() >= n).then_some(rows)
@@ -303,6 +298,29 @@ impl Proc {
         self.dir.0.join("data")
     }
 
+    /// The flags that open this gateway's record from another command (`telepipe audit`,
+    /// `replay`, `gc`): its data folder, and its seal key when given on the command line.
+    pub fn record_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--data-dir".to_owned(),
+            self.data_dir().display().to_string(),
+        ];
+        // What the gateway was given of the record's whereabouts: its key, blobs and store.
+        for flag in ["--seal-key", "--blobs", "--store"] {
+            let given = self
+                .args
+                .iter()
+                .chain(self.helper_args.iter().flatten())
+                .skip_while(|a| *a != flag)
+                .nth(1);
+            if let Some(value) = given {
+                flags.push(flag.into());
+                flags.push(value.clone());
+            }
+        }
+        flags
+    }
+
     /// Asks the process to stop (SIGTERM) and waits for it.
     pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
@@ -312,6 +330,23 @@ impl Proc {
         }
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
     }
+}
+
+/// Runs `telepipe <args>` to its end; its stdout, or an error with its stderr.
+pub async fn telepipe(args: &[&str]) -> Result<String> {
+    let out = Command::new(bin())
+        .args(args)
+        .env("TELEPIPE_LOG", "warn")
+        .output()
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "telepipe {} failed: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Whether gateways under test run as separate ingest and processor processes

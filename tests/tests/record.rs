@@ -1,0 +1,319 @@
+//! The record read and re-run (issue 11): a thousand mixed calls through the gateway to one
+//! sandbox, listed and counted by `telepipe audit`, replayed by `telepipe replay` into a fresh
+//! sandbox with no differences; a forced difference reported; a dry run sends nothing; and no
+//! token used anywhere in plaintext in the store, blobs, logs, metrics or reports.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use telepipe_tests::{client, telepipe, Control, Proc, TempDir};
+
+const BOTS: [i64; 3] = [7001, 7002, 7003];
+const ROUNDS: usize = 48;
+/// Calls a round makes (see `round`).
+const PER_ROUND: usize = 7;
+
+/// One round of a bot's traffic: every encoding, an upload, a failing and an unknown method.
+async fn round(gw: &str, bot: i64, i: usize) {
+    let http = client();
+    let base = format!("{gw}/bot{}", sandbox::token_for(bot));
+    let ok = |r: reqwest::Response| async move { (r.status().as_u16(), r.text().await.unwrap()) };
+    let (s, _) = ok(http.get(format!("{base}/getMe")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    let (s, _) = ok(http
+        .get(format!("{base}/sendMessage?chat_id=1&text=query+{i}"))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = ok(http
+        .post(format!("{base}/sendMessage"))
+        .form(&[("chat_id", "1"), ("text", &format!("form {i}"))])
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = ok(http
+        .post(format!("{base}/sendMessage"))
+        .json(&json!({"chat_id": 1, "text": format!("json {i}"),
+            "reply_markup": {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}}))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 200);
+    let form = reqwest::multipart::Form::new().text("chat_id", "1").part(
+        "document",
+        reqwest::multipart::Part::bytes(format!("file {bot} {i}\n").into_bytes())
+            .file_name(format!("f{i}.txt"))
+            .mime_str("text/plain")
+            .unwrap(),
+    );
+    let (s, body) = ok(http
+        .post(format!("{base}/sendDocument"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = ok(http
+        .get(format!("{base}/sendMessage?text=no+chat"))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 400);
+    let (s, _) = ok(http
+        .get(format!("{base}/fooBar{}", i % 2))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(s, 404);
+}
+
+fn lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+async fn audit_json(gw: &Proc, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec!["audit".to_owned(), "--format".into(), "json".into()];
+    args.extend(gw.record_flags());
+    args.extend(filters.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    lines(&telepipe(&refs).await.unwrap())
+}
+
+async fn replay(gw: &Proc, flags: &[&str]) -> String {
+    let mut args = vec!["replay".to_owned()];
+    args.extend(gw.record_flags());
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    telepipe(&refs).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_is_audited_and_replayed_without_differences() {
+    let first = Proc::sandbox(&[]).await.unwrap();
+    let gw = Proc::gateway(&first.url, &[]).await.unwrap();
+    let started = schemas::now_ms();
+    let traffic: Vec<_> = BOTS
+        .iter()
+        .map(|&bot| {
+            let url = gw.url.clone();
+            tokio::spawn(async move {
+                for i in 0..ROUNDS {
+                    round(&url, bot, i).await;
+                }
+            })
+        })
+        .collect();
+    for t in traffic {
+        t.await.unwrap();
+    }
+    let ended = schemas::now_ms() + 1;
+    let per_bot = ROUNDS * PER_ROUND;
+    for bot in BOTS {
+        gw.audit(bot, per_bot).await.unwrap();
+    }
+    let total = BOTS.len() * per_bot;
+
+    // audit: the whole record, then each filter against the known traffic.
+    let all = audit_json(&gw, &[]).await;
+    assert_eq!(all.len(), total);
+    assert!(all
+        .windows(2)
+        .all(|w| w[0]["received_ms"].as_i64() <= w[1]["received_ms"].as_i64()));
+    let mut encodings: HashMap<String, usize> = HashMap::new();
+    for r in &all {
+        *encodings
+            .entry(r["encoding"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        assert_eq!(r["replayable"], true);
+    }
+    let n = BOTS.len() * ROUNDS;
+    assert_eq!(encodings["query"], 4 * n);
+    assert_eq!(
+        (encodings["form"], encodings["json"], encodings["multipart"]),
+        (n, n, n)
+    );
+    let by_name = audit_json(
+        &gw,
+        &["--bot", "@sandbox7001_bot", "--method", "SENDMESSAGE"],
+    )
+    .await;
+    assert_eq!(by_name.len(), 4 * ROUNDS);
+    assert!(by_name
+        .iter()
+        .all(|r| r["bot_id"] == 7001 && r["method"] == "sendMessage"));
+    let by_id = audit_json(
+        &gw,
+        &["--bot", "7002", "--status", "400", "--error-code", "400"],
+    )
+    .await;
+    assert_eq!(by_id.len(), ROUNDS);
+    assert!(by_id
+        .iter()
+        .all(|r| r["description"] == "Bad Request: chat_id is empty"));
+    assert_eq!(audit_json(&gw, &["--status", "404"]).await.len(), n);
+    assert!(audit_json(&gw, &["--bot", "@nobody_here_bot"])
+        .await
+        .is_empty());
+    let since = audit::format_time(ended);
+    let until = audit::format_time(started - 1);
+    assert!(audit_json(&gw, &["--since", &since]).await.is_empty());
+    assert!(audit_json(&gw, &["--until", &until]).await.is_empty());
+    assert_eq!(audit_json(&gw, &["--since", "1h"]).await.len(), total);
+    let stats = audit_json(&gw, &["--stats"]).await;
+    let line = |key: &str| stats.iter().find(|l| l["key"] == key).cloned().unwrap();
+    assert_eq!(
+        (
+            line("sendmessage")["calls"].as_u64(),
+            line("sendmessage")["errors"].as_u64()
+        ),
+        (Some(4 * n as u64), Some(n as u64))
+    );
+    assert_eq!(line("senddocument")["calls"], n);
+    assert_eq!(line("(all)")["calls"], total);
+    assert!(line("(all)")["p99_ms"].as_u64().is_some());
+    let by_bot = audit_json(&gw, &["--stats", "--by", "bot"]).await;
+    assert!(by_bot
+        .iter()
+        .any(|l| l["key"] == "7003" && l["calls"] == per_bot));
+    let table = {
+        let mut args = vec!["audit".to_owned()];
+        args.extend(gw.record_flags());
+        args.extend([
+            "--bot".into(),
+            "7001".into(),
+            "--method".into(),
+            "sendDocument".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        telepipe(&refs).await.unwrap()
+    };
+    assert_eq!(
+        table.lines().count(),
+        ROUNDS + 1,
+        "a header and a line a call"
+    );
+    assert!(table.lines().nth(1).unwrap().contains("multipart"));
+
+    // replay into a fresh sandbox: no differences.
+    let second = Proc::sandbox(&[]).await.unwrap();
+    let out_dir = TempDir::new("tp-replay");
+    let report = out_dir.0.join("report.jsonl");
+    let dry = replay(
+        &gw,
+        &["--target", &second.url, "--dry-run", "--bot", "7002"],
+    )
+    .await;
+    assert!(dry.contains(&format!("{per_bot} would be sent")), "{dry}");
+    let control = Control::new(&second);
+    assert!(
+        control.calls(7002, None).await.unwrap().is_empty(),
+        "a dry run sends nothing"
+    );
+    let summary = replay(
+        &gw,
+        &[
+            "--target",
+            &second.url,
+            "--rate",
+            "5000",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let entries = lines(&std::fs::read_to_string(&report).unwrap());
+    assert_eq!(entries.len(), total);
+    let different: Vec<_> = entries.iter().filter(|e| e["verdict"] != "same").collect();
+    assert!(different.is_empty(), "{summary}\n{different:#?}");
+    assert!(
+        summary.starts_with(&format!("{total} calls selected: {total} same")),
+        "{summary}"
+    );
+    assert_eq!(
+        control
+            .calls(7003, Some("sendDocument"))
+            .await
+            .unwrap()
+            .len(),
+        ROUNDS
+    );
+
+    // A forced difference: bot 7001's getMe replayed as another bot.
+    let other = sandbox::token_for(7999);
+    let forced = replay(
+        &gw,
+        &[
+            "--target",
+            &second.url,
+            "--bot",
+            "7001",
+            "--method",
+            "getMe",
+            "--token-map",
+            &format!("7001={other}"),
+            "--rate",
+            "5000",
+        ],
+    )
+    .await;
+    assert!(
+        forced.contains(&format!(
+            "{ROUNDS} calls selected: 0 same, {ROUNDS} different"
+        )),
+        "{forced}"
+    );
+    assert!(forced.contains("result.id: 7001 → 7999"), "{forced}");
+
+    // No token in plaintext: the store, its blobs, the logs, the metrics, the reports.
+    let metrics = client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut haystacks: Vec<(String, Vec<u8>)> = vec![
+        ("metrics".into(), metrics.into_bytes()),
+        ("log".into(), gw.log().into_bytes()),
+        ("report".into(), std::fs::read(&report).unwrap()),
+        (
+            "replay output".into(),
+            format!("{dry}{summary}{forced}").into_bytes(),
+        ),
+    ];
+    let mut stack = vec![gw.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                haystacks.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    let tokens: Vec<String> = BOTS
+        .iter()
+        .chain([&7999])
+        .map(|&b| sandbox::token_for(b))
+        .collect();
+    for (name, bytes) in &haystacks {
+        for t in &tokens {
+            let secret = t.split_once(':').unwrap().1.as_bytes();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret),
+                "a token in plaintext in {name}"
+            );
+        }
+    }
+}
