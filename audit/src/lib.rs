@@ -93,8 +93,15 @@ pub struct Selection {
     pub error_code: Option<i64>,
 }
 
-/// Rows read per page.
-const PAGE: usize = 2000;
+/// Rows read per page: full rows carry an answer (up to a few hundred KB for the odd big
+/// one) and a sealed request, light rows only what counting needs.
+const PAGE: usize = 256;
+const LIGHT_PAGE: usize = 2000;
+
+/// How far back `--follow` looks again for calls recorded late: a row is written when its
+/// call finishes, after calls that arrived later (a long poll, an upload). A call that takes
+/// longer than this to finish is listed by `audit` but may be missed by `--follow`.
+pub const FOLLOW_LAG_MS: i64 = 10 * 60 * 1000;
 
 impl Selection {
     /// The store query of this selection (a username looked up in the store); `Ok(None)` when
@@ -116,7 +123,9 @@ impl Selection {
         Ok(Some(CallQuery {
             bot_id,
             from_ms: self.since.unwrap_or(0),
-            to_ms: self.until.unwrap_or(i64::MAX),
+            // The record as it stands now: a replay into a gateway recording into this very
+            // store must not find its own calls and replay them again.
+            to_ms: self.until.unwrap_or(schemas::now_ms() + 1),
             method: self.method.clone(),
             http_status: self.status,
             error_code: self.error_code,
@@ -152,6 +161,7 @@ impl<'a> Walk<'a> {
         let mut query = selection.query(store).await?;
         if let Some(q) = query.as_mut() {
             q.light = light;
+            q.limit = if light { LIGHT_PAGE } else { PAGE };
         }
         Ok(Self {
             store,
@@ -185,9 +195,101 @@ impl<'a> Walk<'a> {
     }
 }
 
+/// `--follow`: calls recorded since the last look, each once. Rows are written when calls
+/// finish, so each look goes back [`FOLLOW_LAG_MS`] and skips the calls already shown (their
+/// ids are remembered for that long, no longer).
+pub struct Follow<'a> {
+    store: &'a dyn Store,
+    query: Option<CallQuery>,
+    until: Option<i64>,
+    seen: std::collections::BTreeSet<CallId>,
+}
+
+impl<'a> Follow<'a> {
+    pub async fn new(store: &'a dyn Store, selection: &Selection) -> Result<Self, AuditError> {
+        Ok(Self {
+            store,
+            query: selection.query(store).await?,
+            until: selection.until,
+            seen: Default::default(),
+        })
+    }
+
+    /// Remembers a call shown already (by the listing before following).
+    pub fn shown(&mut self, id: CallId) {
+        if id.time_ms() >= schemas::now_ms() - FOLLOW_LAG_MS {
+            self.seen.insert(id);
+        }
+    }
+
+    /// The calls recorded since the last look, oldest first.
+    pub async fn look(&mut self) -> Result<Vec<CallRow>, AuditError> {
+        let Some(base) = &self.query else {
+            return Ok(Vec::new());
+        };
+        let now = schemas::now_ms();
+        let from = base.from_ms.max(now - FOLLOW_LAG_MS);
+        // Forget what is older than the look-back: it cannot come again.
+        self.seen = self.seen.split_off(&CallId::first_of_ms(from));
+        let mut q = CallQuery {
+            from_ms: from,
+            to_ms: self.query_until(now),
+            after: None,
+            limit: PAGE,
+            ..base.clone()
+        };
+        let mut out = Vec::new();
+        loop {
+            let rows = self.store.calls(&q).await?;
+            let done = rows.len() < q.limit;
+            q.after = rows.last().map(|r| r.call_id);
+            for r in rows {
+                if self.seen.insert(r.call_id) {
+                    out.push(r);
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// `--until` stays; without it the window moves with now.
+    fn query_until(&self, now: i64) -> i64 {
+        self.until.unwrap_or(now + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call recorded after later ones (it finished last) is still shown, once.
+    #[tokio::test]
+    async fn follow_shows_late_rows_once() {
+        let store = store::sqlite::SqliteStore::in_memory().unwrap();
+        let now = schemas::now_ms();
+        let sel = Selection::default();
+        let mut follow = Follow::new(&store, &sel).await.unwrap();
+        let first = store::testsuite::call_row(1, now - 1000, "sendMessage");
+        store.record_call(&first).await.unwrap();
+        follow.shown(first.call_id);
+        assert!(follow.look().await.unwrap().is_empty());
+        // Arrived before `first`, finished after it.
+        let late = store::testsuite::call_row(1, now - 2000, "getUpdates");
+        store.record_call(&late).await.unwrap();
+        let seen = follow.look().await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].call_id, late.call_id);
+        assert!(follow.look().await.unwrap().is_empty());
+        let next = store::testsuite::call_row(1, schemas::now_ms(), "getMe");
+        store.record_call(&next).await.unwrap();
+        assert_eq!(follow.look().await.unwrap()[0].call_id, next.call_id);
+        // Past the look-back: not looked at again.
+        let ancient = store::testsuite::call_row(1, now - 2 * FOLLOW_LAG_MS, "getMe");
+        store.record_call(&ancient).await.unwrap();
+        assert!(follow.look().await.unwrap().is_empty());
+    }
 
     #[test]
     fn times_are_rfc3339_or_relative() {

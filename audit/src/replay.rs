@@ -137,13 +137,16 @@ impl std::fmt::Display for Summary {
 /// Whether a method acts (sends, edits, deletes, sets) rather than reads: such calls need
 /// `--allow-sends` to reach Telegram itself.
 pub fn acts(method: &str) -> bool {
-    !method.to_ascii_lowercase().starts_with("get")
+    let m = method.to_ascii_lowercase();
+    // getUpdates confirms (and so drops) the live bot's updates: it acts.
+    !m.starts_with("get") || m == "getupdates"
 }
 
 fn is_telegram(target: &url::Url) -> bool {
-    target
-        .host_str()
-        .is_some_and(|h| h.eq_ignore_ascii_case("api.telegram.org"))
+    target.host_str().is_some_and(|h| {
+        h.trim_end_matches('.')
+            .eq_ignore_ascii_case("api.telegram.org")
+    })
 }
 
 pub struct Replayer<'a> {
@@ -197,7 +200,8 @@ impl<'a> Replayer<'a> {
                 }
                 if !self.cfg.dry_run {
                     let due = match self.cfg.rate {
-                        Some(rate) => Duration::from_secs_f64(index as f64 / rate),
+                        Some(rate) => Duration::try_from_secs_f64(index as f64 / rate)
+                            .unwrap_or(Duration::MAX),
                         None => {
                             let first = *first_ms.get_or_insert(row.received_ms);
                             Duration::from_millis((row.received_ms - first).max(0) as u64)
@@ -261,7 +265,7 @@ impl<'a> Replayer<'a> {
             replayed: None,
             differences: Vec::new(),
         };
-        let request = match self.request(row).await {
+        let (request, secrets) = match self.request(row).await {
             Ok(r) => r,
             Err(reason) => {
                 entry.reason = Some(reason);
@@ -282,6 +286,9 @@ impl<'a> Replayer<'a> {
             }
         };
         let (status, body, digest) = answer;
+        // The record keeps answers with the bot's token scrubbed: the replayed one too, to
+        // compare like with like.
+        let body = body.map(|b| scrub(b, &secrets));
         entry.replayed = Some(Answer {
             status: Some(status),
             sha256: Some(digest.clone()),
@@ -320,8 +327,12 @@ impl<'a> Replayer<'a> {
         entry
     }
 
-    /// The request of a recorded call, ready to send; or why it cannot be.
-    async fn request(&self, row: &CallRow) -> Result<reqwest::RequestBuilder, String> {
+    /// The request of a recorded call, ready to send, and the token secrets it involves (the
+    /// recorded one, the one it is sent with); or why it cannot be.
+    async fn request(
+        &self,
+        row: &CallRow,
+    ) -> Result<(reqwest::RequestBuilder, Vec<String>), String> {
         let Some(sealed) = &row.request else {
             return Err(
                 "no recorded request (a file download, or recorded before requests were kept)"
@@ -336,18 +347,26 @@ impl<'a> Replayer<'a> {
         }
         let recorded = RecordedRequest::open(self.sealer, row.bot_id, sealed)
             .map_err(|e| format!("cannot open the recorded request: {e}"))?;
-        let token = match self.cfg.token_map.get(&row.bot_id) {
-            Some(t) => t.clone(),
-            None => {
-                let sealed = recorded
-                    .token
-                    .as_ref()
-                    .ok_or("the client's token had no token's shape; it was never kept")?;
-                self.sealer
-                    .open(row.bot_id, sealed)
-                    .map_err(|e| format!("cannot open the token: {e}"))?
+        let original = recorded
+            .token
+            .as_ref()
+            .map(|sealed| self.sealer.open(row.bot_id, sealed));
+        let token = match (self.cfg.token_map.get(&row.bot_id), &original) {
+            (Some(t), _) => t.clone(),
+            (None, Some(Ok(t))) => t.clone(),
+            (None, Some(Err(e))) => return Err(format!("cannot open the token: {e}")),
+            (None, None) => {
+                return Err("the client's token had no token's shape; it was never kept".into())
             }
         };
+        let secrets: Vec<String> = [
+            Some(&token),
+            original.as_ref().and_then(|o| o.as_ref().ok()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.expose().split_once(':').map(|(_, s)| s.to_owned()))
+        .collect();
         let mut url = self.cfg.target.clone();
         let path = format!(
             "{}/bot{}/{}{}",
@@ -362,7 +381,7 @@ impl<'a> Replayer<'a> {
             .unwrap_or(reqwest::Method::POST);
         let req = self.http.request(method, url);
         use reqwest::header::CONTENT_TYPE;
-        Ok(match recorded.body {
+        let req = match recorded.body {
             CallBody::Empty => req,
             CallBody::Json { value } => req
                 .header(CONTENT_TYPE, "application/json")
@@ -416,7 +435,8 @@ impl<'a> Replayer<'a> {
                 };
                 req.header(CONTENT_TYPE, content_type).body(body)
             }
-        })
+        };
+        Ok((req, secrets))
     }
 
     /// A file part's bytes, streamed from the blob store.
@@ -461,15 +481,30 @@ impl<'a> Replayer<'a> {
     }
 }
 
+/// `body` with every secret replaced as the record replaces the bot's token.
+fn scrub(body: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    let mut body = body;
+    for secret in secrets {
+        if body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+            body = String::from_utf8_lossy(&body)
+                .replace(secret.as_str(), "<token>")
+                .into_bytes();
+        }
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_reads_reach_telegram_without_allow_sends() {
-        assert!(!acts("getMe") && !acts("GETCHAT") && !acts("getUpdates"));
+        assert!(!acts("getMe") && !acts("GETCHAT") && !acts("getFile"));
         assert!(acts("sendMessage") && acts("deleteWebhook") && acts("logOut"));
+        assert!(acts("getUpdates"), "it confirms the bot's updates");
         assert!(is_telegram(&"https://API.telegram.org/".parse().unwrap()));
+        assert!(is_telegram(&"https://api.telegram.org./".parse().unwrap()));
         assert!(!is_telegram(&"http://127.0.0.1:8082".parse().unwrap()));
     }
 }

@@ -1,6 +1,8 @@
 //! `telepipe audit --stats`: per method (or per bot) the number of calls, how many failed,
-//! and latency percentiles. Latencies are kept per group as `u32` ms and sorted once at the
-//! end: 4 bytes a call, so a million calls take 4 MB.
+//! and latency percentiles. Latencies are counted per group in a sparse log-linear histogram:
+//! exact below 2,048 ms, within 0.8% above; memory grows with the distinct buckets a group
+//! uses (a few hundred), not with the calls. At most [`MAX_GROUPS`] groups (method names come
+//! from clients); the rest count as `(other)`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,11 +26,37 @@ impl std::str::FromStr for By {
     }
 }
 
+/// Most groups reported one by one.
+pub const MAX_GROUPS: usize = 10_000;
+
 #[derive(Default)]
 struct Group {
     calls: u64,
     errors: u64,
-    latencies: Vec<u32>,
+    /// Histogram bucket → calls.
+    latencies: BTreeMap<u32, u64>,
+    timed: u64,
+}
+
+/// The bucket of a latency: the value itself below 2,048; above, its power of two and the
+/// next 7 bits.
+fn bucket(ms: u64) -> u32 {
+    if ms < 2048 {
+        return ms as u32;
+    }
+    let e = 63 - ms.leading_zeros();
+    let sub = (ms >> (e - 7)) & 127;
+    2048 + (e - 11) * 128 + sub as u32
+}
+
+/// The smallest latency of a bucket.
+fn low(bucket: u32) -> u64 {
+    if bucket < 2048 {
+        return bucket as u64;
+    }
+    let e = (bucket - 2048) / 128 + 11;
+    let sub = ((bucket - 2048) % 128) as u64;
+    (128 + sub) << (e - 7)
 }
 
 /// Counts fed one row at a time.
@@ -60,17 +88,21 @@ impl Stats {
     }
 
     pub fn add(&mut self, r: &CallRow) {
-        let key = match self.by {
+        let mut key = match self.by {
             // Method names are case-insensitive: one group per name.
             By::Method => r.method.to_ascii_lowercase(),
             By::Bot => r.bot_id.0.to_string(),
         };
+        if self.groups.len() >= MAX_GROUPS && !self.groups.contains_key(&key) {
+            key = "(other)".into();
+        }
         let failed = r.outcome != Outcome::Ok;
         for g in [self.groups.entry(key).or_default(), &mut self.total] {
             g.calls += 1;
             g.errors += failed as u64;
             if let Some(ms) = r.latency_ms {
-                g.latencies.push(ms.min(u32::MAX as u64) as u32);
+                *g.latencies.entry(bucket(ms)).or_default() += 1;
+                g.timed += 1;
             }
         }
     }
@@ -87,15 +119,21 @@ impl Stats {
     }
 }
 
-fn line(key: String, mut g: Group) -> Line {
-    g.latencies.sort_unstable();
+fn line(key: String, g: Group) -> Line {
     let pct = |p: f64| -> Option<u32> {
-        if g.latencies.is_empty() {
+        if g.timed == 0 {
             return None;
         }
         // Nearest rank: the smallest value with at least p of the values at or below it.
-        let rank = ((p * g.latencies.len() as f64).ceil() as usize).max(1);
-        Some(g.latencies[rank - 1])
+        let rank = ((p * g.timed as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, n) in &g.latencies {
+            seen += n;
+            if seen >= rank {
+                return Some(low(*b).min(u32::MAX as u64) as u32);
+            }
+        }
+        None
     };
     Line {
         calls: g.calls,
@@ -182,5 +220,20 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out, By::Method, &lines, false).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("sendmessage"));
+    }
+
+    /// Buckets are exact below 2,048 ms and within 1% above; every value lands in the bucket
+    /// whose range holds it.
+    #[test]
+    fn buckets_are_tight() {
+        for v in [0, 1, 2047, 2048, 2049, 3000, 65_535, 1 << 40, u64::MAX] {
+            let b = bucket(v);
+            assert!(low(b) <= v, "{v}");
+            assert!((v - low(b)) as f64 <= v as f64 * 0.008, "{v}");
+            if v < 2048 {
+                assert_eq!(low(b), v);
+            }
+        }
+        assert!(bucket(2047) < bucket(2048) && bucket(2048) < bucket(4096));
     }
 }

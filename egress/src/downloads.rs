@@ -69,7 +69,11 @@ impl Downloads {
     /// A stored file by its path, or `None` (store trouble is logged, and looks like absence).
     async fn stored(&self, path: &str) -> Option<FileRow> {
         match self.store.file_by_path(path).await {
-            Ok(r) => r,
+            Ok(Some(r)) => {
+                store::touch_soon(&self.store, &r);
+                Some(r)
+            }
+            Ok(None) => None,
             Err(error) => {
                 tracing::warn!(%error, "stored file lookup failed");
                 None

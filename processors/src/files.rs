@@ -199,6 +199,7 @@ pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     match deps.store.file_by_unique_id(bot, &unique).await {
         Ok(Some(row)) => {
             crate::metrics::FILES.with_label_values(&["cached"]).inc();
+            store::touch_soon(&deps.store, &row);
             return file_object(&files.cfg, &row, &raw_id);
         }
         Ok(None) => {}

@@ -33,7 +33,55 @@ where
     }
 }
 
-fn audit_row(deps: &Deps, env: &Envelope<Call>, outcome: Outcome, response: &Response) -> CallRow {
+/// The secret part of the call's token (after `:`), opened from its sealing: what must not
+/// appear in clear in the record, wherever a bot put it (`setWebhook url=https://host/<token>`)
+/// or an answer echoes it.
+fn token_secret(deps: &Deps, env: &Envelope<Call>) -> Option<String> {
+    let sealed = env.payload.token.as_ref()?;
+    let token = deps.sealer.open(env.header.bot_id, sealed).ok()?;
+    Some(token.expose().split_once(':')?.1.to_owned())
+}
+
+const SCRUBBED: &str = "<token>";
+
+fn scrub_value(v: &mut serde_json::Value, secret: &str) {
+    match v {
+        serde_json::Value::String(s) if s.contains(secret) => *s = s.replace(secret, SCRUBBED),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| scrub_value(v, secret)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|v| scrub_value(v, secret)),
+        _ => {}
+    }
+}
+
+/// The response as the record keeps it: the token, if the answer echoes it, replaced.
+fn scrubbed(response: &Response, secret: Option<&str>) -> Response {
+    let echoed = secret.filter(|secret| {
+        response
+            .body
+            .inline_bytes()
+            .is_some_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
+    });
+    let Some(secret) = echoed else {
+        return response.clone();
+    };
+    let text = response
+        .body
+        .inline_bytes()
+        .map(|b| String::from_utf8_lossy(&b).replace(secret, SCRUBBED))
+        .unwrap_or_default();
+    Response {
+        body: schemas::BodyBytes::inline(text.as_bytes()),
+        ..response.clone()
+    }
+}
+
+fn audit_row(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    outcome: Outcome,
+    response: &Response,
+    secret: Option<&str>,
+) -> CallRow {
     let call = &env.payload;
     // Arrival is when the call id was made, as the request came in; the header's time is
     // when ingest published it, after reading the body (a long upload).
@@ -46,7 +94,15 @@ fn audit_row(deps: &Deps, env: &Envelope<Call>, outcome: Outcome, response: &Res
         method: call.method.clone(),
         http_method: call.http_method.clone(),
         test_env: call.test_env,
-        params: call.audit_params(),
+        params: {
+            let mut p = call.audit_params();
+            if let Some(secret) = secret {
+                for v in p.values_mut() {
+                    scrub_value(v, secret);
+                }
+            }
+            p
+        },
         blobs: call.blobs().into_iter().cloned().collect(),
         outcome,
         http_status: Some(response.status),
@@ -87,12 +143,13 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         Outcome::Error
     };
     learn_username(deps, env, &response).await;
-    let row = audit_row(deps, env, outcome, &response);
+    let secret = token_secret(deps, env);
+    let row = audit_row(deps, env, outcome, &response, secret.as_deref());
     let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
     if !run.durable {
         // Nothing waits for the record: it is queued, the answer kept beside it while
         // results are.
-        let kept = (!run.result_ttl.is_zero()).then(|| response.clone());
+        let kept = (!run.result_ttl.is_zero()).then(|| scrubbed(&response, secret.as_deref()));
         let queue = async {
             match kept {
                 Some(kept) => deps.store.queue_outcome(row, kept, expires).await,
@@ -106,10 +163,12 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         }
         return;
     }
+    // A redelivered call is answered from this: with the token scrubbed if it was echoed.
+    let kept = scrubbed(&response, secret.as_deref());
     tokio::join!(
         retry("outcome", || deps
             .store
-            .record_outcome(&row, &response, expires)),
+            .record_outcome(&row, &kept, expires)),
         reply(deps, &run.producer, env, response.clone()),
     );
 }
@@ -144,7 +203,14 @@ pub(crate) async fn keep_username(deps: &Deps, bot: schemas::BotId, name: &str) 
 
 /// A call that ingest refused: only the audit row.
 pub async fn record_rejected(deps: &Deps, env: &Envelope<Call>, err: &ApiError) {
-    let row = audit_row(deps, env, Outcome::Rejected, &Response::from_error(err));
+    let secret = token_secret(deps, env);
+    let row = audit_row(
+        deps,
+        env,
+        Outcome::Rejected,
+        &Response::from_error(err),
+        secret.as_deref(),
+    );
     retry("audit row", || deps.store.record_call(&row)).await;
 }
 
@@ -187,5 +253,35 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token a bot put in a parameter, or an answer echoes, is kept out of the record.
+    #[test]
+    fn tokens_are_scrubbed_from_parameters_and_answers() {
+        let secret = "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+        let mut v = serde_json::json!({"url": format!("https://h/{secret}/hook"),
+            "list": [secret], "n": 1});
+        scrub_value(&mut v, secret);
+        assert_eq!(v["url"], "https://h/<token>/hook");
+        assert_eq!(v["list"][0], "<token>");
+        let answer = Response {
+            status: 200,
+            content_type: None,
+            body: schemas::BodyBytes::inline(
+                format!(r#"{{"ok":true,"result":{{"url":"https://h/{secret}"}}}}"#).as_bytes(),
+            ),
+            origin: schemas::Origin::Upstream,
+            stages: Default::default(),
+        };
+        let kept = scrubbed(&answer, Some(secret));
+        let text = String::from_utf8(kept.body.inline_bytes().unwrap().to_vec()).unwrap();
+        assert_eq!(text, r#"{"ok":true,"result":{"url":"https://h/<token>"}}"#);
+        assert_eq!(scrubbed(&kept, Some(secret)), kept);
+        assert_eq!(scrubbed(&answer, None), answer);
     }
 }

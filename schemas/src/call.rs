@@ -379,8 +379,10 @@ impl RecordedRequest {
         sealed: &str,
     ) -> Result<Self, RecordedRequestError> {
         let clear = sealer.open_for(crate::seal::Purpose::Request, bot, sealed)?;
-        let r: RecordedRequest = serde_json::from_slice(&clear)
-            .map_err(|e| RecordedRequestError::Malformed(e.to_string()))?;
+        // serde's message may quote the request's values (secrets): only where it broke.
+        let r: RecordedRequest = serde_json::from_slice(&clear).map_err(|e| {
+            RecordedRequestError::Malformed(format!("at line {} column {}", e.line(), e.column()))
+        })?;
         if r.v > Self::VERSION {
             return Err(RecordedRequestError::Version(r.v));
         }

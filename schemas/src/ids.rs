@@ -28,6 +28,14 @@ impl CallId {
         Self(Uuid::new_v7(ts))
     }
 
+    /// The smallest id of the millisecond `ms`: every id made at `ms` or later sorts at or
+    /// above it, every id made before below.
+    pub fn first_of_ms(ms: i64) -> Self {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&(ms.clamp(0, (1 << 48) - 1) as u64).to_be_bytes()[2..]);
+        Self(Uuid::from_bytes(b))
+    }
+
     /// The arrival time in the id, ms since the epoch.
     pub fn time_ms(&self) -> i64 {
         let b = self.0.as_bytes();
@@ -88,6 +96,8 @@ mod tests {
         let b = CallId::at_ms(1_700_000_000_124);
         assert_eq!(a.time_ms(), 1_700_000_000_123);
         assert!(a < b);
+        assert!(CallId::first_of_ms(1_700_000_000_123) <= a);
+        assert!(CallId::first_of_ms(1_700_000_000_124) > a);
         let now = crate::now_ms();
         assert!((CallId::new().time_ms() - now).abs() < 1000);
     }

@@ -68,6 +68,18 @@ pub trait Blobs: Send + Sync + 'static {
         )))
     }
 
+    /// Deletes a stored blob (eviction). A reader that opened it already may finish (a local
+    /// file lives on while open); a blob that is not there is no error.
+    async fn remove(&self, blob: &BlobRef) -> Result<(), BlobError>;
+
+    /// Temporary blobs of transfers that broke off (a crash mid-write) not written to since
+    /// `before` (wall clock): their count and bytes, deleted unless `dry_run`.
+    async fn collect_temporary(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError>;
+
     /// Stores bytes already in memory (a body too large for a record, say).
     async fn put_bytes(&self, bytes: Bytes, limit: u64) -> Result<BlobRef, BlobError> {
         self.put(
@@ -189,6 +201,39 @@ impl Blobs for LocalBlobs {
 
     async fn open(&self, blob: &BlobRef) -> Result<BlobReader, BlobError> {
         Ok(Box::pin(self.file_of(blob).await?))
+    }
+
+    async fn remove(&self, blob: &BlobRef) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path_of(&blob.key)?).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn collect_temporary(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError> {
+        let (mut n, mut bytes) = (0, 0);
+        let mut dir = tokio::fs::read_dir(self.root.join("tmp")).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
+            if !meta.is_file() || meta.modified()? >= before {
+                continue;
+            }
+            if !dry_run {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    other => other?,
+                }
+            }
+            n += 1;
+            bytes += meta.len();
+        }
+        Ok((n, bytes))
     }
 
     /// Mapped a window at a time (on the blocking pool, one window per task), and the mapped
@@ -380,6 +425,23 @@ pub mod testsuite {
             b.open(&missing_ref()).await,
             Err(BlobError::NotFound)
         ));
+        // Removed (eviction): gone, and removing again is no error; bad keys stay refused.
+        let gone = b
+            .put(stream(vec![b"evict me".to_vec()]), 100)
+            .await
+            .unwrap();
+        b.remove(&gone).await.unwrap();
+        assert!(matches!(b.open(&gone).await, Err(BlobError::NotFound)));
+        b.remove(&gone).await.unwrap();
+        let bad = BlobRef {
+            key: "../x".into(),
+            ..gone
+        };
+        assert!(matches!(b.remove(&bad).await, Err(BlobError::BadKey)));
+        assert_eq!(read_all(b, &r1, 0).await, b"hello", "other blobs stay");
+        // Completed writes leave no temporary blob behind.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        assert_eq!(b.collect_temporary(later, true).await.unwrap(), (0, 0));
     }
 
     fn missing_ref() -> BlobRef {
@@ -405,6 +467,24 @@ mod tests {
         let b = LocalBlobs::open(&d).unwrap();
         testsuite::run_all(&b).await;
         // Nothing is left behind in the temporary folder.
+        assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
+        // A transfer that broke off (its temporary file left): collected once old enough.
+        std::fs::write(d.join("tmp").join("0123"), b"half a file").unwrap();
+        let now = std::time::SystemTime::now();
+        assert_eq!(
+            b.collect_temporary(now - std::time::Duration::from_secs(3600), false)
+                .await
+                .unwrap(),
+            (0, 0),
+            "too recent"
+        );
+        let later = now + std::time::Duration::from_secs(60);
+        assert_eq!(b.collect_temporary(later, true).await.unwrap(), (1, 11));
+        assert!(
+            d.join("tmp").join("0123").exists(),
+            "a dry run deletes nothing"
+        );
+        assert_eq!(b.collect_temporary(later, false).await.unwrap(), (1, 11));
         assert_eq!(std::fs::read_dir(d.join("tmp")).unwrap().count(), 0);
         std::fs::remove_dir_all(d).ok();
     }

@@ -235,9 +235,13 @@ pub trait Store: FileStore + WebhookStore {
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
 
-    /// Forgets the outcomes and attempts of calls made before `before_ms` (by the time in their
-    /// call id: they are needed only while a call may be delivered again); returns how many.
+    /// Forgets the outcomes of calls made before `before_ms` (by the time in their call id;
+    /// `--retain-results`); returns how many.
     async fn purge_results(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Forgets the attempts of calls made before `before_ms`: they are needed only while a
+    /// call may be delivered again (a day at least, whatever results are kept).
+    async fn purge_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Records that a call is being handed to upstream; true the first time, false when an
     /// attempt was already recorded (by a processor that may have died since).
@@ -307,6 +311,49 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// Forgets a cached upload (its file_id stopped working).
     async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError>;
+
+    /// Records that a stored file was served now (getFile found it, a download sent it): files
+    /// are evicted least recently served first.
+    async fn touch_file(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Per bot: how many stored files, and their bytes.
+    async fn file_usage(&self) -> Result<Vec<(BotId, u64, u64)>, StoreError>;
+
+    /// Stored files (of one bot, or every bot's), least recently served first.
+    async fn files_least_served(
+        &self,
+        bot_id: Option<BotId>,
+        limit: usize,
+    ) -> Result<Vec<StoredFile>, StoreError>;
+
+    /// Forgets a stored file (eviction): the next getFile fetches it again.
+    async fn forget_file(&self, bot_id: BotId, file_unique_id: &str) -> Result<(), StoreError>;
+
+    /// Whether any stored file (of any bot) still has its bytes in this blob.
+    async fn blob_in_use(&self, blob_key: &str) -> Result<bool, StoreError>;
+}
+
+/// Marks a stored file as served now (eviction takes the least recently served first), off
+/// the request path: a failure only makes the file look older.
+pub fn touch_soon(store: &std::sync::Arc<dyn Store>, row: &FileRow) {
+    let (store, bot, unique) = (store.clone(), row.bot_id, row.file_unique_id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = store.touch_file(bot, &unique, schemas::now_ms()).await {
+            tracing::debug!(%error, "could not mark a stored file as served");
+        }
+    });
+}
+
+/// A stored file and when it was last served.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFile {
+    pub row: FileRow,
+    pub served_ms: i64,
 }
 
 /// A webhook the gateway keeps for a bot (setWebhook), and where polling Telegram for it stands.

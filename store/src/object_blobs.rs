@@ -129,6 +129,42 @@ impl Blobs for ObjectBlobs {
         self.open_at(blob, 0).await
     }
 
+    async fn remove(&self, blob: &BlobRef) -> Result<(), BlobError> {
+        check_key(&blob.key)?;
+        match self.store.delete(&Path::from(blob.key.as_str())).await {
+            Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn collect_temporary(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError> {
+        let before_ms = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let old: Vec<_> = self
+            .store
+            .list(Some(&Path::from("tmp")))
+            .try_filter(|m| std::future::ready(m.last_modified.timestamp_millis() < before_ms))
+            .try_collect()
+            .await
+            .map_err(io)?;
+        let bytes = old.iter().map(|m| m.size).sum();
+        if !dry_run {
+            for m in &old {
+                match self.store.delete(&m.location).await {
+                    Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        Ok((old.len() as u64, bytes))
+    }
+
     async fn open_at(&self, blob: &BlobRef, start: u64) -> Result<BlobReader, BlobError> {
         check_key(&blob.key)?;
         let opts = GetOptions {

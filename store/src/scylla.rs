@@ -113,7 +113,7 @@ impl ScyllaStore {
                  params, blobs, outcome, http_status, error_code, description, latency_ms, \
                  queue_ms, upstream_ms, encoding, request, answer_sha256 FROM calls \
                  WHERE bot_id = ? AND day = ? AND (received_ms, call_id) > (?, ?) \
-                 AND received_ms < ? LIMIT ?",
+                 AND (received_ms) < (?) LIMIT ?",
             )
             .await
             .map_err(err)?,
@@ -134,6 +134,41 @@ impl ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// Every stored file, with when it was last served.
+    async fn every_file(&self) -> Result<Vec<crate::StoredFile>, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(format!("SELECT {FILE_COLUMNS}, served_ms FROM files"), &[])
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        type Served = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
+        for row in r.rows::<Served>().map_err(err)? {
+            let c = row.map_err(err)?;
+            let served = c.10;
+            let row = file_from((c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9));
+            out.push(crate::StoredFile {
+                served_ms: served.unwrap_or(row.stored_ms),
+                row,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every (bot, day) partition of `calls`.
     async fn partitions(&self) -> Result<Vec<(i64, i64)>, StoreError> {
         let r = self
@@ -339,7 +374,10 @@ impl FileStore for ScyllaStore {
     async fn put_file(&self, f: &FileRow) -> Result<(), StoreError> {
         self.session
             .query_unpaged(
-                format!("INSERT INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                format!(
+                    "INSERT INTO files ({FILE_COLUMNS}, served_ms) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
                 (
                     f.bot_id.0,
                     &f.file_unique_id,
@@ -350,6 +388,7 @@ impl FileStore for ScyllaStore {
                     &f.blob.key,
                     f.file_name.as_deref(),
                     f.mime_type.as_deref(),
+                    f.stored_ms,
                     f.stored_ms,
                 ),
             )
@@ -444,6 +483,78 @@ impl FileStore for ScyllaStore {
             (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
         )
         .await
+    }
+
+    async fn touch_file(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        // IF EXISTS: a touch never brings back a file evicted meanwhile.
+        self.session
+            .query_unpaged(
+                "UPDATE files SET served_ms = ? WHERE bot_id = ? AND file_unique_id = ? IF EXISTS",
+                (now_ms, bot_id.0, file_unique_id),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn file_usage(&self) -> Result<Vec<(BotId, u64, u64)>, StoreError> {
+        let mut by_bot = std::collections::BTreeMap::<i64, (u64, u64)>::new();
+        for f in self.every_file().await? {
+            let e = by_bot.entry(f.row.bot_id.0).or_default();
+            e.0 += 1;
+            e.1 += f.row.blob.size;
+        }
+        Ok(by_bot
+            .into_iter()
+            .map(|(b, (n, bytes))| (BotId(b), n, bytes))
+            .collect())
+    }
+
+    async fn files_least_served(
+        &self,
+        bot_id: Option<BotId>,
+        limit: usize,
+    ) -> Result<Vec<crate::StoredFile>, StoreError> {
+        // Files are few next to calls: read them all and sort (a bot's are one partition).
+        let mut files: Vec<_> = self
+            .every_file()
+            .await?
+            .into_iter()
+            .filter(|f| bot_id.is_none_or(|b| f.row.bot_id == b))
+            .collect();
+        files.sort_by(|a, b| {
+            (a.served_ms, a.row.bot_id, &a.row.file_unique_id).cmp(&(
+                b.served_ms,
+                b.row.bot_id,
+                &b.row.file_unique_id,
+            ))
+        });
+        files.truncate(limit);
+        Ok(files)
+    }
+
+    async fn forget_file(&self, bot_id: BotId, file_unique_id: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "DELETE FROM files WHERE bot_id = ? AND file_unique_id = ?",
+                (bot_id.0, file_unique_id),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn blob_in_use(&self, blob_key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .every_file()
+            .await?
+            .iter()
+            .any(|f| f.row.blob.key == blob_key))
     }
 
     async fn forget_upload(&self, key: &UploadKey) -> Result<(), StoreError> {
@@ -774,10 +885,14 @@ impl Store for ScyllaStore {
         // a walk over the days of the partitions there are (`SELECT DISTINCT` of the
         // partition key), merged by the record's order within each day.
         let bots: Option<Vec<i64>> = q.bot_id.map(|b| vec![b.0]);
-        let partitions = match bots {
-            Some(_) => Vec::new(),
-            None => self.partitions().await?,
-        };
+        // The days there are rows for (a bot's, or anyone's): a window from 1970 or over
+        // years walks only those.
+        let partitions: Vec<(i64, i64)> = self
+            .partitions()
+            .await?
+            .into_iter()
+            .filter(|p| q.bot_id.is_none_or(|b| p.0 == b.0))
+            .collect();
         let first_day = q
             .after
             .map(|a| a.time_ms())
@@ -785,20 +900,13 @@ impl Store for ScyllaStore {
             .max(q.from_ms)
             .div_euclid(DAY_MS);
         let last_day = (q.to_ms.min(i64::MAX - 1) - 1).div_euclid(DAY_MS);
-        let days: Vec<i64> = match &bots {
-            // A window over many idle days would walk them all; a year is the most.
-            Some(_) => (first_day..=last_day.min(first_day + 366)).collect(),
-            None => {
-                let mut d: Vec<i64> = partitions
-                    .iter()
-                    .map(|p| p.1)
-                    .filter(|d| (first_day..=last_day).contains(d))
-                    .collect();
-                d.sort_unstable();
-                d.dedup();
-                d
-            }
-        };
+        let mut days: Vec<i64> = partitions
+            .iter()
+            .map(|p| p.1)
+            .filter(|d| (first_day..=last_day).contains(d))
+            .collect();
+        days.sort_unstable();
+        days.dedup();
         let mut out = Vec::new();
         for day in days {
             let day_bots: Vec<i64> = match &bots {
@@ -942,6 +1050,10 @@ impl Store for ScyllaStore {
             return Ok(None);
         };
         body.as_deref().map(crate::decode_response).transpose()
+    }
+
+    async fn purge_attempts(&self, _before_ms: i64) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     async fn purge_results(&self, _before_ms: i64) -> Result<u64, StoreError> {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_webhooks.sql"),
     include_str!("../migrations/sqlite/0006_lean_calls.sql"),
     include_str!("../migrations/sqlite/0007_replayable_calls.sql"),
+    include_str!("../migrations/sqlite/0008_file_retention.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -90,8 +91,10 @@ enum Write {
         call_id: [u8; 16],
         now_ms: i64,
     },
-    /// Deletes up to [`PURGE_CHUNK`] results and as many attempts of calls before `before`.
+    /// Deletes up to [`PURGE_CHUNK`] rows of `table` (results, attempts) of calls before
+    /// `before`.
     Purge {
+        table: &'static str,
         before: [u8; 16],
     },
     /// Deletes up to [`PURGE_CHUNK`] audit rows of calls before `before` (retention).
@@ -238,6 +241,19 @@ impl SqliteStore {
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?;
         wait.await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?
+    }
+
+    /// Deletes rows of `table` of calls before `before_ms`, a chunk a transaction.
+    async fn purge(&self, table: &'static str, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        let mut total = 0;
+        loop {
+            let n = self.write(vec![Write::Purge { table, before }]).await?;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -425,8 +441,8 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                     .execute(params![f.path])?;
                 let mut st = c.prepare_cached(
                     "INSERT OR REPLACE INTO files (bot_id, file_unique_id, file_id, path, sha256,
-                       size, blob_key, file_name, mime_type, stored_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                       size, blob_key, file_name, mime_type, stored_ms, served_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
                 )?;
                 st.execute(params![
                     f.bot_id.0,
@@ -489,20 +505,14 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 .execute(params![before, PURGE_CHUNK as i64])? as u64
             }
             // The oldest rows first, by key: no expiry index, and no scan past what expired.
-            Write::Purge { before } => {
-                let mut most = 0;
-                for table in ["results", "attempts"] {
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE call_id IN
-                           (SELECT call_id FROM {table} WHERE call_id < ?1 ORDER BY call_id
-                            LIMIT ?2)"
-                    );
-                    most = most.max(
-                        c.prepare_cached(&sql)?
-                            .execute(params![before, PURGE_CHUNK as i64])?,
-                    );
-                }
-                most as u64
+            Write::Purge { table, before } => {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE call_id IN
+                       (SELECT call_id FROM {table} WHERE call_id < ?1 ORDER BY call_id
+                        LIMIT ?2)"
+                );
+                c.prepare_cached(&sql)?
+                    .execute(params![before, PURGE_CHUNK as i64])? as u64
             }
         };
     }
@@ -590,11 +600,14 @@ fn row_to_call(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CallRow, StoreE
                 .unwrap_or(Encoding::Query),
             request: r.get("request")?,
             answer_sha256: digest.map(hex::encode),
-            answer: answer
-                .as_deref()
-                .map(crate::answer_text)
-                .transpose()?
-                .flatten(),
+            // An unreadable stored answer loses the answer, not the row (nor the page).
+            answer: answer.as_deref().and_then(|a| match crate::answer_text(a) {
+                Ok(text) => text,
+                Err(error) => {
+                    tracing::warn!(%error, "a stored answer is unreadable");
+                    None
+                }
+            }),
         })
     };
     Ok(build())
@@ -646,6 +659,87 @@ impl FileStore for SqliteStore {
             Ok(c.prepare_cached("SELECT * FROM files WHERE path = ?1")?
                 .query_row(params![path], row_to_file)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn touch_file(
+        &self,
+        bot_id: BotId,
+        file_unique_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write_lazy(vec![Write::Sql {
+            sql: "UPDATE files SET served_ms = ?3 WHERE bot_id = ?1 AND file_unique_id = ?2",
+            values: vec![
+                bot_id.0.into(),
+                file_unique_id.to_owned().into(),
+                now_ms.into(),
+            ],
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn file_usage(&self) -> Result<Vec<(BotId, u64, u64)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT bot_id, COUNT(*), SUM(size) FROM files GROUP BY bot_id ORDER BY bot_id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    BotId(r.get(0)?),
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn files_least_served(
+        &self,
+        bot_id: Option<BotId>,
+        limit: usize,
+    ) -> Result<Vec<crate::StoredFile>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT * FROM files WHERE ?1 IS NULL OR bot_id = ?1
+                 ORDER BY served_ms, bot_id, file_unique_id LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![bot_id.map(|b| b.0), limit.min(i64::MAX as usize) as i64],
+                |r| {
+                    Ok(crate::StoredFile {
+                        served_ms: r
+                            .get::<_, Option<i64>>("served_ms")?
+                            .unwrap_or(r.get("stored_ms")?),
+                        row: row_to_file(r)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn forget_file(&self, bot_id: BotId, file_unique_id: &str) -> Result<(), StoreError> {
+        self.write(vec![Write::Sql {
+            sql: "DELETE FROM files WHERE bot_id = ?1 AND file_unique_id = ?2",
+            values: vec![bot_id.0.into(), file_unique_id.to_owned().into()],
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn blob_in_use(&self, blob_key: &str) -> Result<bool, StoreError> {
+        let key = blob_key.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM files WHERE blob_key = ?1 LIMIT 1")?
+                    .exists(params![key])?,
+            )
         })
         .await
     }
@@ -1136,15 +1230,11 @@ impl Store for SqliteStore {
     }
 
     async fn purge_results(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let before = first_id_of(before_ms);
-        let mut total = 0;
-        loop {
-            let n = self.write(vec![Write::Purge { before }]).await?;
-            total += n;
-            if n < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
+        self.purge("results", before_ms).await
+    }
+
+    async fn purge_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.purge("attempts", before_ms).await
     }
 
     /// One trip to the writer thread on the hot path (the result is read only when it exists).

@@ -61,6 +61,7 @@ pub async fn run_all(store: &dyn Store) {
     outcomes_write_result_and_row(store).await;
     begin_tells_fresh_in_flight_and_done(store).await;
     files_by_unique_id_and_path(store).await;
+    files_are_listed_least_served_first(store).await;
     sessions_roundtrip(store).await;
     uploads_are_cached_by_content_kind_and_name(store).await;
     webhooks_keep_their_offset_and_error(store).await;
@@ -283,6 +284,61 @@ async fn files_by_unique_id_and_path(store: &dyn Store) {
     assert_eq!(store.file_by_path(&path).await.unwrap(), Some(newer));
 }
 
+/// Eviction's view of files: usage per bot, least recently served first, a touch moves a file
+/// back, a forgotten file is gone, and a blob is in use while any file keeps its bytes there.
+async fn files_are_listed_least_served_first(store: &dyn Store) {
+    let bot = rand::random::<u32>() as i64 + 10;
+    let mut rows = Vec::new();
+    for (i, stored) in [300, 100, 200].into_iter().enumerate() {
+        let mut r = file_row(bot, &format!("U{bot}x{i}"), &format!("b{bot}_bot/f{i}"));
+        r.stored_ms = stored;
+        r.blob.key = format!("sha256/ee/ee/{bot}-{i}");
+        store.put_file(&r).await.unwrap();
+        rows.push(r);
+    }
+    let usage = store.file_usage().await.unwrap();
+    assert!(usage.contains(&(BotId(bot), 3, 3 * 1234)));
+    let order = |files: Vec<crate::StoredFile>| -> Vec<String> {
+        files.into_iter().map(|f| f.row.file_unique_id).collect()
+    };
+    let mine = store
+        .files_least_served(Some(BotId(bot)), 10)
+        .await
+        .unwrap();
+    assert_eq!(mine[0].served_ms, 100);
+    assert_eq!(
+        order(mine),
+        vec![
+            format!("U{bot}x1"),
+            format!("U{bot}x2"),
+            format!("U{bot}x0")
+        ]
+    );
+    store
+        .touch_file(BotId(bot), &format!("U{bot}x1"), 400)
+        .await
+        .unwrap();
+    let mine = store.files_least_served(Some(BotId(bot)), 2).await.unwrap();
+    assert_eq!(order(mine), vec![format!("U{bot}x2"), format!("U{bot}x0")]);
+    assert!(store.blob_in_use(&rows[2].blob.key).await.unwrap());
+    store
+        .forget_file(BotId(bot), &format!("U{bot}x2"))
+        .await
+        .unwrap();
+    assert!(!store.blob_in_use(&rows[2].blob.key).await.unwrap());
+    assert_eq!(
+        store
+            .file_by_unique_id(BotId(bot), &format!("U{bot}x2"))
+            .await
+            .unwrap(),
+        None
+    );
+    let everyone = store.files_least_served(None, 100_000).await.unwrap();
+    assert!(everyone
+        .windows(2)
+        .all(|w| w[0].served_ms <= w[1].served_ms));
+}
+
 async fn sessions_roundtrip(store: &dyn Store) {
     let bot = BotId(rand::random::<u32>() as i64 + 1);
     assert_eq!(store.session(bot).await.unwrap(), None);
@@ -474,9 +530,11 @@ async fn results_roundtrip_and_expire(store: &dyn Store) {
     if store.purge_results(now + 60_000).await.unwrap() > 0 {
         assert_eq!(store.get_result(live).await.unwrap(), None, "purged");
         assert!(
-            store.mark_attempt(live, now + 60_000).await.unwrap(),
-            "its attempt purged too"
+            !store.mark_attempt(live, now + 60_000).await.unwrap(),
+            "its attempt outlives it (purged on its own cut)"
         );
+        assert!(store.purge_attempts(now + 60_000).await.unwrap() > 0);
+        assert!(store.mark_attempt(live, now + 60_000).await.unwrap());
     }
 }
 

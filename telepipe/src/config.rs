@@ -231,6 +231,61 @@ pub struct RetainArgs {
     /// show them and replays compare with them. `0s`: not kept (audit rows keep a digest).
     #[arg(long, env = "TELEPIPE_RETAIN_RESULTS", default_value = "24h", value_parser = duration)]
     pub retain_results: std::time::Duration,
+
+    /// Most bytes of files kept for one bot (getFile, /storage/): past it, its least recently
+    /// served files are evicted (fetched again on next use). `10GiB`, `500MB`; none when absent.
+    #[arg(long, env = "TELEPIPE_BOT_QUOTA", value_parser = size)]
+    pub bot_quota: Option<u64>,
+
+    /// Most bytes of files kept for all bots together; past it, the least recently served
+    /// files of any bot are evicted. None when absent.
+    #[arg(long, env = "TELEPIPE_BLOB_CAP", value_parser = size)]
+    pub blob_cap: Option<u64>,
+}
+
+impl RetainArgs {
+    pub fn retention(&self) -> audit::retention::Retention {
+        audit::retention::Retention {
+            calls: self.retain_calls,
+            results: self.retain_results,
+            bot_quota: self.bot_quota,
+            blob_cap: self.blob_cap,
+        }
+    }
+}
+
+/// A size as operators write it: `1048576`, `500MB`, `10GiB` (KB/MB/GB/TB are powers of
+/// 1000, KiB/MiB/GiB/TiB of 1024).
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (write 10GiB, 500MB, 1048576)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB...)"
+            ))
+        }
+    };
+    let v = n * mult;
+    if !v.is_finite() || v >= u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(v as u64)
 }
 
 /// A duration as operators write it: `30d`, `24h`, `15m`, `90s`, `1h 30m`.
@@ -407,6 +462,15 @@ mod tests {
             Ok((7 * day, std::time::Duration::ZERO))
         );
         assert!(gc(&["--retain-calls", "a week"]).is_err());
+    }
+
+    #[test]
+    fn sizes_are_written_as_operators_write_them() {
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        assert_eq!(size("500MB"), Ok(500_000_000));
+        assert_eq!(size("10GiB"), Ok(10 << 30));
+        assert_eq!(size("1.5 KiB"), Ok(1536));
+        assert!(size("ten").is_err() && size("5XB").is_err() && size("1e30GB").is_err());
     }
 
     /// Boolean variables take what operators write: 1/0, yes/no, on/off, true/false.

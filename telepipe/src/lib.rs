@@ -312,10 +312,8 @@ pub async fn run(
             "retention",
             audit::retention::run(
                 store.clone(),
-                audit::retention::Retention {
-                    calls: args.retain.retain_calls,
-                    results: args.retain.retain_results,
-                },
+                blobs.clone(),
+                args.retain.retention(),
                 pipeline.clone(),
             ),
         );

@@ -7,7 +7,7 @@ use anyhow::Context;
 use audit::replay::{ReplayConfig, Replayer};
 use audit::show::{self, Format};
 use audit::stats::{self, By, Stats};
-use audit::{BotSel, Selection, Walk};
+use audit::{BotSel, Follow, Selection, Walk};
 use schemas::{BotId, BotToken, Sealer};
 use std::collections::HashMap;
 use std::io::Write;
@@ -86,25 +86,38 @@ pub async fn audit(args: AuditArgs, shutdown: CancellationToken) -> anyhow::Resu
         return Ok(());
     }
     let mut walk = Walk::new(store.as_ref(), &selection).await?;
+    let mut follow = if args.follow {
+        Some(Follow::new(store.as_ref(), &selection).await?)
+    } else {
+        None
+    };
     if format == Format::Table {
         show::header(&mut out)?;
     }
     loop {
-        let page = walk.next_page().await?;
-        for r in &page {
-            show::row(&mut out, format, r)?;
+        for r in walk.next_page().await? {
+            show::row(&mut out, format, &r)?;
+            if let Some(f) = follow.as_mut() {
+                f.shown(r.call_id);
+            }
         }
-        if !walk.at_end() {
-            continue;
+        if walk.at_end() {
+            break;
         }
-        out.flush()?;
-        if !args.follow {
-            return Ok(());
-        }
+    }
+    out.flush()?;
+    let Some(mut follow) = follow else {
+        return Ok(());
+    };
+    loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        for r in follow.look().await? {
+            show::row(&mut out, format, &r)?;
+        }
+        out.flush()?;
     }
 }
 
@@ -132,8 +145,8 @@ pub async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Re
     if !matches!(target.scheme(), "http" | "https") {
         anyhow::bail!("--target must be an http(s) URL");
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        anyhow::bail!("--rate must be a positive number of calls a second");
+    if args.rate.is_some_and(|r| !(0.001..=1e9).contains(&r)) {
+        anyhow::bail!("--rate is calls a second, from 0.001 to 1e9");
     }
     let cfg = ReplayConfig {
         target,
@@ -164,12 +177,11 @@ pub async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Re
 
 pub async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let store = existing_store(&args.data).await?;
+    let blobs = crate::open_blobs(&args.data)?;
     let pass = audit::retention::pass(
         store.as_ref(),
-        audit::retention::Retention {
-            calls: args.retain.retain_calls,
-            results: args.retain.retain_results,
-        },
+        blobs.as_ref(),
+        args.retain.retention(),
         schemas::now_ms(),
         args.dry_run,
         true,

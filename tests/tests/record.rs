@@ -36,8 +36,11 @@ async fn round(gw: &str, bot: i64, i: usize) {
     assert_eq!(s, 200);
     let (s, _) = ok(http
         .post(format!("{base}/sendMessage"))
-        .json(&json!({"chat_id": 1, "text": format!("json {i}"),
-            "reply_markup": {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}}))
+        // The token in a parameter (and so in the answer): the record keeps neither in clear.
+        .json(
+            &json!({"chat_id": 1, "text": format!("json {i} {}", sandbox::token_for(bot)),
+            "reply_markup": {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}}),
+        )
         .send()
         .await
         .unwrap())
@@ -273,6 +276,26 @@ async fn the_record_is_audited_and_replayed_without_differences() {
     );
     assert!(forced.contains("result.id: 7001 → 7999"), "{forced}");
 
+    // Retention on demand: a dry run counts, then everything older than now goes.
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["gc".to_owned()];
+        args.extend(gw.record_flags());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let dry_gc = gc(&["--retain-calls", "0s", "--dry-run"]);
+    let refs: Vec<&str> = dry_gc.iter().map(String::as_str).collect();
+    let counted = telepipe(&refs).await.unwrap();
+    assert!(
+        counted.contains(&format!("would forget {total} audit rows")),
+        "{counted}"
+    );
+    assert_eq!(
+        audit_json(&gw, &[]).await.len(),
+        total,
+        "a dry run forgets nothing"
+    );
+
     // No token in plaintext: the store, its blobs, the logs, the metrics, the reports.
     let metrics = client()
         .get(format!("{}/metrics", gw.url))
@@ -307,6 +330,14 @@ async fn the_record_is_audited_and_replayed_without_differences() {
         .chain([&7999])
         .map(|&b| sandbox::token_for(b))
         .collect();
+    let real_gc = gc(&["--retain-calls", "0s", "--retain-results", "0s"]);
+    let refs: Vec<&str> = real_gc.iter().map(String::as_str).collect();
+    let forgot = telepipe(&refs).await.unwrap();
+    assert!(
+        forgot.contains(&format!("forgot {total} audit rows, {total} results")),
+        "{forgot}"
+    );
+    assert!(audit_json(&gw, &[]).await.is_empty());
     for (name, bytes) in &haystacks {
         for t in &tokens {
             let secret = t.split_once(':').unwrap().1.as_bytes();
