@@ -149,6 +149,77 @@ fn is_telegram(target: &url::Url) -> bool {
     })
 }
 
+/// Where a replay stands: when it began, how many calls it sent, the first call's arrival (the
+/// original pace is kept relative to it), the counts so far.
+pub struct Pace {
+    started: Instant,
+    first_ms: Option<i64>,
+    index: u64,
+    summary: Summary,
+}
+
+impl Pace {
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            first_ms: None,
+            index: 0,
+            summary: Summary::default(),
+        }
+    }
+
+    pub fn done(mut self) -> Summary {
+        self.summary.seconds = self.started.elapsed().as_secs_f64();
+        self.summary
+    }
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A call read from the bus (`replay --from-bus`) as the replay sees it: its outcome in the
+/// store, when there is one, is the recorded answer.
+pub async fn row_from_bus(
+    store: &dyn Store,
+    sealer: &Sealer,
+    env: &schemas::Envelope<schemas::Call>,
+) -> CallRow {
+    let call = &env.payload;
+    let bot = env.header.bot_id;
+    let recorded = store.get_result(env.header.call_id).await.ok().flatten();
+    let body = recorded
+        .as_ref()
+        .and_then(|r| r.body.inline_bytes().map(|b| b.into_owned()));
+    CallRow {
+        call_id: env.header.call_id,
+        bot_id: bot,
+        received_ms: env.header.call_id.time_ms(),
+        token_fingerprint: call.token_fingerprint.0.clone(),
+        method: call.method.clone(),
+        http_method: call.http_method.clone(),
+        test_env: call.test_env,
+        params: call.audit_params(),
+        blobs: call.blobs().into_iter().cloned().collect(),
+        outcome: match recorded.as_ref().map(|r| r.status) {
+            Some(s) if s >= 400 => store::Outcome::Error,
+            _ => store::Outcome::Ok,
+        },
+        http_status: recorded.as_ref().map(|r| r.status),
+        error_code: recorded.as_ref().and_then(|r| r.error_code()),
+        description: recorded.as_ref().and_then(|r| r.description()),
+        latency_ms: None,
+        stages: Default::default(),
+        encoding: call.encoding(),
+        // Sealed only to be opened by the same path as a stored row's.
+        request: Some(call.seal_request(sealer, bot)),
+        answer_sha256: body.as_ref().map(|b| hex::encode(sha2::Sha256::digest(b))),
+        answer: body.and_then(|b| String::from_utf8(b).ok()),
+    }
+}
+
 pub struct Replayer<'a> {
     pub store: &'a dyn Store,
     pub blobs: Arc<dyn Blobs>,
@@ -187,64 +258,74 @@ impl<'a> Replayer<'a> {
         stop: &CancellationToken,
     ) -> Result<Summary, AuditError> {
         let mut walk = Walk::new(self.store, selection).await?;
-        let mut summary = Summary::default();
-        let started = Instant::now();
-        let mut first_ms = None;
-        let mut index = 0u64;
+        let mut pace = Pace::new();
         loop {
             let page = walk.next_page().await?;
             for row in &page {
-                if stop.is_cancelled() {
-                    summary.seconds = started.elapsed().as_secs_f64();
-                    return Ok(summary);
-                }
-                if !self.cfg.dry_run {
-                    let due = match self.cfg.rate {
-                        Some(rate) => Duration::try_from_secs_f64(index as f64 / rate)
-                            .unwrap_or(Duration::MAX),
-                        None => {
-                            let first = *first_ms.get_or_insert(row.received_ms);
-                            Duration::from_millis((row.received_ms - first).max(0) as u64)
-                        }
-                    };
-                    let wait = due.saturating_sub(started.elapsed());
-                    if !wait.is_zero() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = stop.cancelled() => continue,
-                        }
-                    }
-                }
-                index += 1;
-                let entry = self.one(row).await;
-                summary.count(entry.verdict);
-                serde_json::to_writer(&mut *report, &entry).map_err(std::io::Error::from)?;
-                writeln!(report)?;
-                if entry.verdict != Verdict::Same && entry.verdict != Verdict::Unverified {
-                    writeln!(
-                        log,
-                        "{:<10} {} bot {} {}: {}",
-                        match entry.verdict {
-                            Verdict::WouldSend => "would send".to_owned(),
-                            v => format!("{v:?}").to_lowercase(),
-                        },
-                        entry.time,
-                        entry.bot_id,
-                        entry.method,
-                        entry
-                            .reason
-                            .clone()
-                            .or_else(|| entry.differences.first().cloned())
-                            .unwrap_or_else(|| format!("{} encoded", entry.encoding))
-                    )?;
+                if !self.step(row, &mut pace, report, log, stop).await? {
+                    return Ok(pace.done());
                 }
             }
             if walk.at_end() {
-                break;
+                return Ok(pace.done());
             }
         }
-        summary.seconds = started.elapsed().as_secs_f64();
-        Ok(summary)
+    }
+
+    /// One call of a replay, at its pace; `false` once stopped.
+    pub async fn step(
+        &self,
+        row: &CallRow,
+        pace: &mut Pace,
+        report: &mut (dyn Write + Send),
+        log: &mut (dyn Write + Send),
+        stop: &CancellationToken,
+    ) -> Result<bool, AuditError> {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        if !self.cfg.dry_run {
+            let due = match self.cfg.rate {
+                Some(rate) => {
+                    Duration::try_from_secs_f64(pace.index as f64 / rate).unwrap_or(Duration::MAX)
+                }
+                None => {
+                    let first = *pace.first_ms.get_or_insert(row.received_ms);
+                    Duration::from_millis((row.received_ms - first).max(0) as u64)
+                }
+            };
+            let wait = due.saturating_sub(pace.started.elapsed());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+        }
+        pace.index += 1;
+        let entry = self.one(row).await;
+        pace.summary.count(entry.verdict);
+        serde_json::to_writer(&mut *report, &entry).map_err(std::io::Error::from)?;
+        writeln!(report)?;
+        if entry.verdict != Verdict::Same && entry.verdict != Verdict::Unverified {
+            writeln!(
+                log,
+                "{:<10} {} bot {} {}: {}",
+                match entry.verdict {
+                    Verdict::WouldSend => "would send".to_owned(),
+                    v => format!("{v:?}").to_lowercase(),
+                },
+                entry.time,
+                entry.bot_id,
+                entry.method,
+                entry
+                    .reason
+                    .clone()
+                    .or_else(|| entry.differences.first().cloned())
+                    .unwrap_or_else(|| format!("{} encoded", entry.encoding))
+            )?;
+        }
+        Ok(true)
     }
 
     /// One call: rebuilt, sent, compared.
@@ -286,6 +367,17 @@ impl<'a> Replayer<'a> {
             }
         };
         let (status, body, digest) = answer;
+        if row.http_status.is_none() {
+            // Read from the bus, its outcome not in the store: nothing to compare with.
+            entry.replayed = Some(Answer {
+                status: Some(status),
+                sha256: Some(digest),
+                ms: Some(sent.elapsed().as_millis() as u64),
+            });
+            entry.verdict = Verdict::Unverified;
+            entry.reason = Some("no recorded answer to compare with".into());
+            return entry;
+        }
         // The record keeps answers with the bot's token scrubbed: the replayed one too, to
         // compare like with like.
         let body = body.map(|b| scrub(b, &secrets));

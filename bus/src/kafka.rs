@@ -307,6 +307,137 @@ impl Consumer for KafkaConsumer {
     }
 }
 
+/// A topic read once from a moment in time to its end as it was when the read began, by a
+/// consumer that belongs to no group's work: it is assigned every partition, commits nothing,
+/// and so disturbs no role (`telepipe replay --from-bus`).
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    prefix: String,
+    /// Partition → the offset after which it is read to the end (its high watermark then).
+    ends: HashMap<i32, i64>,
+}
+
+impl KafkaBus {
+    /// Reads `topic` from the first record at or after `since_ms` (the broker's index of
+    /// record times; where the broker cannot say, from the earliest record kept) to its end
+    /// as of now.
+    pub async fn read_since(&self, topic: &str, since_ms: i64) -> Result<TopicReader, BusError> {
+        let cfg = self.cfg.clone();
+        let full = self.full(topic);
+        // librdkafka's metadata and offset lookups block: off the async threads.
+        tokio::task::spawn_blocking(move || -> Result<TopicReader, BusError> {
+            let wait = Timeout::After(Duration::from_secs(10));
+            let consumer: StreamConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &cfg.brokers)
+                .set("client.id", &cfg.client_id)
+                // A group of its own that never commits: nothing of the roles' moves.
+                .set(
+                    "group.id",
+                    format!(
+                        "{}replay-{}-{}",
+                        cfg.prefix,
+                        std::process::id(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0)
+                    ),
+                )
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.partition.eof", "false")
+                .create()
+                .map_err(backend)?;
+            let meta = consumer
+                .fetch_metadata(Some(&full), wait)
+                .map_err(backend)?;
+            let partitions: Vec<i32> = meta
+                .topics()
+                .iter()
+                .filter(|t| t.name() == full)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            let mut ends = HashMap::new();
+            let mut times = rdkafka::TopicPartitionList::new();
+            for &p in &partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&full, p, wait)
+                    .map_err(backend)?;
+                if high > low {
+                    ends.insert(p, high);
+                    times
+                        .add_partition_offset(&full, p, rdkafka::Offset::Offset(since_ms))
+                        .map_err(backend)?;
+                }
+            }
+            let starts = consumer.offsets_for_times(times.clone(), wait);
+            let mut assign = rdkafka::TopicPartitionList::new();
+            for (&p, &high) in &ends {
+                let start = match starts
+                    .as_ref()
+                    .ok()
+                    .and_then(|tpl| tpl.find_partition(&full, p))
+                    .map(|e| e.offset())
+                {
+                    Some(rdkafka::Offset::Offset(o)) => rdkafka::Offset::Offset(o),
+                    // No record that recent: nothing to read here.
+                    Some(rdkafka::Offset::End) => rdkafka::Offset::Offset(high),
+                    // The broker cannot look times up: everything it keeps (the reader
+                    // skips what is older by the records' own times).
+                    _ => rdkafka::Offset::Beginning,
+                };
+                assign
+                    .add_partition_offset(&full, p, start)
+                    .map_err(backend)?;
+            }
+            if let Err(error) = &starts {
+                tracing::info!(%error, "the broker cannot look offsets up by time; reading from the earliest record");
+            }
+            consumer.assign(&assign).map_err(backend)?;
+            Ok(TopicReader {
+                consumer,
+                prefix: cfg.prefix.clone(),
+                ends,
+            })
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+impl TopicReader {
+    /// The next record, or `None` once every partition was read to its end.
+    pub async fn next(&mut self) -> Result<Option<Record>, BusError> {
+        loop {
+            if self.ends.is_empty() {
+                return Ok(None);
+            }
+            let m = self.consumer.recv().await.map_err(backend)?;
+            let Some(&end) = self.ends.get(&m.partition()) else {
+                continue;
+            };
+            if m.offset() + 1 >= end {
+                self.ends.remove(&m.partition());
+            }
+            if m.offset() >= end {
+                continue;
+            }
+            let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
+                continue;
+            };
+            return Ok(Some(Record {
+                topic: topic.to_owned(),
+                partition: m.partition().max(0) as u32,
+                offset: m.offset().max(0) as u64,
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                value: None,
+            }));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Only consumers of the update topics alone wait long; anything on the request path

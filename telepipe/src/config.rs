@@ -382,6 +382,20 @@ pub struct ReplayArgs {
     /// Seconds one call may take.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+
+    /// Read the calls from the bus's `calls` topic (from `--since` on, with a consumer group
+    /// of its own that commits nothing) instead of the store: for testing a new version, or
+    /// rebuilding a store. Needs `--bus kafka://...` and `--since`.
+    #[arg(long)]
+    pub from_bus: bool,
+
+    /// With `--from-bus`: the bus (`kafka://host:port`).
+    #[arg(long, env = "TELEPIPE_BUS")]
+    pub bus: Option<String>,
+
+    /// With `--from-bus`: the deployment's topic prefix.
+    #[arg(long, env = "TELEPIPE_KAFKA_PREFIX", default_value = "telepipe.")]
+    pub kafka_prefix: String,
 }
 
 #[derive(Args, Debug, Clone)]

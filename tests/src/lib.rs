@@ -298,6 +298,16 @@ impl Proc {
         self.dir.0.join("data")
     }
 
+    /// The value a flag was given on the gateway's command line (or a helper's).
+    pub fn flag(&self, name: &str) -> Option<String> {
+        self.args
+            .iter()
+            .chain(self.helper_args.iter().flatten())
+            .skip_while(|a| *a != name)
+            .nth(1)
+            .cloned()
+    }
+
     /// The flags that open this gateway's record from another command (`telepipe audit`,
     /// `replay`, `gc`): its data folder, and its seal key when given on the command line.
     pub fn record_flags(&self) -> Vec<String> {
@@ -307,15 +317,9 @@ impl Proc {
         ];
         // What the gateway was given of the record's whereabouts: its key, blobs and store.
         for flag in ["--seal-key", "--blobs", "--store"] {
-            let given = self
-                .args
-                .iter()
-                .chain(self.helper_args.iter().flatten())
-                .skip_while(|a| *a != flag)
-                .nth(1);
-            if let Some(value) = given {
+            if let Some(value) = self.flag(flag) {
                 flags.push(flag.into());
-                flags.push(value.clone());
+                flags.push(value);
             }
         }
         flags

@@ -276,6 +276,37 @@ async fn the_record_is_audited_and_replayed_without_differences() {
     );
     assert!(forced.contains("result.id: 7001 → 7999"), "{forced}");
 
+    // On Kafka, the same calls read from the bus instead of the store, into a third sandbox.
+    if let (Some(bus), Some(prefix)) = (gw.flag("--bus"), gw.flag("--kafka-prefix")) {
+        let third = Proc::sandbox(&[]).await.unwrap();
+        let summary = replay(
+            &gw,
+            &[
+                "--from-bus",
+                "--bus",
+                &bus,
+                "--kafka-prefix",
+                &prefix,
+                "--since",
+                "1h",
+                "--target",
+                &third.url,
+                "--rate",
+                "5000",
+            ],
+        )
+        .await;
+        assert!(
+            summary.starts_with(&format!("{total} calls selected: {total} same")),
+            "{summary}"
+        );
+        let c = Control::new(&third);
+        assert_eq!(
+            c.calls(7002, Some("sendDocument")).await.unwrap().len(),
+            ROUNDS
+        );
+    }
+
     // Retention on demand: a dry run counts, then everything older than now goes.
     let gc = |extra: &[&str]| {
         let mut args = vec!["gc".to_owned()];
