@@ -8,7 +8,9 @@
 //! # Layout
 //! Everything is in this file: [`Tasks`], [`TaskFailed`], [`shutdown_on_signal`].
 
+use futures_util::FutureExt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,7 +59,13 @@ impl Tasks {
         self.tracker.spawn(
             async move {
                 tracing::debug!("task started");
-                match fut.await {
+                // A panic is a failure like any other: the group stops, rather than run on
+                // without the task.
+                let result = match AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
+                };
+                match result {
                     Ok(()) => tracing::debug!("task finished"),
                     Err(e) => {
                         tracing::error!(error = %e, "task failed; shutting down");
@@ -65,7 +73,7 @@ impl Tasks {
                         if slot.is_none() {
                             *slot = Some(TaskFailed {
                                 task: name,
-                                error: e.to_string(),
+                                error: e,
                             });
                         }
                         shutdown.cancel();
@@ -91,6 +99,15 @@ impl Tasks {
             None => Ok(()),
         }
     }
+}
+
+/// What a panic said (`panic!("...")` carries a `&str` or a `String`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
@@ -131,6 +148,28 @@ mod tests {
         tasks.spawn("fails", async { Err::<(), _>("boom".to_string()) });
         let err = tasks.join().await.unwrap_err();
         assert_eq!(err.task, "fails");
+        assert!(tasks.shutdown().is_cancelled());
+    }
+
+    /// A task that panics fails its group like one that returns an error.
+    #[tokio::test]
+    async fn a_panic_cancels_the_group_too() {
+        let tasks = Tasks::new(CancellationToken::new());
+        let sd = tasks.shutdown().clone();
+        tasks.spawn("waits", async move {
+            sd.cancelled().await;
+            Ok::<(), String>(())
+        });
+        tasks.spawn("panics", async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            Ok::<(), String>(())
+        });
+        let err = tasks.join().await.unwrap_err();
+        assert_eq!(err.task, "panics");
+        assert!(err.error.contains("index out of bounds"), "{}", err.error);
         assert!(tasks.shutdown().is_cancelled());
     }
 }

@@ -208,7 +208,7 @@ pub async fn run(
                 tokio::spawn(async move {
                     {
                         let _share = shares.acquire(env.header.bot_id).await;
-                        process(&deps, &run, env).await;
+                        guarded(&deps, &run, &env).await;
                     }
                     // Release before reporting, so the loop sees the permit free when it
                     // reads the report.
@@ -265,15 +265,75 @@ fn routed<'a>(
     }
 }
 
+/// [`process`], made safe from panics: a handler that panics still gets its call a shaped
+/// answer and an audit row, and returns (so its offset is released and its slots freed). The
+/// answer is a 500 when nothing went upstream (or the method only reads); otherwise the 409
+/// of an unknown outcome, since the call may have been executed and a 5xx invites a resend.
+async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let work = AssertUnwindSafe(process(deps, run, env)).catch_unwind();
+    let Err(panic) = telegram::sent::track(sent.clone(), work).await else {
+        return;
+    };
+    let method = &env.payload.method;
+    let reached = sent.load(std::sync::atomic::Ordering::Relaxed);
+    metrics::PANICS.inc();
+    tracing::error!(
+        %method,
+        reached_upstream = reached,
+        panic = %lifecycle::panic_message(&*panic),
+        "a call's handler panicked; answering it with an error"
+    );
+    let error = if !reached || router::safe_to_repeat(method) {
+        schemas::ApiError::internal("the gateway failed on this call")
+    } else {
+        schemas::ApiError::new(409, UNKNOWN_OUTCOME)
+    };
+    let answer = outcome::finish(deps, run, env, schemas::Response::from_error(&error));
+    if AssertUnwindSafe(answer).catch_unwind().await.is_err() {
+        tracing::error!(%method, "answering a call that panicked panicked too");
+    }
+}
+
+/// What a call gets when it may or may not have been executed.
+const UNKNOWN_OUTCOME: &str =
+    "Conflict: the gateway restarted while this call was in flight; it may or may not have been executed";
+
+/// Test builds only: `TELEPIPE_TEST_PANIC=<method>` makes that method's handler panic before
+/// anything goes upstream, `TELEPIPE_TEST_PANIC_AFTER=<method>` after upstream answered (the
+/// end-to-end tests force both). Release builds compile this out.
+fn forced_panic(method: &str, after: bool) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    static BEFORE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    static AFTER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let (cell, var) = if after {
+        (&AFTER, "TELEPIPE_TEST_PANIC_AFTER")
+    } else {
+        (&BEFORE, "TELEPIPE_TEST_PANIC")
+    };
+    if cell
+        .get_or_init(|| std::env::var(var).ok())
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case(method))
+    {
+        panic!("forced by {var} (a test)");
+    }
+}
+
 /// One call, start to finish. Never fails: every failure becomes an answer.
-async fn process(deps: &Deps, run: &Run, env: Envelope<Call>) {
+async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+    forced_panic(&env.payload.method, false);
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
     bus::metrics::STAGE_SECONDS
         .with_label_values(&["queue"])
         .observe(queued_ms as f64 / 1000.0);
 
     if let Some(err) = &env.payload.rejected {
-        outcome::record_rejected(deps, &env, err).await;
+        outcome::record_rejected(deps, env, err).await;
         return;
     }
     let begin = match run.durable {
@@ -300,7 +360,7 @@ async fn process(deps: &Deps, run: &Run, env: Envelope<Call>) {
             tracing::info!("redelivered call answered from its recorded outcome");
             metrics::REDELIVERED.with_label_values(&["answered"]).inc();
             stored.origin = schemas::Origin::Stored;
-            outcome::reply(deps, &run.producer, &env, stored).await;
+            outcome::reply(deps, &run.producer, env, stored).await;
             return;
         }
         store::Begin::InFlight if !router::safe_to_repeat(&env.payload.method) => {
@@ -310,21 +370,20 @@ async fn process(deps: &Deps, run: &Run, env: Envelope<Call>) {
             metrics::REDELIVERED
                 .with_label_values(&["unknown_outcome"])
                 .inc();
-            schemas::Response::from_error(&schemas::ApiError::new(
-                409,
-                "Conflict: the gateway restarted while this call was in flight; it may or may not have been executed",
-            ))
+            schemas::Response::from_error(&schemas::ApiError::new(409, UNKNOWN_OUTCOME))
         }
         other => {
             if other == store::Begin::InFlight {
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
-            match router::route(&env.payload) {
-                router::Route::Passthrough => passthrough::execute(deps, &env).await,
-                other => routed(other, deps, &env).await,
-            }
+            let response = match router::route(&env.payload) {
+                router::Route::Passthrough => passthrough::execute(deps, env).await,
+                other => routed(other, deps, env).await,
+            };
+            forced_panic(&env.payload.method, true);
+            response
         }
     };
     response.stages.queue_ms = queued_ms;
-    outcome::finish(deps, run, &env, response).await;
+    outcome::finish(deps, run, env, response).await;
 }

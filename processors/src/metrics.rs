@@ -25,6 +25,14 @@ pub static REDELIVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "telepipe_call_panics_total",
+        "Calls whose handler panicked (each was answered with an error and recorded)."
+    )
+    .expect("metric registers once")
+});
+
 pub static STORE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "telepipe_store_errors_total",

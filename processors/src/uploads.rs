@@ -703,6 +703,7 @@ async fn mtproto_upload(
         seconds = started.elapsed().as_secs_f64(),
         "uploaded over MTProto"
     );
+    telegram::sent::mark();
     let stored = mtproto
         .upload_media(token, uploaded, media)
         .await

@@ -170,6 +170,7 @@ impl BotApi {
         body: UpstreamBody,
         timeout: Duration,
     ) -> Result<UpstreamAnswer, UpstreamError> {
+        crate::sent::mark();
         let verb = if http_method.eq_ignore_ascii_case("GET") {
             reqwest::Method::GET
         } else {
