@@ -64,6 +64,9 @@ pub struct ProcessorConfig {
     pub durable_bus: bool,
     /// How long shutdown waits for calls in flight.
     pub drain_timeout: Duration,
+    /// Long polls (getUpdates with a timeout) waiting at once outside the slots of `total`;
+    /// past it, a long poll takes a slot like any call.
+    pub polls: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -75,6 +78,7 @@ impl Default for ProcessorConfig {
             result_ttl: RESULT_TTL,
             durable_bus: true,
             drain_timeout: Duration::from_secs(30),
+            polls: 100_000,
         }
     }
 }
@@ -179,6 +183,7 @@ pub async fn run(
         bots: Mutex::new(HashMap::new()),
     });
     let total = Arc::new(Semaphore::new(cfg.total.max(1)));
+    let polls = Arc::new(Semaphore::new(cfg.polls.max(1)));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u32, u64)>();
     let mut tracker = OffsetTracker::default();
 
@@ -193,7 +198,6 @@ pub async fn run(
             }
             record = consumer.next(), if total.available_permits() > 0 => {
                 let record = record?;
-                let permit = total.clone().try_acquire_owned().expect("a permit is free");
                 tracker.start(&record.topic, record.partition, record.offset);
                 let done = done_tx.clone();
                 let key = (record.topic.clone(), record.partition, record.offset);
@@ -201,12 +205,29 @@ pub async fn run(
                     let _ = done.send(key);
                     continue;
                 };
+                // A long poll mostly waits: it takes neither a slot nor the bot's share, so
+                // no number of waiting polls holds up anyone's calls (they have a bound of
+                // their own).
+                let (permit, parked) = if is_long_poll(&env.payload) {
+                    match polls.clone().try_acquire_owned() {
+                        Ok(p) => (p, true),
+                        Err(_) => (total.clone().try_acquire_owned().expect("a permit is free"), false),
+                    }
+                } else {
+                    (total.clone().try_acquire_owned().expect("a permit is free"), false)
+                };
+                if parked {
+                    metrics::POLLS_WAITING.inc();
+                }
                 let deps = deps.clone();
                 let shares = shares.clone();
                 let run = run.clone();
                 let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
                 tokio::spawn(async move {
-                    {
+                    if parked {
+                        guarded(&deps, &run, &env).await;
+                        metrics::POLLS_WAITING.dec();
+                    } else {
                         let _share = shares.acquire(env.header.bot_id).await;
                         guarded(&deps, &run, &env).await;
                     }
@@ -241,6 +262,17 @@ pub async fn run(
     }
     consumer.flush().await?;
     Ok(())
+}
+
+/// getUpdates with a timeout: a call that mostly waits (any spelling of the method, the
+/// timeout in the query, a form or JSON).
+fn is_long_poll(call: &Call) -> bool {
+    call.method.eq_ignore_ascii_case("getUpdates")
+        && call.params().get("timeout").is_some_and(|t| match t {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|v| v > 0.0),
+            serde_json::Value::String(s) => s.trim().parse::<f64>().is_ok_and(|v| v > 0.0),
+            _ => false,
+        })
 }
 
 /// The routes other than the passthrough, boxed: a spawned call's future is as large as its
@@ -386,4 +418,40 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>) {
     };
     response.stages.queue_ms = queued_ms;
     outcome::finish(deps, run, env, response).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: &str, query: &str, body: schemas::CallBody) -> Call {
+        Call {
+            token: None,
+            token_fingerprint: schemas::TokenFingerprint("x".into()),
+            test_env: false,
+            method: method.into(),
+            http_method: "POST".into(),
+            query: query.into(),
+            body,
+            deadline_ms: 0,
+            rejected: None,
+        }
+    }
+
+    #[test]
+    fn long_polls_are_getupdates_with_a_timeout() {
+        use schemas::CallBody::{Empty, Json};
+        assert!(is_long_poll(&call("getUpdates", "timeout=30", Empty)));
+        assert!(is_long_poll(&call(
+            "GETUPDATES",
+            "",
+            Json {
+                value: serde_json::json!({"timeout": 5})
+            }
+        )));
+        assert!(!is_long_poll(&call("getUpdates", "timeout=0", Empty)));
+        assert!(!is_long_poll(&call("getUpdates", "", Empty)));
+        assert!(!is_long_poll(&call("getUpdates", "timeout=soon", Empty)));
+        assert!(!is_long_poll(&call("sendMessage", "timeout=30", Empty)));
+    }
 }

@@ -25,6 +25,14 @@ pub static REDELIVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static POLLS_WAITING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "telepipe_long_polls_waiting",
+        "getUpdates long polls waiting outside the processing slots."
+    )
+    .expect("metric registers once")
+});
+
 pub static PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "telepipe_call_panics_total",

@@ -103,6 +103,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_CONCURRENCY", default_value_t = 4096)]
     pub concurrency: usize,
 
+    /// Long polls (getUpdates with a timeout) that may wait at once without taking one of the
+    /// `--concurrency` slots; past it they take slots like any call.
+    #[arg(long, env = "TELEPIPE_MAX_LONG_POLLS", default_value_t = 100_000)]
+    pub max_long_polls: usize,
+
     /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
     pub bus: String,

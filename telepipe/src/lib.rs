@@ -291,6 +291,7 @@ pub async fn run(
                     drain_timeout: drain,
                     durable_bus: args.bus != "memory",
                     result_ttl: args.retain.retain_results,
+                    polls: args.max_long_polls,
                 },
                 processors::Deps {
                     bus: bus.clone(),

@@ -71,6 +71,57 @@ async fn a_long_poll_does_not_hold_up_the_bots_other_calls() {
     assert_eq!(r["result"], json!([]));
 }
 
+/// Waiting long polls take none of the processing slots: with 4 slots and 12 bots polling,
+/// another bot's calls are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_polls_hold_no_slot() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--concurrency", "4"])
+        .await
+        .unwrap();
+    let http = client();
+    let polls: Vec<_> = (0..12)
+        .map(|i| {
+            let url = format!("{}/bot{}/getUpdates?timeout=30", gw.url, token(41_000 + i));
+            let http = http.clone();
+            tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    for i in 0..12 {
+        control
+            .wait_for_call(41_000 + i, "getUpdates")
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        let r = http
+            .get(format!(
+                "{}/bot{}/sendMessage?chat_id=1&text=m{i}",
+                gw.url,
+                token(42_000)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Before the fix each call waited for a poll to end (30 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        polls.iter().all(|p| !p.is_finished()),
+        "the polls still wait"
+    );
+    for p in polls {
+        p.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_polls_and_webhooks_get_409() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
