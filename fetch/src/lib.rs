@@ -207,10 +207,22 @@ fn refusal_in(e: &reqwest::Error) -> Option<FetchError> {
     None
 }
 
-/// Resolves with the system resolver, then checks every address.
-struct Guard(Arc<FetchPolicy>);
+/// A rule about which addresses a connection may go to.
+pub trait AddressPolicy: Send + Sync + 'static {
+    fn allows(&self, ip: IpAddr) -> Result<(), &'static str>;
+}
 
-impl reqwest::dns::Resolve for Guard {
+impl AddressPolicy for FetchPolicy {
+    fn allows(&self, ip: IpAddr) -> Result<(), &'static str> {
+        FetchPolicy::allows(self, ip)
+    }
+}
+
+/// Resolves with the system resolver, then checks every address: a name cannot be made to
+/// point elsewhere between a check and the connection (DNS rebinding).
+pub struct Guard<P: AddressPolicy>(pub Arc<P>);
+
+impl<P: AddressPolicy> reqwest::dns::Resolve for Guard<P> {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.0.clone();
         Box::pin(async move {
@@ -354,4 +366,264 @@ fn disposition_name(v: &str) -> Option<String> {
         }
     }
     plain.filter(|n| !n.is_empty())
+}
+
+/// Where webhooks may be delivered (`--webhook-networks`): the classes `public`, `private`
+/// (RFC 1918, unique local IPv6, carrier-grade NAT) and `loopback`, and any CIDRs. Whatever is
+/// allowed, link-local and cloud-metadata addresses (169.254.0.0/16, fe80::/10,
+/// fd00:ec2::254) and the gateway's own listening addresses are refused: a webhook must not
+/// read the cloud's credentials or call the gateway's own endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Destinations {
+    public: bool,
+    private: bool,
+    loopback: bool,
+    nets: Vec<(IpAddr, u8)>,
+    /// The gateway's listening addresses (an unspecified address: every local one).
+    own: Vec<SocketAddr>,
+}
+
+impl Destinations {
+    /// Parses `public,private,loopback,10.1.0.0/16,...`.
+    pub fn parse(spec: &[String]) -> Result<Self, String> {
+        let mut d = Destinations::default();
+        for item in spec.iter().flat_map(|s| s.split(',')).map(str::trim) {
+            match item {
+                "" => {}
+                "public" => d.public = true,
+                "private" => d.private = true,
+                "loopback" => d.loopback = true,
+                net => d.nets.push(parse_net(net)?),
+            }
+        }
+        Ok(d)
+    }
+
+    /// Today's behaviour: every class.
+    pub fn all() -> Self {
+        Self {
+            public: true,
+            private: true,
+            loopback: true,
+            ..Self::default()
+        }
+    }
+
+    /// Also refuses the gateway's own listening addresses.
+    pub fn with_own(mut self, own: &[SocketAddr]) -> Self {
+        self.own.extend_from_slice(own);
+        self
+    }
+
+    /// Whether a connection to `addr` is allowed; why not, when it is not.
+    pub fn allows_addr(&self, addr: SocketAddr) -> Result<(), &'static str> {
+        let ip = addr.ip();
+        let is_own = self.own.iter().any(|o| {
+            o.port() == addr.port()
+                && (o.ip() == ip
+                    || (o.ip().is_unspecified() && (ip.is_loopback() || refused(ip).is_some())))
+        });
+        if is_own {
+            return Err("the gateway's own address");
+        }
+        AddressPolicy::allows(self, ip)
+    }
+
+    /// Every address `url` resolves to must be allowed; the addresses, checked.
+    pub async fn check_url(&self, url: &url::Url) -> Result<Vec<SocketAddr>, String> {
+        let port = url.port_or_known_default().ok_or("the URL has no port")?;
+        let addrs: Vec<SocketAddr> = match url.host() {
+            Some(url::Host::Ipv4(v4)) => vec![SocketAddr::new(IpAddr::V4(v4), port)],
+            Some(url::Host::Ipv6(v6)) => vec![SocketAddr::new(IpAddr::V6(v6), port)],
+            Some(url::Host::Domain(d)) => {
+                let host = d.trim_end_matches('.').to_ascii_lowercase();
+                let found = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|_| "Failed to resolve host: Name or service not known".to_owned())?;
+                found.collect()
+            }
+            None => return Err("the URL has no host".into()),
+        };
+        if addrs.is_empty() {
+            return Err("Failed to resolve host: Name or service not known".into());
+        }
+        for a in &addrs {
+            self.allows_addr(*a).map_err(|why| {
+                format!("the address {} is {why}, where webhooks may not go", a.ip())
+            })?;
+        }
+        Ok(addrs)
+    }
+}
+
+fn parse_net(net: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = net.split_once('/').unwrap_or((net, ""));
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{net:?} is neither public, private, loopback nor a CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if len.is_empty() {
+        max
+    } else {
+        len.parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{net:?}: the prefix length is wrong"))?
+    };
+    Ok((ip, len))
+}
+
+fn in_net(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => in_v4(a, n.octets(), u32::from(len)),
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let len = u32::from(len).min(128);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl AddressPolicy for Destinations {
+    fn allows(&self, ip: IpAddr) -> Result<(), &'static str> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        // Refused whatever is allowed: link-local (cloud metadata lives there) and the
+        // metadata service's IPv6 address.
+        let always = match ip {
+            IpAddr::V4(v4) => {
+                v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()
+            }
+            IpAddr::V6(v6) => {
+                v6.segments()[0] & 0xffc0 == 0xfe80
+                    || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+            }
+        };
+        if always {
+            return Err("a link-local, metadata or unusable address");
+        }
+        if self.nets.iter().any(|n| in_net(ip, *n)) {
+            return Ok(());
+        }
+        let class = match (ip, refused(ip)) {
+            (_, None) => self.public,
+            (ip, _) if ip.is_loopback() => self.loopback,
+            (IpAddr::V4(v4), _) if v4.is_private() || in_v4(v4, [100, 64, 0, 0], 10) => {
+                self.private
+            }
+            (IpAddr::V6(v6), _) if v6.segments()[0] & 0xfe00 == 0xfc00 => self.private,
+            (_, Some(why)) => return Err(why),
+        };
+        if class {
+            Ok(())
+        } else {
+            Err(refused(ip).unwrap_or("a public address"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod destination_tests {
+    use super::*;
+
+    fn d(spec: &str) -> Destinations {
+        Destinations::parse(&[spec.to_owned()]).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn classes_and_networks() {
+        let all = d("public,private,loopback");
+        for ok in [
+            "8.8.8.8",
+            "10.0.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "::1",
+            "fd12::1",
+            "2a00:1450::1",
+        ] {
+            assert!(all.allows(ip(ok)).is_ok(), "{ok}");
+        }
+        // Always refused: metadata and link-local, in any spelling, even when listed.
+        for no in [
+            "169.254.169.254",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "0.0.0.0",
+        ] {
+            assert!(all.allows(ip(no)).is_err(), "{no}");
+            assert!(
+                d("169.254.0.0/16,fe80::/10").allows(ip(no)).is_err(),
+                "{no}"
+            );
+        }
+        let public = d("public");
+        assert!(public.allows(ip("8.8.8.8")).is_ok());
+        for no in [
+            "10.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "100.64.0.1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(public.allows(ip(no)).is_err(), "{no}");
+        }
+        let some = d("public,10.1.0.0/16");
+        assert!(some.allows(ip("10.1.2.3")).is_ok());
+        assert!(some.allows(ip("10.2.0.1")).is_err());
+        assert!(d("loopback").allows(ip("8.8.8.8")).is_err());
+        assert!(Destinations::parse(&["public,intranet".into()]).is_err());
+        assert!(Destinations::parse(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    #[test]
+    fn the_gateways_own_addresses_are_refused() {
+        let own: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let all = Destinations::all().with_own(&[own]);
+        assert!(all.allows_addr(own).is_err());
+        assert!(all.allows_addr("127.0.0.1:8443".parse().unwrap()).is_ok());
+        let any = Destinations::all().with_own(&["0.0.0.0:8081".parse().unwrap()]);
+        assert!(any.allows_addr("127.0.0.1:8081".parse().unwrap()).is_err());
+        assert!(any.allows_addr("10.0.0.5:8081".parse().unwrap()).is_err());
+        assert!(any.allows_addr("8.8.8.8:8081".parse().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_on_every_address() {
+        let public = d("public");
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert!(public
+            .check_url(&url("http://127.0.0.1:9/x"))
+            .await
+            .is_err());
+        assert!(public
+            .check_url(&url("http://localhost:9/x"))
+            .await
+            .is_err());
+        assert!(public.check_url(&url("http://[::1]:22/")).await.is_err());
+        let all = Destinations::all();
+        assert!(all
+            .check_url(&url("http://169.254.169.254/latest/meta-data/"))
+            .await
+            .is_err());
+        assert_eq!(
+            all.check_url(&url("http://127.0.0.1:9/x")).await.unwrap(),
+            vec!["127.0.0.1:9".parse::<SocketAddr>().unwrap()]
+        );
+    }
 }

@@ -99,6 +99,8 @@ pub struct Deps {
     /// The waiting calls of an ingest in this same process, when there is one: their answers
     /// are handed over directly rather than through its reply topic.
     pub local_replies: Option<LocalReplies>,
+    /// Where setWebhook may point (`--webhook-networks`).
+    pub webhook_destinations: Arc<fetch::Destinations>,
 }
 
 /// An ingest's correlator in this process, and the reply topic it would read.

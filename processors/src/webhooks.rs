@@ -54,6 +54,11 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
     {
         return bad("bad webhook: an http:// or https:// URL must be provided for webhook");
     }
+    if let Some(u) = &parsed {
+        if let Err(why) = deps.webhook_destinations.check_url(u).await {
+            return bad(&format!("bad webhook: {why}"));
+        }
+    }
     let secret = params
         .get("secret_token")
         .map(text)

@@ -54,6 +54,7 @@ async fn world() -> World {
             topic: "responses.local".into(),
             correlator: w.local.clone(),
         }),
+        webhook_destinations: Arc::new(fetch::Destinations::all()),
     };
     tokio::spawn(processors::run(
         ProcessorConfig::default(),

@@ -172,6 +172,18 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_STORAGE_CHAT_ID", allow_hyphen_values = true)]
     pub storage_chat_id: Option<i64>,
 
+    /// Where webhooks may be delivered: `public`, `private` (RFC 1918, unique local IPv6),
+    /// `loopback` and CIDRs, comma-separated. Link-local and cloud-metadata addresses and the
+    /// gateway's own listening address are refused whatever this says. Checked at setWebhook
+    /// and at every delivery. A host of other people's bots sets `public`.
+    #[arg(
+        long,
+        env = "TELEPIPE_WEBHOOK_NETWORKS",
+        value_delimiter = ',',
+        default_value = "public,private,loopback"
+    )]
+    pub webhook_networks: Vec<String>,
+
     /// Networks URL uploads may fetch from although not public (`10.1.0.0/16,127.0.0.2/32`).
     #[arg(long, env = "TELEPIPE_ALLOW_URL_NETWORKS", value_delimiter = ',')]
     pub allow_url_networks: Vec<String>,

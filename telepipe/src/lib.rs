@@ -183,6 +183,17 @@ pub async fn run(
     let pipeline = CancellationToken::new();
     let http_done = CancellationToken::new();
 
+    // Bound first: webhooks must know the gateway's own address to refuse it.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let destinations = Arc::new(
+        fetch::Destinations::parse(&args.webhook_networks)
+            .map_err(anyhow::Error::msg)
+            .context("--webhook-networks")?
+            .with_own(&[addr]),
+    );
     let mut hook_surface = None;
     let mut local_replies = None;
     let ingest = if roles.ingest() {
@@ -218,6 +229,7 @@ pub async fn run(
             store: store.clone(),
             upstream: upstream.clone(),
             sealer: sealer.clone(),
+            destinations: destinations.clone(),
         };
         let producer = format!("ingest/{}", args.instance);
         tasks.spawn(
@@ -241,10 +253,6 @@ pub async fn run(
             sealer.clone(),
         )
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
     if roles.processors() {
         let files = processors::files::Files::new(
             processors::files::FilesConfig {
@@ -276,6 +284,7 @@ pub async fn run(
                     store: store.clone(),
                     upstream: upstream.clone(),
                     sealer: sealer.clone(),
+                    destinations: destinations.clone(),
                 },
                 args.storage_chat_id,
                 pipeline.clone(),
@@ -305,6 +314,7 @@ pub async fn run(
                         .as_ref()
                         .map(|u| u.trim_end_matches('/').to_owned()),
                     local_replies,
+                    webhook_destinations: destinations.clone(),
                 },
                 pipeline.clone(),
             ),

@@ -41,7 +41,7 @@ pub async fn run(
     let mut consumer = deps.bus.subscribe(GROUP, &topics).await?;
     let mut workers: HashMap<BotId, Worker> = HashMap::new();
     // One connection pool for every webhook without a certificate of its own.
-    let shared = client_with(None);
+    let shared = client_with(None, &deps.destinations);
     let mut scan = tokio::time::interval(SCAN_EVERY);
     loop {
         tokio::select! {
@@ -126,10 +126,12 @@ fn worker<'a>(
 }
 
 /// The HTTP client for webhooks: with a bot's own certificate trusted, when it gave one.
-fn client_with(pem: Option<&str>) -> reqwest::Client {
+fn client_with(pem: Option<&str>, destinations: &Arc<fetch::Destinations>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none());
+        .redirect(reqwest::redirect::Policy::none())
+        // Names are checked again as the connection resolves them (DNS can change).
+        .dns_resolver(Arc::new(fetch::Guard(destinations.clone())));
     if let Some(pem) = pem {
         match reqwest::Certificate::from_pem(pem.as_bytes()) {
             Ok(cert) => b = b.add_root_certificate(cert),
@@ -140,7 +142,21 @@ fn client_with(pem: Option<&str>) -> reqwest::Client {
 }
 
 /// Posts one update; the reply body, or what went wrong as getWebhookInfo says it.
-async fn post(http: &reqwest::Client, row: &WebhookRow, body: String) -> Result<Vec<u8>, String> {
+async fn post(
+    http: &reqwest::Client,
+    destinations: &fetch::Destinations,
+    row: &WebhookRow,
+    body: String,
+) -> Result<Vec<u8>, String> {
+    // Every address the URL has now, with its port (the gateway's own addresses are refused
+    // by port): an operator's --webhook-networks holds at every delivery, not only at
+    // setWebhook.
+    let url =
+        url::Url::parse(&row.url).map_err(|_| "bad webhook: the URL is malformed".to_owned())?;
+    destinations
+        .check_url(&url)
+        .await
+        .map_err(|why| format!("bad webhook: {why}"))?;
     let mut req = http
         .post(&row.url)
         .header("content-type", "application/json")
@@ -212,7 +228,7 @@ async fn deliver_bot(
             None => shared.clone(),
             Some(pem) => {
                 if own.as_ref().is_none_or(|(p, _)| p != pem) {
-                    own = Some((pem.clone(), client_with(Some(pem))));
+                    own = Some((pem.clone(), client_with(Some(pem), &deps.destinations)));
                 }
                 own.as_ref().expect("set above").1.clone()
             }
@@ -222,7 +238,7 @@ async fn deliver_bot(
         for (update_id, body) in pending {
             let sent = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = post(&http, &row, body) => r,
+                r = post(&http, &deps.destinations, &row, body) => r,
             };
             match sent {
                 Ok(reply) => {

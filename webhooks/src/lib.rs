@@ -28,6 +28,8 @@ pub struct Deps {
     pub store: Arc<dyn store::Store>,
     pub upstream: telegram::botapi::BotApi,
     pub sealer: schemas::Sealer,
+    /// Where webhooks may be delivered (`--webhook-networks`), checked at every delivery.
+    pub destinations: Arc<fetch::Destinations>,
 }
 
 #[derive(Debug, thiserror::Error)]
