@@ -456,7 +456,8 @@ impl Destinations {
     }
 }
 
-fn parse_net(net: &str) -> Result<(IpAddr, u8), String> {
+/// `addr/len` (or a bare address: the whole length): a network.
+pub fn parse_net(net: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = net.split_once('/').unwrap_or((net, ""));
     let ip: IpAddr = addr
         .parse()

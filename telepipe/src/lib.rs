@@ -379,21 +379,7 @@ fn url_networks(given: &[String]) -> anyhow::Result<Vec<(std::net::IpAddr, u8)>>
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            let s = s.trim();
-            let (addr, len) = s.split_once('/').unwrap_or((s, ""));
-            let ip: std::net::IpAddr = addr
-                .parse()
-                .with_context(|| format!("--allow-url-networks: {s}"))?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len = if len.is_empty() {
-                max
-            } else {
-                len.parse::<u8>()
-                    .ok()
-                    .filter(|l| *l <= max)
-                    .with_context(|| format!("--allow-url-networks: {s}"))?
-            };
-            Ok((ip, len))
+            fetch::parse_net(s.trim()).map_err(|e| anyhow::anyhow!("--allow-url-networks: {e}"))
         })
         .collect()
 }
