@@ -555,10 +555,7 @@ pub(crate) async fn username(
         .await
         .map_err(|_| Response::from_error(&ApiError::bad_gateway("upstream is unreachable")))?;
     let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    let Some(name) = v["result"]["username"]
-        .as_str()
-        .filter(|u| schemas::valid_username(u))
-    else {
+    let Some(name) = schemas::me_username(&v, bot.0) else {
         return Err(from_answer(deps, answer).await);
     };
     deps.files

@@ -184,13 +184,7 @@ async fn learn_username(deps: &Deps, env: &Envelope<Call>, response: &Response) 
     };
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     // The answer is the bot's own: its id must be the caller's.
-    if v["result"]["id"].as_i64() != Some(env.header.bot_id.0) {
-        return;
-    }
-    if let Some(name) = v["result"]["username"]
-        .as_str()
-        .filter(|u| schemas::valid_username(u))
-    {
+    if let Some(name) = schemas::me_username(&v, env.header.bot_id.0) {
         keep_username(deps, env.header.bot_id, name).await;
     }
 }

@@ -7,7 +7,11 @@ use telepipe_tests::{client, token, Control, Proc};
 
 fn catalogue() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/api.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("api.json")).expect("valid JSON")
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("api.json"))
+        .expect("valid JSON");
+    // The version this test (and the gateway's catalogue) pins.
+    assert_eq!(v["version"], schemas::catalogue::VERSION);
+    v
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
