@@ -9,6 +9,7 @@
 mod files;
 mod floor;
 mod nginx;
+mod polls;
 mod proxy;
 mod record;
 mod soak;
@@ -109,6 +110,21 @@ enum Bench {
         /// Pings in flight at once (1: the latency floor; more: the broker's ceiling).
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
+    },
+    /// Many bots long-polling: the gateway's RSS per parked poll, and another bot's
+    /// sendMessage latency at a steady rate with and without the polls (`ulimit -n` must allow
+    /// twice the polls).
+    Polls {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        #[arg(long, default_value_t = 5000)]
+        polls: usize,
+        /// sendMessage a second.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
     /// replay rate into a fresh sandbox.
@@ -279,6 +295,17 @@ fn main() -> anyhow::Result<()> {
                 .block_on(floor::ping_pong(&kafka, rounds, in_flight))?;
             println!("{f}");
             return Ok(());
+        }
+        Bench::Polls {
+            bin,
+            polls,
+            rate,
+            seconds,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(polls::run(bin, polls, rate.max(1), seconds.max(1)));
         }
         Bench::Record {
             bin,
