@@ -101,6 +101,9 @@ pub struct Deps {
     pub local_replies: Option<LocalReplies>,
     /// Where setWebhook may point (`--webhook-networks`).
     pub webhook_destinations: Arc<fetch::Destinations>,
+    /// Cancelled when the process starts shutting down (before open requests drain): waiting
+    /// long polls are then answered with no updates at once, rather than hold the drain.
+    pub polls_stop: Option<CancellationToken>,
 }
 
 /// An ingest's correlator in this process, and the reply topic it would read.
@@ -227,7 +230,15 @@ pub async fn run(
                 let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
                 tokio::spawn(async move {
                     if parked {
-                        guarded(&deps, &run, &env).await;
+                        let stop = deps.polls_stop.clone().unwrap_or_default();
+                        tokio::select! {
+                            _ = guarded(&deps, &run, &env) => {}
+                            // Nothing was confirmed to Telegram (that takes the next poll's
+                            // offset): the poll ends with no updates, and the bot asks again.
+                            _ = stop.cancelled() => {
+                                outcome::finish(&deps, &run, &env, webhooks::no_updates()).await;
+                            }
+                        }
                         metrics::POLLS_WAITING.dec();
                     } else {
                         let _share = shares.acquire(env.header.bot_id).await;

@@ -24,6 +24,11 @@ fn answer(v: &Value) -> Response {
     }
 }
 
+/// What a long poll cut short gets: no updates (nothing was confirmed; the bot asks again).
+pub fn no_updates() -> Response {
+    answer(&serde_json::json!({"ok": true, "result": []}))
+}
+
 fn bad(description: &str) -> Response {
     Response::from_error(&ApiError::bad_request(description))
 }

@@ -55,6 +55,7 @@ async fn world() -> World {
             correlator: w.local.clone(),
         }),
         webhook_destinations: Arc::new(fetch::Destinations::all()),
+        polls_stop: None,
     };
     tokio::spawn(processors::run(
         ProcessorConfig::default(),

@@ -315,6 +315,7 @@ pub async fn run(
                         .map(|u| u.trim_end_matches('/').to_owned()),
                     local_replies,
                     webhook_destinations: destinations.clone(),
+                    polls_stop: Some(shutdown.clone()),
                 },
                 pipeline.clone(),
             ),

@@ -122,6 +122,48 @@ async fn waiting_polls_hold_no_slot() {
     }
 }
 
+/// Shutting down answers waiting long polls at once with no updates (nothing was confirmed),
+/// instead of holding the drain until they time out. (One process: with the roles apart, the
+/// processor that holds the poll is stopped on its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_waiting_polls_at_once() {
+    if telepipe_tests::split() {
+        return;
+    }
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    let polls: Vec<_> = (0..5)
+        .map(|i| {
+            let url = format!("{}/bot{}/getUpdates?timeout=50", gw.url, token(43_000 + i));
+            let http = http.clone();
+            tokio::spawn(async move {
+                let r = http.get(url).send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for i in 0..5 {
+        control
+            .wait_for_call(43_000 + i, "getUpdates")
+            .await
+            .unwrap();
+    }
+    let t = std::time::Instant::now();
+    let status = gw.stop().await.unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    for p in polls {
+        let (status, body) = p.await.unwrap();
+        assert_eq!((status, &body["result"]), (200, &json!([])), "{body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_polls_and_webhooks_get_409() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
