@@ -90,21 +90,8 @@ pub(crate) async fn start_pair(
     dir: &Path,
     gateway_flags: &[&str],
 ) -> anyhow::Result<(Server, Server)> {
+    let sandbox = start_sandbox(bin, dir).await?;
     let env_file = dir.join("sandbox.env");
-    let sandbox = start(
-        bin,
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.join("sandbox").display().to_string(),
-            "--env-file",
-            &env_file.display().to_string(),
-        ],
-        &[],
-    )
-    .await?;
     let env: Vec<(String, String)> = std::fs::read_to_string(&env_file)?
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -115,6 +102,24 @@ pub(crate) async fn start_pair(
     args.extend_from_slice(gateway_flags);
     let gateway = start(bin, &args, &env).await?;
     Ok((sandbox, gateway))
+}
+
+/// A sandbox process of `bin`, its data under `dir/sandbox`, its settings in `dir/sandbox.env`.
+pub(crate) async fn start_sandbox(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
+    start(
+        bin,
+        &[
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.join("sandbox").display().to_string(),
+            "--env-file",
+            &dir.join("sandbox.env").display().to_string(),
+        ],
+        &[],
+    )
+    .await
 }
 
 /// Downloads `url` `rounds` times with `concurrency` clients; MB/s over all bytes.

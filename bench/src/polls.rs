@@ -5,7 +5,7 @@
 //! from the gateway to the sandbox, so the file-descriptor limit must allow twice the polls
 //! (`ulimit -n`).
 
-use crate::files::{proc_kb, start, stop};
+use crate::files::{proc_kb, start_pair, stop};
 use std::time::{Duration, Instant};
 
 /// sendMessage of one bot at `rate` a second for `seconds`: p50 and p99 in ms, and failures.
@@ -65,28 +65,7 @@ pub async fn run(
     seconds: u64,
 ) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("telepipe-bench-polls-{}", std::process::id()));
-    let sb_dir = dir.join("sandbox").display().to_string();
-    let gw_dir = dir.join("gateway").display().to_string();
-    let mut sandbox = start(
-        &bin,
-        &["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &sb_dir],
-        &[],
-    )
-    .await?;
-    let mut gw = start(
-        &bin,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &sandbox.url,
-            "--data-dir",
-            &gw_dir,
-        ],
-        &[],
-    )
-    .await?;
+    let (mut sandbox, mut gw) = start_pair(&bin, &dir, &[]).await?;
     let pid = gw.child.id().unwrap_or(0);
     let base = format!("{}/bot{}", gw.url, sandbox::token_for(900_000));
     // Warm-up: connections, the store's first pages.

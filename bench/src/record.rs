@@ -4,7 +4,7 @@
 //! and peak RSS of the process, from GNU time). Then the replay rate: calls made through a
 //! gateway to one sandbox, replayed into a fresh one as fast as it answers.
 
-use crate::files::{start, stop};
+use crate::files::{start_pair, start_sandbox, stop};
 use anyhow::Context;
 use schemas::{
     BodyBytes, BotId, Call, CallBody, CallId, Origin, Response, SealKey, Sealer, Stages,
@@ -169,29 +169,9 @@ pub async fn run(bin: PathBuf, calls: u64, replay_calls: usize) -> anyhow::Resul
     );
 
     // The replay rate: calls through a gateway into one sandbox, replayed into a fresh one.
-    let sb1 = dir.join("sandbox-1").display().to_string();
-    let sb2 = dir.join("sandbox-2").display().to_string();
-    let gw_dir = dir.join("gateway").display().to_string();
-    let mut first = start(
-        &bin,
-        &["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &sb1],
-        &[],
-    )
-    .await?;
-    let mut gw = start(
-        &bin,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &first.url,
-            "--data-dir",
-            &gw_dir,
-        ],
-        &[],
-    )
-    .await?;
+    let pair = dir.join("replayed");
+    let (mut first, mut gw) = start_pair(&bin, &pair, &[]).await?;
+    let gw_dir = pair.join("gateway").display().to_string();
     let http = reqwest::Client::new();
     let base = format!("{}/bot{}", gw.url, sandbox::token_for(4242));
     let per = replay_calls.div_ceil(8);
@@ -215,12 +195,7 @@ pub async fn run(bin: PathBuf, calls: u64, replay_calls: usize) -> anyhow::Resul
         c.await??;
     }
     stop(&mut gw).await?;
-    let mut second = start(
-        &bin,
-        &["sandbox", "--listen", "127.0.0.1:0", "--data-dir", &sb2],
-        &[],
-    )
-    .await?;
+    let mut second = start_sandbox(&bin, &dir.join("fresh")).await?;
     let (s, mb, out) = timed(
         &bin,
         &[

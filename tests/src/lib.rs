@@ -336,6 +336,18 @@ impl Proc {
     }
 }
 
+/// The Prometheus text a process serves at `<base>/metrics`.
+pub async fn metrics(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("/metrics has a body")
+}
+
 /// Runs `telepipe <args>` to its end; its stdout, or an error with its stderr.
 pub async fn telepipe(args: &[&str]) -> Result<String> {
     let out = Command::new(bin())

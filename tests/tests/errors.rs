@@ -226,14 +226,7 @@ async fn tokens_never_appear_in_clear() {
         .send()
         .await
         .unwrap();
-    let metrics = http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = telepipe_tests::metrics(&gw.url).await;
     assert!(metrics.contains("telepipe_calls_total"));
     // Wait for the audit rows (the rejected call's row is written after its answer), then
     // read the database with its write-ahead log.

@@ -71,14 +71,7 @@ async fn a_panicking_handler_answers_records_and_lets_go() {
     };
     assert_eq!(status_of("sendDice"), Some(500));
     assert_eq!(status_of("sendMessage"), Some(409));
-    let metrics = http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = telepipe_tests::metrics(&gw.url).await;
     if !telepipe_tests::split() {
         assert!(
             metrics.contains("telepipe_call_panics_total 2"),

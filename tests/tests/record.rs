@@ -328,14 +328,7 @@ async fn the_record_is_audited_and_replayed_without_differences() {
     );
 
     // No token in plaintext: the store, its blobs, the logs, the metrics, the reports.
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = telepipe_tests::metrics(&gw.url).await;
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
         ("metrics".into(), metrics.into_bytes()),
         ("log".into(), gw.log().into_bytes()),

@@ -479,14 +479,7 @@ async fn a_url_of_one_and_a_half_gigabytes_goes_through_mtproto_with_flat_memory
         "by file_id"
     );
     // Progress was reported while it went.
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = telepipe_tests::metrics(&gw.url).await;
     let sent: f64 = metrics
         .lines()
         .find(|l| l.starts_with("telepipe_upload_bytes_total{stage=\"mtproto\"}"))
