@@ -318,10 +318,9 @@ pub struct TopicReader {
 }
 
 impl KafkaBus {
-    /// Reads `topic` from the first record at or after `since_ms` (the broker's index of
-    /// record times; where the broker cannot say, from the earliest record kept) to its end
-    /// as of now.
-    pub async fn read_since(&self, topic: &str, since_ms: i64) -> Result<TopicReader, BusError> {
+    /// Reads `topic` from the earliest record kept to its end as of now; a caller that wants
+    /// records from a time on skips older ones by their own times.
+    pub async fn read_to_end(&self, topic: &str) -> Result<TopicReader, BusError> {
         let cfg = self.cfg.clone();
         let full = self.full(topic);
         // librdkafka's metadata and offset lookups block: off the async threads.
@@ -359,40 +358,20 @@ impl KafkaBus {
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
             let mut ends = HashMap::new();
-            let mut times = rdkafka::TopicPartitionList::new();
             for &p in &partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(&full, p, wait)
-                    .map_err(backend)?;
+                let (low, high) = consumer.fetch_watermarks(&full, p, wait).map_err(backend)?;
                 if high > low {
                     ends.insert(p, high);
-                    times
-                        .add_partition_offset(&full, p, rdkafka::Offset::Offset(since_ms))
-                        .map_err(backend)?;
                 }
             }
-            let starts = consumer.offsets_for_times(times.clone(), wait);
+            // From the earliest record kept, not the broker's time index: on Tansu the index
+            // once started a partition one record late (1,007 of 1,008 calls read in CI). The
+            // caller skips what is older than it asked for by the records' own times.
             let mut assign = rdkafka::TopicPartitionList::new();
-            for (&p, &high) in &ends {
-                let start = match starts
-                    .as_ref()
-                    .ok()
-                    .and_then(|tpl| tpl.find_partition(&full, p))
-                    .map(|e| e.offset())
-                {
-                    Some(rdkafka::Offset::Offset(o)) => rdkafka::Offset::Offset(o),
-                    // No record that recent: nothing to read here.
-                    Some(rdkafka::Offset::End) => rdkafka::Offset::Offset(high),
-                    // The broker cannot look times up: everything it keeps (the reader
-                    // skips what is older by the records' own times).
-                    _ => rdkafka::Offset::Beginning,
-                };
+            for &p in ends.keys() {
                 assign
-                    .add_partition_offset(&full, p, start)
+                    .add_partition_offset(&full, p, rdkafka::Offset::Beginning)
                     .map_err(backend)?;
-            }
-            if let Err(error) = &starts {
-                tracing::info!(%error, "the broker cannot look offsets up by time; reading from the earliest record");
             }
             consumer.assign(&assign).map_err(backend)?;
             Ok(TopicReader {

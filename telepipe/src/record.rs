@@ -197,7 +197,8 @@ async fn from_bus(
     log: &mut (dyn Write + Send),
     stop: &CancellationToken,
 ) -> anyhow::Result<audit::replay::Summary> {
-    let since = selection
+    // The bus is read from its earliest record; what is older than --since is skipped below.
+    selection
         .since
         .context("--from-bus reads the bus from a time: give --since")?;
     let url = args
@@ -208,7 +209,7 @@ async fn from_bus(
     let mut cfg = bus::kafka::KafkaConfig::from_url(url)?;
     cfg.prefix = args.kafka_prefix.clone();
     let bus = bus::kafka::KafkaBus::new(cfg)?;
-    let mut reader = bus.read_since(bus::topics::CALLS, since).await?;
+    let mut reader = bus.read_to_end(bus::topics::CALLS).await?;
     let mut pace = audit::replay::Pace::new();
     let Some(query) = selection.query(replayer.store).await? else {
         return Ok(pace.done());
