@@ -187,7 +187,9 @@ pub async fn row_from_bus(
     sealer: &Sealer,
     env: &schemas::Envelope<schemas::Call>,
 ) -> CallRow {
-    let call = &env.payload;
+    // As the bot sent it: the ingest marked its token on the bus.
+    let unmasked = schemas::mask::unmasked(sealer, env);
+    let call = unmasked.as_ref().unwrap_or(&env.payload);
     let bot = env.header.bot_id;
     let recorded = store.get_result(env.header.call_id).await.ok().flatten();
     let body = recorded

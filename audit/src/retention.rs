@@ -18,7 +18,7 @@ pub static ROWS_EXPIRED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_rows_expired_total",
         "Store rows forgotten by retention, by table (calls, results, updates). ScyllaDB \
-         expires results and updates by TTL and drops whole days of calls: not counted.",
+         expires results and updates by TTL: those are not counted.",
         &["table"]
     )
     .expect("metric registers once")
@@ -48,7 +48,8 @@ pub static FILE_BYTES_STORED: LazyLock<IntGauge> = LazyLock::new(|| {
 pub static TEMP_BLOBS_COLLECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_temporary_blobs_collected_total",
-        "Temporary blobs of transfers that broke off, deleted (what: blobs, bytes).",
+        "Blobs deleted by retention (what: blobs, bytes: temporary blobs of transfers that \
+         broke off; call_blobs, call_bytes: blobs only forgotten calls referenced).",
         &["what"]
     )
     .expect("metric registers once")
@@ -96,6 +97,9 @@ pub struct Pass {
     pub bytes_evicted: u64,
     pub temporary_blobs: u64,
     pub temporary_bytes: u64,
+    /// Blobs of forgotten calls (upload parts no stored file uses).
+    pub call_blobs: u64,
+    pub call_blob_bytes: u64,
     pub dry_run: bool,
 }
 
@@ -118,7 +122,7 @@ impl std::fmt::Display for Pass {
         write!(
             f,
             "; stored files: {} bytes, {} {} ({} bytes); temporary blobs of broken transfers: {} \
-             ({} bytes) {}",
+             ({} bytes) {}; blobs of forgotten calls: {} ({} bytes)",
             self.file_bytes,
             self.files_evicted,
             if self.dry_run {
@@ -134,6 +138,8 @@ impl std::fmt::Display for Pass {
             } else {
                 "collected"
             },
+            self.call_blobs,
+            self.call_blob_bytes,
         )
     }
 }
@@ -142,8 +148,8 @@ fn cut(now_ms: i64, keep: Duration) -> i64 {
     now_ms.saturating_sub(keep.as_millis().min(i64::MAX as u128) as i64)
 }
 
-/// One pass at `now_ms`. `updates`: whether delivered updates are purged too (the server does
-/// that every tenth pass).
+/// One pass at `now_ms`. `updates`: whether delivered updates are purged and the blobs of
+/// forgotten calls collected too (the server does that every tenth pass: it lists every blob).
 pub async fn pass(
     store: &dyn Store,
     blobs: &dyn Blobs,
@@ -162,10 +168,19 @@ pub async fn pass(
         Ok((n, bytes)) => (p.temporary_blobs, p.temporary_bytes) = (n, bytes),
         Err(error) => tracing::warn!(%error, "collecting temporary blobs failed"),
     }
+    if updates {
+        call_blobs(store, blobs, keep, now_ms, dry_run, &mut p).await?;
+    }
     if dry_run {
         p.calls = store.count_calls_before(cut(now_ms, keep.calls)).await?;
         return Ok(p);
     }
+    TEMP_BLOBS_COLLECTED
+        .with_label_values(&["call_blobs"])
+        .inc_by(p.call_blobs);
+    TEMP_BLOBS_COLLECTED
+        .with_label_values(&["call_bytes"])
+        .inc_by(p.call_blob_bytes);
     TEMP_BLOBS_COLLECTED
         .with_label_values(&["blobs"])
         .inc_by(p.temporary_blobs);
@@ -192,6 +207,31 @@ pub async fn pass(
         ROWS_EXPIRED.with_label_values(&[table]).inc_by(n);
     }
     Ok(p)
+}
+
+/// Deletes the blobs only forgotten calls referenced: last written before the calls' cut (a
+/// blob stored again is renewed) and used by no stored file.
+async fn call_blobs(
+    store: &dyn Store,
+    blobs: &dyn Blobs,
+    keep: Retention,
+    now_ms: i64,
+    dry_run: bool,
+    p: &mut Pass,
+) -> Result<(), StoreError> {
+    let cut_ms = cut(now_ms, keep.calls).max(0) as u64;
+    let before = std::time::UNIX_EPOCH + Duration::from_millis(cut_ms);
+    let in_use: HashSet<String> = store
+        .files_least_served(None, usize::MAX)
+        .await?
+        .into_iter()
+        .map(|f| f.row.blob.key)
+        .collect();
+    match blobs.collect_written_before(before, &in_use, dry_run).await {
+        Ok((n, bytes)) => (p.call_blobs, p.call_blob_bytes) = (n, bytes),
+        Err(error) => tracing::warn!(%error, "collecting the blobs of forgotten calls failed"),
+    }
+    Ok(())
 }
 
 /// Evicts stored files past the quota and the cap, least recently served first; never one
@@ -361,6 +401,44 @@ mod tests {
         row.stored_ms = served_ms;
         store.put_file(&row).await.unwrap();
         row
+    }
+
+    /// Blobs only forgotten calls referenced go on the slow pass (every tenth, and `gc`); a
+    /// stored file's blob stays.
+    #[tokio::test]
+    async fn blobs_of_forgotten_calls_are_collected() {
+        let store = store::sqlite::SqliteStore::in_memory().unwrap();
+        let dir = std::env::temp_dir().join(format!("tp-callblobs-{:x}", rand_id()));
+        let blobs = store::blobs::LocalBlobs::open(&dir).unwrap();
+        let upload = blobs
+            .put_bytes(
+                bytes::Bytes::from_static(b"an upload's file part"),
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        let file = stored(&store, &blobs, 1, "kept", 10, 0).await;
+        // Both blobs were written before the cut (a second of calls kept, a minute on).
+        let keep = Retention {
+            calls: Duration::from_secs(1),
+            ..Retention::default()
+        };
+        let now = schemas::now_ms() + 60_000;
+        let fast = pass(&store, &blobs, keep, now, false, false).await.unwrap();
+        assert_eq!(fast.call_blobs, 0, "not on every pass");
+        let dry = pass(&store, &blobs, keep, now, true, true).await.unwrap();
+        assert_eq!((dry.call_blobs, dry.call_blob_bytes), (1, upload.size));
+        let p = pass(&store, &blobs, keep, now, false, true).await.unwrap();
+        assert_eq!(p.call_blobs, 1);
+        assert!(
+            blobs.open(&upload).await.is_err(),
+            "the upload's blob is gone"
+        );
+        assert!(
+            blobs.open(&file.blob).await.is_ok(),
+            "the stored file's stays"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// Quota per bot, then the global cap, least recently served first; a file served within

@@ -149,6 +149,14 @@ impl Ingest {
                 Err(e) => Some(e),
             }
         };
+        // On the bus the token's secret, wherever the bot put it, is the call's mark.
+        let secret = token
+            .as_ref()
+            .and_then(|(t, _)| t.expose().split_once(':').map(|(_, s)| s.to_owned()));
+        let mark = me.sealer.token_mark(call_id);
+        if let Some(secret) = &secret {
+            schemas::mask::replace_in_call(&mut call, secret, &mark);
+        }
         let timeout = me.cfg.call_timeout + parse::long_poll(&call);
         call.deadline_ms = schemas::now_ms() + timeout.as_millis() as i64;
         tracing::debug!(bot_id = %bot_id, method = %call.method, "call received");
@@ -183,7 +191,10 @@ impl Ingest {
         }
         match waiter.wait(timeout + REPLY_GRACE).await {
             Some(reply) => {
-                let r = reply.payload;
+                let mut r = reply.payload;
+                if let Some(secret) = &secret {
+                    schemas::mask::replace_in_response(&mut r, &mark, secret);
+                }
                 let outcome = if r.status < 400 { "ok" } else { "error" };
                 metrics::observe(label, outcome, started);
                 self.respond(r).await

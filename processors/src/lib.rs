@@ -229,6 +229,11 @@ pub async fn run(
                 let run = run.clone();
                 let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
                 tokio::spawn(async move {
+                    // The call as the bot sent it (the ingest marked its token on the bus).
+                    let env = match schemas::mask::unmasked(&deps.sealer, &env) {
+                        Some(call) => Envelope { payload: call, ..env },
+                        None => env,
+                    };
                     if parked {
                         let stop = deps.polls_stop.clone().unwrap_or_default();
                         tokio::select! {

@@ -15,6 +15,8 @@
 //! - [`files`]: stored files, file ids, `/file/bot<token>/<path>` with Range.
 //! - [`control`]: the control API.
 
+/// The CQL face: a ScyllaDB stand-in (`telepipe sandbox --cql-listen`).
+pub use sandbox_cql as cql;
 pub mod control;
 pub mod files;
 pub mod methods;

@@ -20,6 +20,7 @@ pub mod catalogue;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod mask;
 pub mod media;
 pub mod response;
 pub mod seal;

@@ -93,6 +93,7 @@ pub struct Sealer {
     storage_key: [u8; 32],
     blob_cipher: XChaCha20Poly1305,
     hook_key: [u8; 32],
+    mask_key: [u8; 32],
     request_cipher: XChaCha20Poly1305,
     memo: Arc<Mutex<Memo>>,
 }
@@ -138,6 +139,7 @@ impl Sealer {
             storage_key: key.derive("storage-name/v1"),
             blob_cipher: XChaCha20Poly1305::new((&key.derive("seal-bytes/v1")).into()),
             hook_key: key.derive("hook/v1"),
+            mask_key: key.derive("token-mask/v1"),
             request_cipher: XChaCha20Poly1305::new((&key.derive("seal-request/v1")).into()),
             memo: Arc::default(),
         }
@@ -235,6 +237,17 @@ impl Sealer {
             <HmacSha256 as Mac>::new_from_slice(&self.hook_key).expect("hmac takes any key");
         mac.update(&bot_id.0.to_be_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// What stands for the bot's token secret in one call's records on the bus
+    /// ([`crate::mask`]): `tpmask` and 128 bits of HMAC over the call id. Every role holding
+    /// the key derives the same mark for a call; no client can forge it, so no text a client
+    /// sends turns into the token when the mark is put back.
+    pub fn token_mark(&self, call_id: crate::ids::CallId) -> String {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.mask_key).expect("hmac takes any key");
+        mac.update(call_id.0.as_bytes());
+        format!("tpmask{}", hex::encode(&mac.finalize().into_bytes()[..16]))
     }
 
     /// Seals any secret (an MTProto session) for `bot_id`: it opens only with the same bot id.

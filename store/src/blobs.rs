@@ -80,6 +80,18 @@ pub trait Blobs: Send + Sync + 'static {
         dry_run: bool,
     ) -> Result<(u64, u64), BlobError>;
 
+    /// Content blobs last written before `before` (wall clock) and not in `keep` (keys still
+    /// referenced, by stored files): their count and bytes, deleted unless `dry_run`. A blob is
+    /// written again whenever its content is stored again (`put` of existing content renews
+    /// it), so one last written before the record's retention cut is referenced only by
+    /// calls already forgotten.
+    async fn collect_written_before(
+        &self,
+        before: std::time::SystemTime,
+        keep: &std::collections::HashSet<String>,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError>;
+
     /// Stores bytes already in memory (a body too large for a record, say).
     async fn put_bytes(&self, bytes: Bytes, limit: u64) -> Result<BlobRef, BlobError> {
         self.put(
@@ -190,6 +202,16 @@ impl Blobs for LocalBlobs {
         let path = self.path_of(&key)?;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             tokio::fs::remove_file(&tmp).await?;
+            // Stored again: the newer record references it, renew it for retention.
+            let renew = path.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&renew)?
+                    .set_modified(std::time::SystemTime::now())
+            })
+            .await
+            .map_err(io::Error::other)??;
         } else {
             if let Some(dir) = path.parent() {
                 tokio::fs::create_dir_all(dir).await?;
@@ -232,6 +254,59 @@ impl Blobs for LocalBlobs {
             }
             n += 1;
             bytes += meta.len();
+        }
+        Ok((n, bytes))
+    }
+
+    async fn collect_written_before(
+        &self,
+        before: std::time::SystemTime,
+        keep: &std::collections::HashSet<String>,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError> {
+        let root = self.root.join("sha256");
+        let (mut n, mut bytes) = (0, 0);
+        // sha256/ab/cd/<hex>: two levels of folders, then the blobs.
+        let mut dirs = vec![(root, 0)];
+        while let Some((dir, depth)) = dirs.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if meta.is_dir() && depth < 2 {
+                    dirs.push((entry.path(), depth + 1));
+                    continue;
+                }
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                // Only content addresses: a stray file is not ours to judge.
+                if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    continue;
+                }
+                let key = Self::key_for(&name);
+                if !meta.is_file() || meta.modified()? >= before || keep.contains(&key) {
+                    continue;
+                }
+                if !dry_run {
+                    // Looked at again just before: stored again meanwhile, it stays.
+                    match tokio::fs::metadata(entry.path()).await {
+                        Ok(m) if m.modified()? < before => {}
+                        _ => continue,
+                    }
+                    match tokio::fs::remove_file(entry.path()).await {
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        other => other?,
+                    }
+                }
+                n += 1;
+                bytes += meta.len();
+            }
         }
         Ok((n, bytes))
     }
@@ -442,6 +517,43 @@ pub mod testsuite {
         // Completed writes leave no temporary blob behind.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
         assert_eq!(b.collect_temporary(later, true).await.unwrap(), (0, 0));
+
+        // Blobs last written before a cut are collected unless kept; one stored again after
+        // the cut is renewed (object stores time writes to the second: the cut is seconds away
+        // from both writes).
+        let old = b
+            .put(stream(vec![b"old call".to_vec()]), 100)
+            .await
+            .unwrap();
+        let again = b
+            .put(stream(vec![b"sent twice".to_vec()]), 100)
+            .await
+            .unwrap();
+        let kept = b
+            .put(stream(vec![b"a stored file".to_vec()]), 100)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let cut = std::time::SystemTime::now();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(
+            b.put(stream(vec![b"sent twice".to_vec()]), 100)
+                .await
+                .unwrap(),
+            again
+        );
+        let keep: std::collections::HashSet<String> = [kept.key.clone()].into();
+        let (n, bytes) = b.collect_written_before(cut, &keep, true).await.unwrap();
+        assert!(n >= 1 && bytes >= old.size, "the old blob counts");
+        assert_eq!(
+            read_all(b, &old, 0).await,
+            b"old call",
+            "a dry run deletes nothing"
+        );
+        b.collect_written_before(cut, &keep, false).await.unwrap();
+        assert!(matches!(b.open(&old).await, Err(BlobError::NotFound)));
+        assert_eq!(read_all(b, &again, 0).await, b"sent twice");
+        assert_eq!(read_all(b, &kept, 0).await, b"a stored file");
     }
 
     fn missing_ref() -> BlobRef {

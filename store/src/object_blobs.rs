@@ -113,14 +113,9 @@ impl Blobs for ObjectBlobs {
         let sha256 = hex::encode(hasher.finalize());
         let key = LocalBlobs::key_for(&sha256);
         let dest = Path::from(key.as_str());
-        let exists = match self.store.head(&dest).await {
-            Ok(_) => true,
-            Err(object_store::Error::NotFound { .. }) => false,
-            Err(e) => return Err(io(e)),
-        };
-        if !exists {
-            self.store.copy(&tmp, &dest).await.map_err(io)?;
-        }
+        // Copied over an existing blob too (the same bytes): stored again, it is renewed for
+        // retention.
+        self.store.copy(&tmp, &dest).await.map_err(io)?;
         self.store.delete(&tmp).await.map_err(io)?;
         Ok(BlobRef { sha256, size, key })
     }
@@ -150,6 +145,40 @@ impl Blobs for ObjectBlobs {
             .store
             .list(Some(&Path::from("tmp")))
             .try_filter(|m| std::future::ready(m.last_modified.timestamp_millis() < before_ms))
+            .try_collect()
+            .await
+            .map_err(io)?;
+        let bytes = old.iter().map(|m| m.size).sum();
+        if !dry_run {
+            for m in &old {
+                match self.store.delete(&m.location).await {
+                    Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        Ok((old.len() as u64, bytes))
+    }
+
+    async fn collect_written_before(
+        &self,
+        before: std::time::SystemTime,
+        keep: &std::collections::HashSet<String>,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError> {
+        let before_ms = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let old: Vec<_> = self
+            .store
+            .list(Some(&Path::from("sha256")))
+            .try_filter(|m| {
+                std::future::ready(
+                    m.last_modified.timestamp_millis() < before_ms
+                        && !keep.contains(m.location.as_ref()),
+                )
+            })
             .try_collect()
             .await
             .map_err(io)?;

@@ -6,8 +6,8 @@
 //! attempts expire by TTL, so `purge_results` has nothing to do. Attempts use a lightweight
 //! transaction (`IF NOT EXISTS`), so two processors cannot both think a call is new.
 //!
-//! Tested by the shared store suite only where `TELEPIPE_TEST_SCYLLA` names a node: no ScyllaDB
-//! runs on the project's build machines (see the README).
+//! Tested by the shared store suite on the sandbox's CQL stand-in (`sandbox/cql`), and on a real
+//! node where `TELEPIPE_TEST_SCYLLA` names one (see the README).
 
 use crate::{
     CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
@@ -29,6 +29,7 @@ pub struct ScyllaStore {
     session: Session,
     insert_call: PreparedStatement,
     select_calls: PreparedStatement,
+    select_calls_light: PreparedStatement,
     insert_result: PreparedStatement,
     select_result: PreparedStatement,
     insert_attempt: PreparedStatement,
@@ -76,8 +77,11 @@ pub fn parse_url(url: &str) -> Result<(Vec<String>, String, u32), StoreError> {
 impl ScyllaStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let (nodes, keyspace, rf) = parse_url(url)?;
+        // Only the store's keyspace is read into the driver's metadata (what token-aware
+        // routing needs): a cluster shared by many keyspaces is not read whole on each DDL.
         let session = SessionBuilder::new()
             .known_nodes(&nodes)
+            .keyspaces_to_fetch([keyspace.clone()])
             .build()
             .await
             .map_err(err)?;
@@ -112,6 +116,15 @@ impl ScyllaStore {
                 "SELECT bot_id, received_ms, call_id, token_fp, method, http_method, test_env, \
                  params, blobs, outcome, http_status, error_code, description, latency_ms, \
                  queue_ms, upstream_ms, encoding, request, answer_sha256 FROM calls \
+                 WHERE bot_id = ? AND day = ? AND (received_ms, call_id) > (?, ?) \
+                 AND (received_ms) < (?) LIMIT ?",
+            )
+            .await
+            .map_err(err)?,
+            select_calls_light: prepare(
+                "SELECT bot_id, received_ms, call_id, token_fp, method, http_method, test_env, \
+                 outcome, http_status, error_code, description, latency_ms, queue_ms, \
+                 upstream_ms, encoding, answer_sha256 FROM calls \
                  WHERE bot_id = ? AND day = ? AND (received_ms, call_id) > (?, ?) \
                  AND (received_ms) < (?) LIMIT ?",
             )
@@ -185,6 +198,22 @@ impl ScyllaStore {
         Ok(out)
     }
 
+    /// How many of one partition's calls arrived before `before_ms`.
+    async fn count_before(&self, bot: i64, day: i64, before_ms: i64) -> Result<u64, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(
+                "SELECT COUNT(*) FROM calls WHERE bot_id = ? AND day = ? AND received_ms < ?",
+                (bot, day, before_ms),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let (c,): (i64,) = r.single_row().map_err(err)?;
+        Ok(c.max(0) as u64)
+    }
+
     /// One partition's calls in the query's window after its cursor that pass its filters, at
     /// most `q.limit`, paging past rows the filters drop.
     async fn partition_calls(
@@ -200,19 +229,36 @@ impl ScyllaStore {
         let page = q.limit.clamp(1, 5000) as i32;
         let mut out = Vec::new();
         loop {
+            // Light rows leave the parameters, blobs and sealed request on the server.
+            let statement = if q.light {
+                &self.select_calls_light
+            } else {
+                &self.select_calls
+            };
             let result = self
                 .session
-                .execute_unpaged(
-                    &self.select_calls,
-                    (bot, day, cursor.0, cursor.1, q.to_ms, page),
-                )
+                .execute_unpaged(statement, (bot, day, cursor.0, cursor.1, q.to_ms, page))
                 .await
                 .map_err(err)?
                 .into_rows_result()
                 .map_err(err)?;
+            let rows: Vec<CallColumns> = if q.light {
+                result
+                    .rows::<LightColumns>()
+                    .map_err(err)?
+                    .map(|r| r.map(CallColumns::from))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?
+            } else {
+                result
+                    .rows::<CallColumns>()
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?
+            };
             let mut n = 0;
-            for r in result.rows::<CallColumns>().map_err(err)? {
-                let row = r.map_err(err)?.into_row()?;
+            for r in rows {
+                let row = r.into_row()?;
                 n += 1;
                 cursor = (row.received_ms, row.call_id.0);
                 if q.admits(&row) {
@@ -297,6 +343,53 @@ struct CallColumns {
     encoding: Option<String>,
     request: Option<String>,
     answer_sha256: Option<String>,
+}
+
+/// [`CallColumns`] less what a light query leaves out.
+#[derive(scylla::DeserializeRow)]
+struct LightColumns {
+    bot_id: i64,
+    received_ms: i64,
+    call_id: Uuid,
+    token_fp: Option<String>,
+    method: Option<String>,
+    http_method: Option<String>,
+    test_env: Option<bool>,
+    outcome: Option<String>,
+    http_status: Option<i32>,
+    error_code: Option<i64>,
+    description: Option<String>,
+    latency_ms: Option<i64>,
+    queue_ms: Option<i64>,
+    upstream_ms: Option<i64>,
+    encoding: Option<String>,
+    answer_sha256: Option<String>,
+}
+
+impl From<LightColumns> for CallColumns {
+    fn from(l: LightColumns) -> Self {
+        CallColumns {
+            bot_id: l.bot_id,
+            received_ms: l.received_ms,
+            call_id: l.call_id,
+            token_fp: l.token_fp,
+            method: l.method,
+            http_method: l.http_method,
+            test_env: l.test_env,
+            params: None,
+            blobs: None,
+            outcome: l.outcome,
+            http_status: l.http_status,
+            error_code: l.error_code,
+            description: l.description,
+            latency_ms: l.latency_ms,
+            queue_ms: l.queue_ms,
+            upstream_ms: l.upstream_ms,
+            encoding: l.encoding,
+            request: None,
+            answer_sha256: l.answer_sha256,
+        }
+    }
 }
 
 impl CallColumns {
@@ -803,14 +896,17 @@ impl WebhookStore for ScyllaStore {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         // CQL conditions have no OR: the three ways to be granted, tried in turn (a missing
-        // row has a null url, so none applies to it).
+        // row has a null url, so none applies to it). Between two of them another task of this
+        // process (the poller and the deliverer share an owner) may take the free lease: the
+        // owner's own condition is asked again last.
         let set = "UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE bot_id = ?";
-        Ok(self
-            .applied(
+        let mine = || {
+            self.applied(
                 format!("{set} IF lease_owner = ?"),
                 (owner, until_ms, bot_id.0, owner),
             )
-            .await?
+        };
+        Ok(mine().await?
             || self
                 .applied(
                     format!("{set} IF url != null AND lease_owner = null"),
@@ -822,7 +918,8 @@ impl WebhookStore for ScyllaStore {
                     format!("{set} IF lease_until < ?"),
                     (owner, until_ms, bot_id.0, now_ms),
                 )
-                .await?)
+                .await?
+            || mine().await?)
     }
 
     async fn pending_count(&self, bot_id: BotId) -> Result<u64, StoreError> {
@@ -944,20 +1041,31 @@ impl Store for ScyllaStore {
     }
 
     async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
-        // Whole days only (a partition is a bot's day): the day holding the cut stays.
+        // Whole partitions (a bot's day) before the cut's day; in that day, a range deletion
+        // of the rows before the cut. Each is counted first, for the operator's report.
         let cut = before_ms.div_euclid(DAY_MS);
         let mut n = 0;
         for (bot, day) in self.partitions().await? {
+            if day > cut {
+                continue;
+            }
+            n += self.count_before(bot, day, before_ms).await?;
             if day < cut {
                 self.session
                     .query_unpaged("DELETE FROM calls WHERE bot_id = ? AND day = ?", (bot, day))
                     .await
                     .map_err(err)?;
-                n += 1;
+            } else {
+                self.session
+                    .query_unpaged(
+                        "DELETE FROM calls WHERE bot_id = ? AND day = ? AND received_ms < ?",
+                        (bot, day, before_ms),
+                    )
+                    .await
+                    .map_err(err)?;
             }
         }
-        tracing::debug!(partitions = n, "audit days purged");
-        Ok(0)
+        Ok(n)
     }
 
     async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
@@ -991,19 +1099,8 @@ impl Store for ScyllaStore {
         let cut = before_ms.div_euclid(DAY_MS);
         let mut n = 0u64;
         for (bot, day) in self.partitions().await? {
-            if day < cut {
-                let r = self
-                    .session
-                    .query_unpaged(
-                        "SELECT COUNT(*) FROM calls WHERE bot_id = ? AND day = ?",
-                        (bot, day),
-                    )
-                    .await
-                    .map_err(err)?
-                    .into_rows_result()
-                    .map_err(err)?;
-                let (c,): (i64,) = r.single_row().map_err(err)?;
-                n += c.max(0) as u64;
+            if day <= cut {
+                n += self.count_before(bot, day, before_ms).await?;
             }
         }
         Ok(n)

@@ -128,6 +128,23 @@ async fn webhooks_keep_their_offset_and_error(store: &dyn Store) {
             .unwrap(),
         "no webhook, no lease"
     );
+    // Two tasks of one process (the poller and the deliverer) ask at once: the owner gets it
+    // both times, whichever asks first.
+    for n in 0..20 {
+        let raced = BotId(bot.0 + 100 + n);
+        store
+            .put_webhook(&webhook(raced, "https://r.example/"))
+            .await
+            .unwrap();
+        let (x, y) = futures_util::join!(
+            store.lease_webhook(raced, "a", 1000, 61_000),
+            store.lease_webhook(raced, "a", 1000, 61_000)
+        );
+        assert!(
+            x.unwrap() && y.unwrap(),
+            "the owner was refused its own lease"
+        );
+    }
     store.set_webhook_error(bot, None).await.unwrap();
     assert_eq!(
         store
@@ -474,22 +491,26 @@ async fn audit_rows_roundtrip_and_filter(store: &dyn Store) {
     assert!(light[0].request.is_none() && light[0].answer.is_none());
 }
 
-/// Retention: audit rows of calls before the cut are forgotten (SQLite to the millisecond,
-/// ScyllaDB by whole days); later ones stay.
+/// Retention: audit rows of calls before the cut are forgotten, to the millisecond; later
+/// ones stay.
 async fn audit_rows_expire(store: &dyn Store) {
     let day = 86_400_000;
     let old = call_row(4001, 20 * day + 5, "sendMessage");
+    let earlier_that_day = call_row(4001, 22 * day + 1, "sendMessage");
     let new = call_row(4001, 22 * day + 5, "sendMessage");
-    store.record_call(&old).await.unwrap();
-    store.record_call(&new).await.unwrap();
-    assert!(store.count_calls_before(21 * day).await.unwrap() >= 1);
-    store.purge_calls(21 * day).await.unwrap();
+    for r in [&old, &earlier_that_day, &new] {
+        store.record_call(r).await.unwrap();
+    }
+    // The cut is to the millisecond, inside a day as across days.
+    let cut = 22 * day + 3;
+    assert!(store.count_calls_before(cut).await.unwrap() >= 2);
+    store.purge_calls(cut).await.unwrap();
     let rows = store
         .calls(&CallQuery::bot(BotId(4001), 0, i64::MAX, 10))
         .await
         .unwrap();
     assert_eq!(rows, vec![new]);
-    assert_eq!(store.count_calls_before(21 * day).await.unwrap(), 0);
+    assert_eq!(store.count_calls_before(cut).await.unwrap(), 0);
 }
 
 /// Writing a row twice (a redelivered call) leaves one row, the latest.

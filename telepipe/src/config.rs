@@ -463,6 +463,15 @@ pub struct SandboxArgs {
     #[arg(long, env = "TELEPIPE_SANDBOX_MTPROTO_KEY", hide_env_values = true)]
     pub mtproto_key: Option<String>,
 
+    /// Also answer CQL here: a ScyllaDB stand-in (native protocol v4, one node, in memory)
+    /// for `--store scylla://ADDR/keyspace`.
+    #[arg(long, env = "TELEPIPE_SANDBOX_CQL_LISTEN")]
+    pub cql_listen: Option<SocketAddr>,
+
+    /// Run the CQL face alone (with `--cql-listen`): no Bot API or MTProto face.
+    #[arg(long, env = "TELEPIPE_SANDBOX_CQL_ONLY", value_parser = clap::builder::BoolishValueParser::new(), requires = "cql_listen")]
+    pub cql_only: bool,
+
     /// Write the `TELEPIPE_*` and `TELEGRAM_*` settings that point a gateway at this sandbox
     /// to this file (`set -a; . FILE; telepipe serve`).
     #[arg(long, env = "TELEPIPE_SANDBOX_ENV_FILE")]

@@ -450,11 +450,36 @@ impl telegram::grammers::SessionVault for StoreVault {
     }
 }
 
+/// Writes the sandbox's settings for a gateway where `--env-file` says (whole or not at all).
+fn write_env_file(path: Option<&std::path::Path>, env: &str) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, env).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 pub async fn sandbox(
     args: SandboxArgs,
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
+    let tasks = Tasks::new(shutdown.clone());
+    let mut env = String::new();
+    if let Some(addr) = args.cql_listen {
+        let cql = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let cql_addr = cql.local_addr()?;
+        env.push_str(&format!("TELEPIPE_STORE=scylla://{cql_addr}/telepipe\n"));
+        println!("sandbox cql on {cql_addr}");
+        tasks.spawn("sandbox-cql", sandbox::cql::serve(cql, shutdown.clone()));
+    }
+    if args.cql_only {
+        write_env_file(args.env_file.as_deref(), &env)?;
+        tasks.join().await?;
+        return Ok(());
+    }
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("telepipe-sandbox-{}", schemas::CallId::new())),
@@ -478,22 +503,17 @@ pub async fn sandbox(
         .await
         .with_context(|| format!("binding {}", args.mtproto_listen))?;
     let mtproto_addr = mtproto.local_addr()?;
-    if let Some(path) = &args.env_file {
-        // Any id and hash do for the sandbox; the key is what lets grammers in.
-        let env = format!(
-            "TELEPIPE_UPSTREAM=http://{addr}\nTELEPIPE_MTPROTO_ADDR={mtproto_addr}\n\
-             TELEPIPE_MTPROTO_KEY={master}\nTELEGRAM_API_ID=1\nTELEGRAM_API_HASH=sandbox\n"
-        );
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, env).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    }
+    // Any id and hash do for the sandbox; the key is what lets grammers in.
+    env.push_str(&format!(
+        "TELEPIPE_UPSTREAM=http://{addr}\nTELEPIPE_MTPROTO_ADDR={mtproto_addr}\n\
+         TELEPIPE_MTPROTO_KEY={master}\nTELEGRAM_API_ID=1\nTELEGRAM_API_HASH=sandbox\n"
+    ));
+    write_env_file(args.env_file.as_deref(), &env)?;
     println!("sandbox mtproto on {mtproto_addr}");
     println!("sandbox listening on http://{addr}");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let tasks = Tasks::new(shutdown.clone());
     tasks.spawn(
         "sandbox-mtproto",
         sandbox::mtproto::serve(sb.clone(), mtproto, shutdown.clone()),

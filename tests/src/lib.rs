@@ -66,6 +66,45 @@ pub struct Proc {
     args: Vec<String>,
 }
 
+/// With `TELEPIPE_TEST_KEEP=<dir>`, a gateway leaves its logs and metrics there when it goes
+/// (for the token scan after the suite: `tests/token_scan.rs`); its data goes with it.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("TELEPIPE_TEST_KEEP") else {
+            return;
+        };
+        if self.args.first().is_some_and(|a| a == "sandbox") {
+            return;
+        }
+        let name = self.dir.0.file_name().unwrap_or_default().to_owned();
+        let out = std::path::Path::new(&keep).join(name);
+        if std::fs::create_dir_all(&out).is_err() {
+            return;
+        }
+        for f in ["stderr.log", "processor.log"] {
+            let _ = std::fs::copy(self.dir.0.join(f), out.join(f));
+        }
+        for (i, url) in self.urls().iter().enumerate() {
+            if let Some(text) = blocking_metrics(url) {
+                let _ = std::fs::write(out.join(format!("metrics-{i}.txt")), text);
+            }
+        }
+    }
+}
+
+/// `GET <base>/metrics` without a runtime (from `Drop`), or nothing within two seconds.
+fn blocking_metrics(base: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = base.strip_prefix("http://")?.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: gateway\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Starts `telepipe <args>` logging to `log`; returns it once it listens, with its URL.
 pub async fn spawn(args: &[&str], log: &std::path::Path) -> Result<(Child, String)> {
     let mut cmd = Command::new(bin());
@@ -198,6 +237,7 @@ impl Proc {
         .map(str::to_owned)
         .to_vec();
         args.extend(bus_args());
+        args.extend(store_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         if !split() {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -275,14 +315,50 @@ impl Proc {
     /// The gateway's audit rows for `bot`, once there are at least `n` (polls up to 30 s:
     /// some rows are written after the client has its answer).
     pub async fn audit(&self, bot: i64, n: usize) -> Result<Vec<store::CallRow>> {
-        let sql = store::sqlite::SqliteStore::open(&self.data_dir().join("store.db"))?;
+        let store = self.store().await?;
         let query = store::CallQuery::bot(schemas::BotId(bot), 0, i64::MAX, 1000);
         eventually(Duration::from_secs(30), || async {
-            let rows = store::Store::calls(&sql, &query).await.ok()?;
+            let rows = store.calls(&query).await.ok()?;
             (rows.len() >= n).then_some(rows)
         })
         .await
         .with_context(|| format!("fewer than {n} audit rows for bot {bot}"))
+    }
+
+    /// The gateway's store, opened beside it: its SQLite file, or its ScyllaDB keyspace.
+    pub async fn store(&self) -> Result<Box<dyn store::Store>> {
+        Ok(match self.flag("--store") {
+            Some(url) if url.starts_with("scylla://") => {
+                Box::new(store::scylla::ScyllaStore::connect(&url).await?)
+            }
+            _ => Box::new(store::sqlite::SqliteStore::open(
+                &self.data_dir().join("store.db"),
+            )?),
+        })
+    }
+
+    /// Every text the gateway's store holds, as one string: the SQLite files (with the
+    /// write-ahead log), or every cell of the ScyllaDB keyspace. For asserting that a secret
+    /// is nowhere in it.
+    pub async fn store_text(&self) -> Result<String> {
+        if let Some(url) = self.flag("--store").filter(|u| u.starts_with("scylla://")) {
+            return scylla_text(&url).await;
+        }
+        let mut db = Vec::new();
+        for entry in std::fs::read_dir(self.data_dir())? {
+            let p = entry?.path();
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("store.db"))
+            {
+                db.extend(std::fs::read(&p)?);
+            }
+        }
+        anyhow::ensure!(
+            !db.is_empty(),
+            "no store.db in {}",
+            self.data_dir().display()
+        );
+        Ok(String::from_utf8_lossy(&db).into_owned())
     }
 
     /// Everything the gateway's processes logged so far.
@@ -402,6 +478,52 @@ pub fn bus_args() -> Vec<String> {
             .flat_map(|b| ["--blobs".to_owned(), b]),
     )
     .collect()
+}
+
+/// Every cell of every table of the keyspace a `scylla://host:port/keyspace` URL names.
+async fn scylla_text(url: &str) -> Result<String> {
+    let (nodes, keyspace, _) = store::scylla::parse_url(url)?;
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&nodes)
+        .build()
+        .await?;
+    let tables = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+            (&keyspace,),
+        )
+        .await?
+        .into_rows_result()?;
+    let mut out = String::new();
+    for row in tables.rows::<(String,)>()? {
+        let (table,) = row?;
+        let rows = session
+            .query_unpaged(format!("SELECT * FROM {keyspace}.{table}"), &[])
+            .await?
+            .into_rows_result()?;
+        for row in rows.rows::<scylla::value::Row>()? {
+            for cell in row?.columns.into_iter().flatten() {
+                out.push_str(&format!("{cell:?}\n"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The store flags for a gateway under test: none (SQLite in its data dir), or a keyspace of
+/// its own on the CQL node `TELEPIPE_TEST_STORE` names (`scylla://host:port`).
+pub fn store_args() -> Vec<String> {
+    match std::env::var("TELEPIPE_TEST_STORE") {
+        Ok(url) if url.starts_with("scylla://") => vec![
+            "--store".into(),
+            format!(
+                "{}/t{:012x}",
+                url.trim_end_matches('/'),
+                rand::random::<u64>() & 0xffff_ffff_ffff
+            ),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// A small real media file from `media/testdata` (made by its `make.sh`).

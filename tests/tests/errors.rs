@@ -230,12 +230,9 @@ async fn tokens_never_appear_in_clear() {
     assert!(metrics.contains("telepipe_calls_total"));
     // Wait for the audit rows (the rejected call's row is written after its answer), then
     // read the database with its write-ahead log.
-    let store = gw.data_dir().join("store.db");
     gw.audit(9090, 4).await.expect("calls audited");
     gw.audit(0, 1).await.expect("refusal audited");
-    let mut db = std::fs::read(&store).unwrap();
-    db.extend(std::fs::read(store.with_extension("db-wal")).unwrap_or_default());
-    let db = String::from_utf8_lossy(&db).into_owned();
+    let db = gw.store_text().await.expect("the store's contents");
     assert!(db.contains("sendMessage"), "the audit log has the calls");
     let log = gw.log();
     for (what, text) in [
@@ -248,4 +245,38 @@ async fn tokens_never_appear_in_clear() {
             "the token's secret is in the {what}"
         );
     }
+}
+
+/// A bot may put its own token in a call (here a message quoting it): Telegram gets it as
+/// sent and the bot gets the echo as Telegram answered, while on the bus (Kafka mode,
+/// `tests/token_scan.rs`) and in the record it never appears in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_a_parameter_reaches_telegram_and_comes_back() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 9091;
+    let tok = token(bot);
+    let text = format!("my token is {tok}, keep it safe");
+    let r = client()
+        .post(format!("{}/bot{tok}/sendMessage", gw.url))
+        .json(&json!({"chat_id": 5, "text": text}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["result"]["text"], text, "the answer as Telegram gave it");
+    let calls = control.calls(bot, Some("sendMessage")).await.unwrap();
+    assert!(
+        calls[0].to_string().contains(&tok),
+        "Telegram got the text as sent: {}",
+        calls[0]
+    );
+    let rows = gw.audit(bot, 1).await.unwrap();
+    let recorded = serde_json::to_string(&rows[0].params).unwrap();
+    assert!(
+        !recorded.contains(&tok) && recorded.contains("<token>"),
+        "{recorded}"
+    );
 }

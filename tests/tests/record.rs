@@ -332,6 +332,7 @@ async fn the_record_is_audited_and_replayed_without_differences() {
     let mut haystacks: Vec<(String, Vec<u8>)> = vec![
         ("metrics".into(), metrics.into_bytes()),
         ("log".into(), gw.log().into_bytes()),
+        ("store".into(), gw.store_text().await.unwrap().into_bytes()),
         ("report".into(), std::fs::read(&report).unwrap()),
         (
             "replay output".into(),
@@ -357,8 +358,17 @@ async fn the_record_is_audited_and_replayed_without_differences() {
     let real_gc = gc(&["--retain-calls", "0s", "--retain-results", "0s"]);
     let refs: Vec<&str> = real_gc.iter().map(String::as_str).collect();
     let forgot = telepipe(&refs).await.unwrap();
+    // ScyllaDB forgets results by the TTL they were written with, not by a later --retain-results.
+    let results = if gw
+        .flag("--store")
+        .is_some_and(|s| s.starts_with("scylla://"))
+    {
+        0
+    } else {
+        total
+    };
     assert!(
-        forgot.contains(&format!("forgot {total} audit rows, {total} results")),
+        forgot.contains(&format!("forgot {total} audit rows, {results} results")),
         "{forgot}"
     );
     assert!(audit_json(&gw, &[]).await.is_empty());

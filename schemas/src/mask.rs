@@ -1,0 +1,197 @@
+//! No bot token in clear on the bus. A bot may put its own token in a call (a webhook URL that
+//! carries it, a message quoting it) and an answer may echo it; the token itself travels sealed.
+//! Before a call is published the ingest replaces the token's secret wherever it appears in
+//! the query and the body with the call's mark ([`crate::seal::Sealer::token_mark`]), and the
+//! processor puts it back after opening the sealed token; answers travel the other way (the
+//! processor marks, the ingest restores). File parts (blobs) are not looked into.
+//!
+//! The secret and the mark are both `[A-Za-z0-9_-]`: neither needs escaping in a query string,
+//! a form or JSON, so a replacement never changes how the text around it is encoded.
+
+use crate::body::{BodyBytes, RawJson};
+use crate::call::{Call, CallBody, Part};
+use crate::envelope::Envelope;
+use crate::response::Response;
+use crate::seal::Sealer;
+use serde_json::Value;
+
+/// The call as its bot sent it, when the ingest marked it: the mark replaced by the token's
+/// secret again, opened from the call's sealed token. `None` when there is no mark (or the
+/// token does not open): the call is as it came.
+pub fn unmasked(sealer: &Sealer, env: &Envelope<Call>) -> Option<Call> {
+    let mark = sealer.token_mark(env.header.call_id);
+    if !call_contains(&env.payload, &mark) {
+        return None;
+    }
+    let token = sealer
+        .open(env.header.bot_id, env.payload.token.as_ref()?)
+        .ok()?;
+    let (_, secret) = token.expose().split_once(':')?;
+    let mut call = env.payload.clone();
+    replace_in_call(&mut call, &mark, secret);
+    Some(call)
+}
+
+/// An answer on its way onto the bus: the call's token secret, if the answer echoes it,
+/// replaced by the call's mark.
+pub fn mark_answer(sealer: &Sealer, env: &Envelope<Call>, response: &mut Response) {
+    let Some(sealed) = env.payload.token.as_ref() else {
+        return;
+    };
+    let Ok(token) = sealer.open(env.header.bot_id, sealed) else {
+        return;
+    };
+    if let Some((_, secret)) = token.expose().split_once(':') {
+        replace_in_response(response, secret, &sealer.token_mark(env.header.call_id));
+    }
+}
+
+/// Replaces `from` by `to` in the call's query and body; whether anything was replaced.
+pub fn replace_in_call(call: &mut Call, from: &str, to: &str) -> bool {
+    if from.is_empty() {
+        return false;
+    }
+    let mut changed = replace_text(&mut call.query, from, to);
+    match &mut call.body {
+        CallBody::Empty => {}
+        CallBody::Json { value } => changed |= replace_value(value, from, to),
+        CallBody::Form { pairs } => {
+            for (_, v) in pairs {
+                changed |= replace_text(v, from, to);
+            }
+        }
+        CallBody::Multipart { parts } => {
+            for part in parts {
+                if let Part::Text { value, .. } = part {
+                    changed |= replace_text(value, from, to);
+                }
+            }
+        }
+        CallBody::Other { data, .. } => changed |= replace_body(data, from, to),
+    }
+    changed
+}
+
+/// Whether `needle` is anywhere `replace_in_call` looks.
+pub fn call_contains(call: &Call, needle: &str) -> bool {
+    let mut probe = call.clone();
+    // A probe replacement: calls with a mark are rare, and the body is small text.
+    !needle.is_empty() && replace_in_call(&mut probe, needle, "")
+}
+
+/// Replaces `from` by `to` in the answer's body; whether anything was replaced.
+pub fn replace_in_response(response: &mut Response, from: &str, to: &str) -> bool {
+    !from.is_empty() && replace_body(&mut response.body, from, to)
+}
+
+fn replace_text(s: &mut String, from: &str, to: &str) -> bool {
+    if s.contains(from) {
+        *s = s.replace(from, to);
+        return true;
+    }
+    false
+}
+
+fn replace_value(v: &mut Value, from: &str, to: &str) -> bool {
+    match v {
+        Value::String(s) => replace_text(s, from, to),
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |acc, v| replace_value(v, from, to) | acc),
+        Value::Object(m) => m
+            .values_mut()
+            .fold(false, |acc, v| replace_value(v, from, to) | acc),
+        _ => false,
+    }
+}
+
+fn replace_body(body: &mut BodyBytes, from: &str, to: &str) -> bool {
+    match body {
+        BodyBytes::Json { json } => {
+            let text = json.0.get();
+            if !text.contains(from) {
+                return false;
+            }
+            // Both strings are plain `[A-Za-z0-9_-]`: the JSON stays valid, byte for byte
+            // elsewhere.
+            match serde_json::value::RawValue::from_string(text.replace(from, to)) {
+                Ok(raw) => {
+                    *json = RawJson(raw);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        BodyBytes::Utf8 { text } => replace_text(text, from, to),
+        // Binary bodies and blobs are forwarded untouched.
+        BodyBytes::Base64 { .. } | BodyBytes::Blob { .. } => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::{Origin, Stages};
+
+    fn call(body: CallBody) -> Call {
+        Call {
+            token: None,
+            token_fingerprint: crate::seal::TokenFingerprint("f".into()),
+            test_env: false,
+            method: "setWebhook".into(),
+            http_method: "POST".into(),
+            query: "url=https://h/SECRET_x-1/hook&x=1".into(),
+            body,
+            deadline_ms: 0,
+            rejected: None,
+        }
+    }
+
+    #[test]
+    fn the_secret_goes_out_and_comes_back() {
+        let secret = "SECRET_x-1";
+        for body in [
+            CallBody::Json {
+                value: serde_json::json!({"url": "https://h/SECRET_x-1/hook", "n": [1, "SECRET_x-1"]}),
+            },
+            CallBody::Form {
+                pairs: vec![("text".into(), "token SECRET_x-1".into())],
+            },
+            CallBody::Multipart {
+                parts: vec![Part::Text {
+                    name: "text".into(),
+                    value: "SECRET_x-1".into(),
+                }],
+            },
+        ] {
+            let original = call(body);
+            let mut c = original.clone();
+            assert!(replace_in_call(&mut c, secret, "tpmaskabc"));
+            let text = serde_json::to_string(&c).unwrap();
+            assert!(!text.contains(secret), "{text}");
+            assert!(call_contains(&c, "tpmaskabc"));
+            assert!(replace_in_call(&mut c, "tpmaskabc", secret));
+            assert_eq!(c, original);
+        }
+        let mut plain = call(CallBody::Empty);
+        plain.query = "chat_id=1".into();
+        assert!(!replace_in_call(&mut plain, secret, "m"));
+        assert!(!call_contains(&plain, "tpmaskabc"));
+    }
+
+    #[test]
+    fn answers_are_marked_in_their_text() {
+        let raw = br#"{"ok":true,"result":{"url":"https://h/SECRET/hook"}}"#;
+        let mut r = Response {
+            status: 200,
+            content_type: None,
+            body: BodyBytes::inline(raw),
+            origin: Origin::Upstream,
+            stages: Stages::default(),
+        };
+        assert!(replace_in_response(&mut r, "SECRET", "tpmaskabc"));
+        assert!(!serde_json::to_string(&r).unwrap().contains("SECRET"));
+        assert!(replace_in_response(&mut r, "tpmaskabc", "SECRET"));
+        assert_eq!(r.body.inline_bytes().unwrap(), raw.as_slice());
+    }
+}
