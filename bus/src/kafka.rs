@@ -318,9 +318,14 @@ pub struct TopicReader {
 }
 
 impl KafkaBus {
-    /// Reads `topic` from the earliest record kept to its end as of now; a caller that wants
-    /// records from a time on skips older ones by their own times.
-    pub async fn read_to_end(&self, topic: &str) -> Result<TopicReader, BusError> {
+    /// Reads `topic` to its end as of now: from the first record at `since_ms` (by the broker's
+    /// time index, a minute and one record early), or from the earliest record kept. A caller
+    /// skips what is older than it wants by the records' own times.
+    pub async fn read_to_end(
+        &self,
+        topic: &str,
+        since_ms: Option<i64>,
+    ) -> Result<TopicReader, BusError> {
         let cfg = self.cfg.clone();
         let full = self.full(topic);
         // librdkafka's metadata and offset lookups block: off the async threads.
@@ -358,19 +363,47 @@ impl KafkaBus {
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
             let mut ends = HashMap::new();
+            let mut lows = HashMap::new();
             for &p in &partitions {
                 let (low, high) = consumer.fetch_watermarks(&full, p, wait).map_err(backend)?;
                 if high > low {
                     ends.insert(p, high);
+                    lows.insert(p, low);
                 }
             }
-            // From the earliest record kept, not the broker's time index: on Tansu the index
-            // once started a partition one record late (1,007 of 1,008 calls read in CI). The
-            // caller skips what is older than it asked for by the records' own times.
+            // Where each partition starts: the time index's offset for a minute before
+            // `since_ms` (producers' clocks and record times differ), one record earlier still
+            // (on Tansu the index once started a partition one record late: 1,007 of 1,008
+            // calls read in CI); the earliest record where the index has nothing to say.
+            let mut starts: HashMap<i32, rdkafka::Offset> = ends
+                .keys()
+                .map(|p| (*p, rdkafka::Offset::Beginning))
+                .collect();
+            if let Some(since) = since_ms {
+                let mut ask = rdkafka::TopicPartitionList::new();
+                for &p in ends.keys() {
+                    ask.add_partition_offset(&full, p, rdkafka::Offset::Offset(since - 60_000))
+                        .map_err(backend)?;
+                }
+                let found = consumer.offsets_for_times(ask, wait).map_err(backend)?;
+                for e in found.elements() {
+                    let low = lows.get(&e.partition()).copied().unwrap_or(0);
+                    let start = match e.offset() {
+                        rdkafka::Offset::Offset(o) => rdkafka::Offset::Offset((o - 1).max(low)),
+                        // Every record is older than asked for: nothing to read here.
+                        rdkafka::Offset::End => rdkafka::Offset::End,
+                        _ => rdkafka::Offset::Beginning,
+                    };
+                    if start == rdkafka::Offset::End {
+                        ends.remove(&e.partition());
+                    }
+                    starts.insert(e.partition(), start);
+                }
+            }
             let mut assign = rdkafka::TopicPartitionList::new();
             for &p in ends.keys() {
                 assign
-                    .add_partition_offset(&full, p, rdkafka::Offset::Beginning)
+                    .add_partition_offset(&full, p, starts[&p])
                     .map_err(backend)?;
             }
             consumer.assign(&assign).map_err(backend)?;

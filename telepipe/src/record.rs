@@ -197,7 +197,7 @@ async fn from_bus(
     log: &mut (dyn Write + Send),
     stop: &CancellationToken,
 ) -> anyhow::Result<audit::replay::Summary> {
-    // The bus is read from its earliest record; what is older than --since is skipped below.
+    // The bus is read from --since by the broker's time index; what is older is skipped below.
     selection
         .since
         .context("--from-bus reads the bus from a time: give --since")?;
@@ -209,11 +209,13 @@ async fn from_bus(
     let mut cfg = bus::kafka::KafkaConfig::from_url(url)?;
     cfg.prefix = args.kafka_prefix.clone();
     let bus = bus::kafka::KafkaBus::new(cfg)?;
-    let mut reader = bus.read_to_end(bus::topics::CALLS).await?;
     let mut pace = audit::replay::Pace::new();
     let Some(query) = selection.query(replayer.store).await? else {
         return Ok(pace.done());
     };
+    let mut reader = bus
+        .read_to_end(bus::topics::CALLS, Some(query.from_ms))
+        .await?;
     let (mut unreadable, mut older) = (0u64, 0u64);
     while let Some(record) = reader.next().await? {
         let Ok(env) = schemas::Envelope::<schemas::Call>::decode(&record.payload) else {
