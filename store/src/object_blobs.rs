@@ -56,6 +56,35 @@ impl ObjectBlobs {
     }
 }
 
+impl ObjectBlobs {
+    /// The objects under `prefix` that `old` picks: their count and bytes, deleted unless
+    /// `dry_run`.
+    async fn collect(
+        &self,
+        prefix: &str,
+        old: impl Fn(&object_store::ObjectMeta) -> bool,
+        dry_run: bool,
+    ) -> Result<(u64, u64), BlobError> {
+        let picked: Vec<_> = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_filter(|m| std::future::ready(old(m)))
+            .try_collect()
+            .await
+            .map_err(io)?;
+        let bytes = picked.iter().map(|m| m.size).sum();
+        if !dry_run {
+            for m in &picked {
+                match self.store.delete(&m.location).await {
+                    Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        }
+        Ok((picked.len() as u64, bytes))
+    }
+}
+
 #[async_trait]
 impl Blobs for ObjectBlobs {
     async fn put(&self, mut stream: ByteStream<'_>, limit: u64) -> Result<BlobRef, BlobError> {
@@ -141,23 +170,12 @@ impl Blobs for ObjectBlobs {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let old: Vec<_> = self
-            .store
-            .list(Some(&Path::from("tmp")))
-            .try_filter(|m| std::future::ready(m.last_modified.timestamp_millis() < before_ms))
-            .try_collect()
-            .await
-            .map_err(io)?;
-        let bytes = old.iter().map(|m| m.size).sum();
-        if !dry_run {
-            for m in &old {
-                match self.store.delete(&m.location).await {
-                    Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
-                    Err(e) => return Err(io(e)),
-                }
-            }
-        }
-        Ok((old.len() as u64, bytes))
+        self.collect(
+            "tmp",
+            |m| m.last_modified.timestamp_millis() < before_ms,
+            dry_run,
+        )
+        .await
     }
 
     async fn collect_written_before(
@@ -170,28 +188,15 @@ impl Blobs for ObjectBlobs {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let old: Vec<_> = self
-            .store
-            .list(Some(&Path::from("sha256")))
-            .try_filter(|m| {
-                std::future::ready(
-                    m.last_modified.timestamp_millis() < before_ms
-                        && !keep.contains(m.location.as_ref()),
-                )
-            })
-            .try_collect()
-            .await
-            .map_err(io)?;
-        let bytes = old.iter().map(|m| m.size).sum();
-        if !dry_run {
-            for m in &old {
-                match self.store.delete(&m.location).await {
-                    Err(object_store::Error::NotFound { .. }) | Ok(()) => {}
-                    Err(e) => return Err(io(e)),
-                }
-            }
-        }
-        Ok((old.len() as u64, bytes))
+        self.collect(
+            "sha256",
+            |m| {
+                m.last_modified.timestamp_millis() < before_ms
+                    && !keep.contains(m.location.as_ref())
+            },
+            dry_run,
+        )
+        .await
     }
 
     async fn open_at(&self, blob: &BlobRef, start: u64) -> Result<BlobReader, BlobError> {

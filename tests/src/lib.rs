@@ -483,27 +483,37 @@ pub fn bus_args() -> Vec<String> {
 /// Every cell of every table of the keyspace a `scylla://host:port/keyspace` URL names.
 async fn scylla_text(url: &str) -> Result<String> {
     let (nodes, keyspace, _) = store::scylla::parse_url(url)?;
+    let cells = cql_cells(&nodes[0], Some(&keyspace)).await?;
+    Ok(cells.into_iter().map(|(_, c)| c + "\n").collect())
+}
+
+/// Every cell (`ks.table`, the cell as text) of every table of `keyspace`, or of every
+/// keyspace but the system ones, on the CQL node at `node` (`host:port`).
+pub async fn cql_cells(node: &str, keyspace: Option<&str>) -> Result<Vec<(String, String)>> {
     let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&nodes)
+        .known_node(node)
         .build()
         .await?;
     let tables = session
         .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
-            (&keyspace,),
+            "SELECT keyspace_name, table_name FROM system_schema.tables",
+            &[],
         )
         .await?
         .into_rows_result()?;
-    let mut out = String::new();
-    for row in tables.rows::<(String,)>()? {
-        let (table,) = row?;
+    let mut out = Vec::new();
+    for row in tables.rows::<(String, String)>()? {
+        let (ks, table) = row?;
+        if keyspace.map_or(ks.starts_with("system"), |k| k != ks) {
+            continue;
+        }
         let rows = session
-            .query_unpaged(format!("SELECT * FROM {keyspace}.{table}"), &[])
+            .query_unpaged(format!("SELECT * FROM {ks}.{table}"), &[])
             .await?
             .into_rows_result()?;
         for row in rows.rows::<scylla::value::Row>()? {
             for cell in row?.columns.into_iter().flatten() {
-                out.push_str(&format!("{cell:?}\n"));
+                out.push((format!("{ks}.{table}"), format!("{cell:?}")));
             }
         }
     }

@@ -118,38 +118,13 @@ async fn scan_cql(url: &str, found: &mut Vec<String>) -> Result<usize> {
         .strip_prefix("scylla://")
         .context("a scylla:// URL")?
         .trim_end_matches('/');
-    let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_node(node)
-        .build()
-        .await?;
-    let tables = session
-        .query_unpaged(
-            "SELECT keyspace_name, table_name FROM system_schema.tables",
-            &[],
-        )
-        .await?
-        .into_rows_result()?;
-    let mut cells = 0;
-    for row in tables.rows::<(String, String)>()? {
-        let (ks, table) = row?;
-        if ks.starts_with("system") {
-            continue;
-        }
-        let rows = session
-            .query_unpaged(format!("SELECT * FROM {ks}.{table}"), &[])
-            .await?
-            .into_rows_result()?;
-        for row in rows.rows::<scylla::value::Row>()? {
-            for cell in row?.columns.into_iter().flatten() {
-                cells += 1;
-                let text = format!("{cell:?}");
-                if holds(text.as_bytes()) {
-                    found.push(format!("store {ks}.{table}: {}", context(text.as_bytes())));
-                }
-            }
+    let cells = telepipe_tests::cql_cells(node, None).await?;
+    for (place, text) in &cells {
+        if holds(text.as_bytes()) {
+            found.push(format!("store {place}: {}", context(text.as_bytes())));
         }
     }
-    Ok(cells)
+    Ok(cells.len())
 }
 
 /// Every object of the bucket up to 16 MiB (a token is in a body or a part, not a video).

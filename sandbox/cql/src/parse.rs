@@ -341,6 +341,24 @@ fn uuid_at(b: &[u8]) -> Option<[u8; 16]> {
         .map(|u| *u.as_bytes())
 }
 
+/// The text between `quote` at `at` and its closing one (a doubled quote is one quote), and
+/// where after it the lexer goes on; `None` when it never closes.
+fn quoted(text: &str, at: usize, quote: char) -> Option<(String, usize)> {
+    let mut s = String::new();
+    let mut j = at + 1;
+    loop {
+        let k = text[j..].find(quote)?;
+        s.push_str(&text[j..j + k]);
+        j += k + 1;
+        if text[j..].starts_with(quote) {
+            s.push(quote);
+            j += 1;
+        } else {
+            return Some((s, j));
+        }
+    }
+}
+
 fn lex(text: &str) -> Result<Vec<(Tok, usize, usize)>, ParseError> {
     let b = text.as_bytes();
     let (mut i, mut line, mut line_start) = (0, 1, 0);
@@ -375,46 +393,15 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize, usize)>, ParseError> {
             i += end + 4;
             continue;
         }
-        let tok = if c == b'\'' {
-            let mut s = String::new();
-            let mut j = i + 1;
-            loop {
-                match text[j..].find('\'') {
-                    None => return Err(err(line, col, "unterminated string".into())),
-                    Some(k) => {
-                        s.push_str(&text[j..j + k]);
-                        j += k + 1;
-                        if b.get(j) == Some(&b'\'') {
-                            s.push('\'');
-                            j += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                }
+        let tok = if c == b'\'' || c == b'"' {
+            let (s, next) = quoted(text, i, c as char)
+                .ok_or_else(|| err(line, col, format!("unterminated {}", c as char)))?;
+            i = next;
+            if c == b'"' {
+                Tok::Quoted(s)
+            } else {
+                Tok::Str(s)
             }
-            i = j;
-            Tok::Str(s)
-        } else if c == b'"' {
-            let mut s = String::new();
-            let mut j = i + 1;
-            loop {
-                match text[j..].find('"') {
-                    None => return Err(err(line, col, "unterminated identifier".into())),
-                    Some(k) => {
-                        s.push_str(&text[j..j + k]);
-                        j += k + 1;
-                        if b.get(j) == Some(&b'"') {
-                            s.push('"');
-                            j += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
-            i = j;
-            Tok::Quoted(s)
         } else if let Some(u) = c.is_ascii_hexdigit().then(|| uuid_at(&b[i..])).flatten() {
             i += 36;
             Tok::Uuid(u)
