@@ -133,6 +133,10 @@ async fn connection(sb: Sandbox, stream: TcpStream) -> std::io::Result<()> {
         }
         buf.extend_from_slice(&chunk[..n]);
         loop {
+            if !frame_len_ok(&buf) {
+                writer.abort();
+                return Err(std::io::Error::other("bad transport frame length"));
+            }
             let unpacked = match transport_in.unpack(&mut buf) {
                 Ok(u) => u,
                 Err(grammers_mtproto::transport::Error::MissingBytes) => break,
@@ -174,6 +178,54 @@ async fn connection(sb: Sandbox, stream: TcpStream) -> std::io::Result<()> {
     };
     writer.abort();
     result
+}
+
+/// The packets a stream of transport frames carries, decrypted where a key opens them (for
+/// the fuzz target `fuzz/fuzz_targets/mtproto.rs`): how many opened.
+#[doc(hidden)]
+pub fn decode_frames(sb: &Sandbox, stream: &[u8]) -> usize {
+    let mut transport_in = Full::new();
+    let mut buf = stream.to_vec();
+    let mut opened = 0;
+    while frame_len_ok(&buf) {
+        let Ok(unpacked) = transport_in.unpack(&mut buf) else {
+            break;
+        };
+        let packet = buf[unpacked.data_range.clone()].to_vec();
+        buf.drain(..unpacked.next_offset);
+        opened += usize::from(decrypt(sb, &packet).is_some());
+    }
+    opened
+}
+
+/// Handles one decrypted message body on a session of its own, as a client's (for the fuzz
+/// target): whatever it answers is dropped.
+#[doc(hidden)]
+pub async fn handle_body(sb: &Sandbox, body: Vec<u8>) {
+    let (out, mut answers) = mpsc::channel(1024);
+    let key = Key {
+        bot: 1,
+        id: [0; 8],
+        data: Arc::new([7; 256]),
+    };
+    let s = Session::new(1, key, out);
+    let drain = tokio::spawn(async move { while answers.recv().await.is_some() {} });
+    handle_message(sb, &s, 1, body).await;
+    drop(s);
+    let _ = drain.await;
+}
+
+/// Whether the next frame's length field is one the full transport can hold: grammers'
+/// `Full::unpack` negates a negative length, which overflows at `i32::MIN` (found by
+/// `fuzz/fuzz_targets/mtproto.rs`). 12 bytes at least (length, sequence, crc); 16 MiB at most.
+fn frame_len_ok(buf: &[u8]) -> bool {
+    match buf.get(..4) {
+        Some(b) => {
+            let len = i32::from_le_bytes(b.try_into().expect("4 bytes"));
+            (12..=16 << 20).contains(&len)
+        }
+        None => true,
+    }
 }
 
 /// The state shared by one client session's answers.
@@ -366,6 +418,9 @@ fn init_connection_query(body: &[u8]) -> Option<&[u8]> {
     body.get(at..)
 }
 
+/// The most bytes a gzip_packed message unpacks to.
+const GZIP_MAX: u64 = 16 << 20;
+
 async fn handle_message(sb: &Sandbox, s: &Session, msg_id: i64, body: Vec<u8>) {
     match ctor(&body) {
         MSG_CONTAINER => {
@@ -379,20 +434,31 @@ async fn handle_message(sb: &Sandbox, s: &Session, msg_id: i64, body: Vec<u8>) {
                     return;
                 };
                 let inner_id = i64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
-                let len = i32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as usize;
-                let Some(inner) = body.get(at + 16..at + 16 + len) else {
+                // A negative or oversized length ends the container (it overflowed `at + len`
+                // before: found by fuzz/fuzz_targets/mtproto.rs).
+                let len = i32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+                let Some(end) = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| (at + 16).checked_add(len))
+                else {
+                    return;
+                };
+                let Some(inner) = body.get(at + 16..end) else {
                     return;
                 };
                 Box::pin(handle_message(sb, s, inner_id, inner.to_vec())).await;
-                at += 16 + len;
+                at = end;
             }
         }
         GZIP_PACKED => {
             let Some((packed, _)) = body.get(4..).and_then(tl_bytes) else {
                 return;
             };
+            // At most what a message may hold once unpacked: a small gzip bomb must not take
+            // the sandbox's memory.
             let mut plain = Vec::new();
             if flate2::read::GzDecoder::new(packed)
+                .take(GZIP_MAX)
                 .read_to_end(&mut plain)
                 .is_ok()
             {
@@ -733,6 +799,23 @@ mod tests {
         assert!(u.bot && u.is_self);
         assert_eq!(u.id, 42);
         assert_eq!(u.username.as_deref(), Some("sandbox42_bot"));
+    }
+
+    /// What the fuzzer found (fuzz/corpus/mtproto/): a frame length of i32::MIN, and a
+    /// container whose message length is negative, end the frame or message, not the process.
+    #[tokio::test]
+    async fn hostile_lengths_are_refused() {
+        let dir = std::env::temp_dir().join(format!("tp-mt-{}", std::process::id()));
+        let sb = Sandbox::new(crate::SandboxConfig::new(dir.clone())).unwrap();
+        let mut frame = i32::MIN.to_le_bytes().to_vec();
+        frame.extend([0x10, 0, 0xbe, 0x09, 0xe5]);
+        assert_eq!(decode_frames(&sb, &frame), 0);
+        let mut container = MSG_CONTAINER.to_le_bytes().to_vec();
+        container.extend(1i32.to_le_bytes());
+        container.extend([0u8; 12]);
+        container.extend((-1i32).to_le_bytes());
+        handle_body(&sb, container).await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -293,14 +293,23 @@ async fn deliver_bot(
     }
 }
 
+/// The method call a webhook's reply body makes (`{"method": "sendMessage", ...}`): its name
+/// and the other parameters; `None` for any other body.
+pub fn reply_method(reply: &[u8]) -> Option<(String, serde_json::Map<String, Value>)> {
+    let Ok(Value::Object(mut params)) = serde_json::from_slice::<Value>(reply) else {
+        return None;
+    };
+    let Some(Value::String(method)) = params.remove("method") else {
+        return None;
+    };
+    Some((method, params))
+}
+
 /// A webhook reply whose body is a method call (`{"method": "sendMessage", ...}`) is executed,
 /// as Telegram does: published to `calls` like any call (recorded, processed), with nobody
 /// waiting for its answer.
 async fn reply_call(deps: &Deps, producer: &str, row: &WebhookRow, reply: &[u8]) {
-    let Ok(Value::Object(mut params)) = serde_json::from_slice::<Value>(reply) else {
-        return;
-    };
-    let Some(Value::String(method)) = params.remove("method") else {
+    let Some((method, params)) = reply_method(reply) else {
         return;
     };
     let token = SealedToken(row.token_sealed.clone());

@@ -16,6 +16,7 @@
 //! (`processors::webhooks`), which write the store rows these stages read.
 
 pub mod deliver;
+pub use deliver::reply_method;
 pub mod filter;
 pub mod hook;
 pub mod poll;

@@ -283,6 +283,22 @@ fn handle(
     Ok((frame::RESULT, out.0))
 }
 
+/// Answers one frame body of `opcode` on a started connection of a node of its own (for the
+/// fuzz target `fuzz/fuzz_targets/cql.rs`): the reply's opcode and body.
+#[doc(hidden)]
+pub fn fuzz_frame(opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    static NODE: std::sync::OnceLock<Node> = std::sync::OnceLock::new();
+    let node = NODE.get_or_init(|| Node::new(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let mut conn = Conn {
+        keyspace: None,
+        started: true,
+    };
+    match handle(node, &mut conn, 0, opcode, body) {
+        Ok(r) => r,
+        Err(e) => (frame::ERROR, error_body(&e)),
+    }
+}
+
 fn log_schema(outcome: &Outcome) {
     if let Outcome::SchemaChange {
         change,
