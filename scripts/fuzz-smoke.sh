@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # A short run of every fuzz target (fuzz/README.md): builds them once (nightly toolchain,
 # cargo-fuzz, installed from crates.io when missing), then runs each for SECONDS (default 20)
-# from the committed seeds into a scratch corpus (release builds: overflow checks are off, a
-# slice out of range still panics). A crash, a leak
-# or an input over the memory limit fails the script; the failing input is in
-# fuzz/artifacts/<target>/.
+# from the committed seeds into a scratch corpus (cargo fuzz's default build: optimised, with
+# debug assertions and overflow checks). A crash, a leak or an input over the memory limit
+# fails the script; the failing input is in fuzz/artifacts/<target>/.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-20}"
