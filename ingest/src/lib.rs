@@ -153,8 +153,11 @@ impl Ingest {
         let secret = token
             .as_ref()
             .and_then(|(t, _)| t.expose().split_once(':').map(|(_, s)| s.to_owned()));
-        let mark = me.sealer.token_mark(call_id);
-        if let Some(secret) = &secret {
+        if let Some(secret) = secret
+            .as_deref()
+            .filter(|s| schemas::mask::call_contains(&call, s))
+        {
+            let mark = me.sealer.token_mark(call_id);
             schemas::mask::replace_in_call(&mut call, secret, &mark);
         }
         let timeout = me.cfg.call_timeout + parse::long_poll(&call);
@@ -192,7 +195,11 @@ impl Ingest {
         match waiter.wait(timeout + REPLY_GRACE).await {
             Some(reply) => {
                 let mut r = reply.payload;
-                if let Some(secret) = &secret {
+                if let Some(secret) = secret
+                    .as_deref()
+                    .filter(|_| schemas::mask::body_contains(&r.body, schemas::mask::MARK_PREFIX))
+                {
+                    let mark = me.sealer.token_mark(call_id);
                     schemas::mask::replace_in_response(&mut r, &mark, secret);
                 }
                 let outcome = if r.status < 400 { "ok" } else { "error" };

@@ -19,6 +19,10 @@ use serde_json::Value;
 /// secret again, opened from the call's sealed token. `None` when there is no mark (or the
 /// token does not open): the call is as it came.
 pub fn unmasked(sealer: &Sealer, env: &Envelope<Call>) -> Option<Call> {
+    // Most calls carry no mark: one look for the prefix before the HMAC.
+    if !call_contains(&env.payload, MARK_PREFIX) {
+        return None;
+    }
     let mark = sealer.token_mark(env.header.call_id);
     if !call_contains(&env.payload, &mark) {
         return None;
@@ -38,11 +42,19 @@ pub fn mark_answer(sealer: &Sealer, env: &Envelope<Call>, response: &mut Respons
     let Some(sealed) = env.payload.token.as_ref() else {
         return;
     };
+    if matches!(
+        response.body,
+        BodyBytes::Base64 { .. } | BodyBytes::Blob { .. }
+    ) {
+        return;
+    }
     let Ok(token) = sealer.open(env.header.bot_id, sealed) else {
         return;
     };
     if let Some((_, secret)) = token.expose().split_once(':') {
-        replace_in_response(response, secret, &sealer.token_mark(env.header.call_id));
+        if body_contains(&response.body, secret) {
+            replace_in_response(response, secret, &sealer.token_mark(env.header.call_id));
+        }
     }
 }
 
@@ -72,12 +84,42 @@ pub fn replace_in_call(call: &mut Call, from: &str, to: &str) -> bool {
     changed
 }
 
-/// Whether `needle` is anywhere `replace_in_call` looks.
+/// Whether `needle` is anywhere `replace_in_call` looks (read only: it runs on every call).
 pub fn call_contains(call: &Call, needle: &str) -> bool {
-    let mut probe = call.clone();
-    // A probe replacement: calls with a mark are rare, and the body is small text.
-    !needle.is_empty() && replace_in_call(&mut probe, needle, "")
+    fn in_value(v: &Value, needle: &str) -> bool {
+        match v {
+            Value::String(s) => s.contains(needle),
+            Value::Array(a) => a.iter().any(|v| in_value(v, needle)),
+            Value::Object(m) => m.values().any(|v| in_value(v, needle)),
+            _ => false,
+        }
+    }
+    if needle.is_empty() {
+        return false;
+    }
+    call.query.contains(needle)
+        || match &call.body {
+            CallBody::Empty => false,
+            CallBody::Json { value } => in_value(value, needle),
+            CallBody::Form { pairs } => pairs.iter().any(|(_, v)| v.contains(needle)),
+            CallBody::Multipart { parts } => parts
+                .iter()
+                .any(|p| matches!(p, Part::Text { value, .. } if value.contains(needle))),
+            CallBody::Other { data, .. } => body_contains(data, needle),
+        }
 }
+
+/// Whether `needle` is in the body's text (JSON or UTF-8; binary bodies are not looked into).
+pub fn body_contains(body: &BodyBytes, needle: &str) -> bool {
+    match body {
+        BodyBytes::Json { json } => json.0.get().contains(needle),
+        BodyBytes::Utf8 { text } => text.contains(needle),
+        BodyBytes::Base64 { .. } | BodyBytes::Blob { .. } => false,
+    }
+}
+
+/// The prefix of every mark: an answer without it has nothing to restore.
+pub const MARK_PREFIX: &str = "tpmask";
 
 /// Replaces `from` by `to` in the answer's body; whether anything was replaced.
 pub fn replace_in_response(response: &mut Response, from: &str, to: &str) -> bool {

@@ -247,7 +247,11 @@ impl Sealer {
         let mut mac =
             <HmacSha256 as Mac>::new_from_slice(&self.mask_key).expect("hmac takes any key");
         mac.update(call_id.0.as_bytes());
-        format!("tpmask{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+        format!(
+            "{}{}",
+            crate::mask::MARK_PREFIX,
+            hex::encode(&mac.finalize().into_bytes()[..16])
+        )
     }
 
     /// Seals any secret (an MTProto session) for `bot_id`: it opens only with the same bot id.
