@@ -313,14 +313,23 @@ impl Consumer for KafkaConsumer {
 pub struct TopicReader {
     consumer: StreamConsumer,
     prefix: String,
-    /// Partition → the offset after which it is read to the end (its high watermark then).
+    /// Partition not yet read to its end → its high watermark when the read began.
     ends: HashMap<i32, i64>,
+    /// Partitions read to their high watermark, still taking what the broker delivers with
+    /// them (see [`TopicReader::next`]).
+    tails: std::collections::HashSet<i32>,
+    /// When the read began: a record stamped later was published after it.
+    began_ms: i64,
 }
+
+/// How long a reader whose every partition is past its high watermark waits for one more
+/// record before it calls the read done.
+const TAIL_GRACE: Duration = Duration::from_millis(250);
 
 impl KafkaBus {
     /// Reads `topic` to its end as of now: from the first record at `since_ms` (by the broker's
-    /// time index, a minute and one record early), or from the earliest record kept. A caller
-    /// skips what is older than it wants by the records' own times.
+    /// time index, a minute early), or from the earliest record kept. A caller skips what is
+    /// older than it wants by the records' own times.
     pub async fn read_to_end(
         &self,
         topic: &str,
@@ -328,6 +337,7 @@ impl KafkaBus {
     ) -> Result<TopicReader, BusError> {
         let cfg = self.cfg.clone();
         let full = self.full(topic);
+        let began_ms = schemas::now_ms();
         // librdkafka's metadata and offset lookups block: off the async threads.
         tokio::task::spawn_blocking(move || -> Result<TopicReader, BusError> {
             let wait = Timeout::After(Duration::from_secs(10));
@@ -372,9 +382,8 @@ impl KafkaBus {
                 }
             }
             // Where each partition starts: the time index's offset for a minute before
-            // `since_ms` (producers' clocks and record times differ), one record earlier still
-            // (on Tansu the index once started a partition one record late: 1,007 of 1,008
-            // calls read in CI); the earliest record where the index has nothing to say.
+            // `since_ms` (producers' clocks and record times differ); the earliest record where
+            // the index has nothing to say.
             let mut starts: HashMap<i32, rdkafka::Offset> = ends
                 .keys()
                 .map(|p| (*p, rdkafka::Offset::Beginning))
@@ -389,7 +398,7 @@ impl KafkaBus {
                 for e in found.elements() {
                     let low = lows.get(&e.partition()).copied().unwrap_or(0);
                     let start = match e.offset() {
-                        rdkafka::Offset::Offset(o) => rdkafka::Offset::Offset((o - 1).max(low)),
+                        rdkafka::Offset::Offset(o) => rdkafka::Offset::Offset(o.max(low)),
                         // Every record is older than asked for: nothing to read here.
                         rdkafka::Offset::End => rdkafka::Offset::End,
                         _ => rdkafka::Offset::Beginning,
@@ -411,6 +420,8 @@ impl KafkaBus {
                 consumer,
                 prefix: cfg.prefix.clone(),
                 ends,
+                tails: Default::default(),
+                began_ms,
             })
         })
         .await
@@ -420,27 +431,56 @@ impl KafkaBus {
 
 impl TopicReader {
     /// The next record, or `None` once every partition was read to its end.
+    ///
+    /// A partition's end is its high watermark when the read began, and then whatever the
+    /// broker delivers with it that was stamped before the read began: Tansu reports as high
+    /// watermark the first offset of a partition's last batch plus one, so a watermark alone
+    /// left the rest of that batch unread (1,002 of 1,008 records published by concurrent
+    /// senders). Once every partition is past its watermark, the read ends at the first record
+    /// stamped after it began or after [`TAIL_GRACE`] without one.
     pub async fn next(&mut self) -> Result<Option<Record>, BusError> {
         loop {
-            if self.ends.is_empty() {
+            if self.ends.is_empty() && self.tails.is_empty() {
                 return Ok(None);
             }
-            let m = self.consumer.recv().await.map_err(backend)?;
-            let Some(&end) = self.ends.get(&m.partition()) else {
-                continue;
+            let m = if self.ends.is_empty() {
+                match tokio::time::timeout(TAIL_GRACE, self.consumer.recv()).await {
+                    Ok(m) => m.map_err(backend)?,
+                    Err(_) => {
+                        self.tails.clear();
+                        continue;
+                    }
+                }
+            } else {
+                self.consumer.recv().await.map_err(backend)?
             };
-            if m.offset() + 1 >= end {
-                self.ends.remove(&m.partition());
-            }
-            if m.offset() >= end {
-                continue;
+            let p = m.partition();
+            let within = match self.ends.get(&p) {
+                Some(&end) => {
+                    if m.offset() + 1 >= end {
+                        self.ends.remove(&p);
+                        self.tails.insert(p);
+                    }
+                    m.offset() < end
+                }
+                None => false,
+            };
+            if !within {
+                if !self.tails.contains(&p) {
+                    continue;
+                }
+                if m.timestamp().to_millis().is_some_and(|t| t > self.began_ms) {
+                    // Published after the read began: this partition is done.
+                    self.tails.remove(&p);
+                    continue;
+                }
             }
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };
             return Ok(Some(Record {
                 topic: topic.to_owned(),
-                partition: m.partition().max(0) as u32,
+                partition: p.max(0) as u32,
                 offset: m.offset().max(0) as u64,
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                 payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),

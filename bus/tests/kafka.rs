@@ -93,6 +93,52 @@ async fn a_topic_is_read_to_its_end_as_it_stood() {
     assert!(n <= 31, "{n} records: more than the topic holds");
 }
 
+/// Records that concurrent senders put into one batch are all read, the last batch's too:
+/// Tansu's high watermark is its last batch's first offset plus one (1,002 of 1,008 records
+/// were read when the reader stopped there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_takes_the_whole_last_batch() {
+    let Ok(brokers) = std::env::var("TELEPIPE_TEST_KAFKA") else {
+        eprintln!("TELEPIPE_TEST_KAFKA not set: the last-batch test did not run");
+        return;
+    };
+    use bus::Bus;
+    let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}")).unwrap();
+    cfg.prefix = format!("batch{:08x}.", rand_u32());
+    cfg.partitions = 3;
+    let bus = Arc::new(KafkaBus::new(cfg).unwrap());
+    bus.ensure_topics(&["calls".into()]).await.unwrap();
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..126 {
+                    let key = format!("k{}", (t * 7 + i) % 5);
+                    bus.publish("calls", &key, format!("r{t}-{i}").into_bytes())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    for since in [None, Some(schemas::now_ms() - 3_600_000)] {
+        let mut reader = bus.read_to_end("calls", since).await.unwrap();
+        let mut n = 0;
+        while tokio::time::timeout(std::time::Duration::from_secs(30), reader.next())
+            .await
+            .expect("the reader ends")
+            .unwrap()
+            .is_some()
+        {
+            n += 1;
+        }
+        assert_eq!(n, 8 * 126, "since {since:?}");
+    }
+}
+
 fn rand_u32() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
