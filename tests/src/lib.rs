@@ -285,6 +285,28 @@ impl Proc {
         Ok(())
     }
 
+    /// SIGKILL to the main process, then the same command again on the same address (so
+    /// clients keep their URL, as behind a fixed service address).
+    pub async fn kill_and_restart_in_place(&mut self) -> Result<()> {
+        self.kill().await;
+        let addr = self
+            .url
+            .strip_prefix("http://")
+            .context("an http URL")?
+            .to_owned();
+        let mut args = self.args.clone();
+        let listen = args
+            .iter()
+            .position(|a| a == "--listen")
+            .context("started with --listen")?;
+        args[listen + 1] = addr;
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, url) = spawn(&refs, &self.dir.0.join("stderr.log")).await?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
     /// SIGKILL to the main process (the ingest in split mode).
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("kill");
