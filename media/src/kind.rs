@@ -3,44 +3,8 @@
 
 use crate::Metadata;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Photo,
-    Sticker,
-    Animation,
-    Video,
-    Voice,
-    Audio,
-    Document,
-}
-
-impl Kind {
-    /// The send method's file parameter, which is also the upload's kind ("video_note" is
-    /// never detected: a round video is a choice, not a format).
-    pub fn param(self) -> &'static str {
-        match self {
-            Kind::Photo => "photo",
-            Kind::Sticker => "sticker",
-            Kind::Animation => "animation",
-            Kind::Video => "video",
-            Kind::Voice => "voice",
-            Kind::Audio => "audio",
-            Kind::Document => "document",
-        }
-    }
-
-    pub fn method(self) -> &'static str {
-        match self {
-            Kind::Photo => "sendPhoto",
-            Kind::Sticker => "sendSticker",
-            Kind::Animation => "sendAnimation",
-            Kind::Video => "sendVideo",
-            Kind::Voice => "sendVoice",
-            Kind::Audio => "sendAudio",
-            Kind::Document => "sendDocument",
-        }
-    }
-}
+/// What [`detect`] answers: never `VideoNote` (a round video is a choice, not a format).
+pub use schemas::MediaKind as Kind;
 
 /// Telegram's photo limits: 10 MB, width + height ≤ 10000, sides at most 20:1.
 const PHOTO_MAX: u64 = 10 * 1024 * 1024;
@@ -176,35 +140,41 @@ mod tests {
         };
         let video = read("video.mp4").await;
         assert_eq!(
-            p(video.params_for("video")),
+            p(video.params_for(Kind::Video)),
             "width=160 height=120 duration=2 supports_streaming=true"
         );
         assert_eq!(video.mime_type(), Some("video/mp4"));
         // An mp4 whose index comes last cannot stream.
         let mov = read("video.mov").await;
         assert_eq!(
-            p(mov.params_for("video")),
+            p(mov.params_for(Kind::Video)),
             "width=160 height=120 duration=2"
         );
         assert_eq!(mov.mime_type(), Some("video/quicktime"));
         let round = read("round.mp4").await;
-        assert_eq!(p(round.params_for("video_note")), "length=240 duration=3");
+        assert_eq!(
+            p(round.params_for(Kind::VideoNote)),
+            "length=240 duration=3"
+        );
         let mp3 = read("audio.mp3").await;
         assert_eq!(
-            p(mp3.params_for("audio")),
+            p(mp3.params_for(Kind::Audio)),
             "duration=2 performer=Sandbox Band title=Test Tone"
         );
-        assert_eq!(p(read("voice.ogg").await.params_for("voice")), "duration=4");
+        assert_eq!(
+            p(read("voice.ogg").await.params_for(Kind::Voice)),
+            "duration=4"
+        );
         let gif = read("animation.gif").await;
-        assert_eq!(p(gif.params_for("animation")), "width=80 height=60");
+        assert_eq!(p(gif.params_for(Kind::Animation)), "width=80 height=60");
         let webm = read("video.webm").await;
         assert_eq!(
-            p(webm.params_for("video")),
+            p(webm.params_for(Kind::Video)),
             "width=160 height=120 duration=2"
         );
         let webp = read("photo.webp").await;
         assert_eq!(webp.dimensions(), Some((640, 480)));
-        assert!(read("random.bin").await.params_for("video").is_empty());
+        assert!(read("random.bin").await.params_for(Kind::Video).is_empty());
     }
 
     /// Read in pieces from an offset, as from a blob store: the same answer as from memory,
@@ -235,7 +205,7 @@ mod tests {
             let n = bytes.len();
             for cut in [1, 7, 64, 500, n / 3, n / 2, n.saturating_sub(1)] {
                 let m = probe_bytes(&bytes[..cut.min(n)]).await.unwrap();
-                let _ = (detect(&m), m.params_for("video"), m.mime_type());
+                let _ = (detect(&m), m.params_for(Kind::Video), m.mime_type());
             }
         }
     }

@@ -230,14 +230,14 @@ impl Metadata {
         })
     }
 
-    /// The Bot API parameters a send of `kind` (its file parameter: "video", "audio", ...)
-    /// takes from the file, as text values. The caller adds those the request lacks.
-    pub fn params_for(&self, kind: &str) -> Vec<(&'static str, String)> {
+    /// The Bot API parameters a send of `kind` takes from the file, as text values. The caller
+    /// adds those the request lacks.
+    pub fn params_for(&self, kind: Kind) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let dims = self.dimensions();
         let duration = self.duration_s();
         match kind {
-            "video" | "animation" => {
+            Kind::Video | Kind::Animation => {
                 if let Some((w, h)) = dims {
                     out.push(("width", w.to_string()));
                     out.push(("height", h.to_string()));
@@ -247,11 +247,11 @@ impl Metadata {
                 }
                 let h264_mp4 = self.format.as_deref() == Some("MPEG-4")
                     && self.video.as_ref().is_some_and(|v| v.format == "AVC");
-                if kind == "video" && h264_mp4 && self.streamable != Some(false) {
+                if kind == Kind::Video && h264_mp4 && self.streamable != Some(false) {
                     out.push(("supports_streaming", "true".into()));
                 }
             }
-            "video_note" => {
+            Kind::VideoNote => {
                 if let Some((w, h)) = dims {
                     out.push(("length", w.min(h).to_string()));
                 }
@@ -259,11 +259,11 @@ impl Metadata {
                     out.push(("duration", d.to_string()));
                 }
             }
-            "audio" | "voice" => {
+            Kind::Audio | Kind::Voice => {
                 if let Some(d) = duration {
                     out.push(("duration", d.to_string()));
                 }
-                if kind == "audio" {
+                if kind == Kind::Audio {
                     if let Some(p) = &self.performer {
                         out.push(("performer", p.clone()));
                     }

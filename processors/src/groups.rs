@@ -7,10 +7,10 @@
 
 use crate::passthrough::open_token;
 use crate::uploads::{
-    as_call, is_url, method_for, prepare, retyped, settle, source_from, text, Prepared, Source,
+    as_call, is_url, prepare, retyped, settle, source_from, text, Prepared, Source,
 };
 use crate::Deps;
-use schemas::{Call, CallBody, Envelope, Part, Response};
+use schemas::{Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::{Map, Value};
 
 /// The media items of a call, when `media` is a JSON array.
@@ -22,14 +22,13 @@ fn items(call: &Call) -> Option<Vec<Value>> {
     }
 }
 
-/// The kind (file parameter) of an InputMedia item.
-fn kind(item: &Value) -> Option<&'static str> {
-    Some(match item["type"].as_str()? {
-        "photo" => "photo",
-        "video" => "video",
-        "audio" => "audio",
-        "document" => "document",
-        _ => return None,
+/// The kind of an InputMedia item, of those a media group takes.
+fn kind(item: &Value) -> Option<MediaKind> {
+    MediaKind::from_param(item["type"].as_str()?).filter(|k| {
+        matches!(
+            k,
+            MediaKind::Photo | MediaKind::Video | MediaKind::Audio | MediaKind::Document
+        )
     })
 }
 
@@ -44,7 +43,7 @@ pub fn takes_over(call: &Call) -> bool {
         let renamed = item.get("file_name").is_some();
         is_url(media)
             || media.starts_with("attach://")
-            || kind(item).is_some_and(|k| retyped(method_for(k), media, renamed).is_some())
+            || kind(item).is_some_and(|k| retyped(k.send_method(), media, renamed).is_some())
     })
 }
 
@@ -81,7 +80,7 @@ pub async fn send_media_group(deps: &Deps, env: &Envelope<Call>) -> Response {
                     call,
                     Some(m),
                     "",
-                    Some(method_for(kind)),
+                    Some(kind.send_method()),
                     renamed.is_some(),
                 )
                 .await
@@ -171,7 +170,7 @@ pub async fn send_media_group(deps: &Deps, env: &Envelope<Call>) -> Response {
             .map(|(i, key, deduped)| {
                 let id = messages
                     .get(i)
-                    .and_then(|m| crate::uploads::file_id_in(m, &key.kind));
+                    .and_then(|m| crate::uploads::file_id_in(m, key.kind));
                 (key, deduped, id)
             })
             .collect();

@@ -10,9 +10,9 @@
 //! a URL of unknown size, or within the limits, stays as it is for Telegram to fetch.
 
 use crate::passthrough::open_token;
-use crate::uploads::{file_part, keep, keep_fetched, kind_of, probe, Source};
+use crate::uploads::{file_part, keep, keep_fetched, probe, Source};
 use crate::Deps;
-use schemas::{ApiError, Call, CallBody, Envelope, Part, Response};
+use schemas::{ApiError, Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use telegram::file_id::FileId;
@@ -20,18 +20,19 @@ use telegram::file_id::FileId;
 /// How long the size of all URL results may take to learn: inline answers must be quick.
 const SIZE_CHECK: Duration = Duration::from_secs(5);
 
-/// The URL field of each result type that carries a file, its kind, and Telegram's limit.
-fn url_field(kind: &str) -> Option<(&'static str, &'static str, u64)> {
+/// The URL field of each result type that carries a file, its kind (none for the gateway's
+/// `file`, whose kind its content says), and Telegram's limit.
+fn url_field(result_type: &str) -> Option<(&'static str, Option<MediaKind>, u64)> {
     const MB: u64 = 1024 * 1024;
-    Some(match kind {
-        "photo" => ("photo_url", "photo", 5 * MB),
-        "gif" => ("gif_url", "animation", 20 * MB),
-        "mpeg4_gif" => ("mpeg4_url", "animation", 20 * MB),
-        "video" => ("video_url", "video", 20 * MB),
-        "audio" => ("audio_url", "audio", 20 * MB),
-        "voice" => ("voice_url", "voice", 20 * MB),
-        "document" => ("document_url", "document", 20 * MB),
-        "file" => ("file_url", "", 0),
+    Some(match result_type {
+        "photo" => ("photo_url", Some(MediaKind::Photo), 5 * MB),
+        "gif" => ("gif_url", Some(MediaKind::Animation), 20 * MB),
+        "mpeg4_gif" => ("mpeg4_url", Some(MediaKind::Animation), 20 * MB),
+        "video" => ("video_url", Some(MediaKind::Video), 20 * MB),
+        "audio" => ("audio_url", Some(MediaKind::Audio), 20 * MB),
+        "voice" => ("voice_url", Some(MediaKind::Voice), 20 * MB),
+        "document" => ("document_url", Some(MediaKind::Document), 20 * MB),
+        "file" => ("file_url", None, 0),
         _ => return None,
     })
 }
@@ -64,17 +65,17 @@ pub fn takes_over(call: &Call) -> bool {
 }
 
 /// A result as its cached counterpart, for a kept file of `kind`.
-fn cached(result: &Value, kind: &str, file_id: &str, file_name: &str) -> Value {
+fn cached(result: &Value, kind: MediaKind, file_id: &str, file_name: &str) -> Value {
     let original = result["type"].as_str().unwrap_or("");
     let (t, field) = match kind {
-        "photo" => ("photo", "photo_file_id"),
-        "animation" if original == "gif" => ("gif", "gif_file_id"),
-        "animation" => ("mpeg4_gif", "mpeg4_file_id"),
-        "video" | "video_note" => ("video", "video_file_id"),
-        "audio" => ("audio", "audio_file_id"),
-        "voice" => ("voice", "voice_file_id"),
-        "sticker" => ("sticker", "sticker_file_id"),
-        _ => ("document", "document_file_id"),
+        MediaKind::Photo => ("photo", "photo_file_id"),
+        MediaKind::Animation if original == "gif" => ("gif", "gif_file_id"),
+        MediaKind::Animation => ("mpeg4_gif", "mpeg4_file_id"),
+        MediaKind::Video | MediaKind::VideoNote => ("video", "video_file_id"),
+        MediaKind::Audio => ("audio", "audio_file_id"),
+        MediaKind::Voice => ("voice", "voice_file_id"),
+        MediaKind::Sticker => ("sticker", "sticker_file_id"),
+        MediaKind::Document => ("document", "document_file_id"),
     };
     let keep: &[&str] = if t == "sticker" {
         &["id", "reply_markup", "input_message_content"]
@@ -181,7 +182,7 @@ pub async fn answer_inline_query(deps: &Deps, env: &Envelope<Call>) -> Response 
         let result = match plan {
             Plan::Keep => r.clone(),
             Plan::ById(id) => match FileId::decode(&id) {
-                Ok(fid) => cached(r, kind_of(fid.file_type), &id, "file"),
+                Ok(fid) => cached(r, fid.file_type.sent_as(), &id, "file"),
                 Err(_) => {
                     return Response::from_error(&ApiError::bad_request(format!(
                         "result {n}: wrong file identifier specified"
@@ -197,8 +198,8 @@ pub async fn answer_inline_query(deps: &Deps, env: &Envelope<Call>) -> Response 
                 let meta = probe(deps, &source.blob).await;
                 let t = r["type"].as_str().unwrap_or("");
                 let kind = match url_field(t) {
-                    Some((_, kind, _)) if !kind.is_empty() => kind,
-                    _ => media::detect(&meta).param(),
+                    Some((_, Some(kind), _)) => kind,
+                    _ => media::detect(&meta),
                 };
                 let key = source.key(env.header.bot_id, kind, None);
                 let given = r.as_object().cloned().unwrap_or_default();
@@ -246,17 +247,23 @@ mod tests {
             "mime_type": "video/mp4", "thumbnail_url": "http://x/t.jpg", "caption": "c",
             "video_duration": 3});
         assert_eq!(
-            cached(&r, "video", "ID", "v.mp4"),
+            cached(&r, MediaKind::Video, "ID", "v.mp4"),
             json!({"type": "video", "id": "1", "caption": "c", "video_file_id": "ID",
                 "title": "v.mp4"})
         );
         let gif = json!({"type": "gif", "id": "2", "gif_url": "u", "title": "t"});
-        assert_eq!(cached(&gif, "animation", "G", "g")["gif_file_id"], "G");
+        assert_eq!(
+            cached(&gif, MediaKind::Animation, "G", "g")["gif_file_id"],
+            "G"
+        );
         let file = json!({"type": "file", "id": "3", "file_url": "u", "caption": "x"});
         assert_eq!(
-            cached(&file, "sticker", "S", "s"),
+            cached(&file, MediaKind::Sticker, "S", "s"),
             json!({"type": "sticker", "id": "3", "sticker_file_id": "S"})
         );
-        assert_eq!(cached(&file, "animation", "M", "m")["type"], "mpeg4_gif");
+        assert_eq!(
+            cached(&file, MediaKind::Animation, "M", "m")["type"],
+            "mpeg4_gif"
+        );
     }
 }

@@ -29,7 +29,7 @@
 use crate::passthrough::open_token;
 use crate::Deps;
 use fetch::FetchError;
-use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, Part, Response};
+use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::Value;
 use store::blobs::BlobError;
 use telegram::file_id::{FileId, FileType};
@@ -37,51 +37,12 @@ use telegram::mtproto::{tl, MtprotoError, NewMedia, StoredMedia};
 
 /// The file parameter of each single-file send method.
 pub fn file_param(method: &str) -> Option<&'static str> {
-    Some(match method {
-        "sendDocument" => "document",
-        "sendPhoto" => "photo",
-        "sendVideo" => "video",
-        "sendAudio" => "audio",
-        "sendVoice" => "voice",
-        "sendAnimation" => "animation",
-        "sendVideoNote" => "video_note",
-        "sendSticker" => "sticker",
-        _ => return None,
-    })
+    MediaKind::of_send_method(method).map(MediaKind::param)
 }
 
 /// The gateway's `sendFile`: any file, sent as the kind its content says.
 pub fn is_send_file(method: &str) -> bool {
     method.eq_ignore_ascii_case("sendFile")
-}
-
-/// The send method for a kind (a file parameter).
-pub(crate) fn method_for(kind: &str) -> &'static str {
-    match kind {
-        "photo" => "sendPhoto",
-        "video" => "sendVideo",
-        "audio" => "sendAudio",
-        "voice" => "sendVoice",
-        "animation" => "sendAnimation",
-        "video_note" => "sendVideoNote",
-        "sticker" => "sendSticker",
-        _ => "sendDocument",
-    }
-}
-
-/// The kind (file parameter) a file id's type is sent as.
-pub(crate) fn kind_of(t: FileType) -> &'static str {
-    use FileType::*;
-    match t {
-        t if t.is_photo() => "photo",
-        Video => "video",
-        Audio => "audio",
-        Voice => "voice",
-        Animation => "animation",
-        VideoNote => "video_note",
-        Sticker => "sticker",
-        _ => "document",
-    }
 }
 
 pub(crate) fn is_url(v: &str) -> bool {
@@ -110,18 +71,7 @@ pub(crate) fn file_part<'a>(
 
 /// The file types a send method takes as a file_id.
 fn accepts(method: &str, t: FileType) -> bool {
-    use FileType::*;
-    match method {
-        "sendDocument" => matches!(t, Document | DocumentAsFile),
-        "sendPhoto" => t.is_photo(),
-        "sendVideo" => matches!(t, Video),
-        "sendAudio" => matches!(t, Audio),
-        "sendVoice" => matches!(t, Voice),
-        "sendAnimation" => matches!(t, Animation),
-        "sendVideoNote" => matches!(t, VideoNote),
-        "sendSticker" => matches!(t, Sticker),
-        _ => true,
-    }
+    MediaKind::of_send_method(method).is_none_or(|k| t.sent_as() == k)
 }
 
 /// A file_id given for a method that does not take its type, or with `file_name`: the file
@@ -154,7 +104,12 @@ pub fn takes_over(call: &Call) -> bool {
 
 /// The Bot API's multipart limit for a method's file.
 pub(crate) fn bot_api_limit(method: &str) -> u64 {
-    if method == "sendPhoto" {
+    kind_limit(MediaKind::of_send_method(method).unwrap_or(MediaKind::Document))
+}
+
+/// The Bot API's multipart limit for a file sent as `kind`.
+pub(crate) fn kind_limit(kind: MediaKind) -> u64 {
+    if kind == MediaKind::Photo {
         10 * 1024 * 1024
     } else {
         50 * 1024 * 1024
@@ -188,13 +143,13 @@ impl Source {
     pub(crate) fn key(
         &self,
         bot_id: schemas::BotId,
-        kind: &str,
+        kind: MediaKind,
         renamed: Option<String>,
     ) -> store::UploadKey {
         store::UploadKey {
             bot_id,
             sha256: self.blob.sha256.clone(),
-            kind: kind.to_owned(),
+            kind,
             file_name: renamed.unwrap_or_else(|| self.file_name.clone()),
         }
     }
@@ -363,7 +318,7 @@ pub(crate) async fn probe(deps: &Deps, blob: &BlobRef) -> media::Metadata {
 /// The metadata parameters of a `kind` the request does not give itself.
 fn missing_metadata(
     meta: &media::Metadata,
-    kind: &str,
+    kind: MediaKind,
     params: &serde_json::Map<String, Value>,
 ) -> Vec<(&'static str, String)> {
     meta.params_for(kind)
@@ -445,10 +400,10 @@ pub(crate) async fn prepare(
         Some(m) => m,
         None => probe(deps, &source.blob).await,
     };
-    let kind = key.kind.as_str();
+    let kind = key.kind;
     let extra = missing_metadata(&meta, kind, given);
     let ctype = content_type(source.content_type.clone(), &meta);
-    if source.blob.size <= bot_api_limit(method_for(kind)) || deps.files.local_mode() {
+    if source.blob.size <= kind_limit(kind) || deps.files.local_mode() {
         crate::metrics::UPLOADS
             .with_label_values(&["multipart"])
             .inc();
@@ -515,12 +470,14 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
     };
     let call = &env.payload;
     let detect = is_send_file(&call.method);
-    let (method, param) = if detect {
-        ("sendFile", "file")
+    let (method, fixed) = if detect {
+        ("sendFile", None)
     } else {
         let m = schemas::catalogue::canonical(&call.method).unwrap_or_default();
-        (m, file_param(m).expect("routed here for a send method"))
+        let kind = MediaKind::of_send_method(m).expect("routed here for a send method");
+        (m, Some(kind))
     };
+    let param = fixed.map_or("file", MediaKind::param);
     let params = call.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
 
@@ -545,14 +502,15 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
         Err(answer) => return answer,
     };
     let mut meta = None;
-    let kind = if detect {
-        let m = probe(deps, &source.blob).await;
-        let kind = media::detect(&m).param();
-        tracing::info!(kind, format = ?m.format, "sendFile: kind detected");
-        meta = Some(m);
-        kind
-    } else {
-        param
+    let kind = match fixed {
+        Some(kind) => kind,
+        None => {
+            let m = probe(deps, &source.blob).await;
+            let kind = media::detect(&m);
+            tracing::info!(kind = kind.param(), format = ?m.format, "sendFile: kind detected");
+            meta = Some(m);
+            kind
+        }
     };
     let key = source.key(env.header.bot_id, kind, renamed);
     let mut use_cache = true;
@@ -564,7 +522,7 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
             &source,
             &key,
             &params,
-            kind,
+            kind.param(),
             meta.clone(),
             use_cache,
         )
@@ -581,7 +539,8 @@ pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
             }
             Err(answer) => return answer,
         };
-        let answer = crate::passthrough::execute(deps, &as_call(env, method_for(kind), body)).await;
+        let answer =
+            crate::passthrough::execute(deps, &as_call(env, kind.send_method(), body)).await;
         let sent = [(key.clone(), deduped, sent_file_id(&answer, kind))];
         if settle(deps, &answer, &sent).await {
             use_cache = false;
@@ -605,9 +564,9 @@ async fn send_file_by_id(
             "wrong file identifier/HTTP URL specified",
         ));
     };
-    let kind = kind_of(fid.file_type);
+    let kind = fid.file_type.sent_as();
     let body = by_file_id(&env.payload, "file", kind, params, id.to_owned());
-    crate::passthrough::execute(deps, &as_call(env, method_for(kind), body)).await
+    crate::passthrough::execute(deps, &as_call(env, kind.send_method(), body)).await
 }
 
 /// The call's body with the file given as `file_id` under `kind` (multipart stays multipart,
@@ -615,7 +574,7 @@ async fn send_file_by_id(
 fn by_file_id(
     call: &Call,
     param: &str,
-    kind: &str,
+    kind: MediaKind,
     params: &serde_json::Map<String, Value>,
     file_id: String,
 ) -> CallBody {
@@ -626,7 +585,7 @@ fn by_file_id(
                 param,
                 &[],
                 Part::Text {
-                    name: kind.to_owned(),
+                    name: kind.param().to_owned(),
                     value: file_id,
                 },
             ),
@@ -635,7 +594,7 @@ fn by_file_id(
             let mut p = params.clone();
             p.remove("file_name");
             p.remove(param);
-            p.insert(kind.to_owned(), Value::String(file_id));
+            p.insert(kind.param().to_owned(), Value::String(file_id));
             CallBody::Json {
                 value: Value::Object(p),
             }
@@ -644,15 +603,15 @@ fn by_file_id(
 }
 
 /// The file_id of the file a send answered with (a photo's: its largest size).
-fn sent_file_id(answer: &Response, param: &str) -> Option<String> {
+fn sent_file_id(answer: &Response, kind: MediaKind) -> Option<String> {
     let bytes = answer.body.inline_bytes()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    file_id_in(&v["result"], param)
+    file_id_in(&v["result"], kind)
 }
 
 /// The file_id of a message's `kind` of media (a photo's: its largest size).
-pub(crate) fn file_id_in(message: &Value, kind: &str) -> Option<String> {
-    let media = match &message[kind] {
+pub(crate) fn file_id_in(message: &Value, kind: MediaKind) -> Option<String> {
+    let media = match &message[kind.param()] {
         Value::Array(sizes) => sizes.last()?,
         other => other,
     };
@@ -723,18 +682,10 @@ fn mime_or_default(content_type: Option<String>) -> String {
 /// The gateway's `upload<Type>` methods: the file parameter each takes (that of the matching
 /// send method); `uploadFile` takes `file`, of a kind detected from its content.
 pub fn upload_param(method: &str) -> Option<&'static str> {
-    Some(match method.to_ascii_lowercase().as_str() {
-        "uploadfile" => "file",
-        "uploaddocument" => "document",
-        "uploadphoto" => "photo",
-        "uploadvideo" => "video",
-        "uploadaudio" => "audio",
-        "uploadvoice" => "voice",
-        "uploadanimation" => "animation",
-        "uploadvideonote" => "video_note",
-        "uploadsticker" => "sticker",
-        _ => return None,
-    })
+    if method.eq_ignore_ascii_case("uploadFile") {
+        return Some("file");
+    }
+    MediaKind::of_upload_method(method).map(MediaKind::param)
 }
 
 fn int(params: &serde_json::Map<String, Value>, k: &str) -> Option<i64> {
@@ -748,7 +699,7 @@ fn int(params: &serde_json::Map<String, Value>, k: &str) -> Option<i64> {
 /// What Telegram should keep the upload as, from the kind and the request's values (with the
 /// file's own metadata added where the request had none).
 fn media_for(
-    kind: &str,
+    kind: MediaKind,
     params: &serde_json::Map<String, Value>,
     mime: String,
     file_name: String,
@@ -777,18 +728,18 @@ fn media_for(
     let mut attributes: Vec<tl::enums::DocumentAttribute> =
         vec![t::DocumentAttributeFilename { file_name }.into()];
     match kind {
-        "video" => attributes.push(video(false, width, height)),
-        "video_note" => {
+        MediaKind::Video => attributes.push(video(false, width, height)),
+        MediaKind::VideoNote => {
             let side = int(params, "length").unwrap_or(0) as i32;
             attributes.push(video(true, side, side));
         }
-        "animation" => {
+        MediaKind::Animation => {
             attributes.push(tl::enums::DocumentAttribute::Animated);
             attributes.push(video(false, width, height));
         }
-        "audio" | "voice" => attributes.push(
+        MediaKind::Audio | MediaKind::Voice => attributes.push(
             t::DocumentAttributeAudio {
-                voice: kind == "voice",
+                voice: kind == MediaKind::Voice,
                 duration: duration as i32,
                 title: text("title"),
                 performer: text("performer"),
@@ -796,7 +747,7 @@ fn media_for(
             }
             .into(),
         ),
-        "sticker" => attributes.push(
+        MediaKind::Sticker => attributes.push(
             t::DocumentAttributeSticker {
                 mask: false,
                 alt: text("emoji").unwrap_or_default(),
@@ -805,13 +756,13 @@ fn media_for(
             }
             .into(),
         ),
-        _ => {}
+        MediaKind::Photo | MediaKind::Document => {}
     }
     NewMedia {
-        photo: kind == "photo",
+        photo: kind == MediaKind::Photo,
         mime_type: mime,
         attributes,
-        force_file: kind == "document",
+        force_file: kind == MediaKind::Document,
     }
 }
 
@@ -825,7 +776,7 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
     };
     let call = &env.payload;
     let param = upload_param(&call.method).expect("routed here for an upload method");
-    let detect = param == "file";
+    let fixed = MediaKind::from_param(param);
     let params = call.params();
     if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
         return Response::from_error(&ApiError::bad_request(
@@ -833,11 +784,7 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
         ));
     }
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
-    let retype_as = if detect {
-        "sendFile"
-    } else {
-        method_for(param)
-    };
+    let retype_as = fixed.map_or("sendFile", MediaKind::send_method);
     let source = match source_of(
         deps,
         &token,
@@ -868,11 +815,7 @@ pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
         Err(answer) => return answer,
     };
     let meta = probe(deps, &source.blob).await;
-    let kind = if detect {
-        media::detect(&meta).param()
-    } else {
-        param
-    };
+    let kind = fixed.unwrap_or_else(|| media::detect(&meta));
     let key = source.key(env.header.bot_id, kind, renamed);
     match keep(deps, env, &token, &source, &key, &params, meta).await {
         Ok((fid, size)) => upload_answer(&fid, Some(size)),
@@ -900,7 +843,7 @@ pub(crate) async fn keep(
             return Ok((fid, source.blob.size));
         }
     }
-    let kind = key.kind.as_str();
+    let kind = key.kind;
     let extra = missing_metadata(&meta, kind, given);
     let ctype = content_type(source.content_type.clone(), &meta);
     let kept = if deps.files.mtproto().is_some() {
@@ -922,7 +865,7 @@ pub(crate) async fn keep(
         .map(|s| (s.file_id, s.file_size))
     } else {
         let part = Part::File {
-            name: kind.to_owned(),
+            name: kind.param().to_owned(),
             file_name: Some(key.file_name.clone()),
             content_type: ctype,
             blob: source.blob.clone(),
@@ -942,12 +885,12 @@ pub(crate) async fn keep(
 async fn through_storage_chat(
     deps: &Deps,
     env: &Envelope<Call>,
-    kind: &str,
+    kind: MediaKind,
     extra: &[(&'static str, String)],
     file: Part,
 ) -> Result<(FileId, u64), Response> {
     let chat = deps.files.storage_chat().expect("checked by the caller");
-    let method = method_for(kind);
+    let method = kind.send_method();
     let size = match &file {
         Part::File { blob, .. } => blob.size,
         Part::Text { .. } => 0,
@@ -983,7 +926,7 @@ async fn through_storage_chat(
         .inline_bytes()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let media = match &sent["result"][kind] {
+    let media = match &sent["result"][kind.param()] {
         Value::Array(sizes) => sizes.last().cloned().unwrap_or_default(),
         other => other.clone(),
     };
@@ -1021,7 +964,7 @@ pub(crate) fn upload_answer(fid: &FileId, size: Option<u64>) -> Response {
     let mut result = serde_json::json!({
         "file_id": fid.encode(),
         "file_unique_id": fid.unique_id(),
-        "file_type": kind_of(fid.file_type),
+        "file_type": fid.file_type.sent_as().param(),
     });
     if let Some(size) = size {
         result["file_size"] = size.into();
@@ -1047,7 +990,7 @@ mod tests {
         assert_eq!(upload_param("UPLOADVIDEONOTE"), Some("video_note"));
         assert_eq!(upload_param("uploadFile"), Some("file"));
         assert!(is_send_file("SENDFILE"));
-        assert_eq!(kind_of(FileType::DocumentAsFile), "document");
-        assert_eq!(method_for(kind_of(FileType::VideoNote)), "sendVideoNote");
+        assert_eq!(FileType::DocumentAsFile.sent_as(), MediaKind::Document);
+        assert_eq!(FileType::VideoNote.sent_as().send_method(), "sendVideoNote");
     }
 }

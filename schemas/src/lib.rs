@@ -35,6 +35,7 @@ pub use envelope::{
 };
 pub use error::{ApiError, ResponseParameters};
 pub use ids::{BotId, CallId};
+pub use media::MediaKind;
 pub use response::{Origin, Response, Stages};
 pub use seal::{Purpose, SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
 pub use token::{BotToken, TokenError};

@@ -457,7 +457,7 @@ pub const DELIVERED_UPDATES_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 pub struct UploadKey {
     pub bot_id: BotId,
     pub sha256: String,
-    pub kind: String,
+    pub kind: schemas::MediaKind,
     pub file_name: String,
 }
 

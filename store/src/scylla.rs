@@ -558,7 +558,7 @@ impl FileStore for ScyllaStore {
                 (
                     key.bot_id.0,
                     &key.sha256,
-                    &key.kind,
+                    key.kind.param(),
                     &key.file_name,
                     file_id,
                     schemas::now_ms(),
@@ -573,7 +573,7 @@ impl FileStore for ScyllaStore {
         self.one_text(
             "SELECT file_id FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? \
              AND file_name = ?",
-            (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
+            (key.bot_id.0, &key.sha256, key.kind.param(), &key.file_name),
         )
         .await
     }
@@ -654,7 +654,7 @@ impl FileStore for ScyllaStore {
         self.session
             .query_unpaged(
                 "DELETE FROM uploads WHERE bot_id = ? AND sha256 = ? AND kind = ? AND file_name = ?",
-                (key.bot_id.0, &key.sha256, &key.kind, &key.file_name),
+                (key.bot_id.0, &key.sha256, key.kind.param(), &key.file_name),
             )
             .await
             .map_err(err)?;

@@ -469,7 +469,7 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                 .execute(params![
                     key.bot_id.0,
                     key.sha256,
-                    key.kind,
+                    key.kind.param(),
                     key.file_name,
                     file_id,
                     now_ms
@@ -481,8 +481,12 @@ fn apply(c: &Connection, writes: &[Write]) -> rusqlite::Result<u64> {
                     "DELETE FROM uploads WHERE bot_id = ?1 AND sha256 = ?2 AND kind = ?3
                        AND file_name = ?4",
                 )?
-                .execute(params![key.bot_id.0, key.sha256, key.kind, key.file_name])?
-                as u64,
+                .execute(params![
+                    key.bot_id.0,
+                    key.sha256,
+                    key.kind.param(),
+                    key.file_name
+                ])? as u64,
             Write::Session {
                 bot_id,
                 sealed,
@@ -772,7 +776,7 @@ impl FileStore for SqliteStore {
                    AND file_name = ?4",
             )?
             .query_row(
-                params![key.bot_id.0, key.sha256, key.kind, key.file_name],
+                params![key.bot_id.0, key.sha256, key.kind.param(), key.file_name],
                 |r| r.get(0),
             )
             .optional()?)

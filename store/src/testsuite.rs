@@ -226,7 +226,7 @@ async fn uploads_are_cached_by_content_kind_and_name(store: &dyn Store) {
     let key = crate::UploadKey {
         bot_id: BotId(rand::random::<u32>() as i64 + 1),
         sha256: "ef".repeat(32),
-        kind: "document".into(),
+        kind: schemas::MediaKind::Document,
         file_name: "a.pdf".into(),
     };
     assert_eq!(store.cached_upload(&key).await.unwrap(), None);
@@ -237,7 +237,7 @@ async fn uploads_are_cached_by_content_kind_and_name(store: &dyn Store) {
     );
     for other in [
         crate::UploadKey {
-            kind: "video".into(),
+            kind: schemas::MediaKind::Video,
             ..key.clone()
         },
         crate::UploadKey {

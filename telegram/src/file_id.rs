@@ -112,6 +112,22 @@ impl FileType {
         }
     }
 
+    /// What a file_id of this type is sent as: the kind whose send method takes it.
+    pub fn sent_as(&self) -> schemas::MediaKind {
+        use schemas::MediaKind as K;
+        use FileType::*;
+        match self {
+            t if t.is_photo() => K::Photo,
+            Video => K::Video,
+            Audio => K::Audio,
+            Voice => K::Voice,
+            Animation => K::Animation,
+            VideoNote => K::VideoNote,
+            Sticker => K::Sticker,
+            _ => K::Document,
+        }
+    }
+
     /// Whether a location of this type is a photo location (with a size source).
     pub fn is_photo(&self) -> bool {
         use FileType::*;
