@@ -160,7 +160,9 @@ async fn upstream_failures_are_shaped() {
 }
 
 /// Upstream's 429 (with retry_after) and 5xx pass through; a non-JSON error page is wrapped
-/// in the Bot API shape with the same status; a dropped connection becomes a shaped error.
+/// in the Bot API shape with the same status; a connection dropped after the call was sent is
+/// a shaped error: a 409 for a call that may have been executed (a 5xx would invite a resend,
+/// ENHANCED.md), a 502 for a read, which may run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_pass_through() {
     let sandbox = Proc::sandbox(&[]).await.unwrap();
@@ -194,7 +196,20 @@ async fn upstream_errors_pass_through() {
         .fault(json!({"method": "sendMessage", "action": {"kind": "drop"}}))
         .await
         .unwrap();
-    assert_shaped(http.get(&url).send().await.unwrap(), 502).await;
+    let v = assert_shaped(http.get(&url).send().await.unwrap(), 409).await;
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("may or may not have been executed"),
+        "{v}"
+    );
+    control
+        .fault(json!({"method": "getMe", "action": {"kind": "drop"}}))
+        .await
+        .unwrap();
+    let me = format!("{}/bot{}/getMe", gw.url, token(77));
+    assert_shaped(http.get(&me).send().await.unwrap(), 502).await;
 
     // And the next call goes through normally.
     let r = http.get(&url).send().await.unwrap();
