@@ -5,8 +5,9 @@
 //! the broker is paused for two seconds (SIGSTOP/SIGCONT of `TELEPIPE_TEST_KAFKA_PID`).
 //!
 //! What must hold: every call is answered (a Bot API answer or a shaped error) unless its
-//! ingest was killed under it; no call reaches upstream twice; and nothing is missing from the
-//! record: every call that reached upstream or was answered has its audit row. Prints the
+//! ingest was killed under it, and never with a 5xx once it went upstream; no call reaches
+//! upstream twice; and nothing is missing from the record: every call that reached upstream or
+//! was answered has its audit row. Prints the
 //! counts (`cargo test -p telepipe-tests --test chaos -- --nocapture`).
 
 use serde_json::{json, Value};
@@ -189,6 +190,14 @@ async fn calls_survive_kills_pauses_and_drops_at_scale() {
         .iter()
         .filter(|(i, s)| matches!(s, Seen::Answered) && !upstream.contains_key(&text_of(**i)))
         .collect();
+    // ENHANCED.md: no 5xx for a call that went upstream (clients resend on those).
+    let resend_invited: Vec<_> = seen
+        .iter()
+        .filter(|(i, s)| {
+            matches!(s, Seen::Shaped(code, _) if *code >= 500)
+                && upstream.contains_key(&text_of(**i))
+        })
+        .collect();
     let cut_sent = cut
         .iter()
         .filter(|c| upstream.contains_key(c.split(':').next().unwrap_or("")))
@@ -223,6 +232,10 @@ async fn calls_survive_kills_pauses_and_drops_at_scale() {
     assert!(
         twice.is_empty(),
         "reached upstream more than once: {twice:?}"
+    );
+    assert!(
+        resend_invited.is_empty(),
+        "a 5xx for a call that went upstream: {resend_invited:?}"
     );
     assert!(
         answered_not_sent.is_empty(),
