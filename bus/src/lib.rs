@@ -19,6 +19,7 @@ pub mod memory;
 pub mod metrics;
 pub mod offsets;
 pub mod reply;
+pub mod stage;
 pub mod testsuite;
 pub mod topics;
 

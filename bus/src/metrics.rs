@@ -21,6 +21,15 @@ pub static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static STAGE_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_stage_panics_total",
+        "Batches whose handler panicked (their records were released), by stage.",
+        &["stage"]
+    )
+    .expect("metric registers once")
+});
+
 pub static LATE_REPLIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     prometheus::register_int_counter!(
         "telepipe_replies_unclaimed_total",

@@ -41,27 +41,28 @@ pub async fn subscribe(
 
 /// Resolves waiting calls until `shutdown`.
 pub async fn run(
-    mut consumer: Box<dyn bus::Consumer>,
+    consumer: Box<dyn bus::Consumer>,
     correlator: Arc<Correlator>,
     shutdown: CancellationToken,
 ) -> Result<(), EgressError> {
-    loop {
-        let record = tokio::select! {
-            _ = shutdown.cancelled() => {
-                consumer.flush().await?;
-                return Ok(());
-            }
-            r = consumer.next() => r?,
-        };
-        if let Some(env) = bus::decode_or_skip::<Response>(&record) {
-            let call_id = env.header.call_id;
-            if !correlator.complete(env) {
-                tracing::debug!(%call_id, "answer arrived after its client left");
+    // Answers are transient (the outcome of record is in the store already) and independent
+    // of each other: taken in batches of what is ready, several batches at once.
+    let opts = bus::stage::Options {
+        name: "replies",
+        concurrency: 4,
+        batch: 64,
+        drain: std::time::Duration::from_secs(10),
+    };
+    bus::stage::run(consumer, opts, shutdown, |records, _slot| {
+        for record in &records {
+            if let Some(env) = bus::decode_or_skip::<Response>(record) {
+                let call_id = env.header.call_id;
+                if !correlator.complete(env) {
+                    tracing::debug!(%call_id, "answer arrived after its client left");
+                }
             }
         }
-        // Answers are transient: the outcome of record is in the store already.
-        consumer
-            .commit(&record.topic, record.partition, record.offset)
-            .await?;
-    }
+        async { Ok::<(), EgressError>(()) }
+    })
+    .await
 }

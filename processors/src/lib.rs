@@ -3,7 +3,7 @@
 //! One consumer group (`processors`) reads `calls`. Each call runs on its own task, at most
 //! `per_bot` at once for one bot and `total` overall, so a bot's 50-second long poll does not
 //! hold up its sendMessage and one tenant cannot starve the rest. An offset is committed only
-//! when it and every record before it are finished ([`bus::offsets::OffsetTracker`]).
+//! when it and every record before it are finished (the stage loop, [`bus::stage`]).
 //!
 //! For every call: a recorded outcome is answered from the store (a redelivery is never
 //! executed twice); otherwise the [`router`] picks the handler (today: the passthrough to
@@ -31,7 +31,6 @@ pub mod router;
 pub mod uploads;
 mod webhooks;
 
-use bus::offsets::OffsetTracker;
 use bus::Bus;
 use schemas::{BotId, Call, Envelope};
 use std::collections::HashMap;
@@ -40,7 +39,7 @@ use std::time::Duration;
 use store::blobs::Blobs;
 use store::Store;
 use telegram::botapi::BotApi;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -174,7 +173,7 @@ pub async fn run(
     deps.bus
         .ensure_topics(&[bus::topics::CALLS.to_owned()])
         .await?;
-    let mut consumer = deps
+    let consumer = deps
         .bus
         .subscribe(GROUP, &[bus::topics::CALLS.to_owned()])
         .await?;
@@ -187,99 +186,61 @@ pub async fn run(
         per_bot: cfg.per_bot.max(1),
         bots: Mutex::new(HashMap::new()),
     });
-    let total = Arc::new(Semaphore::new(cfg.total.max(1)));
     let polls = Arc::new(Semaphore::new(cfg.polls.max(1)));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u32, u64)>();
-    let mut tracker = OffsetTracker::default();
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some((topic, partition, offset)) = done_rx.recv() => {
-                if let Some(o) = tracker.finish(&topic, partition, offset) {
-                    consumer.commit(&topic, partition, o).await?;
-                }
-            }
-            record = consumer.next(), if total.available_permits() > 0 => {
-                let record = record?;
-                tracker.start(&record.topic, record.partition, record.offset);
-                let done = done_tx.clone();
-                let key = (record.topic.clone(), record.partition, record.offset);
-                let Some(env) = bus::decode_or_skip::<Call>(&record) else {
-                    let _ = done.send(key);
-                    continue;
+    let opts = bus::stage::Options {
+        name: "processors",
+        concurrency: cfg.total.max(1),
+        batch: 1,
+        drain: cfg.drain_timeout,
+    };
+    bus::stage::run(consumer, opts, shutdown, |records, slot| {
+        let deps = deps.clone();
+        let shares = shares.clone();
+        let run = run.clone();
+        let polls = polls.clone();
+        let env = records.first().and_then(bus::decode_or_skip::<Call>);
+        async move {
+            let Some(env) = env else {
+                return Ok(());
+            };
+            // A long poll mostly waits: it gives its slot back and takes neither the bot's
+            // share, so no number of waiting polls holds up anyone's calls (they have a bound
+            // of their own).
+            let parked = if is_long_poll(&env.payload) {
+                polls.try_acquire_owned().ok().inspect(|_| slot.release())
+            } else {
+                None
+            };
+            let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
+            async move {
+                // The call as the bot sent it (the ingest marked its token on the bus).
+                let env = match schemas::mask::unmasked(&deps.sealer, &env) {
+                    Some(call) => Envelope { payload: call, ..env },
+                    None => env,
                 };
-                // A long poll mostly waits: it takes neither a slot nor the bot's share, so
-                // no number of waiting polls holds up anyone's calls (they have a bound of
-                // their own).
-                let (permit, parked) = if is_long_poll(&env.payload) {
-                    match polls.clone().try_acquire_owned() {
-                        Ok(p) => (p, true),
-                        Err(_) => (total.clone().try_acquire_owned().expect("a permit is free"), false),
-                    }
-                } else {
-                    (total.clone().try_acquire_owned().expect("a permit is free"), false)
-                };
-                if parked {
+                if parked.is_some() {
                     metrics::POLLS_WAITING.inc();
-                }
-                let deps = deps.clone();
-                let shares = shares.clone();
-                let run = run.clone();
-                let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
-                tokio::spawn(async move {
-                    // The call as the bot sent it (the ingest marked its token on the bus).
-                    let env = match schemas::mask::unmasked(&deps.sealer, &env) {
-                        Some(call) => Envelope { payload: call, ..env },
-                        None => env,
-                    };
-                    if parked {
-                        let stop = deps.polls_stop.clone().unwrap_or_default();
-                        tokio::select! {
-                            _ = guarded(&deps, &run, &env) => {}
-                            // Nothing was confirmed to Telegram (that takes the next poll's
-                            // offset): the poll ends with no updates, and the bot asks again.
-                            _ = stop.cancelled() => {
-                                outcome::finish(&deps, &run, &env, webhooks::no_updates()).await;
-                            }
+                    let stop = deps.polls_stop.clone().unwrap_or_default();
+                    tokio::select! {
+                        _ = guarded(&deps, &run, &env) => {}
+                        // Nothing was confirmed to Telegram (that takes the next poll's
+                        // offset): the poll ends with no updates, and the bot asks again.
+                        _ = stop.cancelled() => {
+                            outcome::finish(&deps, &run, &env, webhooks::no_updates()).await;
                         }
-                        metrics::POLLS_WAITING.dec();
-                    } else {
-                        let _share = shares.acquire(env.header.bot_id).await;
-                        guarded(&deps, &run, &env).await;
                     }
-                    // Release before reporting, so the loop sees the permit free when it
-                    // reads the report.
-                    drop(permit);
-                    let _ = done.send(key);
-                }.instrument(span));
-            }
-        }
-    }
-
-    // Drain: finish what is in flight, commit as it finishes.
-    drop(done_tx);
-    let deadline = tokio::time::Instant::now() + cfg.drain_timeout;
-    while tracker.in_flight() > 0 {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((topic, partition, offset))) => {
-                if let Some(o) = tracker.finish(&topic, partition, offset) {
-                    consumer.commit(&topic, partition, o).await?;
+                    metrics::POLLS_WAITING.dec();
+                } else {
+                    let _share = shares.acquire(env.header.bot_id).await;
+                    guarded(&deps, &run, &env).await;
                 }
+                Ok::<(), ProcessorError>(())
             }
-            Ok(None) => break,
-            Err(_) => {
-                tracing::warn!(
-                    in_flight = tracker.in_flight(),
-                    "drain timed out; unfinished calls will be redelivered"
-                );
-                break;
-            }
+            .instrument(span)
+            .await
         }
-    }
-    consumer.flush().await?;
-    Ok(())
+    })
+    .await
 }
 
 /// getUpdates with a timeout: a call that mostly waits (any spelling of the method, the

@@ -7,7 +7,6 @@
 
 use crate::poll::pause;
 use crate::{metrics, Deps, WebhookError};
-use futures_util::FutureExt;
 use schemas::{BotId, Call, CallBody, Envelope, SealedToken, Update};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -38,91 +37,125 @@ pub async fn run(
 ) -> Result<(), WebhookError> {
     let topics = [bus::topics::UPDATES.to_owned()];
     deps.bus.ensure_topics(&topics).await?;
-    let mut consumer = deps.bus.subscribe(GROUP, &topics).await?;
-    let mut workers: HashMap<BotId, Worker> = HashMap::new();
-    // One connection pool for every webhook without a certificate of its own.
-    let shared = client_with(None, &deps.destinations);
-    let mut scan = tokio::time::interval(SCAN_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = scan.tick() => {
-                // Webhooks set (or set again) since: their workers, and pending updates left
-                // by a restart.
-                workers.retain(|_, w| !w.task.is_finished());
-                if let Ok(rows) = deps.store.webhooks().await {
-                    for row in rows {
-                        worker(&mut workers, &deps, &producer, row.bot_id, &shutdown, &shared).notify_one();
+    let consumer = deps.bus.subscribe(GROUP, &topics).await?;
+    let workers = Workers {
+        map: Arc::default(),
+        deps: deps.clone(),
+        producer,
+        shutdown: shutdown.clone(),
+        // One connection pool for every webhook without a certificate of its own.
+        shared: client_with(None, &deps.destinations),
+    };
+    // Webhooks set (or set again) since the last look: their workers, and pending updates
+    // left by a restart.
+    let scan = tokio::spawn({
+        let workers = workers.clone();
+        let stop = shutdown.clone();
+        async move {
+            let mut every = tokio::time::interval(SCAN_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {
+                        workers.sweep();
+                        if let Ok(rows) = workers.deps.store.webhooks().await {
+                            for row in rows {
+                                workers.wake(row.bot_id);
+                            }
+                        }
                     }
-                }
-            }
-            record = consumer.next() => {
-                // Whatever else is ready too, so the store writes them in one transaction.
-                let mut batch = vec![record?];
-                while batch.len() < BATCH {
-                    match consumer.next().now_or_never() {
-                        Some(r) => batch.push(r?),
-                        None => break,
-                    }
-                }
-                let updates: Vec<Envelope<Update>> =
-                    batch.iter().filter_map(bus::decode_or_skip::<Update>).collect();
-                // Kept before the offsets are committed: a crash repeats the records, and
-                // the store keeps each update_id once.
-                let rows: Vec<_> = updates
-                    .iter()
-                    .map(|e| (e.header.bot_id, e.payload.update_id, e.payload.update.to_string()))
-                    .collect();
-                while let Err(error) = deps.store.put_updates(&rows).await {
-                    tracing::warn!(%error, "could not keep updates; retrying");
-                    if pause(&shutdown, Duration::from_secs(1)).await {
-                        return Ok(());
-                    }
-                }
-                for env in &updates {
-                    worker(&mut workers, &deps, &producer, env.header.bot_id, &shutdown, &shared)
-                        .notify_one();
-                }
-                // The last record of each partition covers the ones before it.
-                let mut last: HashMap<(String, u32), u64> = HashMap::new();
-                for r in &batch {
-                    let o = last.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
-                    *o = (*o).max(r.offset);
-                }
-                for ((topic, partition), offset) in last {
-                    consumer.commit(&topic, partition, offset).await?;
                 }
             }
         }
-    }
-    consumer.flush().await?;
-    for (_, w) in workers {
+    });
+    // In order, whatever is ready at once, so the store writes it in one transaction.
+    let opts = bus::stage::Options {
+        batch: BATCH,
+        ..bus::stage::Options::sequential("webhook-delivery")
+    };
+    let result = bus::stage::run(consumer, opts, shutdown.clone(), |records, _slot| {
+        let workers = workers.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let updates: Vec<Envelope<Update>> = records
+                .iter()
+                .filter_map(bus::decode_or_skip::<Update>)
+                .collect();
+            // Kept before the offsets are committed: a crash repeats the records, and the
+            // store keeps each update_id once.
+            let rows: Vec<_> = updates
+                .iter()
+                .map(|e| {
+                    (
+                        e.header.bot_id,
+                        e.payload.update_id,
+                        e.payload.update.to_string(),
+                    )
+                })
+                .collect();
+            while let Err(error) = workers.deps.store.put_updates(&rows).await {
+                tracing::warn!(%error, "could not keep updates; retrying");
+                if pause(&shutdown, Duration::from_secs(1)).await {
+                    // Stopping with the updates not kept: never done, so never committed
+                    // (the drain gives up on it and the records come again).
+                    std::future::pending::<()>().await;
+                }
+            }
+            for env in &updates {
+                workers.wake(env.header.bot_id);
+            }
+            Ok::<(), WebhookError>(())
+        }
+    })
+    .await;
+    let _ = scan.await;
+    for w in workers.take_all() {
         let _ = w.task.await;
     }
-    Ok(())
+    result
 }
 
-fn worker<'a>(
-    workers: &'a mut HashMap<BotId, Worker>,
-    deps: &Deps,
-    producer: &str,
-    bot: BotId,
-    shutdown: &CancellationToken,
-    shared: &reqwest::Client,
-) -> &'a Notify {
-    let w = workers.entry(bot).or_insert_with(|| {
-        let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(deliver_bot(
-            deps.clone(),
-            producer.to_owned(),
-            bot,
-            wake.clone(),
-            shutdown.child_token(),
-            shared.clone(),
-        ));
-        Worker { wake, task }
-    });
-    &w.wake
+/// The bots' workers (one each, started on first need), shared by the stage and the scan.
+#[derive(Clone)]
+struct Workers {
+    map: Arc<std::sync::Mutex<HashMap<BotId, Worker>>>,
+    deps: Deps,
+    producer: String,
+    shutdown: CancellationToken,
+    shared: reqwest::Client,
+}
+
+impl Workers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BotId, Worker>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the bot's worker, starting it if it has none.
+    fn wake(&self, bot: BotId) {
+        let mut map = self.lock();
+        let w = map.entry(bot).or_insert_with(|| {
+            let wake = Arc::new(Notify::new());
+            let task = tokio::spawn(deliver_bot(
+                self.deps.clone(),
+                self.producer.clone(),
+                bot,
+                wake.clone(),
+                self.shutdown.child_token(),
+                self.shared.clone(),
+            ));
+            Worker { wake, task }
+        });
+        w.wake.notify_one();
+    }
+
+    /// Forgets workers that ended (their webhook was deleted).
+    fn sweep(&self) {
+        self.lock().retain(|_, w| !w.task.is_finished());
+    }
+
+    fn take_all(&self) -> Vec<Worker> {
+        self.lock().drain().map(|(_, w)| w).collect()
+    }
 }
 
 /// The HTTP client for webhooks: with a bot's own certificate trusted, when it gave one.

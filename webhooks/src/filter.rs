@@ -24,29 +24,32 @@ pub async fn run(
         bus::topics::UPDATES.to_owned(),
     ];
     deps.bus.ensure_topics(&topics).await?;
-    let mut consumer = deps.bus.subscribe(GROUP, &topics[..1]).await?;
-    loop {
-        let record = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = consumer.next() => r?,
-        };
-        if let Some(env) = bus::decode_or_skip::<Update>(&record) {
-            let source = env.payload.source;
-            if source == UpdateSource::GetUpdates {
-                // A bot's own getUpdates answer: on `updates.raw` for the record only, the bot
-                // has it already.
-            } else if keeps(&env.payload.update, storage_chat) {
-                bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES, &env).await?;
-            } else {
-                metrics::UPDATES.with_label_values(&["filtered"]).inc();
+    let consumer = deps.bus.subscribe(GROUP, &topics[..1]).await?;
+    // In order: a batch is what is ready, and the next waits for it.
+    let opts = bus::stage::Options {
+        batch: 64,
+        ..bus::stage::Options::sequential("updates-filter")
+    };
+    bus::stage::run(consumer, opts, shutdown, |records, _slot| {
+        let bus = deps.bus.clone();
+        async move {
+            for record in &records {
+                let Some(env) = bus::decode_or_skip::<Update>(record) else {
+                    continue;
+                };
+                if env.payload.source == UpdateSource::GetUpdates {
+                    // A bot's own getUpdates answer: on `updates.raw` for the record only, the
+                    // bot has it already.
+                } else if keeps(&env.payload.update, storage_chat) {
+                    bus::publish_envelope(bus.as_ref(), bus::topics::UPDATES, &env).await?;
+                } else {
+                    metrics::UPDATES.with_label_values(&["filtered"]).inc();
+                }
             }
+            Ok::<(), WebhookError>(())
         }
-        consumer
-            .commit(&record.topic, record.partition, record.offset)
-            .await?;
-    }
-    consumer.flush().await?;
-    Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

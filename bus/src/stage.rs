@@ -1,0 +1,346 @@
+//! One consume → handle → commit loop for every stage that reads the bus: the processors, the
+//! reply consumer, the updates filter and the webhook deliverer.
+//!
+//! A stage takes records while it has a free slot (`concurrency`; 1 handles records one after
+//! another, in order), hands them to its handler in batches of what is ready (up to `batch`),
+//! and commits a record once it and every record before it on its partition are done
+//! ([`OffsetTracker`]), so a crash redelivers and never skips. A handler that panics ends its
+//! batch, not the stage: the panic is logged and counted and the records are released, so the
+//! partition's commit point moves on. A handler's error stops the stage with that error and
+//! its records uncommitted. On shutdown the stage takes nothing new, waits up to `drain` for
+//! what is running (committing as it finishes), then makes the commits durable.
+
+use crate::offsets::OffsetTracker;
+use crate::{BusError, Consumer, Record};
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// How a stage runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Names the stage in logs and metrics.
+    pub name: &'static str,
+    /// Batches handled at once.
+    pub concurrency: usize,
+    /// Most records a batch takes (those ready when the first arrives).
+    pub batch: usize,
+    /// How long shutdown waits for running batches.
+    pub drain: Duration,
+}
+
+impl Options {
+    /// One record at a time, in order.
+    pub fn sequential(name: &'static str) -> Self {
+        Self {
+            name,
+            concurrency: 1,
+            batch: 1,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running batch's place among the stage's `concurrency`, held until its work ends. A
+/// handler whose work mostly waits (a long poll) may give it back early with
+/// [`Slot::release`]; the batch is still tracked until its work ends.
+#[derive(Clone)]
+pub struct Slot {
+    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+    /// Wakes the stage's loop, which may be waiting for a free slot.
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    pub fn release(&self) {
+        let taken = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if taken.is_some() {
+            drop(taken);
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// Where each batch's records are: `(topic, partition, offset)`.
+type Keys = Vec<(String, u32, u64)>;
+
+/// Runs a stage until `shutdown` (or until a handler fails). `handle` is called on the
+/// stage's loop with each batch and its slot and returns the work, which runs on a task of
+/// its own.
+pub async fn run<E, F, Fut>(
+    mut consumer: Box<dyn Consumer>,
+    opts: Options,
+    shutdown: CancellationToken,
+    mut handle: F,
+) -> Result<(), E>
+where
+    E: From<BusError> + Send + 'static,
+    F: FnMut(Vec<Record>, Slot) -> Fut,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let freed = Arc::new(Notify::new());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Keys, Result<(), E>)>();
+    let mut tracker = OffsetTracker::default();
+    let stage = opts.name;
+
+    let failed = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break None,
+            Some((keys, result)) = done_rx.recv() => {
+                if let Err(e) = result {
+                    break Some(e);
+                }
+                finish(&mut tracker, consumer.as_mut(), keys).await?;
+            }
+            // A slot given back early: look at the bus again.
+            _ = freed.notified() => {}
+            first = consumer.next(), if slots.available_permits() > 0 => {
+                let mut batch = vec![first?];
+                while batch.len() < opts.batch.max(1) {
+                    match consumer.next().now_or_never() {
+                        Some(r) => batch.push(r?),
+                        None => break,
+                    }
+                }
+                let keys: Keys = batch
+                    .iter()
+                    .map(|r| (r.topic.clone(), r.partition, r.offset))
+                    .collect();
+                for (t, p, o) in &keys {
+                    tracker.start(t, *p, *o);
+                }
+                let permit = slots.clone().try_acquire_owned().expect("a slot is free");
+                let slot = Slot {
+                    permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+                    freed: freed.clone(),
+                };
+                let work = handle(batch, slot.clone());
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let result = match AssertUnwindSafe(work).catch_unwind().await {
+                        Ok(r) => r,
+                        Err(panic) => {
+                            crate::metrics::STAGE_PANICS.with_label_values(&[stage]).inc();
+                            tracing::error!(
+                                stage,
+                                panic = %lifecycle::panic_message(&*panic),
+                                "a stage's handler panicked; its records are released"
+                            );
+                            Ok(())
+                        }
+                    };
+                    // Free the slot before reporting, so the loop sees it free when it reads
+                    // the report.
+                    slot.release();
+                    let _ = done.send((keys, result));
+                });
+            }
+        }
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+
+    // Drain: nothing new; what runs finishes (up to `drain`), committed as it does.
+    drop(done_tx);
+    let deadline = tokio::time::Instant::now() + opts.drain;
+    while tracker.in_flight() > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some((keys, Ok(())))) => finish(&mut tracker, consumer.as_mut(), keys).await?,
+            Ok(Some((_, Err(e)))) => return Err(e),
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(
+                    stage,
+                    in_flight = tracker.in_flight(),
+                    "drain timed out; unfinished records will be redelivered"
+                );
+                break;
+            }
+        }
+    }
+    consumer.flush().await?;
+    Ok(())
+}
+
+async fn finish(
+    tracker: &mut OffsetTracker,
+    consumer: &mut dyn Consumer,
+    keys: Keys,
+) -> Result<(), BusError> {
+    for (topic, partition, offset) in keys {
+        if let Some(o) = tracker.finish(&topic, partition, offset) {
+            consumer.commit(&topic, partition, o).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBus;
+    use crate::Bus;
+    use std::sync::Mutex;
+
+    const TOPIC: &str = "t";
+
+    async fn bus_with(n: u8) -> Arc<MemoryBus> {
+        let bus = Arc::new(MemoryBus::new(1));
+        bus.ensure_topics(&[TOPIC.into()]).await.unwrap();
+        for i in 0..n {
+            bus.publish(TOPIC, "k", vec![i]).await.unwrap();
+        }
+        bus
+    }
+
+    async fn consumer(bus: &MemoryBus) -> Box<dyn Consumer> {
+        bus.subscribe("g", &[TOPIC.into()]).await.unwrap()
+    }
+
+    /// What a new member of the group gets within a short wait: the uncommitted records.
+    async fn left_over(bus: &MemoryBus) -> Vec<u8> {
+        let mut c = consumer(bus).await;
+        let mut out = Vec::new();
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(100), c.next()).await {
+            out.push(r.unwrap().payload[0]);
+        }
+        out
+    }
+
+    fn opts(concurrency: usize, batch: usize) -> Options {
+        Options {
+            name: "test",
+            concurrency,
+            batch,
+            drain: Duration::from_secs(5),
+        }
+    }
+
+    /// Stops the stage once `n` records were handled.
+    fn stop_after(n: usize, seen: &Arc<Mutex<Vec<u8>>>, stop: &CancellationToken) {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            while seen.lock().unwrap().len() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.cancel();
+        });
+    }
+
+    #[tokio::test]
+    async fn one_at_a_time_in_order_and_all_committed() {
+        let bus = bus_with(20).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        stop_after(20, &seen, &stop);
+        let s = seen.clone();
+        run::<BusError, _, _>(consumer(&bus).await, opts(1, 4), stop, move |records, _| {
+            let s = s.clone();
+            async move {
+                // Slow enough that a second batch running beside this one would interleave.
+                for r in records {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    s.lock().unwrap().push(r.payload[0]);
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*seen.lock().unwrap(), (0..20).collect::<Vec<u8>>());
+        assert!(left_over(&bus).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_panic_releases_its_record_and_the_stage_goes_on() {
+        let bus = bus_with(5).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        stop_after(4, &seen, &stop);
+        let s = seen.clone();
+        run::<BusError, _, _>(consumer(&bus).await, opts(2, 1), stop, move |records, _| {
+            let s = s.clone();
+            async move {
+                let v = records[0].payload[0];
+                assert_ne!(v, 2, "a handler that panics");
+                s.lock().unwrap().push(v);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 4);
+        // Record 2 is released with the others: the commit point is past it.
+        assert!(left_over(&bus).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_error_stops_the_stage_with_its_record_uncommitted() {
+        let bus = bus_with(5).await;
+        let result = run(
+            consumer(&bus).await,
+            opts(1, 1),
+            CancellationToken::new(),
+            |records, _| {
+                let v = records[0].payload[0];
+                async move {
+                    if v == 2 {
+                        Err(BusError::Backend("refused".into()))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(left_over(&bus).await, vec![2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_released_slot_lets_the_next_record_in_while_its_work_goes_on() {
+        let bus = bus_with(3).await;
+        let release_first = Arc::new(tokio::sync::Notify::new());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        stop_after(3, &seen, &stop);
+        let (s, r) = (seen.clone(), release_first.clone());
+        let running = tokio::spawn(run::<BusError, _, _>(
+            consumer(&bus).await,
+            opts(1, 1),
+            stop,
+            move |records, slot| {
+                let (s, r) = (s.clone(), r.clone());
+                async move {
+                    let v = records[0].payload[0];
+                    if v == 0 {
+                        // Mostly waiting: the slot goes back, the work stays.
+                        slot.release();
+                        r.notified().await;
+                    }
+                    s.lock().unwrap().push(v);
+                    Ok(())
+                }
+            },
+        ));
+        // 1 and 2 pass while 0 still waits.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("later records are handled while the first waits");
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+        release_first.notify_one();
+        running.await.unwrap().unwrap();
+        assert!(left_over(&bus).await.is_empty());
+    }
+}
