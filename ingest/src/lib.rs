@@ -73,6 +73,9 @@ struct Inner {
 /// this covers the trip back.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
+/// What a call that may change something gets when no answer came before its deadline.
+const NO_ANSWER: &str = "Conflict: the gateway had no answer for this call before its deadline; it may or may not have been executed";
+
 impl Ingest {
     pub fn new(
         cfg: IngestConfig,
@@ -209,7 +212,13 @@ impl Ingest {
             None => {
                 tracing::warn!("no answer from the pipeline before the deadline");
                 metrics::observe(label, "timeout", started);
-                error_response(&ApiError::gateway_timeout("the call took too long"))
+                // The call is on the bus: it may have been sent, or be sent yet. A 5xx would
+                // invite a resend (ENHANCED.md), so only a read gets one.
+                if schemas::catalogue::only_reads(&target.method) {
+                    error_response(&ApiError::gateway_timeout("the call took too long"))
+                } else {
+                    error_response(&ApiError::new(409, NO_ANSWER))
+                }
             }
         }
     }

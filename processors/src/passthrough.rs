@@ -37,6 +37,9 @@ pub(crate) fn time_left(call: &Call) -> Duration {
 /// What a call gets when its connection to upstream broke after it was sent.
 pub(crate) const BROKE_OFF: &str = "Conflict: the connection to Telegram broke after this call was sent; it may or may not have been executed";
 
+/// What a call gets when upstream did not answer it before its deadline.
+pub(crate) const LATE: &str = "Conflict: Telegram did not answer this call before its deadline; it may or may not have been executed";
+
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
     let call = &env.payload;
     let token = match open_token(deps, env) {
@@ -71,16 +74,16 @@ pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
             metrics::UPSTREAM.with_label_values(&["answered"]).inc();
             from_answer(deps, answer).await
         }
-        Err(error)
-            if error.forwarded()
-                && !matches!(error, UpstreamError::Timeout)
-                && !crate::router::safe_to_repeat(&call.method) =>
-        {
+        Err(error) if error.forwarded() && !crate::router::safe_to_repeat(&call.method) => {
             // The call went out and its answer never came back: it may have been executed.
             // No 5xx (ENHANCED.md): clients resend on those, and a message would go out twice.
-            metrics::UPSTREAM.with_label_values(&["failed"]).inc();
-            tracing::warn!(%error, "the connection to upstream broke after the call was sent");
-            Response::from_error(&ApiError::new(409, BROKE_OFF))
+            let (label, description) = match error {
+                UpstreamError::Timeout => ("timeout", LATE),
+                _ => ("failed", BROKE_OFF),
+            };
+            metrics::UPSTREAM.with_label_values(&[label]).inc();
+            tracing::warn!(%error, "no answer from upstream for a call it was sent");
+            Response::from_error(&ApiError::new(409, description))
         }
         Err(error) => {
             let (label, api) = match &error {

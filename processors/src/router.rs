@@ -47,10 +47,10 @@ pub fn route(call: &Call) -> Route {
     }
 }
 
-/// Methods that only read (`getMe`, `getUpdates`, `getChat`, ...): running one twice does no
-/// harm, so a call whose first run has no known outcome may simply run again.
+/// Methods that only read: a call whose first run has no known outcome may simply run again
+/// ([`schemas::catalogue::only_reads`]).
 pub fn safe_to_repeat(method: &str) -> bool {
-    schemas::catalogue::canonical(method).is_some_and(|m| m.starts_with("get"))
+    schemas::catalogue::only_reads(method)
 }
 
 #[cfg(test)]

@@ -41,6 +41,14 @@ pub fn canonical(method: &str) -> Option<&'static str> {
     BY_LOWER.get(&method.to_ascii_lowercase()).copied()
 }
 
+/// Methods of the catalogue that only read (`getMe`, `getUpdates`, `getChat`, ...): running
+/// one twice does no harm, so a call whose outcome is unknown may run again, and a 5xx for
+/// it invites nothing worse than a repeat. Anything else (and any method the catalogue does
+/// not know) may change something.
+pub fn only_reads(method: &str) -> bool {
+    canonical(method).is_some_and(|m| m.starts_with("get"))
+}
+
 /// A metric label for a method: its canonical name, or `other` (bounded cardinality).
 pub fn label(method: &str) -> &'static str {
     canonical(method).unwrap_or("other")

@@ -123,7 +123,8 @@ async fn malformed_requests_get_shaped_errors_and_are_audited() {
     assert!(rows.iter().any(|r| r.error_code == Some(413)));
 }
 
-/// Upstream down: 502 in the Bot API shape; a slow upstream past the call timeout: 504.
+/// Upstream down: 502 in the Bot API shape; a slow upstream past the call timeout: 504 for a
+/// read, 409 (outcome unknown) for a call that may change something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_shaped() {
     // A port nobody listens on.
@@ -157,6 +158,29 @@ async fn upstream_failures_are_shaped() {
         .await
         .unwrap();
     assert_shaped(r, 504).await;
+    // A call that may change something is not given a 5xx once it went upstream (clients
+    // resend on those): a 409 says its outcome is unknown.
+    control
+        .fault(json!({"method": "sendMessage", "action": {"kind": "delay", "ms": 4000}}))
+        .await
+        .unwrap();
+    let r = client()
+        .get(format!(
+            "{}/bot{}/sendMessage?chat_id=1&text=slow",
+            gw.url,
+            token(1)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v = assert_shaped(r, 409).await;
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer this call before its deadline"),
+        "{v}"
+    );
 }
 
 /// Upstream's 429 (with retry_after) and 5xx pass through; a non-JSON error page is wrapped
