@@ -318,9 +318,19 @@ pub struct TopicReader {
     /// Partitions read to their high watermark, still taking what the broker delivers with
     /// them (see [`TopicReader::next`]).
     tails: std::collections::HashSet<i32>,
-    /// When the read began: a record stamped later was published after it.
+    /// When the read began, plus [`CLOCK_SKEW_MS`]: a record stamped later was published
+    /// after it (the stamp is the producer's clock).
     began_ms: i64,
+    /// When waiting for one more record of the tails ends (set when the wait starts, cleared
+    /// by each record a tail gives).
+    tail_deadline: Option<tokio::time::Instant>,
+    /// The topic's full name, to pause partitions that are done.
+    topic: String,
 }
+
+/// How far a producer's clock may be ahead of the reader's without a record of the last batch
+/// being taken for one published after the read began.
+const CLOCK_SKEW_MS: i64 = 1_000;
 
 /// How long a reader whose every partition is past its high watermark waits for one more
 /// record before it calls the read done.
@@ -337,7 +347,6 @@ impl KafkaBus {
     ) -> Result<TopicReader, BusError> {
         let cfg = self.cfg.clone();
         let full = self.full(topic);
-        let began_ms = schemas::now_ms();
         // librdkafka's metadata and offset lookups block: off the async threads.
         tokio::task::spawn_blocking(move || -> Result<TopicReader, BusError> {
             let wait = Timeout::After(Duration::from_secs(10));
@@ -372,6 +381,8 @@ impl KafkaBus {
                 .filter(|t| t.name() == full)
                 .flat_map(|t| t.partitions().iter().map(|p| p.id()))
                 .collect();
+            // Taken before the watermarks: what is stamped after was published after them.
+            let began_ms = schemas::now_ms() + CLOCK_SKEW_MS;
             let mut ends = HashMap::new();
             let mut lows = HashMap::new();
             for &p in &partitions {
@@ -422,6 +433,8 @@ impl KafkaBus {
                 ends,
                 tails: Default::default(),
                 began_ms,
+                tail_deadline: None,
+                topic: full.clone(),
             })
         })
         .await
@@ -444,7 +457,11 @@ impl TopicReader {
                 return Ok(None);
             }
             let m = if self.ends.is_empty() {
-                match tokio::time::timeout(TAIL_GRACE, self.consumer.recv()).await {
+                // Records of partitions already done do not put the end off.
+                let deadline = *self
+                    .tail_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + TAIL_GRACE);
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                     Ok(m) => m.map_err(backend)?,
                     Err(_) => {
                         self.tails.clear();
@@ -472,8 +489,12 @@ impl TopicReader {
                 if m.timestamp().to_millis().is_some_and(|t| t > self.began_ms) {
                     // Published after the read began: this partition is done.
                     self.tails.remove(&p);
+                    let mut done = rdkafka::TopicPartitionList::new();
+                    done.add_partition(&self.topic, p);
+                    let _ = self.consumer.pause(&done);
                     continue;
                 }
+                self.tail_deadline = None;
             }
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;

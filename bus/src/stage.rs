@@ -4,10 +4,13 @@
 //! A stage takes records while it has a free slot (`concurrency`; 1 handles records one after
 //! another, in order), hands them to its handler in batches of what is ready (up to `batch`),
 //! and commits a record once it and every record before it on its partition are done
-//! ([`OffsetTracker`]), so a crash redelivers and never skips. A handler that panics ends its
-//! batch, not the stage: the panic is logged and counted and the records are released, so the
-//! partition's commit point moves on. A handler's error stops the stage with that error and
-//! its records uncommitted. On shutdown the stage takes nothing new, waits up to `drain` for
+//! ([`OffsetTracker`]), so a crash redelivers and never skips. A handler that panics on a
+//! record taken alone ends that record, not the stage: the panic is logged and counted and
+//! the record released, so the partition's commit point moves on (a record that panics would
+//! panic again). A batch of several that panics stops the stage with its records uncommitted,
+//! as does a handler's error: the others in the batch were not necessarily done. A handler
+//! that cannot finish (stopping, its store down) abandons its batch ([`Slot::abandon`]): not
+//! committed, not waited for. On shutdown the stage takes nothing new, waits up to `drain` for
 //! what is running (committing as it finishes), then makes the commits durable.
 
 use crate::offsets::OffsetTracker;
@@ -53,9 +56,21 @@ pub struct Slot {
     permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
     /// Wakes the stage's loop, which may be waiting for a free slot.
     freed: Arc<Notify>,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Slot {
+    /// The batch will not be done here: its records stay uncommitted (another member of the
+    /// group, or this one after a restart, takes them again) and the drain does not wait.
+    pub fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn release(&self) {
         let taken = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
         if taken.is_some() {
@@ -67,6 +82,13 @@ impl Slot {
 
 /// Where each batch's records are: `(topic, partition, offset)`.
 type Keys = Vec<(String, u32, u64)>;
+
+/// How a batch ended.
+enum End<E> {
+    Done,
+    Abandoned,
+    Failed(E),
+}
 
 /// Runs a stage until `shutdown` (or until a handler fails). `handle` is called on the
 /// stage's loop with each batch and its slot and returns the work, which runs on a task of
@@ -84,20 +106,21 @@ where
 {
     let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let freed = Arc::new(Notify::new());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Keys, Result<(), E>)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Keys, End<E>)>();
     let mut tracker = OffsetTracker::default();
+    // Records of abandoned batches: in flight for good, and not waited for.
+    let mut abandoned = 0;
     let stage = opts.name;
 
     let failed = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break None,
-            Some((keys, result)) = done_rx.recv() => {
-                if let Err(e) = result {
-                    break Some(e);
-                }
-                finish(&mut tracker, consumer.as_mut(), keys).await?;
-            }
+            Some((keys, end)) = done_rx.recv() => match end {
+                End::Done => finish(&mut tracker, consumer.as_mut(), keys).await?,
+                End::Abandoned => abandoned += keys.len(),
+                End::Failed(e) => break Some(e),
+            },
             // A slot given back early: look at the bus again.
             _ = freed.notified() => {}
             first = consumer.next(), if slots.available_permits() > 0 => {
@@ -119,26 +142,33 @@ where
                 let slot = Slot {
                     permit: Arc::new(std::sync::Mutex::new(Some(permit))),
                     freed: freed.clone(),
+                    abandoned: Arc::default(),
                 };
                 let work = handle(batch, slot.clone());
                 let done = done_tx.clone();
                 tokio::spawn(async move {
-                    let result = match AssertUnwindSafe(work).catch_unwind().await {
-                        Ok(r) => r,
+                    let end = match AssertUnwindSafe(work).catch_unwind().await {
+                        Ok(_) if slot.is_abandoned() => End::Abandoned,
+                        Ok(Ok(())) => End::Done,
+                        Ok(Err(e)) => End::Failed(e),
                         Err(panic) => {
                             crate::metrics::STAGE_PANICS.with_label_values(&[stage]).inc();
-                            tracing::error!(
-                                stage,
-                                panic = %lifecycle::panic_message(&*panic),
-                                "a stage's handler panicked; its records are released"
-                            );
-                            Ok(())
+                            let panic = lifecycle::panic_message(&*panic);
+                            if keys.len() == 1 {
+                                tracing::error!(stage, %panic, "a stage's handler panicked; its record is released");
+                                End::Done
+                            } else {
+                                tracing::error!(stage, %panic, "a stage's handler panicked on a batch; the stage stops");
+                                End::Failed(E::from(BusError::Backend(format!(
+                                    "the {stage} stage's handler panicked: {panic}"
+                                ))))
+                            }
                         }
                     };
                     // Free the slot before reporting, so the loop sees it free when it reads
                     // the report.
                     slot.release();
-                    let _ = done.send((keys, result));
+                    let _ = done.send((keys, end));
                 });
             }
         }
@@ -150,10 +180,11 @@ where
     // Drain: nothing new; what runs finishes (up to `drain`), committed as it does.
     drop(done_tx);
     let deadline = tokio::time::Instant::now() + opts.drain;
-    while tracker.in_flight() > 0 {
+    while tracker.in_flight() > abandoned {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((keys, Ok(())))) => finish(&mut tracker, consumer.as_mut(), keys).await?,
-            Ok(Some((_, Err(e)))) => return Err(e),
+            Ok(Some((keys, End::Done))) => finish(&mut tracker, consumer.as_mut(), keys).await?,
+            Ok(Some((keys, End::Abandoned))) => abandoned += keys.len(),
+            Ok(Some((_, End::Failed(e)))) => return Err(e),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -279,6 +310,56 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 4);
         // Record 2 is released with the others: the commit point is past it.
         assert!(left_over(&bus).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_stops_the_stage_uncommitted() {
+        let bus = bus_with(5).await;
+        let result = run::<BusError, _, _>(
+            consumer(&bus).await,
+            opts(1, 8),
+            CancellationToken::new(),
+            |records, _| async move {
+                // Records after the panicking one were never looked at.
+                assert!(records.len() < 2, "a handler that panics");
+                Ok(())
+            },
+        )
+        .await;
+        assert!(result.is_err());
+        assert_eq!(left_over(&bus).await, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_batch_is_neither_committed_nor_waited_for() {
+        let bus = bus_with(3).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        stop_after(2, &seen, &stop);
+        let s = seen.clone();
+        let mut o = opts(1, 1);
+        o.drain = Duration::from_secs(60);
+        let started = std::time::Instant::now();
+        run::<BusError, _, _>(consumer(&bus).await, o, stop, move |records, slot| {
+            let s = s.clone();
+            async move {
+                let v = records[0].payload[0];
+                if v == 1 {
+                    slot.abandon();
+                }
+                s.lock().unwrap().push(v);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the drain waited"
+        );
+        // 0 committed; 1 abandoned, so nothing after it is committed either.
+        let left = left_over(&bus).await;
+        assert_eq!(left.first(), Some(&1), "{left:?}");
     }
 
     #[tokio::test]

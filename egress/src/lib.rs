@@ -54,15 +54,18 @@ pub async fn run(
         drain: std::time::Duration::from_secs(10),
     };
     bus::stage::run(consumer, opts, shutdown, |records, _slot| {
-        for record in &records {
-            if let Some(env) = bus::decode_or_skip::<Response>(record) {
-                let call_id = env.header.call_id;
-                if !correlator.complete(env) {
-                    tracing::debug!(%call_id, "answer arrived after its client left");
+        let correlator = correlator.clone();
+        async move {
+            for record in &records {
+                if let Some(env) = bus::decode_or_skip::<Response>(record) {
+                    let call_id = env.header.call_id;
+                    if !correlator.complete(env) {
+                        tracing::debug!(%call_id, "answer arrived after its client left");
+                    }
                 }
             }
+            Ok::<(), EgressError>(())
         }
-        async { Ok::<(), EgressError>(()) }
     })
     .await
 }

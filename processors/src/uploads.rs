@@ -69,9 +69,13 @@ pub(crate) fn file_part<'a>(
     })
 }
 
-/// The file types a send method takes as a file_id.
+/// The file types a send method takes as a file_id (sendDocument: documents only, though
+/// other types without a send method of their own are sent as documents when re-typed).
 fn accepts(method: &str, t: FileType) -> bool {
-    MediaKind::of_send_method(method).is_none_or(|k| t.sent_as() == k)
+    MediaKind::of_send_method(method).is_none_or(|k| match k {
+        MediaKind::Document => matches!(t, FileType::Document | FileType::DocumentAsFile),
+        k => t.sent_as() == k,
+    })
 }
 
 /// A file_id given for a method that does not take its type, or with `file_name`: the file
@@ -992,5 +996,12 @@ mod tests {
         assert!(is_send_file("SENDFILE"));
         assert_eq!(FileType::DocumentAsFile.sent_as(), MediaKind::Document);
         assert_eq!(FileType::VideoNote.sent_as().send_method(), "sendVideoNote");
+        // A video story is sent as a document only once re-typed: sendDocument does not take
+        // its file_id as it is.
+        assert!(!accepts("sendDocument", FileType::VideoStory));
+        assert!(accepts("sendDocument", FileType::DocumentAsFile));
+        assert!(accepts("sendPhoto", FileType::ProfilePhoto));
+        assert!(!accepts("sendVideo", FileType::Animation));
+        assert!(accepts("sendMessage", FileType::Video));
     }
 }

@@ -271,6 +271,8 @@ async fn call(http: &reqwest::Client, url: &str, bot: i64, i: usize) -> Seen {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            // The gateway never came back.
+            Err(e) if e.is_connect() => return Seen::Wrong(format!("no gateway: {e}")),
             Err(e) if e.is_timeout() => return Seen::Wrong(format!("no answer: {e}")),
             Err(e) => return Seen::Cut(e.to_string()),
             Ok(r) => r,

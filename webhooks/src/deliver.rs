@@ -73,7 +73,7 @@ pub async fn run(
         batch: BATCH,
         ..bus::stage::Options::sequential("webhook-delivery")
     };
-    let result = bus::stage::run(consumer, opts, shutdown.clone(), |records, _slot| {
+    let result = bus::stage::run(consumer, opts, shutdown.clone(), |records, slot| {
         let workers = workers.clone();
         let shutdown = shutdown.clone();
         async move {
@@ -96,9 +96,9 @@ pub async fn run(
             while let Err(error) = workers.deps.store.put_updates(&rows).await {
                 tracing::warn!(%error, "could not keep updates; retrying");
                 if pause(&shutdown, Duration::from_secs(1)).await {
-                    // Stopping with the updates not kept: never done, so never committed
-                    // (the drain gives up on it and the records come again).
-                    std::future::pending::<()>().await;
+                    // Stopping with the updates not kept: not committed, so they come again.
+                    slot.abandon();
+                    return Ok(());
                 }
             }
             for env in &updates {
