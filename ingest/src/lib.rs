@@ -73,6 +73,10 @@ struct Inner {
 /// this covers the trip back.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
+/// What a call that went upstream gets when its kept answer cannot be read.
+const ANSWER_LOST: &str =
+    "Conflict: the answer to this call was lost; it may or may not have been executed";
+
 /// What a call that may change something gets when no answer came before its deadline.
 const NO_ANSWER: &str = "Conflict: the gateway had no answer for this call before its deadline; it may or may not have been executed";
 
@@ -207,7 +211,8 @@ impl Ingest {
                 }
                 let outcome = if r.status < 400 { "ok" } else { "error" };
                 metrics::observe(label, outcome, started);
-                self.respond(r).await
+                let reads = schemas::catalogue::only_reads(&target.method);
+                self.respond(r, reads).await
             }
             None => {
                 tracing::warn!("no answer from the pipeline before the deadline");
@@ -223,7 +228,8 @@ impl Ingest {
         }
     }
 
-    async fn respond(&self, r: schemas::Response) -> Response<Body> {
+    /// The answer as HTTP. `reads`: the call only reads, so losing its answer may be a 5xx.
+    async fn respond(&self, r: schemas::Response, reads: bool) -> Response<Body> {
         let mut builder = Response::builder()
             .status(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY));
         if let Some(ct) = &r.content_type {
@@ -237,7 +243,12 @@ impl Ingest {
                 }
                 Err(error) => {
                     tracing::error!(%error, "answer blob is missing");
-                    return error_response(&ApiError::internal("the answer was lost"));
+                    // The call went upstream: no 5xx for one that may have changed something.
+                    return error_response(&if reads {
+                        ApiError::internal("the answer was lost")
+                    } else {
+                        ApiError::new(409, ANSWER_LOST)
+                    });
                 }
             },
             inline => Body::from(inline.inline_bytes().unwrap_or_default().into_owned()),

@@ -138,8 +138,10 @@ pub(crate) async fn from_answer(deps: &Deps, a: UpstreamAnswer) -> Response {
         match deps.blobs.put_bytes(a.body.clone(), size).await {
             Ok(blob) => BodyBytes::Blob { blob },
             Err(error) => {
-                tracing::error!(%error, "could not keep a large answer");
-                return Response::from_error(&ApiError::internal("the answer could not be kept"));
+                // The call was executed: its answer goes back as it is, only heavier on the
+                // bus, rather than an error that would invite a resend.
+                tracing::error!(%error, "could not keep a large answer; sending it inline");
+                BodyBytes::inline(&a.body)
             }
         }
     };
