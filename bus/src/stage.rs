@@ -144,7 +144,10 @@ where
                     freed: freed.clone(),
                     abandoned: Arc::default(),
                 };
-                let work = handle(batch, slot.clone());
+                // Boxed: a handler's future is kilobytes (the largest of its routes), and a
+                // spawned future is moved whole several times on its way into its task and
+                // again when it completes; a pointer is cheap to move.
+                let work = Box::pin(handle(batch, slot.clone()));
                 let done = done_tx.clone();
                 tokio::spawn(async move {
                     let end = match AssertUnwindSafe(work).catch_unwind().await {
