@@ -1,4 +1,4 @@
-# telepipe: one image, every role (`serve`, `ingest`, `processor all`, `egress`, `sandbox`).
+# telepipe: one image, every role (`serve`, `ingest`, `processor <stage>`, `egress`, `sandbox`).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends libmediainfo-dev \

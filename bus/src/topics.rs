@@ -3,6 +3,10 @@
 /// Every call a bot makes.
 pub const CALLS: &str = "calls";
 
+/// Calls the router hands to the files stage (uploads, getFile, media groups, inline answers
+/// with files): the very records of `calls`, keyed by bot as there.
+pub const CALLS_FILES: &str = "calls.files";
+
 /// Updates as received from Telegram (the gateway's polling, or its `/hook/` endpoint).
 pub const UPDATES_RAW: &str = "updates.raw";
 
@@ -19,6 +23,8 @@ pub fn responses(instance: &str) -> String {
 pub fn label(topic: &str) -> &'static str {
     if topic == CALLS {
         "calls"
+    } else if topic == CALLS_FILES {
+        "calls.files"
     } else if topic == UPDATES_RAW {
         "updates.raw"
     } else if topic == UPDATES {

@@ -1,18 +1,28 @@
 //! Processors: take calls off the bus, do the work, answer.
 //!
-//! One consumer group (`processors`) reads `calls`. Each call runs on its own task, at most
-//! `per_bot` at once for one bot and `total` overall, so a bot's 50-second long poll does not
-//! hold up its sendMessage and one tenant cannot starve the rest. An offset is committed only
-//! when it and every record before it are finished (the stage loop, [`bus::stage`]).
+//! Two stages, each its own consumer group, runnable apart ([`Stage`]):
+//! - **router** (group `processors`, reads `calls`): executes every plain method itself
+//!   (the passthrough, webhooks, getUpdates), so the common call gets no extra hop, and hands
+//!   the calls that need file work to the files stage by publishing the very record to
+//!   `calls.files` (keyed by bot, as on `calls`) before committing its own input.
+//! - **files** (group `files`, reads `calls.files`): uploads from a URL, a multipart part or a
+//!   file_id, getFile downloads, media groups and inline answers with files. A 2 GB upload
+//!   holds a slot here, never one of the router's.
 //!
-//! For every call: a recorded outcome is answered from the store (a redelivery is never
-//! executed twice); otherwise the [`router`] picks the handler (today: the passthrough to
-//! the Bot API upstream), the outcome is written to the store (result + audit row), and the
-//! answer is published to the caller's reply topic.
+//! In each stage, each call runs on its own task, at most `per_bot` at once for one bot and
+//! `total` overall, so a bot's 50-second long poll does not hold up its sendMessage and one
+//! tenant cannot starve the rest. An offset is committed only when it and every record before
+//! it are finished (the stage loop, [`bus::stage`]).
+//!
+//! For every call it executes, a stage answers a recorded outcome from the store (a
+//! redelivery is never executed twice); otherwise the [`router`] picks the handler, the
+//! outcome is written to the store (result + audit row), and the answer is published to the
+//! caller's reply topic. Only the stage that executes a call records its attempt, so a call
+//! handed over and then delivered to the router again is recognised by the files stage.
 //!
 //! # Layout
-//! - [`run`], [`ProcessorConfig`], [`Deps`]: the role (this file).
-//! - [`router`]: which handler takes a method.
+//! - [`run`], [`Stage`], [`ProcessorConfig`], [`Deps`]: the stages (this file).
+//! - [`router`]: which handler takes a method, and which stage.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
 //! - [`files`]: getFile for any size, stored once, served token-free.
 //! - [`uploads`]: sends of URLs, of files over the Bot API's limits, renamed files: by
@@ -124,8 +134,43 @@ pub enum ProcessorError {
     Bus(#[from] bus::BusError),
 }
 
-/// The consumer group all processor instances share.
+/// The router stage's consumer group (the name every processor shared before the stages).
 pub const GROUP: &str = "processors";
+
+/// The files stage's consumer group.
+pub const FILES_GROUP: &str = "files";
+
+/// A processing stage: its own input topic and consumer group, scaled on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Reads `calls`: executes plain methods, hands file work to [`Stage::Files`].
+    Router,
+    /// Reads `calls.files`: uploads, getFile, media groups, inline answers with files.
+    Files,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Router => "router",
+            Stage::Files => "files",
+        }
+    }
+
+    pub fn group(self) -> &'static str {
+        match self {
+            Stage::Router => GROUP,
+            Stage::Files => FILES_GROUP,
+        }
+    }
+
+    pub fn input(self) -> &'static str {
+        match self {
+            Stage::Router => bus::topics::CALLS,
+            Stage::Files => bus::topics::CALLS_FILES,
+        }
+    }
+}
 
 /// How long a call's outcome is kept to answer a redelivery of it, by default.
 pub const RESULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -166,16 +211,21 @@ impl Shares {
 /// Runs the processors until `shutdown`, then drains: stops taking calls, finishes those in
 /// flight (up to `drain_timeout`), commits.
 pub async fn run(
+    stage: Stage,
     cfg: ProcessorConfig,
     deps: Deps,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
+    // Both ends of the hand-over make sure of its topic: either stage may start first.
     deps.bus
-        .ensure_topics(&[bus::topics::CALLS.to_owned()])
+        .ensure_topics(&[
+            bus::topics::CALLS.to_owned(),
+            bus::topics::CALLS_FILES.to_owned(),
+        ])
         .await?;
     let consumer = deps
         .bus
-        .subscribe(GROUP, &[bus::topics::CALLS.to_owned()])
+        .subscribe(stage.group(), &[stage.input().to_owned()])
         .await?;
     let run = Arc::new(Run {
         producer: format!("processor/{}", cfg.instance),
@@ -188,7 +238,10 @@ pub async fn run(
     });
     let polls = Arc::new(Semaphore::new(cfg.polls.max(1)));
     let opts = bus::stage::Options {
-        name: "processors",
+        name: match stage {
+            Stage::Router => "processors",
+            Stage::Files => "files",
+        },
         concurrency: cfg.total.max(1),
         batch: 1,
         drain: cfg.drain_timeout,
@@ -203,6 +256,13 @@ pub async fn run(
             let Some(env) = env else {
                 return Ok(());
             };
+            if stage == Stage::Router && env.payload.rejected.is_none() {
+                let route = router::route(&env.payload);
+                if route.stage() == Stage::Files {
+                    hand_over(&deps, &run, &env).await;
+                    return Ok(());
+                }
+            }
             // A long poll mostly waits: it gives its slot back and takes neither the bot's
             // share, so no number of waiting polls holds up anyone's calls (they have a bound
             // of their own).
@@ -241,6 +301,25 @@ pub async fn run(
         }
     })
     .await
+}
+
+/// Hands a call to the files stage: the record as the ingest published it (its token still
+/// masked), keyed by bot. The router's offset is committed only after this returns, so a crash
+/// in between delivers the call to the router again and it is handed over again; the files
+/// stage's attempt record then keeps it from being sent twice. If the bus refuses the record
+/// (its own retries spent), the call is answered with a 500: nothing of it was executed, so
+/// the bot may safely send it again.
+async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+    match bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS_FILES, env).await {
+        Ok(()) => metrics::HANDED_OVER.inc(),
+        Err(error) => {
+            tracing::error!(%error, call_id = %env.header.call_id, "could not hand a call to the files stage");
+            let error = schemas::ApiError::internal(
+                "the gateway could not hand this call to its files stage; it was not executed",
+            );
+            outcome::finish(deps, run, env, schemas::Response::from_error(&error)).await;
+        }
+    }
 }
 
 /// getUpdates with a timeout: a call that mostly waits (any spelling of the method, the

@@ -33,6 +33,14 @@ pub static POLLS_WAITING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static HANDED_OVER: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "telepipe_calls_handed_over_total",
+        "Calls the router handed to the files stage (on calls.files)."
+    )
+    .expect("metric registers once")
+});
+
 pub static PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "telepipe_call_panics_total",

@@ -1,5 +1,6 @@
-//! Which handler takes a call: the enhanced methods get their own route, every other method
-//! goes through unchanged.
+//! Which handler takes a call, and in which stage: the enhanced methods get their own route,
+//! every other method goes through unchanged; routes that work with files run in the files
+//! stage.
 
 use schemas::Call;
 
@@ -25,6 +26,25 @@ pub enum Route {
     GetUpdates,
     /// The gateway's `upload<Type>` and `uploadFile`: kept, sent to nobody ([`crate::uploads`]).
     UploadOnly,
+}
+
+impl Route {
+    /// The stage that executes this route: file work leaves the router, so a long upload
+    /// never holds one of the slots plain calls run in.
+    pub fn stage(&self) -> crate::Stage {
+        match self {
+            Route::GetFile
+            | Route::Upload
+            | Route::UploadOnly
+            | Route::MediaGroup
+            | Route::InlineAnswer => crate::Stage::Files,
+            Route::Passthrough
+            | Route::SetWebhook
+            | Route::DeleteWebhook
+            | Route::WebhookInfo
+            | Route::GetUpdates => crate::Stage::Router,
+        }
+    }
 }
 
 pub fn route(call: &Call) -> Route {

@@ -5,7 +5,7 @@
 use bus::memory::MemoryBus;
 use bus::reply::Correlator;
 use bus::Bus;
-use processors::{Deps, LocalReplies, ProcessorConfig};
+use processors::{Deps, LocalReplies, ProcessorConfig, Stage};
 use schemas::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,46 +23,66 @@ struct World {
     shutdown: CancellationToken,
     /// The waiting calls of an ingest in the same process, reading `responses.local`.
     local: Arc<Correlator>,
+    deps: Deps,
     _dir: std::path::PathBuf,
 }
 
+impl World {
+    fn start(&self, stage: Stage) {
+        tokio::spawn(processors::run(
+            stage,
+            ProcessorConfig::default(),
+            self.deps.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+}
+
+/// Every stage running.
 async fn world() -> World {
+    let w = idle_world().await;
+    w.start(Stage::Router);
+    w.start(Stage::Files);
+    w
+}
+
+/// No stage running yet: the test starts them.
+async fn idle_world() -> World {
     let dir = std::env::temp_dir().join(format!("tp-proc-{}", CallId::new()));
     let sb = sandbox::Sandbox::new(sandbox::SandboxConfig::new(dir.join("sandbox"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     tokio::spawn(sandbox::serve(sb, listener, shutdown.clone()));
-    let w = World {
-        bus: Arc::new(MemoryBus::new(4)),
-        store: Arc::new(SqliteStore::in_memory().unwrap()),
-        sealer: Sealer::new(&SealKey::generate()),
-        sandbox_url,
-        shutdown,
-        local: Correlator::new(),
-        _dir: dir.clone(),
-    };
+    let bus = Arc::new(MemoryBus::new(4));
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let sealer = Sealer::new(&SealKey::generate());
+    let local = Correlator::new();
     let deps = Deps {
-        bus: w.bus.clone(),
-        store: w.store.clone(),
+        bus: bus.clone(),
+        store: store.clone(),
         blobs: Arc::new(LocalBlobs::open(&dir.join("blobs")).unwrap()),
-        upstream: BotApi::new(&w.sandbox_url, Duration::from_secs(5)).unwrap(),
-        sealer: w.sealer.clone(),
+        upstream: BotApi::new(&sandbox_url, Duration::from_secs(5)).unwrap(),
+        sealer: sealer.clone(),
         files: Default::default(),
         public_url: None,
         local_replies: Some(LocalReplies {
             topic: "responses.local".into(),
-            correlator: w.local.clone(),
+            correlator: local.clone(),
         }),
         webhook_destinations: Arc::new(fetch::Destinations::all()),
         polls_stop: None,
     };
-    tokio::spawn(processors::run(
-        ProcessorConfig::default(),
+    World {
+        bus,
+        store,
+        sealer,
+        sandbox_url,
+        shutdown,
+        local,
         deps,
-        w.shutdown.clone(),
-    ));
-    w
+        _dir: dir.clone(),
+    }
 }
 
 fn call(w: &World, bot: i64, method: &str, query: &str) -> Call {
@@ -289,4 +309,55 @@ async fn answers_for_an_ingest_in_this_process_skip_the_bus() {
         .unwrap();
     let published = next_reply(&mut on_bus).await;
     assert_eq!(published.header.call_id, other.header.call_id);
+}
+
+/// A call that needs file work leaves the router for the files stage (its record on
+/// `calls.files`, nothing executed until the files stage runs), and a second delivery to the
+/// router (a crash before its commit) is handed over again but not executed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_work_goes_to_the_files_stage_once() {
+    let w = idle_world().await;
+    w.start(Stage::Router);
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    let mut handed = w
+        .bus
+        .subscribe("peek", &[bus::topics::CALLS_FILES.to_owned()])
+        .await
+        .unwrap();
+    let env = envelope(&w, 58, "getFile", "file_id=nonexistent");
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    let record = tokio::time::timeout(Duration::from_secs(10), handed.next())
+        .await
+        .expect("handed over within 10 s")
+        .unwrap();
+    let on_files: Envelope<Call> = bus::decode_or_skip(&record).unwrap();
+    assert_eq!(on_files.header.call_id, env.header.call_id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), replies.next())
+            .await
+            .is_err(),
+        "the router does not answer file work itself"
+    );
+    assert_eq!(sandbox_calls(&w, 58).await, 0);
+
+    w.start(Stage::Files);
+    let first = next_reply(&mut replies).await;
+    assert_eq!(first.header.call_id, env.header.call_id);
+    assert_eq!(first.payload.status, 400, "{:?}", first.payload);
+    assert_eq!(first.payload.origin, Origin::Upstream);
+
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    let second = next_reply(&mut replies).await;
+    assert_eq!(second.header.call_id, env.header.call_id);
+    assert_eq!(second.payload.origin, Origin::Stored);
+    assert_eq!(sandbox_calls(&w, 58).await, 1, "upstream saw the call once");
+    w.shutdown.cancel();
 }

@@ -29,11 +29,19 @@ pub enum Command {
     /// Run the front door alone: bot calls, their answers, file downloads. On Kafka, each
     /// ingest instance needs its own `--instance`.
     Ingest(ServeArgs),
-    /// Run processors alone (`all`, or by name: `passthrough`), with `/metrics` and `/healthz`
-    /// on `--listen`.
+    /// Run processing stages alone (`all`, or by name), with `/metrics` and `/healthz` on
+    /// `--listen`. Each stage is its own consumer group: run as many of each as the load needs.
+    #[command(after_long_help = STAGES_HELP)]
     Processor {
-        /// Which processors: `all` or `passthrough` (today they are the same set).
-        name: String,
+        /// The stages to run: router, files, updates, or all (`passthrough` is an old name
+        /// for all).
+        #[arg(
+            required = true,
+            value_name = "STAGE",
+            ignore_case = true,
+            value_parser = ["router", "files", "updates", "all", "passthrough"]
+        )]
+        stages: Vec<String>,
         #[command(flatten)]
         args: ServeArgs,
     },
@@ -57,6 +65,21 @@ pub enum Command {
         ids: Vec<String>,
     },
 }
+
+/// What each stage of `telepipe processor` consumes and produces.
+const STAGES_HELP: &str = "\
+Stages (each its own consumer group; records between them carry references, never file bytes):
+  router   consumes `calls` (group `processors`). Executes plain methods itself (passthrough,
+           setWebhook/deleteWebhook/getWebhookInfo, getUpdates) and publishes their answers to
+           the caller's `responses.<ingest>`; hands calls that need file work to `calls.files`.
+           Also forgets what is past retention.
+  files    consumes `calls.files` (group `files`). URL fetches, uploads of any size (Bot API
+           multipart or MTProto), re-typed and renamed file_ids, media metadata, getFile
+           downloads into the blob store, media groups and inline answers with files; answers
+           to `responses.<ingest>`.
+  updates  consumes `updates.raw` (group `updates`). The updates filter: what each bot asked
+           for, to `updates` (webhook delivery).
+  all      every stage in this process (`passthrough`: the same, its name from before).";
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {

@@ -130,8 +130,8 @@ pub enum Roles {
     All,
     /// The front door: bot calls, their answers (the reply consumer), file downloads.
     Ingest,
-    /// The processors, with `/metrics` and `/healthz` only.
-    Processor,
+    /// Processing stages, with `/metrics` and `/healthz` only.
+    Processor(Stages),
     /// File downloads only (scaled apart from ingest).
     Egress,
 }
@@ -140,11 +140,61 @@ impl Roles {
     fn ingest(self) -> bool {
         matches!(self, Roles::All | Roles::Ingest)
     }
-    fn processors(self) -> bool {
-        matches!(self, Roles::All | Roles::Processor)
+    fn stages(self) -> Stages {
+        match self {
+            Roles::All => Stages::ALL,
+            Roles::Processor(stages) => stages,
+            Roles::Ingest | Roles::Egress => Stages::NONE,
+        }
     }
     fn downloads(self) -> bool {
         matches!(self, Roles::All | Roles::Ingest | Roles::Egress)
+    }
+}
+
+/// The processing stages a process runs (`telepipe processor <stage>...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stages {
+    /// Reads `calls`: plain methods executed, file work handed to `files`.
+    pub router: bool,
+    /// Reads `calls.files`: uploads, getFile, media groups, inline answers with files.
+    pub files: bool,
+    /// Reads `updates.raw`: the updates filter, feeding `updates` (webhook delivery).
+    pub updates: bool,
+}
+
+impl Stages {
+    pub const ALL: Stages = Stages {
+        router: true,
+        files: true,
+        updates: true,
+    };
+    pub const NONE: Stages = Stages {
+        router: false,
+        files: false,
+        updates: false,
+    };
+
+    /// The stages named on the command line. `all` (and `passthrough`, its name from before
+    /// the stages) is every stage.
+    pub fn parse(names: &[String]) -> anyhow::Result<Stages> {
+        let mut stages = Stages::NONE;
+        for name in names {
+            match name.to_ascii_lowercase().as_str() {
+                "all" | "passthrough" => stages = Stages::ALL,
+                "router" => stages.router = true,
+                "files" => stages.files = true,
+                "updates" => stages.updates = true,
+                other => anyhow::bail!(
+                    "no stage named {other:?}: use router, files, updates or all \
+                     (`telepipe processor --help` says what each does)"
+                ),
+            }
+        }
+        if stages == Stages::NONE {
+            anyhow::bail!("name at least one stage: router, files, updates or all");
+        }
+        Ok(stages)
     }
 }
 
@@ -253,7 +303,24 @@ pub async fn run(
             sealer.clone(),
         )
     });
-    if roles.processors() {
+    let stages = roles.stages();
+    if stages.updates {
+        tasks.spawn(
+            "updates-filter",
+            webhooks::filter::run(
+                webhooks::Deps {
+                    bus: bus.clone(),
+                    store: store.clone(),
+                    upstream: upstream.clone(),
+                    sealer: sealer.clone(),
+                    destinations: destinations.clone(),
+                },
+                args.storage_chat_id,
+                pipeline.clone(),
+            ),
+        );
+    }
+    if stages.router || stages.files {
         let files = processors::files::Files::new(
             processors::files::FilesConfig {
                 public_url: args
@@ -276,50 +343,50 @@ pub async fn run(
             },
             mtproto(&args, store.clone(), sealer.clone())?,
         );
-        tasks.spawn(
-            "updates-filter",
-            webhooks::filter::run(
-                webhooks::Deps {
-                    bus: bus.clone(),
-                    store: store.clone(),
-                    upstream: upstream.clone(),
-                    sealer: sealer.clone(),
-                    destinations: destinations.clone(),
-                },
-                args.storage_chat_id,
-                pipeline.clone(),
-            ),
-        );
-        tasks.spawn(
-            "processors",
-            processors::run(
-                processors::ProcessorConfig {
-                    instance: args.instance.clone(),
-                    per_bot: args.per_bot_concurrency,
-                    total: args.concurrency,
-                    drain_timeout: drain,
-                    durable_bus: args.bus != "memory",
-                    result_ttl: args.retain.retain_results,
-                    polls: args.max_long_polls,
-                },
-                processors::Deps {
-                    bus: bus.clone(),
-                    store: store.clone(),
-                    blobs: blobs.clone(),
-                    upstream,
-                    sealer,
-                    files,
-                    public_url: args
-                        .public_url
-                        .as_ref()
-                        .map(|u| u.trim_end_matches('/').to_owned()),
-                    local_replies,
-                    webhook_destinations: destinations.clone(),
-                    polls_stop: Some(shutdown.clone()),
-                },
-                pipeline.clone(),
-            ),
-        );
+        let cfg = processors::ProcessorConfig {
+            instance: args.instance.clone(),
+            per_bot: args.per_bot_concurrency,
+            total: args.concurrency,
+            drain_timeout: drain,
+            durable_bus: args.bus != "memory",
+            result_ttl: args.retain.retain_results,
+            polls: args.max_long_polls,
+        };
+        let deps = processors::Deps {
+            bus: bus.clone(),
+            store: store.clone(),
+            blobs: blobs.clone(),
+            upstream,
+            sealer,
+            files,
+            public_url: args
+                .public_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            local_replies,
+            webhook_destinations: destinations.clone(),
+            polls_stop: Some(shutdown.clone()),
+        };
+        if stages.files {
+            tasks.spawn(
+                "files-stage",
+                processors::run(
+                    processors::Stage::Files,
+                    cfg.clone(),
+                    deps.clone(),
+                    pipeline.clone(),
+                ),
+            );
+        }
+        if stages.router {
+            tasks.spawn(
+                "router-stage",
+                processors::run(processors::Stage::Router, cfg, deps, pipeline.clone()),
+            );
+        }
+    }
+    if stages.router {
+        // Forgetting what is past retention: one job, with the stage every deployment runs.
         tasks.spawn(
             "retention",
             audit::retention::run(
@@ -521,4 +588,25 @@ pub async fn sandbox(
     tasks.spawn("sandbox-http", sandbox::serve(sb, listener, shutdown));
     tasks.join().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stages;
+
+    fn parse(names: &[&str]) -> anyhow::Result<Stages> {
+        Stages::parse(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn stages_by_name_and_the_old_names() {
+        let s = parse(&["router", "updates"]).unwrap();
+        assert!(s.router && s.updates && !s.files);
+        assert!(parse(&["files"]).unwrap().files);
+        assert_eq!(parse(&["all"]).unwrap(), Stages::ALL);
+        assert_eq!(parse(&["passthrough"]).unwrap(), Stages::ALL);
+        assert!(parse(&["Files", "ROUTER"]).unwrap().router);
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["media"]).is_err());
+    }
 }

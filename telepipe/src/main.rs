@@ -34,12 +34,10 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => telepipe::serve(args, shutdown, None).await,
             Command::Ingest(args) => telepipe::run(Roles::Ingest, args, shutdown, None).await,
-            Command::Processor { name, args } => match name.as_str() {
-                "all" | "passthrough" | "router" => {
-                    telepipe::run(Roles::Processor, args, shutdown, None).await
-                }
-                other => anyhow::bail!("no processor named {other:?}: use `all` or `passthrough`"),
-            },
+            Command::Processor { stages, args } => {
+                let stages = telepipe::Stages::parse(&stages)?;
+                telepipe::run(Roles::Processor(stages), args, shutdown, None).await
+            }
             Command::Egress(args) => telepipe::run(Roles::Egress, args, shutdown, None).await,
             Command::Audit(args) => telepipe::record::audit(args, shutdown).await,
             Command::Replay(args) => telepipe::record::replay(args, shutdown).await,

@@ -81,8 +81,8 @@ impl Drop for Proc {
         if std::fs::create_dir_all(&out).is_err() {
             return;
         }
-        for f in ["stderr.log", "processor.log"] {
-            let _ = std::fs::copy(self.dir.0.join(f), out.join(f));
+        for f in self.log_files() {
+            let _ = std::fs::copy(self.dir.0.join(&f), out.join(&f));
         }
         for (i, url) in self.urls().iter().enumerate() {
             if let Some(text) = blocking_metrics(url) {
@@ -106,6 +106,16 @@ fn blocking_metrics(base: &str) -> Option<String> {
 }
 
 /// Starts `telepipe <args>` logging to `log`; returns it once it listens, with its URL.
+/// The log file of a split gateway's helper: `processor-router-updates.log` and the like.
+fn helper_log(args: &[String]) -> String {
+    let stages: Vec<&str> = args[1..]
+        .iter()
+        .take_while(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    format!("processor-{}.log", stages.join("-"))
+}
+
 pub async fn spawn(args: &[&str], log: &std::path::Path) -> Result<(Child, String)> {
     let mut cmd = Command::new(bin());
     cmd.args(args);
@@ -243,19 +253,30 @@ impl Proc {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             return Self::start(&refs, dir).await;
         }
-        // Split mode: the same flags for a processor process and an ingest process, which
-        // share the data dir and the seal key.
+        // Split mode: the same flags for the stages' processes and an ingest process, which
+        // share the data dir and the seal key. Helper 0 runs the router and the updates
+        // filter, helper 1 the files stage: every call that needs file work crosses from one
+        // process to the other on the bus.
         let key = hex::encode(rand::random::<[u8; 32]>());
         let common = &args[1..];
-        let mut p: Vec<&str> = vec!["processor", "all", "--seal-key", &key];
-        p.extend(common.iter().map(String::as_str));
-        let processor = spawn(&p, &dir.0.join("processor.log")).await?;
+        let mut helpers = Vec::new();
+        for stages in [&["router", "updates"][..], &["files"][..]] {
+            let mut p: Vec<&str> = vec!["processor"];
+            p.extend(stages);
+            p.extend(["--seal-key", &key]);
+            p.extend(common.iter().map(String::as_str));
+            helpers.push(p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        }
+        let mut started = Vec::new();
+        for p in &helpers {
+            let refs: Vec<&str> = p.iter().map(String::as_str).collect();
+            started.push(spawn(&refs, &dir.0.join(helper_log(p))).await?);
+        }
         let mut i: Vec<&str> = vec!["ingest", "--seal-key", &key];
         i.extend(common.iter().map(String::as_str));
         let mut proc = Self::start(&i, dir).await?;
-        proc.helpers.push(processor);
-        proc.helper_args
-            .push(p.iter().map(|s| s.to_string()).collect());
+        proc.helpers = started;
+        proc.helper_args = helpers;
         Ok(proc)
     }
 
@@ -270,7 +291,7 @@ impl Proc {
     pub async fn restart_helper(&mut self, i: usize) -> Result<()> {
         let args = self.helper_args[i].clone();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.helpers[i] = spawn(&refs, &self.dir.0.join("processor.log")).await?;
+        self.helpers[i] = spawn(&refs, &self.dir.0.join(helper_log(&args))).await?;
         Ok(())
     }
 
@@ -385,9 +406,16 @@ impl Proc {
 
     /// Everything the gateway's processes logged so far.
     pub fn log(&self) -> String {
-        ["stderr.log", "processor.log"]
+        self.log_files()
             .iter()
             .map(|f| std::fs::read_to_string(self.dir.0.join(f)).unwrap_or_default())
+            .collect()
+    }
+
+    /// The log files of the gateway's processes: the main one's, then each helper's.
+    fn log_files(&self) -> Vec<String> {
+        std::iter::once("stderr.log".to_owned())
+            .chain(self.helper_args.iter().map(|a| helper_log(a)))
             .collect()
     }
 

@@ -169,3 +169,104 @@ async fn a_killed_ingest_loses_nothing_it_accepted() {
     assert_eq!(rows.len(), CALLS);
     assert!(rows.iter().all(|r| r.http_status == Some(200)));
 }
+
+/// kill -9 the files stage while it fetches a URL upload: the router's process goes on
+/// answering sendMessage meanwhile, and after the files stage is back the upload is answered
+/// (sent, or the shaped 409 of an unknown outcome) and never reaches upstream twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_files_stage_holds_up_no_plain_call_and_sends_nothing_twice() {
+    use axum::routing::get;
+    use std::sync::Arc;
+    if !runs_here() {
+        return;
+    }
+    // A public server whose file sends its first megabyte, then nothing for an hour.
+    let started = Arc::new(tokio::sync::Notify::new());
+    let hit = started.clone();
+    let app = axum::Router::new().route(
+        "/slow.pdf",
+        get(move || {
+            let hit = hit.clone();
+            async move {
+                hit.notify_one();
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'%'; 1 << 20]))
+                });
+                let stall = futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(bytes::Bytes::new())
+                });
+                (
+                    [("content-length", (2u64 << 20).to_string())],
+                    axum::body::Body::from_stream(futures_util::StreamExt::chain(first, stall)),
+                )
+            }
+        }),
+    );
+    let files = telepipe_tests::public_server(app).await;
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let mut gw = Proc::gateway(
+        &sandbox.url,
+        &[
+            "--allow-url-networks",
+            "127.0.0.2/32",
+            "--call-timeout",
+            "120",
+        ],
+    )
+    .await
+    .unwrap();
+    let bot = 7301;
+    let upload = tokio::spawn(
+        client()
+            .post(format!("{}/bot{}/sendDocument", gw.url, token(bot)))
+            .json(&json!({"chat_id": 5, "document": format!("{files}/slow.pdf")}))
+            .send(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the files stage starts fetching the URL");
+    // Helper 1 is the files stage (helper 0: the router and the updates filter).
+    assert!(gw.helper_args[1].contains(&"files".to_owned()));
+    gw.kill_helper(1).await;
+
+    // Plain calls, of this bot and another, go on being answered with the files stage gone.
+    for (i, b) in [bot, bot + 1].into_iter().cycle().take(20).enumerate() {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            client()
+                .post(format!("{}/bot{}/sendMessage", gw.url, token(b)))
+                .json(&json!({"chat_id": 1, "text": format!("t{i}")}))
+                .send(),
+        )
+        .await
+        .expect("sendMessage answered while the files stage is down")
+        .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    gw.restart_helper(1).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(120), upload)
+        .await
+        .expect("the upload is answered once the files stage is back")
+        .unwrap()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let sent = control
+        .calls(bot, Some("sendDocument"))
+        .await
+        .unwrap()
+        .len();
+    match status {
+        200 => assert_eq!(sent, 1, "answered 200, sent once: {body}"),
+        409 => {
+            assert_eq!(body["ok"], false);
+            assert_eq!(body["error_code"], 409);
+            assert!(sent <= 1, "{body}");
+        }
+        other => panic!("unexpected status {other}: {body}"),
+    }
+    eprintln!("the upload: {status} ({sent} sendDocument upstream)");
+}
