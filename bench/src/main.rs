@@ -13,6 +13,7 @@ mod polls;
 mod proxy;
 mod record;
 mod soak;
+mod stages;
 mod uploads;
 mod webhooks;
 
@@ -124,6 +125,28 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         rate: u64,
         #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// What a long upload costs everyone else: on Kafka, sendMessage p50/p99 of another bot
+    /// idle and while big URL uploads run, with the router and files stages apart and together.
+    Stages {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        /// The broker (`host:port`; `scripts/kafka-broker.sh` starts one).
+        #[arg(long)]
+        kafka: String,
+        /// Uploads at once.
+        #[arg(long, default_value_t = 4)]
+        uploads: usize,
+        /// Size of each upload, in MiB.
+        #[arg(long, default_value_t = 200)]
+        mib: u64,
+        /// sendMessage a second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Seconds of each timed window.
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
     /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
@@ -306,6 +329,26 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(polls::run(bin, polls, rate.max(1), seconds.max(1)));
+        }
+        Bench::Stages {
+            bin,
+            kafka,
+            uploads,
+            mib,
+            rate,
+            seconds,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(stages::run(
+                    bin,
+                    kafka,
+                    uploads.max(1),
+                    mib.max(51),
+                    rate.max(1),
+                    seconds.max(1),
+                ));
         }
         Bench::Record {
             bin,

@@ -9,7 +9,7 @@ use crate::files::{proc_kb, start_pair, stop};
 use std::time::{Duration, Instant};
 
 /// sendMessage of one bot at `rate` a second for `seconds`: p50 and p99 in ms, and failures.
-async fn load(base: &str, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
+pub(crate) async fn load(base: &str, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
     let http = reqwest::Client::new();
     let total = rate * seconds;
     let started = Instant::now();

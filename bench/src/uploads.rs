@@ -31,7 +31,7 @@ fn chunks(mib: u64, seed: u64) -> impl Iterator<Item = Bytes> {
     })
 }
 
-async fn url_server() -> anyhow::Result<String> {
+pub(crate) async fn url_server() -> anyhow::Result<String> {
     use axum::extract::Path;
     let app = axum::Router::new().route(
         "/{mib}/{seed}",

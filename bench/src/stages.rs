@@ -1,0 +1,190 @@
+//! `stages`: what a long upload costs everyone else. On Kafka, the ingest and the processing
+//! stages run as separate processes of the release binary, in two topologies: the router and
+//! the files stage apart (`processor router updates` + `processor files`), and together
+//! (`processor all`). In each, another bot's sendMessage at a steady rate is timed while idle
+//! and again while four big URL uploads (past the Bot API's 50 MB, so over MTProto) run; the
+//! figure is the loaded p99 over the idle p99 (issue 12: within 1.5x when apart). Apart, the
+//! files stage runs under `nice -n 10`: on one machine that is what stands in for the machines
+//! of its own it would have.
+
+use crate::files::{start, start_sandbox, Server};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The processes of one topology: the ingest first, then each processor's stage list.
+const TOPOLOGIES: [(&str, &[&[&str]]); 2] = [
+    ("apart", &[&["router", "updates"], &["files"]]),
+    ("together", &[&["all"]]),
+];
+
+struct Gateway {
+    /// The ingest (bots call it), then the processors.
+    procs: Vec<Server>,
+}
+
+impl Gateway {
+    fn url(&self) -> &str {
+        &self.procs[0].url
+    }
+}
+
+async fn gateway(
+    bin: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    kafka: &str,
+    name: &str,
+    processors: &[&[&str]],
+) -> anyhow::Result<Gateway> {
+    let data = dir.join(name).display().to_string();
+    let bus = format!("kafka://{kafka}");
+    let prefix = format!("bench{}{name}.", std::process::id());
+    // A bench's own key: the processes must share one, nothing else needs it secret.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("{nanos:032x}{:032x}", std::process::id());
+    let common = [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--bus",
+        &bus,
+        "--kafka-prefix",
+        &prefix,
+        "--kafka-session-timeout-ms",
+        "6000",
+        "--seal-key",
+        &key,
+        "--allow-url-networks",
+        "127.0.0.2/32",
+    ];
+    let mut procs = Vec::new();
+    let bin_arg = bin.display().to_string();
+    for stages in processors {
+        // Apart, the files stage would have machines of its own; on one machine, `nice` is
+        // what an operator has to keep it from taking the router's CPU.
+        let mut args = if stages.contains(&"files") && processors.len() > 1 {
+            vec!["-n", "10", &bin_arg, "processor"]
+        } else {
+            vec!["-n", "0", &bin_arg, "processor"]
+        };
+        args.extend_from_slice(stages);
+        args.extend_from_slice(&common);
+        procs.push(start(Path::new("nice"), &args, env).await?);
+    }
+    let mut args = vec!["ingest", "--instance", "ingest-1"];
+    args.extend_from_slice(&common);
+    procs.insert(0, start(bin, &args, env).await?);
+    Ok(Gateway { procs })
+}
+
+/// The URL server: `/<mib>/<seed>`, pseudo-random content streamed.
+async fn url_server() -> anyhow::Result<String> {
+    crate::uploads::url_server().await
+}
+
+async fn upload(
+    url: String,
+    files: String,
+    token: String,
+    mib: u64,
+    seed: u64,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let v: Value = reqwest::Client::new()
+        .post(format!("{url}/bot{token}/sendDocument"))
+        .json(&json!({"chat_id": 5, "document": format!("{files}/{mib}/{seed}")}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if v["ok"] != true || v["result"]["document"]["file_size"] != mib << 20 {
+        bail!("upload failed: {v}");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+pub async fn run(
+    bin: PathBuf,
+    kafka: String,
+    uploads: usize,
+    mib: u64,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("telepipe-bench-stages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sandbox = start_sandbox(&bin, &dir).await?;
+    let env: Vec<(String, String)> = std::fs::read_to_string(dir.join("sandbox.env"))?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let files = url_server().await?;
+    println!(
+        "stages on Kafka ({kafka}): sendMessage of another bot at {rate}/s for {seconds} s, idle \
+         and while {uploads} URL uploads of {mib} MiB run (MTProto)"
+    );
+    println!(
+        "  {:<10} {:>10} {:>10} {:>12} {:>12} {:>8} {:>14}",
+        "topology", "idle p50", "idle p99", "loaded p50", "loaded p99", "p99 x", "uploads took"
+    );
+    let mut seed = 100;
+    for (name, processors) in TOPOLOGIES {
+        let gw = gateway(&bin, &dir, &env, &kafka, name, processors)
+            .await
+            .with_context(|| format!("starting the {name} topology"))?;
+        let uploader = sandbox::token_for(5151);
+        let sender = format!("{}/bot{}", gw.url(), sandbox::token_for(5252));
+        // Warm-up: group joins, connections, the MTProto sign-in of the uploading bot.
+        crate::polls::load(&sender, 20, 2).await?;
+        seed += 1;
+        upload(
+            gw.url().to_owned(),
+            files.clone(),
+            uploader.clone(),
+            51,
+            seed,
+        )
+        .await?;
+
+        let (idle_p50, idle_p99, idle_failed) = crate::polls::load(&sender, rate, seconds).await?;
+        let started = Instant::now();
+        let running: Vec<_> = (0..uploads)
+            .map(|_| {
+                seed += 1;
+                tokio::spawn(upload(
+                    gw.url().to_owned(),
+                    files.clone(),
+                    uploader.clone(),
+                    mib,
+                    seed,
+                ))
+            })
+            .collect();
+        let (p50, p99, failed) = crate::polls::load(&sender, rate, seconds).await?;
+        let window = started.elapsed().as_secs_f64();
+        for r in running {
+            r.await??;
+        }
+        let took = started.elapsed().as_secs_f64();
+        println!(
+            "  {name:<10} {idle_p50:>8.2}ms {idle_p99:>8.2}ms {p50:>10.2}ms {p99:>10.2}ms {:>7.2}x {took:>12.1} s",
+            p99 / idle_p99
+        );
+        if idle_failed + failed > 0 {
+            println!("    {} sendMessage failed", idle_failed + failed);
+        }
+        if took < window {
+            println!("    the uploads ended before the loaded window did: raise --mib");
+        }
+        drop(gw);
+    }
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
