@@ -81,6 +81,85 @@ Stages (each its own consumer group; records between them carry references, neve
            for, to `updates` (webhook delivery).
   all      every stage in this process (`passthrough`: the same, its name from before).";
 
+/// Flags of [`ServeArgs`] that a role does not use, by the role's command: its `--help` leaves
+/// them out (they are still accepted, so one environment can serve every role).
+const UNUSED_BY_ROLE: [(&str, &[&str]); 3] = [
+    (
+        "ingest",
+        &[
+            "retain_calls",
+            "retain_results",
+            "bot_quota",
+            "blob_cap",
+            "per_bot_concurrency",
+            "concurrency",
+            "max_long_polls",
+            "public_url",
+            "file_wait",
+            "max_file",
+            "upstream_local",
+            "allow_private_urls",
+            "storage_chat_id",
+            "allow_url_networks",
+            "api_id",
+            "api_hash",
+            "mtproto_addr",
+            "mtproto_key",
+        ],
+    ),
+    ("processor", &["max_body", "call_timeout"]),
+    (
+        "egress",
+        &[
+            "retain_calls",
+            "retain_results",
+            "bot_quota",
+            "blob_cap",
+            "max_body",
+            "max_upload",
+            "call_timeout",
+            "per_bot_concurrency",
+            "concurrency",
+            "max_long_polls",
+            "public_url",
+            "file_wait",
+            "max_file",
+            "upstream_local",
+            "allow_private_urls",
+            "storage_chat_id",
+            "webhook_networks",
+            "allow_url_networks",
+            "api_id",
+            "api_hash",
+            "mtproto_addr",
+            "mtproto_key",
+        ],
+    ),
+];
+
+impl Cli {
+    /// The command line, each role's `--help` showing only the flags that role uses.
+    pub fn command_by_role() -> clap::Command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        for (role, unused) in UNUSED_BY_ROLE {
+            cmd = cmd.mut_subcommand(role, |mut sub| {
+                for id in unused {
+                    sub = sub.mut_arg(*id, |a| a.hide(true));
+                }
+                sub
+            });
+        }
+        cmd
+    }
+
+    /// Parses the process's arguments with [`Cli::command_by_role`].
+    pub fn parse_by_role() -> Cli {
+        use clap::FromArgMatches;
+        let matches = Cli::command_by_role().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to listen on for bots (`/bot<token>/<method>`, `/file/bot<token>/<path>`),

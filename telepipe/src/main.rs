@@ -1,6 +1,5 @@
 //! `telepipe`: parse the command line, start telemetry, run the chosen role.
 
-use clap::Parser;
 use telepipe::config::{Cli, Command};
 use telepipe::Roles;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_by_role();
     if let Command::FileId { ids } = &cli.command {
         return file_ids(ids);
     }

@@ -45,6 +45,56 @@ fn serve_help_lists_every_variable() {
     assert!(h.contains("./telepipe-data"));
 }
 
+/// Each role's `--help` shows the flags that role uses and leaves out the others, which it
+/// still accepts (one environment may serve every role).
+#[test]
+fn each_roles_help_shows_only_its_own_flags() {
+    let ingest = help(&["ingest", "--help"]);
+    let processor = help(&["processor", "--help"]);
+    let egress = help(&["egress", "--help"]);
+    for h in [&ingest, &processor, &egress] {
+        for var in [
+            "TELEPIPE_LISTEN",
+            "TELEPIPE_BUS",
+            "TELEPIPE_STORE",
+            "TELEPIPE_UPSTREAM",
+        ] {
+            assert!(h.contains(var), "{var} missing:\n{h}");
+        }
+    }
+    for var in [
+        "TELEPIPE_MAX_BODY",
+        "TELEPIPE_CALL_TIMEOUT",
+        "TELEPIPE_WEBHOOK_NETWORKS",
+    ] {
+        assert!(ingest.contains(var), "ingest --help lacks {var}");
+    }
+    for var in [
+        "TELEPIPE_CONCURRENCY",
+        "TELEPIPE_MTPROTO_KEY",
+        "TELEPIPE_RETAIN_CALLS",
+    ] {
+        assert!(!ingest.contains(var), "ingest --help shows {var}");
+        assert!(processor.contains(var), "processor --help lacks {var}");
+        assert!(!egress.contains(var), "egress --help shows {var}");
+    }
+    for var in ["TELEPIPE_MAX_BODY", "TELEPIPE_CALL_TIMEOUT"] {
+        assert!(!processor.contains(var), "processor --help shows {var}");
+        assert!(!egress.contains(var), "egress --help shows {var}");
+    }
+    assert!(processor.contains("consumes `calls.files`"), "{processor}");
+    // Left out of the help, still accepted.
+    let out = Command::new(env!("CARGO_BIN_EXE_telepipe"))
+        .args(["egress", "--concurrency", "5", "--max-body", "7", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn top_level_help_lists_the_commands() {
     let h = help(&["--help"]);
