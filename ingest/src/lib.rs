@@ -73,13 +73,6 @@ struct Inner {
 /// this covers the trip back.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
-/// What a call that went upstream gets when its kept answer cannot be read.
-const ANSWER_LOST: &str =
-    "Conflict: the answer to this call was lost; it may or may not have been executed";
-
-/// What a call that may change something gets when no answer came before its deadline.
-const NO_ANSWER: &str = "Conflict: the gateway had no answer for this call before its deadline; it may or may not have been executed";
-
 impl Ingest {
     pub fn new(
         cfg: IngestConfig,
@@ -222,7 +215,9 @@ impl Ingest {
                 if schemas::catalogue::only_reads(&target.method) {
                     error_response(&ApiError::gateway_timeout("the call took too long"))
                 } else {
-                    error_response(&ApiError::new(409, NO_ANSWER))
+                    error_response(&ApiError::unknown_outcome(
+                        schemas::UnknownOutcome::NoAnswer,
+                    ))
                 }
             }
         }
@@ -247,7 +242,7 @@ impl Ingest {
                     return error_response(&if reads {
                         ApiError::internal("the answer was lost")
                     } else {
-                        ApiError::new(409, ANSWER_LOST)
+                        ApiError::unknown_outcome(schemas::UnknownOutcome::AnswerLost)
                     });
                 }
             },

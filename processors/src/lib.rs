@@ -379,17 +379,13 @@ async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>) {
     let error = if !reached || router::safe_to_repeat(method) {
         schemas::ApiError::internal("the gateway failed on this call")
     } else {
-        schemas::ApiError::new(409, UNKNOWN_OUTCOME)
+        schemas::ApiError::unknown_outcome(schemas::UnknownOutcome::Restarted)
     };
     let answer = outcome::finish(deps, run, env, schemas::Response::from_error(&error));
     if AssertUnwindSafe(answer).catch_unwind().await.is_err() {
         tracing::error!(%method, "answering a call that panicked panicked too");
     }
 }
-
-/// What a call gets when it may or may not have been executed.
-const UNKNOWN_OUTCOME: &str =
-    "Conflict: the gateway restarted while this call was in flight; it may or may not have been executed";
 
 /// Test builds only: `TELEPIPE_TEST_PANIC=<method>` makes that method's handler panic before
 /// anything goes upstream, `TELEPIPE_TEST_PANIC_AFTER=<method>` after upstream answered (the
@@ -460,7 +456,9 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>) {
             metrics::REDELIVERED
                 .with_label_values(&["unknown_outcome"])
                 .inc();
-            schemas::Response::from_error(&schemas::ApiError::new(409, UNKNOWN_OUTCOME))
+            schemas::Response::from_error(&schemas::ApiError::unknown_outcome(
+                schemas::UnknownOutcome::Restarted,
+            ))
         }
         other => {
             if other == store::Begin::InFlight {

@@ -34,12 +34,6 @@ pub(crate) fn time_left(call: &Call) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// What a call gets when its connection to upstream broke after it was sent.
-pub(crate) const BROKE_OFF: &str = "Conflict: the connection to Telegram broke after this call was sent; it may or may not have been executed";
-
-/// What a call gets when upstream did not answer it before its deadline.
-pub(crate) const LATE: &str = "Conflict: Telegram did not answer this call before its deadline; it may or may not have been executed";
-
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
     let call = &env.payload;
     let token = match open_token(deps, env) {
@@ -77,13 +71,13 @@ pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
         Err(error) if error.forwarded() && !crate::router::safe_to_repeat(&call.method) => {
             // The call went out and its answer never came back: it may have been executed.
             // No 5xx (ENHANCED.md): clients resend on those, and a message would go out twice.
-            let (label, description) = match error {
-                UpstreamError::Timeout => ("timeout", LATE),
-                _ => ("failed", BROKE_OFF),
+            let (label, why) = match error {
+                UpstreamError::Timeout => ("timeout", schemas::UnknownOutcome::Late),
+                _ => ("failed", schemas::UnknownOutcome::BrokeOff),
             };
             metrics::UPSTREAM.with_label_values(&[label]).inc();
             tracing::warn!(%error, "no answer from upstream for a call it was sent");
-            Response::from_error(&ApiError::new(409, description))
+            Response::from_error(&ApiError::unknown_outcome(why))
         }
         Err(error) => {
             let (label, api) = match &error {

@@ -22,6 +22,35 @@ pub struct ApiError {
     pub parameters: Option<ResponseParameters>,
 }
 
+/// Why the gateway cannot say whether a call was executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownOutcome {
+    /// Its processor stopped after recording the attempt (a redelivery found no outcome).
+    Restarted,
+    /// The connection to upstream broke after the call was sent.
+    BrokeOff,
+    /// Upstream did not answer before the call's deadline.
+    Late,
+    /// The ingest had no answer from the pipeline before the call's deadline.
+    NoAnswer,
+    /// The answer was kept but cannot be read back.
+    AnswerLost,
+}
+
+impl UnknownOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownOutcome::Restarted => "the gateway restarted while this call was in flight",
+            UnknownOutcome::BrokeOff => "the connection to Telegram broke after this call was sent",
+            UnknownOutcome::Late => "Telegram did not answer this call before its deadline",
+            UnknownOutcome::NoAnswer => {
+                "the gateway had no answer for this call before its deadline"
+            }
+            UnknownOutcome::AnswerLost => "the answer to this call was lost",
+        }
+    }
+}
+
 impl ApiError {
     pub fn new(error_code: u16, description: impl Into<String>) -> Self {
         Self {
@@ -60,6 +89,18 @@ impl ApiError {
                 ..Default::default()
             }),
         }
+    }
+
+    /// The 409 of a call that may or may not have been executed (ENHANCED.md): never a 5xx,
+    /// on which clients resend, and a message would go out twice.
+    pub fn unknown_outcome(why: UnknownOutcome) -> Self {
+        Self::new(
+            409,
+            format!(
+                "Conflict: {}; it may or may not have been executed",
+                why.as_str()
+            ),
+        )
     }
 
     pub fn internal(what: impl AsRef<str>) -> Self {
@@ -122,5 +163,33 @@ mod tests {
             r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#
         );
         assert_eq!(ApiError::new(200, "odd").status(), 500);
+    }
+}
+
+#[cfg(test)]
+mod unknown_outcome_tests {
+    use super::*;
+
+    /// The texts clients and tests match on (ENHANCED.md's 409s) stay as they were.
+    #[test]
+    fn unknown_outcomes_are_409s_that_say_so() {
+        let e = ApiError::unknown_outcome(UnknownOutcome::Restarted);
+        assert_eq!(e.error_code, 409);
+        assert_eq!(
+            e.description,
+            "Conflict: the gateway restarted while this call was in flight; it may or may not have been executed"
+        );
+        for why in [
+            UnknownOutcome::BrokeOff,
+            UnknownOutcome::Late,
+            UnknownOutcome::NoAnswer,
+            UnknownOutcome::AnswerLost,
+        ] {
+            let d = ApiError::unknown_outcome(why).description;
+            assert!(
+                d.starts_with("Conflict: ")
+                    && d.ends_with("; it may or may not have been executed")
+            );
+        }
     }
 }

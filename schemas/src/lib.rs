@@ -33,7 +33,7 @@ pub use call::{Call, CallBody, Encoding, Part, RecordedRequest, RecordedRequestE
 pub use envelope::{
     DecodeError, Envelope, Header, Payload, RecordKind, OLDEST_READ, SCHEMA_VERSION,
 };
-pub use error::{ApiError, ResponseParameters};
+pub use error::{ApiError, ResponseParameters, UnknownOutcome};
 pub use ids::{BotId, CallId};
 pub use media::MediaKind;
 pub use response::{Origin, Response, Stages};
