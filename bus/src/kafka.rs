@@ -128,6 +128,18 @@ fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
 }
 
+/// A failed produce: a delivery that timed out may have reached the broker (librdkafka cannot
+/// tell), so it is unconfirmed; a record refused or never sent is a plain failure.
+fn publish_error(e: rdkafka::error::KafkaError) -> BusError {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+    match &e {
+        KafkaError::MessageProduction(
+            Code::MessageTimedOut | Code::RequestTimedOut | Code::OperationTimedOut,
+        ) => BusError::Unconfirmed(e.to_string()),
+        _ => backend(e),
+    }
+}
+
 impl KafkaBus {
     pub fn new(cfg: KafkaConfig) -> Result<Self, BusError> {
         let producer: FutureProducer = ClientConfig::new()
@@ -196,7 +208,7 @@ impl Bus for KafkaBus {
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| backend(e))
+            .map_err(|(e, _)| publish_error(e))
     }
 
     async fn subscribe(
@@ -522,5 +534,18 @@ mod tests {
         assert_eq!(super::fetch_wait_ms(&t(&["updates"])), 100);
         assert_eq!(super::fetch_wait_ms(&t(&["calls"])), 5);
         assert_eq!(super::fetch_wait_ms(&t(&["responses.a", "updates"])), 5);
+    }
+
+    /// A delivery that timed out may have reached the broker: unconfirmed, not failed.
+    #[test]
+    fn timed_out_deliveries_are_unconfirmed() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+        let e = super::publish_error(KafkaError::MessageProduction(Code::MessageTimedOut));
+        assert!(e.may_have_been_stored(), "{e}");
+        let e = super::publish_error(KafkaError::MessageProduction(Code::MessageSizeTooLarge));
+        assert!(!e.may_have_been_stored(), "{e}");
+        assert!(e.is_retriable());
+        let e = super::publish_error(KafkaError::MessageProduction(Code::QueueFull));
+        assert!(!e.may_have_been_stored(), "{e}");
     }
 }

@@ -37,12 +37,23 @@ pub enum BusError {
     UnknownTopic(String),
     #[error("bus backend error: {0}")]
     Backend(String),
+    /// The bus took the record but never confirmed storing it (Kafka: the delivery timed out
+    /// after the record may have reached the broker). It may be stored, and be read.
+    #[error("the bus did not confirm the record: {0}")]
+    Unconfirmed(String),
 }
 
 impl BusError {
     /// Whether trying again can help (a broker hiccup) or not (a closed bus, a bad topic).
+    /// Trying an unconfirmed record again may store it twice.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, BusError::Backend(_))
+        matches!(self, BusError::Backend(_) | BusError::Unconfirmed(_))
+    }
+
+    /// Whether a record whose publish failed may still have been stored (and be acted on):
+    /// then what it asked for may or may not happen, and a caller must not be told it did not.
+    pub fn may_have_been_stored(&self) -> bool {
+        matches!(self, BusError::Unconfirmed(_))
     }
 }
 

@@ -73,6 +73,17 @@ struct Inner {
 /// this covers the trip back.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
+/// The answer to a call the bus did not take. Refused outright, nothing will run it: a 503,
+/// and the bot may send it again. Unconfirmed, it may yet run: unless it only reads, the 409
+/// of an unknown outcome, since a 5xx would invite a second send.
+fn not_queued(error: &bus::BusError, method: &str) -> ApiError {
+    if error.may_have_been_stored() && !schemas::catalogue::only_reads(method) {
+        ApiError::unknown_outcome(schemas::UnknownOutcome::Unconfirmed)
+    } else {
+        ApiError::unavailable("the gateway cannot accept calls now")
+    }
+}
+
 impl Ingest {
     pub fn new(
         cfg: IngestConfig,
@@ -188,9 +199,7 @@ impl Ingest {
         if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
             tracing::error!(%error, "could not publish a call");
             metrics::observe(label, "unavailable", started);
-            return error_response(&ApiError::unavailable(
-                "the gateway cannot accept calls now",
-            ));
+            return error_response(&not_queued(&error, &target.method));
         }
         match waiter.wait(timeout + REPLY_GRACE).await {
             Some(reply) => {
@@ -261,4 +270,19 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(e.to_json()))
         .expect("static headers are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_queued;
+    use bus::BusError;
+
+    #[test]
+    fn a_call_the_bus_may_hold_is_not_refused_with_a_5xx() {
+        let unconfirmed = BusError::Unconfirmed("timed out".into());
+        let refused = BusError::Backend("broker down".into());
+        assert_eq!(not_queued(&unconfirmed, "sendMessage").error_code, 409);
+        assert_eq!(not_queued(&unconfirmed, "getMe").error_code, 503);
+        assert_eq!(not_queued(&refused, "sendMessage").error_code, 503);
+    }
 }

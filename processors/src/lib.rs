@@ -308,15 +308,20 @@ pub async fn run(
 /// in between delivers the call to the router again and it is handed over again; the files
 /// stage's attempt record then keeps it from being sent twice. If the bus refuses the record
 /// (its own retries spent), the call is answered with a 500: nothing of it was executed, so
-/// the bot may safely send it again.
+/// the bot may safely send it again; if the bus could not confirm it, the files stage may
+/// still run it, and the answer is the 409 of an unknown outcome.
 async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) {
     match bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS_FILES, env).await {
         Ok(()) => metrics::HANDED_OVER.inc(),
         Err(error) => {
             tracing::error!(%error, call_id = %env.header.call_id, "could not hand a call to the files stage");
-            let error = schemas::ApiError::internal(
-                "the gateway could not hand this call to its files stage; it was not executed",
-            );
+            let error = if error.may_have_been_stored() {
+                schemas::ApiError::unknown_outcome(schemas::UnknownOutcome::Unconfirmed)
+            } else {
+                schemas::ApiError::internal(
+                    "the gateway could not hand this call to its files stage; it was not executed",
+                )
+            };
             outcome::finish(deps, run, env, schemas::Response::from_error(&error)).await;
         }
     }

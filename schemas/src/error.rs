@@ -35,6 +35,8 @@ pub enum UnknownOutcome {
     NoAnswer,
     /// The answer was kept but cannot be read back.
     AnswerLost,
+    /// The bus never confirmed taking the call (it may have, and the call may run).
+    Unconfirmed,
 }
 
 impl UnknownOutcome {
@@ -47,6 +49,7 @@ impl UnknownOutcome {
                 "the gateway had no answer for this call before its deadline"
             }
             UnknownOutcome::AnswerLost => "the answer to this call was lost",
+            UnknownOutcome::Unconfirmed => "the gateway could not confirm that it queued this call",
         }
     }
 }
@@ -184,6 +187,7 @@ mod unknown_outcome_tests {
             UnknownOutcome::Late,
             UnknownOutcome::NoAnswer,
             UnknownOutcome::AnswerLost,
+            UnknownOutcome::Unconfirmed,
         ] {
             let d = ApiError::unknown_outcome(why).description;
             assert!(
