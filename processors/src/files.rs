@@ -17,7 +17,7 @@
 use crate::passthrough::{from_answer, open_token, time_left};
 use crate::Deps;
 use futures_util::StreamExt;
-use schemas::{ApiError, BodyBytes, BotId, BotToken, Call, Envelope, Origin, Response};
+use schemas::{ApiError, BotId, BotToken, Call, Envelope, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -133,13 +133,7 @@ impl Default for Files {
 }
 
 fn json_answer(status: u16, v: &Value) -> Response {
-    Response {
-        status,
-        content_type: Some("application/json".into()),
-        body: BodyBytes::inline(&serde_json::to_vec(v).expect("JSON values serialise")),
-        origin: Origin::Gateway,
-        stages: Default::default(),
-    }
+    Response::gateway_json(status, v)
 }
 
 /// The File object, with the file_id the bot asked with (ids of one file differ by their

@@ -22,7 +22,9 @@
 //!
 //! # Layout
 //! - [`run`], [`Stage`], [`ProcessorConfig`], [`Deps`]: the stages (this file).
-//! - [`router`]: which handler takes a method, and which stage.
+//! - [`cmd`]: a call parsed once into a [`cmd::Command`]: which handler, in which stage,
+//!   with what it needs.
+//! - [`router`]: which methods may simply run again.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
 //! - [`files`]: getFile for any size, stored once, served token-free.
 //! - [`uploads`]: sends of URLs, of files over the Bot API's limits, renamed files: by
@@ -30,6 +32,7 @@
 //! - [`outcome`]: recording outcomes and answering.
 //! - [`metrics`]: the processors' metrics.
 
+pub mod cmd;
 pub mod files;
 mod groups;
 mod inline;
@@ -256,12 +259,14 @@ pub async fn run(
             let Some(env) = env else {
                 return Ok(());
             };
-            if stage == Stage::Router && env.payload.rejected.is_none() {
-                let route = router::route(&env.payload);
-                if route.stage() == Stage::Files {
-                    hand_over(&deps, &run, &env).await;
-                    return Ok(());
-                }
+            // Parsed once: the stage it belongs to, then what runs it.
+            let command = cmd::Command::parse(&env.payload);
+            if stage == Stage::Router
+                && env.payload.rejected.is_none()
+                && command.stage() == Stage::Files
+            {
+                hand_over(&deps, &run, &env).await;
+                return Ok(());
             }
             // A long poll mostly waits: it gives its slot back and takes neither the bot's
             // share, so no number of waiting polls holds up anyone's calls (they have a bound
@@ -282,7 +287,7 @@ pub async fn run(
                     metrics::POLLS_WAITING.inc();
                     let stop = deps.polls_stop.clone().unwrap_or_default();
                     tokio::select! {
-                        _ = guarded(&deps, &run, &env) => {}
+                        _ = guarded(&deps, &run, &env, command) => {}
                         // Nothing was confirmed to Telegram (that takes the next poll's
                         // offset): the poll ends with no updates, and the bot asks again.
                         _ = stop.cancelled() => {
@@ -292,7 +297,7 @@ pub async fn run(
                     metrics::POLLS_WAITING.dec();
                 } else {
                     let _share = shares.acquire(env.header.bot_id).await;
-                    guarded(&deps, &run, &env).await;
+                    guarded(&deps, &run, &env, command).await;
                 }
                 Ok::<(), ProcessorError>(())
             }
@@ -338,37 +343,15 @@ fn is_long_poll(call: &Call) -> bool {
         })
 }
 
-/// The routes other than the passthrough, boxed: a spawned call's future is as large as its
-/// largest route, and the common call should not pay for copying an upload's state.
-fn routed<'a>(
-    route: router::Route,
-    deps: &'a Deps,
-    env: &'a Envelope<Call>,
-) -> futures_util::future::BoxFuture<'a, schemas::Response> {
-    use router::Route;
-    match route {
-        Route::Passthrough => Box::pin(passthrough::execute(deps, env)),
-        Route::GetFile => Box::pin(files::get_file(deps, env)),
-        Route::Upload => Box::pin(uploads::send_file(deps, env)),
-        Route::UploadOnly => Box::pin(uploads::upload_only(deps, env)),
-        Route::SetWebhook => Box::pin(webhooks::set_webhook(deps, env)),
-        Route::DeleteWebhook => Box::pin(webhooks::delete_webhook(deps, env)),
-        Route::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
-        Route::GetUpdates => Box::pin(webhooks::get_updates(deps, env)),
-        Route::MediaGroup => Box::pin(groups::send_media_group(deps, env)),
-        Route::InlineAnswer => Box::pin(inline::answer_inline_query(deps, env)),
-    }
-}
-
 /// [`process`], made safe from panics: a handler that panics still gets its call a shaped
 /// answer and an audit row, and returns (so its offset is released and its slots freed). The
 /// answer is a 500 when nothing went upstream (or the method only reads); otherwise the 409
 /// of an unknown outcome, since the call may have been executed and a 5xx invites a resend.
-async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Command) {
     use futures_util::FutureExt;
     use std::panic::AssertUnwindSafe;
     let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let work = AssertUnwindSafe(process(deps, run, env)).catch_unwind();
+    let work = AssertUnwindSafe(process(deps, run, env, command)).catch_unwind();
     let Err(panic) = telegram::sent::track(sent.clone(), work).await else {
         return;
     };
@@ -416,7 +399,7 @@ fn forced_panic(method: &str, after: bool) {
 }
 
 /// One call, start to finish. Never fails: every failure becomes an answer.
-async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Command) {
     forced_panic(&env.payload.method, false);
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
     bus::metrics::STAGE_SECONDS
@@ -469,10 +452,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>) {
             if other == store::Begin::InFlight {
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
-            let response = match router::route(&env.payload) {
-                router::Route::Passthrough => passthrough::execute(deps, env).await,
-                other => routed(other, deps, env).await,
-            };
+            let response = command.apply(deps, env).await;
             forced_panic(&env.payload.method, true);
             response
         }

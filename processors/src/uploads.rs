@@ -26,6 +26,7 @@
 //! (`messages.uploadMedia` to the bot itself), or, without MTProto, by posting it to the
 //! `--storage-chat-id` chat, taking the file_id and deleting the message.
 
+use crate::cmd::SendTarget;
 use crate::passthrough::open_token;
 use crate::Deps;
 use fetch::FetchError;
@@ -467,21 +468,15 @@ pub(crate) async fn settle(
     !used.is_empty()
 }
 
-pub async fn send_file(deps: &Deps, env: &Envelope<Call>) -> Response {
+pub async fn send_file(deps: &Deps, env: &Envelope<Call>, target: SendTarget) -> Response {
     let token = match open_token(deps, env) {
         Ok(t) => t,
         Err(answer) => return answer,
     };
     let call = &env.payload;
-    let detect = is_send_file(&call.method);
-    let (method, fixed) = if detect {
-        ("sendFile", None)
-    } else {
-        let m = schemas::catalogue::canonical(&call.method).unwrap_or_default();
-        let kind = MediaKind::of_send_method(m).expect("routed here for a send method");
-        (m, Some(kind))
-    };
-    let param = fixed.map_or("file", MediaKind::param);
+    let (method, fixed) = (target.method, target.kind);
+    let detect = fixed.is_none();
+    let param = target.param();
     let params = call.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
 
@@ -773,14 +768,17 @@ fn media_for(
 /// `upload<Type>` and `uploadFile`: the file is uploaded and kept, sent to nobody
 /// (ENHANCED.md): over MTProto (`messages.uploadMedia` to the bot itself), else through the
 /// storage chat. Chat, reply and markup parameters are ignored.
-pub async fn upload_only(deps: &Deps, env: &Envelope<Call>) -> Response {
+pub async fn upload_only(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    param: &'static str,
+    fixed: Option<MediaKind>,
+) -> Response {
     let token = match open_token(deps, env) {
         Ok(t) => t,
         Err(answer) => return answer,
     };
     let call = &env.payload;
-    let param = upload_param(&call.method).expect("routed here for an upload method");
-    let fixed = MediaKind::from_param(param);
     let params = call.params();
     if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
         return Response::from_error(&ApiError::bad_request(
@@ -973,14 +971,7 @@ pub(crate) fn upload_answer(fid: &FileId, size: Option<u64>) -> Response {
     if let Some(size) = size {
         result["file_size"] = size.into();
     }
-    let body = serde_json::json!({"ok": true, "result": result});
-    Response {
-        status: 200,
-        content_type: Some("application/json".into()),
-        body: schemas::BodyBytes::inline(&serde_json::to_vec(&body).expect("JSON serialises")),
-        origin: schemas::Origin::Gateway,
-        stages: Default::default(),
-    }
+    Response::gateway_json(200, &serde_json::json!({"ok": true, "result": result}))
 }
 
 #[cfg(test)]

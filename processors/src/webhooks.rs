@@ -15,13 +15,7 @@ use store::WebhookRow;
 const MAX_CERTIFICATE: u64 = 64 * 1024;
 
 fn answer(v: &Value) -> Response {
-    Response {
-        status: 200,
-        content_type: Some("application/json".into()),
-        body: schemas::BodyBytes::inline(&serde_json::to_vec(v).expect("JSON serialises")),
-        origin: schemas::Origin::Gateway,
-        stages: Default::default(),
-    }
+    Response::gateway_json(200, v)
 }
 
 /// What a long poll cut short gets: no updates (nothing was confirmed; the bot asks again).

@@ -44,6 +44,18 @@ pub struct Stages {
 }
 
 impl Response {
+    /// An answer the gateway makes itself: `value` as JSON, with `status`.
+    pub fn gateway_json(status: u16, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: Some("application/json".into()),
+            // A Value always serialises (its map keys are strings).
+            body: BodyBytes::inline(&serde_json::to_vec(value).unwrap_or_default()),
+            origin: Origin::Gateway,
+            stages: Stages::default(),
+        }
+    }
+
     pub fn from_error(e: &ApiError) -> Self {
         Self {
             status: e.status(),
