@@ -81,58 +81,44 @@ Stages (each its own consumer group; records between them carry references, neve
            for, to `updates` (webhook delivery).
   all      every stage in this process (`passthrough`: the same, its name from before).";
 
+/// Flags of [`ServeArgs`] that only the processing stages use.
+const PROCESSING_ONLY: &[&str] = &[
+    "retain_calls",
+    "retain_results",
+    "bot_quota",
+    "blob_cap",
+    "per_bot_concurrency",
+    "concurrency",
+    "max_long_polls",
+    "public_url",
+    "file_wait",
+    "max_file",
+    "upstream_local",
+    "allow_private_urls",
+    "storage_chat_id",
+    "allow_url_networks",
+    "api_id",
+    "api_hash",
+    "mtproto_addr",
+    "mtproto_key",
+];
+
+/// Flags of [`ServeArgs`] that only the ingest uses.
+const INGEST_ONLY: &[&str] = &["max_body", "call_timeout"];
+
 /// Flags of [`ServeArgs`] that a role does not use, by the role's command: its `--help` leaves
 /// them out (they are still accepted, so one environment can serve every role).
-const UNUSED_BY_ROLE: [(&str, &[&str]); 3] = [
-    (
-        "ingest",
-        &[
-            "retain_calls",
-            "retain_results",
-            "bot_quota",
-            "blob_cap",
-            "per_bot_concurrency",
-            "concurrency",
-            "max_long_polls",
-            "public_url",
-            "file_wait",
-            "max_file",
-            "upstream_local",
-            "allow_private_urls",
-            "storage_chat_id",
-            "allow_url_networks",
-            "api_id",
-            "api_hash",
-            "mtproto_addr",
-            "mtproto_key",
-        ],
-    ),
-    ("processor", &["max_body", "call_timeout"]),
+const UNUSED_BY_ROLE: [(&str, &[&[&str]]); 3] = [
+    ("ingest", &[PROCESSING_ONLY]),
+    ("processor", &[INGEST_ONLY]),
+    // Downloads only: no calls taken (`--max-upload` bounds what the ingest accepts and the
+    // files stage fetches), no webhooks delivered.
     (
         "egress",
         &[
-            "retain_calls",
-            "retain_results",
-            "bot_quota",
-            "blob_cap",
-            "max_body",
-            "max_upload",
-            "call_timeout",
-            "per_bot_concurrency",
-            "concurrency",
-            "max_long_polls",
-            "public_url",
-            "file_wait",
-            "max_file",
-            "upstream_local",
-            "allow_private_urls",
-            "storage_chat_id",
-            "webhook_networks",
-            "allow_url_networks",
-            "api_id",
-            "api_hash",
-            "mtproto_addr",
-            "mtproto_key",
+            PROCESSING_ONLY,
+            INGEST_ONLY,
+            &["max_upload", "webhook_networks"],
         ],
     ),
 ];
@@ -143,7 +129,7 @@ impl Cli {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         for (role, unused) in UNUSED_BY_ROLE {
             cmd = cmd.mut_subcommand(role, |mut sub| {
-                for id in unused {
+                for id in unused.iter().copied().flatten() {
                     sub = sub.mut_arg(*id, |a| a.hide(true));
                 }
                 sub
