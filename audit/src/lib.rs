@@ -263,6 +263,7 @@ impl<'a> Follow<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::CallStore;
 
     /// A call recorded after later ones (it finished last) is still shown, once.
     #[tokio::test]

@@ -338,7 +338,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::{CallQuery, FileStore};
+    use store::{CallQuery, CallStore, FileStore, OutcomeStore};
 
     /// Audit rows and results older than their retention go; younger ones stay.
     #[tokio::test]

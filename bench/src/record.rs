@@ -11,7 +11,7 @@ use schemas::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use store::{CallRow, Outcome, Store};
+use store::{CallRow, Outcome, OutcomeStore};
 
 const METHODS: [&str; 5] = [
     "sendMessage",

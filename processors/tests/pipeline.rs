@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::blobs::LocalBlobs;
 use store::sqlite::SqliteStore;
-use store::Store;
+use store::{CallStore, OutcomeStore};
 use telegram::botapi::BotApi;
 use tokio_util::sync::CancellationToken;
 

@@ -170,8 +170,9 @@ impl CallQuery {
     }
 }
 
+/// The audit record: a row per call, listed by bot and time, forgotten after retention.
 #[async_trait]
-pub trait Store: FileStore + WebhookStore {
+pub trait CallStore: Send + Sync + 'static {
     /// Writes (or overwrites) the audit row of a call.
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError>;
 
@@ -187,6 +188,19 @@ pub trait Store: FileStore + WebhookStore {
     /// Audit rows of a bot in `[from_ms, to_ms)`, oldest first.
     async fn calls(&self, query: &CallQuery) -> Result<Vec<CallRow>, StoreError>;
 
+    /// Forgets the audit rows of calls that arrived before `before_ms` (retention); returns
+    /// how many where the store can tell.
+    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// How many audit rows arrived before `before_ms` (what [`CallStore::purge_calls`] would
+    /// forget; `telepipe gc --dry-run`).
+    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Outcomes and attempts: what answers a call delivered again, what audits show and replays
+/// compare with. An outcome is written with its audit row ([`OutcomeStore::record_outcome`]).
+#[async_trait]
+pub trait OutcomeStore: CallStore {
     /// Stores a call's outcome until `expires_ms`.
     async fn put_result(
         &self,
@@ -207,7 +221,7 @@ pub trait Store: FileStore + WebhookStore {
         self.record_call(row).await
     }
 
-    /// [`Store::record_outcome`] without waiting for the write (see [`Store::queue_call`]):
+    /// [`OutcomeStore::record_outcome`] without waiting for the write (see [`CallStore::queue_call`]):
     /// the embedded mode keeps answers for the audit record this way.
     async fn queue_outcome(
         &self,
@@ -217,20 +231,6 @@ pub trait Store: FileStore + WebhookStore {
     ) -> Result<(), StoreError> {
         self.record_outcome(&row, &response, expires_ms).await
     }
-
-    /// Forgets the audit rows of calls that arrived before `before_ms` (retention); returns
-    /// how many where the store can tell.
-    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError>;
-
-    /// How many audit rows arrived before `before_ms` (what [`Store::purge_calls`] would
-    /// forget; `telepipe gc --dry-run`).
-    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError>;
-
-    /// Remembers a bot's username (from a getMe answer); a username moves with its bot.
-    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError>;
-
-    /// The bot that last had `username` (any case), if one was seen.
-    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError>;
 
     /// A call's stored outcome, if it has one that has not expired.
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError>;
@@ -263,6 +263,22 @@ pub trait Store: FileStore + WebhookStore {
         })
     }
 }
+
+/// What the gateway learnt about bots: their usernames.
+#[async_trait]
+pub trait BotStore: Send + Sync + 'static {
+    /// Remembers a bot's username (from a getMe answer); a username moves with its bot.
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError>;
+
+    /// The bot that last had `username` (any case), if one was seen.
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError>;
+}
+
+/// Every part of the store: what the composition root opens and hands out. Consumers name the
+/// part they use (`Arc<dyn CallStore>`, `&dyn FileStore`); an `Arc<dyn Store>` coerces to each.
+pub trait Store: OutcomeStore + BotStore + FileStore + WebhookStore {}
+
+impl<T: OutcomeStore + BotStore + FileStore + WebhookStore + ?Sized> Store for T {}
 
 /// A file a bot fetched, kept in the blob store and served under `path`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,8 @@
 //! node where `TELEPIPE_TEST_SCYLLA` names one (see the README).
 
 use crate::{
-    CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
-    WebhookStore,
+    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, StoreError,
+    UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
@@ -946,7 +946,7 @@ impl WebhookStore for ScyllaStore {
 }
 
 #[async_trait]
-impl Store for ScyllaStore {
+impl CallStore for ScyllaStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
         let values = CallValues {
             bot_id: row.bot_id.0,
@@ -1068,33 +1068,6 @@ impl Store for ScyllaStore {
         Ok(n)
     }
 
-    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
-        self.session
-            .query_unpaged(
-                "INSERT INTO bot_usernames (username, bot_id, updated_ms) VALUES (?, ?, ?)",
-                (username.to_lowercase(), bot_id.0, schemas::now_ms()),
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
-    }
-
-    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
-        let r = self
-            .session
-            .query_unpaged(
-                "SELECT bot_id FROM bot_usernames WHERE username = ?",
-                (username.to_lowercase(),),
-            )
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        Ok(r.maybe_first_row::<(i64,)>()
-            .map_err(err)?
-            .map(|(b,)| BotId(b)))
-    }
-
     async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError> {
         let cut = before_ms.div_euclid(DAY_MS);
         let mut n = 0u64;
@@ -1105,7 +1078,10 @@ impl Store for ScyllaStore {
         }
         Ok(n)
     }
+}
 
+#[async_trait]
+impl OutcomeStore for ScyllaStore {
     async fn put_result(
         &self,
         call_id: CallId,
@@ -1174,6 +1150,36 @@ impl Store for ScyllaStore {
                 "a conditional insert answered {other:?}"
             ))),
         }
+    }
+}
+
+#[async_trait]
+impl BotStore for ScyllaStore {
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO bot_usernames (username, bot_id, updated_ms) VALUES (?, ?, ?)",
+                (username.to_lowercase(), bot_id.0, schemas::now_ms()),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(
+                "SELECT bot_id FROM bot_usernames WHERE username = ?",
+                (username.to_lowercase(),),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(r.maybe_first_row::<(i64,)>()
+            .map_err(err)?
+            .map(|(b,)| BotId(b)))
     }
 }
 

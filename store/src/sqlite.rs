@@ -11,8 +11,8 @@
 //! is truncated back when it restarts.
 
 use crate::{
-    CallQuery, CallRow, FileRow, FileStore, Outcome, Store, StoreError, UploadKey, WebhookRow,
-    WebhookStore,
+    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, StoreError,
+    UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -1046,7 +1046,7 @@ impl WebhookStore for SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl CallStore for SqliteStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
         self.write_lazy(vec![Write::Call(Box::new(row.clone()))])
             .await?;
@@ -1062,20 +1062,6 @@ impl Store for SqliteStore {
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))
-    }
-
-    async fn record_outcome(
-        &self,
-        row: &CallRow,
-        response: &Response,
-        expires_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.write_lazy(vec![
-            result_write(row.call_id, response, expires_ms),
-            Write::Call(Box::new(row.clone())),
-        ])
-        .await?;
-        Ok(())
     }
 
     async fn calls(&self, q: &CallQuery) -> Result<Vec<CallRow>, StoreError> {
@@ -1139,6 +1125,46 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        let mut total = 0;
+        loop {
+            let n = self.write(vec![Write::PurgeCalls { before }]).await?;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let before = first_id_of(before_ms);
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM calls WHERE call_id < ?1")?
+                .query_row(params![before], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OutcomeStore for SqliteStore {
+    async fn record_outcome(
+        &self,
+        row: &CallRow,
+        response: &Response,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write_lazy(vec![
+            result_write(row.call_id, response, expires_ms),
+            Write::Call(Box::new(row.clone())),
+        ])
+        .await?;
+        Ok(())
+    }
+
     async fn queue_outcome(
         &self,
         row: CallRow,
@@ -1156,56 +1182,6 @@ impl Store for SqliteStore {
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))
-    }
-
-    async fn purge_calls(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let before = first_id_of(before_ms);
-        let mut total = 0;
-        loop {
-            let n = self.write(vec![Write::PurgeCalls { before }]).await?;
-            total += n;
-            if n < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
-    }
-
-    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
-        self.write_lazy(vec![Write::Sql {
-            sql: "INSERT OR REPLACE INTO bot_usernames (username, bot_id, updated_ms)
-                  VALUES (?1, ?2, ?3)",
-            values: vec![
-                username.to_owned().into(),
-                bot_id.0.into(),
-                schemas::now_ms().into(),
-            ],
-        }])
-        .await?;
-        Ok(())
-    }
-
-    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
-        let username = username.to_owned();
-        self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT bot_id FROM bot_usernames WHERE username = ?1")?
-                    .query_row(params![username], |r| r.get::<_, i64>(0))
-                    .optional()?
-                    .map(BotId),
-            )
-        })
-        .await
-    }
-
-    async fn count_calls_before(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let before = first_id_of(before_ms);
-        self.read(move |c| {
-            let n: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM calls WHERE call_id < ?1")?
-                .query_row(params![before], |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
     }
 
     async fn put_result(
@@ -1267,6 +1243,36 @@ impl Store for SqliteStore {
             }])
             .await?;
         Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl BotStore for SqliteStore {
+    async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
+        self.write_lazy(vec![Write::Sql {
+            sql: "INSERT OR REPLACE INTO bot_usernames (username, bot_id, updated_ms)
+                  VALUES (?1, ?2, ?3)",
+            values: vec![
+                username.to_owned().into(),
+                bot_id.0.into(),
+                schemas::now_ms().into(),
+            ],
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT bot_id FROM bot_usernames WHERE username = ?1")?
+                    .query_row(params![username], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .map(BotId),
+            )
+        })
+        .await
     }
 }
 
