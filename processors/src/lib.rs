@@ -34,6 +34,7 @@
 
 pub mod cmd;
 pub mod files;
+mod gate;
 mod groups;
 mod inline;
 pub mod metrics;
@@ -410,9 +411,20 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
         outcome::record_rejected(deps, env, err).await;
         return;
     }
+    // The files stage records its attempt only when the call is about to reach upstream
+    // ([`gate`]): until then a run that dies has sent nothing, and the next may start over.
+    let gated = run.durable && command.stage() == Stage::Files;
     let begin = match run.durable {
         // Nothing can deliver this call again: it is new.
         false => store::Begin::Fresh,
+        true if gated => match deps.store.get_result(env.header.call_id).await {
+            Ok(Some(stored)) => store::Begin::Done(stored),
+            Ok(None) => store::Begin::Fresh,
+            Err(error) => {
+                tracing::warn!(%error, "could not look for a recorded outcome; going ahead");
+                store::Begin::Fresh
+            }
+        },
         true => {
             // The attempt is kept while a redelivery may come (a day at least, whatever the
             // answers' retention).
@@ -452,7 +464,14 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
             if other == store::Begin::InFlight {
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
-            let response = command.apply(deps, env).await;
+            let response = if gated {
+                let ttl = run.result_ttl.max(RESULT_TTL);
+                let expires = schemas::now_ms() + ttl.as_millis() as i64;
+                let gate = gate::Gate::new(deps.store.clone(), env.header.call_id, expires);
+                gate::scope(gate, command.apply(deps, env)).await
+            } else {
+                command.apply(deps, env).await
+            };
             forced_panic(&env.payload.method, true);
             response
         }

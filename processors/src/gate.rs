@@ -1,0 +1,106 @@
+//! The files stage's attempt, recorded when the call is about to reach upstream rather than
+//! when it starts: a URL fetch or a probe can take minutes, and a stage that dies during them
+//! has sent nothing, so its call may simply run again after the restart instead of being
+//! answered with the 409 of an unknown outcome.
+//!
+//! [`scope`] runs a call's handler with a gate; [`pass`] (called by the passthrough before
+//! every request it makes upstream) records the attempt the first time (`Store::begin`) and
+//! lets the call on only if no other run recorded one. Outside a scope (the router, which
+//! records its attempt at once: its calls go straight upstream) `pass` lets everything on.
+
+use schemas::{ApiError, CallId, Response, UnknownOutcome};
+use std::future::Future;
+use std::sync::Arc;
+use store::Store;
+use tokio::sync::OnceCell;
+
+pub(crate) struct Gate {
+    store: Arc<dyn Store>,
+    call_id: CallId,
+    expires_ms: i64,
+    passed: OnceCell<Result<(), Response>>,
+}
+
+impl Gate {
+    pub(crate) fn new(store: Arc<dyn Store>, call_id: CallId, expires_ms: i64) -> Arc<Gate> {
+        Arc::new(Gate {
+            store,
+            call_id,
+            expires_ms,
+            passed: OnceCell::new(),
+        })
+    }
+}
+
+tokio::task_local! {
+    static GATE: Arc<Gate>;
+}
+
+/// Runs `fut` behind `gate`.
+pub(crate) async fn scope<F: Future>(gate: Arc<Gate>, fut: F) -> F::Output {
+    GATE.scope(gate, fut).await
+}
+
+/// Whether the current call may go upstream now: `Err` carries its answer when another run
+/// of it got there first (the 409 of an unknown outcome, or that run's recorded answer).
+pub(crate) async fn pass() -> Result<(), Response> {
+    let Ok(gate) = GATE.try_with(Arc::clone) else {
+        return Ok(());
+    };
+    gate.passed
+        .get_or_init(|| async {
+            match gate.store.begin(gate.call_id, gate.expires_ms).await {
+                Ok(store::Begin::Fresh) => Ok(()),
+                Ok(store::Begin::Done(mut stored)) => {
+                    stored.origin = schemas::Origin::Stored;
+                    Err(stored)
+                }
+                Ok(store::Begin::InFlight) => {
+                    tracing::warn!(
+                        "another run of this call reached upstream; not sending it again"
+                    );
+                    crate::metrics::REDELIVERED
+                        .with_label_values(&["unknown_outcome"])
+                        .inc();
+                    Err(Response::from_error(&ApiError::unknown_outcome(
+                        UnknownOutcome::Restarted,
+                    )))
+                }
+                Err(error) => {
+                    // Without the store the call can still be served; a crash now could
+                    // repeat it (as when the router cannot record its attempt).
+                    tracing::warn!(%error, "could not record the attempt; going ahead");
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn the_first_run_to_reach_upstream_records_the_attempt_and_the_next_is_stopped() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let id = CallId::new();
+        // Outside a scope: always on.
+        assert!(pass().await.is_ok());
+        let first = Gate::new(store.clone(), id, i64::MAX);
+        let ok = scope(first, async {
+            (pass().await.is_ok(), pass().await.is_ok())
+        })
+        .await;
+        assert_eq!(ok, (true, true), "one run passes as often as it asks");
+        // A second run of the same call (its stage died after the first got through).
+        let second = Gate::new(store.clone(), id, i64::MAX);
+        let refused = scope(second, pass()).await.unwrap_err();
+        assert_eq!(refused.status, 409);
+        // A run that never reached upstream recorded nothing: another call id passes.
+        let other = Gate::new(store, CallId::new(), i64::MAX);
+        assert!(scope(other, pass()).await.is_ok());
+    }
+}
