@@ -198,7 +198,7 @@ pub struct ServeArgs {
 
     /// The bus: `memory` (in-process) or `kafka://host:port[,host:port]`.
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
-    pub bus: String,
+    pub bus: BusUrl,
 
     /// Partitions per topic (in-process bus, and topics created on Kafka).
     #[arg(long, env = "TELEPIPE_PARTITIONS", default_value_t = 8)]
@@ -309,7 +309,7 @@ pub struct DataArgs {
 
     /// The store: `sqlite` (`<data-dir>/store.db`) or `scylla://host:9042[,host:9042]/keyspace?rf=N`.
     #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
-    pub store: String,
+    pub store: StoreUrl,
 
     /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at an
     /// eighth of it (at most 4 MiB) and truncates the log back; past the limit it waits for
@@ -321,7 +321,7 @@ pub struct DataArgs {
     /// run apart), or `s3://bucket[?endpoint=URL&region=R&allow_http=true]` (credentials from
     /// the `AWS_*` variables).
     #[arg(long, env = "TELEPIPE_BLOBS", default_value = "dir")]
-    pub blobs: String,
+    pub blobs: BlobsUrl,
 }
 
 /// How long the record keeps what.
@@ -626,5 +626,131 @@ mod tests {
         assert!(parse().is_err());
         std::env::remove_var("TELEPIPE_ALLOW_PRIVATE_URLS");
         assert_eq!(parse(), Ok(false));
+    }
+}
+
+/// `--store`, checked when the command line is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite`: `store.db` in the data folder.
+    Sqlite,
+    /// `scylla://host:9042[,host]/keyspace?rf=N`, as given.
+    Scylla(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sqlite" => Ok(StoreUrl::Sqlite),
+            s if s.len() > "scylla://".len() && s.starts_with("scylla://") => {
+                Ok(StoreUrl::Scylla(s.to_owned()))
+            }
+            _ => Err("must be `sqlite` or scylla://host:9042/keyspace".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite => f.write_str("sqlite"),
+            StoreUrl::Scylla(url) => f.write_str(url),
+        }
+    }
+}
+
+/// `--bus`, checked when the command line is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusUrl {
+    /// `memory`: in-process, gone with the process.
+    Memory,
+    /// `kafka://host:port[,host:port]`, as given.
+    Kafka(String),
+}
+
+impl BusUrl {
+    /// Whether records outlive the process (and a call may be delivered again).
+    pub fn durable(&self) -> bool {
+        matches!(self, BusUrl::Kafka(_))
+    }
+}
+
+impl std::str::FromStr for BusUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            return Ok(BusUrl::Memory);
+        }
+        bus::kafka::KafkaConfig::from_url(s)
+            .map(|_| BusUrl::Kafka(s.to_owned()))
+            .map_err(|_| "must be `memory` or kafka://host:port".to_owned())
+    }
+}
+
+impl std::fmt::Display for BusUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusUrl::Memory => f.write_str("memory"),
+            BusUrl::Kafka(url) => f.write_str(url),
+        }
+    }
+}
+
+/// `--blobs`, checked when the command line is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobsUrl {
+    /// `dir`: `blobs/` in the data folder.
+    Dir,
+    /// `dir:PATH`: a folder of its own (shared by the roles of one host).
+    Folder(PathBuf),
+    /// `s3://bucket[/prefix]?endpoint=...`, as given.
+    S3(String),
+}
+
+impl std::str::FromStr for BlobsUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dir" => Ok(BlobsUrl::Dir),
+            s if s.len() > 4 && s.starts_with("dir:") => {
+                Ok(BlobsUrl::Folder(PathBuf::from(&s[4..])))
+            }
+            s if s.len() > 5 && s.starts_with("s3://") => Ok(BlobsUrl::S3(s.to_owned())),
+            _ => Err("must be dir, dir:PATH or s3://bucket?...".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn store_bus_and_blobs_are_checked_when_read() {
+        assert_eq!("sqlite".parse::<StoreUrl>(), Ok(StoreUrl::Sqlite));
+        assert!(matches!(
+            "scylla://h:9042/ks".parse::<StoreUrl>(),
+            Ok(StoreUrl::Scylla(_))
+        ));
+        assert!("scylla://".parse::<StoreUrl>().is_err());
+        assert!("postgres://x".parse::<StoreUrl>().is_err());
+        assert_eq!("memory".parse::<BusUrl>(), Ok(BusUrl::Memory));
+        let k = "kafka://h:9092".parse::<BusUrl>().unwrap();
+        assert!(k.durable() && !BusUrl::Memory.durable());
+        assert_eq!(k.to_string(), "kafka://h:9092");
+        assert!("kafka://".parse::<BusUrl>().is_err());
+        assert!("redis://h".parse::<BusUrl>().is_err());
+        assert_eq!("dir".parse::<BlobsUrl>(), Ok(BlobsUrl::Dir));
+        assert_eq!(
+            "dir:/srv/b".parse::<BlobsUrl>(),
+            Ok(BlobsUrl::Folder("/srv/b".into()))
+        );
+        assert!(matches!(
+            "s3://b?region=x".parse::<BlobsUrl>(),
+            Ok(BlobsUrl::S3(_))
+        ));
+        assert!("dir:".parse::<BlobsUrl>().is_err());
+        assert!("ftp://x".parse::<BlobsUrl>().is_err());
     }
 }

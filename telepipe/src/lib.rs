@@ -19,7 +19,7 @@ use bus::kafka::{KafkaBus, KafkaConfig};
 use bus::memory::MemoryBus;
 use bus::reply::Correlator;
 use bus::Bus;
-use config::{DataArgs, SandboxArgs, ServeArgs};
+use config::{BlobsUrl, BusUrl, DataArgs, SandboxArgs, ServeArgs, StoreUrl};
 use lifecycle::Tasks;
 use schemas::{SealKey, Sealer};
 use std::net::SocketAddr;
@@ -71,26 +71,22 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// The store the arguments name.
 pub async fn open_store(args: &DataArgs) -> anyhow::Result<Arc<dyn Store>> {
-    if args.store == "sqlite" {
-        let path = args.data_dir.join("store.db");
-        let options = store::sqlite::SqliteOptions {
-            wal_limit: args.sqlite_wal_limit_mb * 1024 * 1024,
-        };
-        return Ok(Arc::new(
-            SqliteStore::open_with(&path, options).context("opening the SQLite store")?,
-        ));
-    }
-    if args.store.starts_with("scylla://") {
-        return Ok(Arc::new(
-            store::scylla::ScyllaStore::connect(&args.store)
+    match &args.store {
+        StoreUrl::Sqlite => {
+            let path = args.data_dir.join("store.db");
+            let options = store::sqlite::SqliteOptions {
+                wal_limit: args.sqlite_wal_limit_mb * 1024 * 1024,
+            };
+            Ok(Arc::new(
+                SqliteStore::open_with(&path, options).context("opening the SQLite store")?,
+            ))
+        }
+        StoreUrl::Scylla(url) => Ok(Arc::new(
+            store::scylla::ScyllaStore::connect(url)
                 .await
                 .context("connecting to ScyllaDB")?,
-        ));
+        )),
     }
-    anyhow::bail!(
-        "--store must be `sqlite` or scylla://..., not {}",
-        args.store
-    )
 }
 
 /// The bus the arguments name.
@@ -100,21 +96,21 @@ pub fn open_blobs(args: &DataArgs) -> anyhow::Result<Arc<dyn Blobs>> {
             format!("opening the blob folder {}", p.display())
         })?))
     };
-    match args.blobs.as_str() {
-        "dir" => folder(&args.data_dir.join("blobs")),
-        s if s.starts_with("dir:") => folder(Path::new(&s[4..])),
-        s if s.starts_with("s3://") => Ok(Arc::new(
-            store::object_blobs::ObjectBlobs::from_url(s).context("--blobs")?,
+    match &args.blobs {
+        BlobsUrl::Dir => folder(&args.data_dir.join("blobs")),
+        BlobsUrl::Folder(path) => folder(path),
+        BlobsUrl::S3(url) => Ok(Arc::new(
+            store::object_blobs::ObjectBlobs::from_url(url).context("--blobs")?,
         )),
-        other => anyhow::bail!("--blobs must be dir, dir:PATH or s3://..., not {other}"),
     }
 }
 
 pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
-    if args.bus == "memory" {
-        return Ok(Arc::new(MemoryBus::new(args.partitions)));
-    }
-    let mut cfg = KafkaConfig::from_url(&args.bus).context("--bus")?;
+    let url = match &args.bus {
+        BusUrl::Memory => return Ok(Arc::new(MemoryBus::new(args.partitions))),
+        BusUrl::Kafka(url) => url,
+    };
+    let mut cfg = KafkaConfig::from_url(url).context("--bus")?;
     cfg.prefix = args.kafka_prefix.clone();
     cfg.partitions = args.partitions as i32;
     cfg.replication = args.kafka_replication;
@@ -348,7 +344,7 @@ pub async fn run(
             per_bot: args.per_bot_concurrency,
             total: args.concurrency,
             drain_timeout: drain,
-            durable_bus: args.bus != "memory",
+            durable_bus: args.bus.durable(),
             result_ttl: args.retain.retain_results,
             polls: args.max_long_polls,
         };

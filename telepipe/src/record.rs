@@ -41,7 +41,7 @@ impl SelectArgs {
 
 /// The store of an existing record: reading never creates one.
 async fn existing_store(data: &DataArgs) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
-    if data.store == "sqlite" && !data.data_dir.join("store.db").exists() {
+    if data.store == crate::config::StoreUrl::Sqlite && !data.data_dir.join("store.db").exists() {
         anyhow::bail!(
             "no record at {} (give --data-dir of the gateway)",
             data.data_dir.join("store.db").display()
