@@ -254,13 +254,13 @@ impl Proc {
             return Self::start(&refs, dir).await;
         }
         // Split mode: the same flags for the stages' processes and an ingest process, which
-        // share the data dir and the seal key. Helper 0 runs the router and the updates
-        // filter, helper 1 the files stage: every call that needs file work crosses from one
-        // process to the other on the bus.
+        // share the data dir and the seal key. Every stage runs in a process of its own:
+        // helper 0 the router, helper 1 the files stage, helper 2 the updates filter; every
+        // call that needs file work crosses from one process to another on the bus.
         let key = hex::encode(rand::random::<[u8; 32]>());
         let common = &args[1..];
         let mut helpers = Vec::new();
-        for stages in [&["router", "updates"][..], &["files"][..]] {
+        for stages in [["router"], ["files"], ["updates"]] {
             let mut p: Vec<&str> = vec!["processor"];
             p.extend(stages);
             p.extend(["--seal-key", &key]);

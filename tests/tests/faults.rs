@@ -233,7 +233,7 @@ async fn a_killed_files_stage_holds_up_no_plain_call_and_sends_nothing_twice() {
     tokio::time::timeout(Duration::from_secs(30), started.notified())
         .await
         .expect("the files stage starts fetching the URL");
-    // Helper 1 is the files stage (helper 0: the router and the updates filter).
+    // Helper 1 is the files stage (helper 0: the router, 2: the updates filter).
     assert!(gw.helper_args[1].contains(&"files".to_owned()));
     gw.kill_helper(1).await;
 
