@@ -128,14 +128,20 @@ fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
 }
 
-/// A failed produce: a delivery that timed out may have reached the broker (librdkafka cannot
-/// tell), so it is unconfirmed; a record refused or never sent is a plain failure.
+/// A failed produce: a delivery that timed out, was purged in flight or cancelled may have
+/// reached the broker (librdkafka cannot tell), so it is unconfirmed; a record refused or never
+/// sent is a plain failure.
 fn publish_error(e: rdkafka::error::KafkaError) -> BusError {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
     match &e {
         KafkaError::MessageProduction(
-            Code::MessageTimedOut | Code::RequestTimedOut | Code::OperationTimedOut,
-        ) => BusError::Unconfirmed(e.to_string()),
+            Code::MessageTimedOut
+            | Code::RequestTimedOut
+            | Code::OperationTimedOut
+            | Code::PurgeInflight
+            | Code::Fatal,
+        )
+        | KafkaError::Canceled => BusError::Unconfirmed(e.to_string()),
         _ => backend(e),
     }
 }

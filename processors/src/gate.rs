@@ -18,18 +18,33 @@ pub(crate) struct Gate {
     store: Arc<dyn Store>,
     call_id: CallId,
     expires_ms: i64,
+    /// The method only reads: a run before may have reached upstream, and it runs again.
+    repeatable: bool,
     passed: OnceCell<Result<(), Response>>,
 }
 
 impl Gate {
-    pub(crate) fn new(store: Arc<dyn Store>, call_id: CallId, expires_ms: i64) -> Arc<Gate> {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        call_id: CallId,
+        method: &str,
+        expires_ms: i64,
+    ) -> Arc<Gate> {
         Arc::new(Gate {
             store,
             call_id,
             expires_ms,
+            repeatable: crate::router::safe_to_repeat(method),
             passed: OnceCell::new(),
         })
     }
+}
+
+/// Whether the current call was stopped at the gate: its answer then is the gate's, not
+/// upstream's (a handler must not take it for a failed send and try again).
+pub(crate) fn refused() -> bool {
+    GATE.try_with(|g| matches!(g.passed.get(), Some(Err(_))))
+        .unwrap_or(false)
 }
 
 tokio::task_local! {
@@ -55,6 +70,7 @@ pub(crate) async fn pass() -> Result<(), Response> {
                     stored.origin = schemas::Origin::Stored;
                     Err(stored)
                 }
+                Ok(store::Begin::InFlight) if gate.repeatable => Ok(()),
                 Ok(store::Begin::InFlight) => {
                     tracing::warn!(
                         "another run of this call reached upstream; not sending it again"
@@ -89,18 +105,29 @@ mod tests {
         let id = CallId::new();
         // Outside a scope: always on.
         assert!(pass().await.is_ok());
-        let first = Gate::new(store.clone(), id, i64::MAX);
+        let first = Gate::new(store.clone(), id, "sendDocument", i64::MAX);
         let ok = scope(first, async {
-            (pass().await.is_ok(), pass().await.is_ok())
+            (pass().await.is_ok(), pass().await.is_ok(), refused())
         })
         .await;
-        assert_eq!(ok, (true, true), "one run passes as often as it asks");
+        assert_eq!(
+            ok,
+            (true, true, false),
+            "one run passes as often as it asks"
+        );
         // A second run of the same call (its stage died after the first got through).
-        let second = Gate::new(store.clone(), id, i64::MAX);
-        let refused = scope(second, pass()).await.unwrap_err();
-        assert_eq!(refused.status, 409);
+        let second = Gate::new(store.clone(), id, "sendDocument", i64::MAX);
+        let (answer, stopped) = scope(second, async { (pass().await, refused()) }).await;
+        assert_eq!(answer.unwrap_err().status, 409);
+        assert!(
+            stopped,
+            "the handler can tell the gate's answer from upstream's"
+        );
+        // A method that only reads runs again.
+        let read = Gate::new(store.clone(), id, "getFile", i64::MAX);
+        assert!(scope(read, pass()).await.is_ok());
         // A run that never reached upstream recorded nothing: another call id passes.
-        let other = Gate::new(store, CallId::new(), i64::MAX);
+        let other = Gate::new(store, CallId::new(), "sendDocument", i64::MAX);
         assert!(scope(other, pass()).await.is_ok());
     }
 }

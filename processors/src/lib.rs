@@ -241,6 +241,7 @@ pub async fn run(
         bots: Mutex::new(HashMap::new()),
     });
     let polls = Arc::new(Semaphore::new(cfg.polls.max(1)));
+    let running = Running::default();
     let opts = bus::stage::Options {
         name: match stage {
             Stage::Router => "processors",
@@ -255,10 +256,26 @@ pub async fn run(
         let shares = shares.clone();
         let run = run.clone();
         let polls = polls.clone();
+        let running = running.clone();
         let env = records.first().and_then(bus::decode_or_skip::<Call>);
         async move {
             let Some(env) = env else {
                 return Ok(());
+            };
+            // A durable bus may deliver a call again while its first copy still runs here (a
+            // hand-over repeated after the router's restart, a rebalance): the first answers
+            // it, and the copy neither waits at the gate nor records a 409 over its outcome.
+            let _claim = if run.durable {
+                match running.claim(env.header.call_id) {
+                    Some(claim) => Some(claim),
+                    None => {
+                        tracing::info!(call_id = %env.header.call_id, "a copy of a call running here; the first answers it");
+                        metrics::REDELIVERED.with_label_values(&["duplicate"]).inc();
+                        return Ok(());
+                    }
+                }
+            } else {
+                None
             };
             // Parsed once: the stage it belongs to, then what runs it.
             let command = cmd::Command::parse(&env.payload);
@@ -330,6 +347,31 @@ async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) {
             };
             outcome::finish(deps, run, env, schemas::Response::from_error(&error)).await;
         }
+    }
+}
+
+/// The calls a stage is running, by id (on a durable bus only).
+#[derive(Clone, Default)]
+struct Running(Arc<Mutex<std::collections::HashSet<schemas::CallId>>>);
+
+/// A call marked running until dropped.
+struct Claim(Running, schemas::CallId);
+
+impl Running {
+    /// Marks `id` running, or `None` when it is already.
+    fn claim(&self, id: schemas::CallId) -> Option<Claim> {
+        let fresh = self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        fresh.then(|| Claim(self.clone(), id))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }
 
@@ -467,7 +509,12 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
             let response = if gated {
                 let ttl = run.result_ttl.max(RESULT_TTL);
                 let expires = schemas::now_ms() + ttl.as_millis() as i64;
-                let gate = gate::Gate::new(deps.store.clone(), env.header.call_id, expires);
+                let gate = gate::Gate::new(
+                    deps.store.clone(),
+                    env.header.call_id,
+                    &env.payload.method,
+                    expires,
+                );
                 gate::scope(gate, command.apply(deps, env)).await
             } else {
                 command.apply(deps, env).await
@@ -483,6 +530,20 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_claimed_once_while_it_runs() {
+        let running = Running::default();
+        let id = schemas::CallId::new();
+        let first = running.claim(id).expect("first claim");
+        assert!(running.claim(id).is_none(), "a copy while the first runs");
+        assert!(running.claim(schemas::CallId::new()).is_some());
+        drop(first);
+        assert!(
+            running.claim(id).is_some(),
+            "free again once the first is done"
+        );
+    }
 
     fn call(method: &str, query: &str, body: schemas::CallBody) -> Call {
         Call {

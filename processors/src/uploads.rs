@@ -441,6 +441,10 @@ pub(crate) async fn settle(
     answer: &Response,
     sent: &[(store::UploadKey, bool, Option<String>)],
 ) -> bool {
+    if crate::gate::refused() {
+        // Another run of the call got there first: nothing was sent, and nothing is learnt.
+        return false;
+    }
     if answer.status == 200 {
         for (key, deduped, file_id) in sent {
             if *deduped {

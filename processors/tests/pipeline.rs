@@ -119,6 +119,19 @@ async fn next_reply(c: &mut Box<dyn bus::Consumer>) -> Envelope<Response> {
     bus::decode_or_skip(&r).expect("a readable reply")
 }
 
+/// Waits until the run that answered `id` is over (its outcome kept, its claim on the call
+/// let go): a copy delivered before then is left to that run, as it still runs.
+async fn finished(w: &World, id: CallId) {
+    for _ in 0..500 {
+        if w.store.get_result(id).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no outcome kept for {id}");
+}
+
 async fn sandbox_calls(w: &World, bot: i64) -> usize {
     let v: serde_json::Value =
         reqwest::get(format!("{}/control/calls?bot_id={bot}", w.sandbox_url))
@@ -147,6 +160,7 @@ async fn a_redelivered_call_is_not_executed_twice() {
     let first = next_reply(&mut replies).await;
     assert_eq!(first.payload.status, 200);
     assert_eq!(first.payload.origin, Origin::Upstream);
+    finished(&w, env.header.call_id).await;
 
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
@@ -351,6 +365,7 @@ async fn file_work_goes_to_the_files_stage_once() {
     assert_eq!(first.header.call_id, env.header.call_id);
     assert_eq!(first.payload.status, 400, "{:?}", first.payload);
     assert_eq!(first.payload.origin, Origin::Upstream);
+    finished(&w, env.header.call_id).await;
 
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
@@ -359,5 +374,42 @@ async fn file_work_goes_to_the_files_stage_once() {
     assert_eq!(second.header.call_id, env.header.call_id);
     assert_eq!(second.payload.origin, Origin::Stored);
     assert_eq!(sandbox_calls(&w, 58).await, 1, "upstream saw the call once");
+    w.shutdown.cancel();
+}
+
+/// A copy of a call delivered while the first still runs (a rebalance, a hand-over repeated)
+/// is left to the first: upstream sees the call once, and no 409 answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_running_call_is_left_to_the_first() {
+    let w = world().await;
+    reqwest::Client::new()
+        .post(format!("{}/control/faults", w.sandbox_url))
+        .json(&serde_json::json!({"method": "sendMessage", "times": 1,
+            "action": {"kind": "delay", "ms": 500}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    let env = envelope(&w, 59, "sendMessage", "chat_id=1&text=twice");
+    for _ in 0..2 {
+        bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+            .await
+            .unwrap();
+    }
+    let first = next_reply(&mut replies).await;
+    assert_eq!(first.payload.status, 200, "{:?}", first.payload);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), replies.next())
+            .await
+            .is_err(),
+        "the copy does not answer"
+    );
+    assert_eq!(sandbox_calls(&w, 59).await, 1);
     w.shutdown.cancel();
 }

@@ -300,6 +300,13 @@ pub async fn run(
         )
     });
     let stages = roles.stages();
+    if stages.router && !stages.files {
+        tracing::warn!(
+            "this process runs the router without the files stage: calls that need file work \
+             wait on calls.files until a `telepipe processor files` runs (`processor router` \
+             meant every stage before the stages were split)"
+        );
+    }
     if stages.updates {
         tasks.spawn(
             "updates-filter",
