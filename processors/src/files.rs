@@ -14,7 +14,7 @@
 //! running downloads can live in memory; after a rebalance the worst case is a second
 //! download of the same bytes, which the content address folds into one blob.
 
-use crate::passthrough::{from_answer, open_token, time_left};
+use crate::passthrough::{from_answer, time_left};
 use crate::Deps;
 use futures_util::StreamExt;
 use schemas::{ApiError, BotId, BotToken, Call, Envelope, Response};
@@ -171,21 +171,17 @@ fn progress(r: &Running) -> Response {
     )
 }
 
-/// The enhanced getFile.
-pub async fn get_file(deps: &Deps, env: &Envelope<Call>) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
-    let params = env.payload.params();
-    let raw_id = params
-        .get("file_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    // An id the codec cannot read is upstream's to refuse, in its own words.
-    let Some((raw_id, fid)) = raw_id.and_then(|r| FileId::decode(&r).ok().map(|f| (r, f))) else {
-        return crate::passthrough::execute(deps, env).await;
-    };
+/// The enhanced getFile, of an id the codec reads.
+pub async fn get_file(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    get: crate::cmd::GetFile,
+) -> Response {
+    let crate::cmd::GetFile {
+        file_id: raw_id,
+        fid,
+    } = get;
     let bot = env.header.bot_id;
     let unique = fid.unique_id();
     let files = &deps.files.inner;

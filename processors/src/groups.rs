@@ -5,16 +5,15 @@
 //! into the item where it lacks it, Bot API part within the limits, MTProto beyond), then the
 //! group goes upstream once, and the answer is the Bot API's own array of Messages.
 
-use crate::passthrough::open_token;
 use crate::uploads::{
     as_call, is_url, prepare, retyped, settle, source_from, text, Prepared, Source,
 };
 use crate::Deps;
-use schemas::{Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::{Map, Value};
 
 /// The media items of a call, when `media` is a JSON array.
-fn items(call: &Call) -> Option<Vec<Value>> {
+pub(crate) fn items(call: &Call) -> Option<Vec<Value>> {
     match call.params().get("media")? {
         Value::String(s) => serde_json::from_str::<Vec<Value>>(s).ok(),
         Value::Array(a) => Some(a.clone()),
@@ -34,10 +33,7 @@ fn kind(item: &Value) -> Option<MediaKind> {
 
 /// Whether the gateway must handle a sendMediaGroup: an item with a URL, an uploaded part
 /// (dedupe, metadata, size), a `file_name`, or a file_id of another type.
-pub fn takes_over(call: &Call) -> bool {
-    let Some(items) = items(call) else {
-        return false;
-    };
+pub fn takes_over(items: &[Value]) -> bool {
     items.iter().any(|item| {
         let media = item["media"].as_str().unwrap_or("");
         let renamed = item.get("file_name").is_some();
@@ -53,15 +49,13 @@ struct Item {
     key: store::UploadKey,
 }
 
-pub async fn send_media_group(deps: &Deps, env: &Envelope<Call>) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
+pub async fn send_media_group(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    items: Vec<Value>,
+) -> Response {
     let call = &env.payload;
-    let Some(items) = items(call) else {
-        return crate::passthrough::execute(deps, env).await;
-    };
     // Every file first (fetched, found or downloaded), so a retry never fetches again.
     let mut found: Vec<Option<Item>> = Vec::with_capacity(items.len());
     for item in &items {

@@ -9,10 +9,9 @@
 //! URL sizes are learnt from the response headers (all results at once, a few seconds at most):
 //! a URL of unknown size, or within the limits, stays as it is for Telegram to fetch.
 
-use crate::passthrough::open_token;
 use crate::uploads::{file_part, keep, keep_fetched, probe, Source};
 use crate::Deps;
-use schemas::{ApiError, Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{ApiError, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use telegram::file_id::FileId;
@@ -37,7 +36,8 @@ fn url_field(result_type: &str) -> Option<(&'static str, Option<MediaKind>, u64)
     })
 }
 
-fn results(call: &Call) -> Option<Vec<Value>> {
+/// The results of an answer, when `results` is a JSON array.
+pub(crate) fn results(call: &Call) -> Option<Vec<Value>> {
     match call.params().get("results")? {
         Value::String(s) => serde_json::from_str::<Vec<Value>>(s).ok(),
         Value::Array(a) => Some(a.clone()),
@@ -47,7 +47,7 @@ fn results(call: &Call) -> Option<Vec<Value>> {
 
 /// Whether the gateway must look at an answerInlineQuery: a `file` result, an `inline_file`
 /// part, or a result with a file URL (whose size only a look can tell).
-pub fn takes_over(call: &Call) -> bool {
+pub fn takes_over(call: &Call, results: &[Value]) -> bool {
     if let CallBody::Multipart { parts } = &call.body {
         if parts
             .iter()
@@ -56,11 +56,9 @@ pub fn takes_over(call: &Call) -> bool {
             return true;
         }
     }
-    results(call).is_some_and(|rs| {
-        rs.iter().any(|r| {
-            let t = r["type"].as_str().unwrap_or("");
-            url_field(t).is_some_and(|(field, ..)| t == "file" || r[field].is_string())
-        })
+    results.iter().any(|r| {
+        let t = r["type"].as_str().unwrap_or("");
+        url_field(t).is_some_and(|(field, ..)| t == "file" || r[field].is_string())
     })
 }
 
@@ -157,15 +155,13 @@ async fn plan(deps: &Deps, call: &Call, n: usize, r: &Value) -> Result<Plan, Res
     keep_fetched(deps, fetched).await.map(Plan::Upload)
 }
 
-pub async fn answer_inline_query(deps: &Deps, env: &Envelope<Call>) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
+pub async fn answer_inline_query(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    results: Vec<Value>,
+) -> Response {
     let call = &env.payload;
-    let Some(results) = results(call) else {
-        return crate::passthrough::execute(deps, env).await;
-    };
     let plans = futures_util::future::join_all(
         results
             .iter()

@@ -277,30 +277,32 @@ pub async fn run(
             } else {
                 None
             };
-            // Parsed once: the stage it belongs to, then what runs it.
-            let command = cmd::Command::parse(&env.payload);
+            // The call as the bot sent it (the ingest marked its token on the bus), parsed
+            // once: the stage it belongs to, then what runs it.
+            let unmasked = schemas::mask::unmasked(&deps.sealer, &env);
+            let command = cmd::Command::parse(unmasked.as_ref().unwrap_or(&env.payload));
             if stage == Stage::Router
                 && env.payload.rejected.is_none()
-                && command.stage() == Stage::Files
+                && command.as_ref().is_ok_and(|c| c.stage() == Stage::Files)
             {
+                // Handed over as the ingest published it, its token still masked.
                 hand_over(&deps, &run, &env).await;
                 return Ok(());
             }
+            let env = match unmasked {
+                Some(call) => Envelope { payload: call, ..env },
+                None => env,
+            };
             // A long poll mostly waits: it gives its slot back and takes neither the bot's
             // share, so no number of waiting polls holds up anyone's calls (they have a bound
             // of their own).
-            let parked = if is_long_poll(&env.payload) {
+            let parked = if command.as_ref().is_ok_and(cmd::Command::is_long_poll) {
                 polls.try_acquire_owned().ok().inspect(|_| slot.release())
             } else {
                 None
             };
             let span = tracing::info_span!("call", call_id = %env.header.call_id, bot_id = %env.header.bot_id);
             async move {
-                // The call as the bot sent it (the ingest marked its token on the bus).
-                let env = match schemas::mask::unmasked(&deps.sealer, &env) {
-                    Some(call) => Envelope { payload: call, ..env },
-                    None => env,
-                };
                 if parked.is_some() {
                     metrics::POLLS_WAITING.inc();
                     let stop = deps.polls_stop.clone().unwrap_or_default();
@@ -375,22 +377,11 @@ impl Drop for Claim {
     }
 }
 
-/// getUpdates with a timeout: a call that mostly waits (any spelling of the method, the
-/// timeout in the query, a form or JSON).
-fn is_long_poll(call: &Call) -> bool {
-    call.method.eq_ignore_ascii_case("getUpdates")
-        && call.params().get("timeout").is_some_and(|t| match t {
-            serde_json::Value::Number(n) => n.as_f64().is_some_and(|v| v > 0.0),
-            serde_json::Value::String(s) => s.trim().parse::<f64>().is_ok_and(|v| v > 0.0),
-            _ => false,
-        })
-}
-
 /// [`process`], made safe from panics: a handler that panics still gets its call a shaped
 /// answer and an audit row, and returns (so its offset is released and its slots freed). The
 /// answer is a 500 when nothing went upstream (or the method only reads); otherwise the 409
 /// of an unknown outcome, since the call may have been executed and a 5xx invites a resend.
-async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Command) {
+async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) {
     use futures_util::FutureExt;
     use std::panic::AssertUnwindSafe;
     let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -441,8 +432,17 @@ fn forced_panic(method: &str, after: bool) {
     }
 }
 
+/// A call parsed, or the Bot API error its parameters get.
+type Parsed = Result<cmd::Command, schemas::ApiError>;
+
+/// When a call's attempt record may go: it is kept while a redelivery may come (a day at
+/// least, whatever the answers' retention).
+fn attempt_expires(run: &Run) -> i64 {
+    schemas::now_ms() + run.result_ttl.max(RESULT_TTL).as_millis() as i64
+}
+
 /// One call, start to finish. Never fails: every failure becomes an answer.
-async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Command) {
+async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) {
     forced_panic(&env.payload.method, false);
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
     bus::metrics::STAGE_SECONDS
@@ -453,6 +453,17 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
         outcome::record_rejected(deps, env, err).await;
         return;
     }
+    // A parameter the gateway refuses: answered before anything is asked of upstream or the
+    // store (a redelivery would be refused alike).
+    let command = match command {
+        Ok(command) => command,
+        Err(error) => {
+            let mut response = schemas::Response::from_error(&error);
+            response.stages.queue_ms = queued_ms;
+            outcome::finish(deps, run, env, response).await;
+            return;
+        }
+    };
     // The files stage records its attempt only when the call is about to reach upstream
     // ([`gate`]): until then a run that dies has sent nothing, and the next may start over.
     let gated = run.durable && command.stage() == Stage::Files;
@@ -468,11 +479,11 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
             }
         },
         true => {
-            // The attempt is kept while a redelivery may come (a day at least, whatever the
-            // answers' retention).
-            let ttl = run.result_ttl.max(RESULT_TTL);
-            let expires = schemas::now_ms() + ttl.as_millis() as i64;
-            match deps.store.begin(env.header.call_id, expires).await {
+            match deps
+                .store
+                .begin(env.header.call_id, attempt_expires(run))
+                .await
+            {
                 Ok(b) => b,
                 Err(error) => {
                     // Without the store the call can still be served; a crash now could
@@ -507,13 +518,11 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: cmd::Com
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
             let response = if gated {
-                let ttl = run.result_ttl.max(RESULT_TTL);
-                let expires = schemas::now_ms() + ttl.as_millis() as i64;
                 let gate = gate::Gate::new(
                     deps.store.clone(),
                     env.header.call_id,
                     &env.payload.method,
-                    expires,
+                    attempt_expires(run),
                 );
                 gate::scope(gate, command.apply(deps, env)).await
             } else {
@@ -543,36 +552,5 @@ mod tests {
             running.claim(id).is_some(),
             "free again once the first is done"
         );
-    }
-
-    fn call(method: &str, query: &str, body: schemas::CallBody) -> Call {
-        Call {
-            token: None,
-            token_fingerprint: schemas::TokenFingerprint("x".into()),
-            test_env: false,
-            method: method.into(),
-            http_method: "POST".into(),
-            query: query.into(),
-            body,
-            deadline_ms: 0,
-            rejected: None,
-        }
-    }
-
-    #[test]
-    fn long_polls_are_getupdates_with_a_timeout() {
-        use schemas::CallBody::{Empty, Json};
-        assert!(is_long_poll(&call("getUpdates", "timeout=30", Empty)));
-        assert!(is_long_poll(&call(
-            "GETUPDATES",
-            "",
-            Json {
-                value: serde_json::json!({"timeout": 5})
-            }
-        )));
-        assert!(!is_long_poll(&call("getUpdates", "timeout=0", Empty)));
-        assert!(!is_long_poll(&call("getUpdates", "", Empty)));
-        assert!(!is_long_poll(&call("getUpdates", "timeout=soon", Empty)));
-        assert!(!is_long_poll(&call("sendMessage", "timeout=30", Empty)));
     }
 }

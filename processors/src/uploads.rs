@@ -26,11 +26,10 @@
 //! (`messages.uploadMedia` to the bot itself), or, without MTProto, by posting it to the
 //! `--storage-chat-id` chat, taking the file_id and deleting the message.
 
-use crate::cmd::SendTarget;
-use crate::passthrough::open_token;
+use crate::cmd::{SendTarget, UploadOnly};
 use crate::Deps;
 use fetch::FetchError;
-use schemas::{ApiError, BlobRef, Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{ApiError, BlobRef, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
 use serde_json::Value;
 use store::blobs::BlobError;
 use telegram::file_id::{FileId, FileType};
@@ -472,11 +471,12 @@ pub(crate) async fn settle(
     !used.is_empty()
 }
 
-pub async fn send_file(deps: &Deps, env: &Envelope<Call>, target: SendTarget) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
+pub async fn send_file(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    target: SendTarget,
+) -> Response {
     let call = &env.payload;
     let (method, fixed) = (target.method, target.kind);
     let detect = fixed.is_none();
@@ -775,13 +775,10 @@ fn media_for(
 pub async fn upload_only(
     deps: &Deps,
     env: &Envelope<Call>,
-    param: &'static str,
-    fixed: Option<MediaKind>,
+    token: BotToken,
+    upload: UploadOnly,
 ) -> Response {
-    let token = match open_token(deps, env) {
-        Ok(t) => t,
-        Err(answer) => return answer,
-    };
+    let UploadOnly { param, kind: fixed } = upload;
     let call = &env.payload;
     let params = call.params();
     if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {

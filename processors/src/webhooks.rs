@@ -4,15 +4,13 @@
 //! sealed token, to poll Telegram as the bot) and turns Telegram's own webhook off, so that the
 //! `webhooks` crate's poller can fetch the updates and its deliverer push them to the URL.
 
+use crate::cmd::{DeleteWebhook, SetWebhook};
 use crate::passthrough::execute;
-use crate::uploads::{as_call, file_part, text};
+use crate::uploads::as_call;
 use crate::Deps;
 use schemas::{ApiError, Call, CallBody, Envelope, Response};
 use serde_json::{json, Value};
 use store::WebhookRow;
-
-/// The largest certificate read from a `certificate` part.
-const MAX_CERTIFICATE: u64 = 64 * 1024;
 
 fn answer(v: &Value) -> Response {
     Response::gateway_json(200, v)
@@ -32,66 +30,13 @@ fn store_failed(error: store::StoreError) -> Response {
     Response::from_error(&ApiError::internal("the webhook could not be kept"))
 }
 
-fn flag(params: &serde_json::Map<String, Value>, k: &str) -> bool {
-    params
-        .get(k)
-        .is_some_and(|v| v == true || v == "true" || v == "1" || v == "True")
-}
-
-pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
+pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>, set: SetWebhook) -> Response {
     let call = &env.payload;
-    let params = call.params();
-    let url = params.get("url").map(text).unwrap_or_default();
-    if url.trim().is_empty() {
-        // As Telegram: an empty URL removes the webhook.
-        return delete_webhook(deps, env).await;
+    if let Err(why) = deps.webhook_destinations.check_url(&set.parsed).await {
+        return bad(&format!("bad webhook: {why}"));
     }
-    let parsed = url::Url::parse(url.trim()).ok();
-    if !parsed
-        .as_ref()
-        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-    {
-        return bad("bad webhook: an http:// or https:// URL must be provided for webhook");
-    }
-    if let Some(u) = &parsed {
-        if let Err(why) = deps.webhook_destinations.check_url(u).await {
-            return bad(&format!("bad webhook: {why}"));
-        }
-    }
-    let secret = params
-        .get("secret_token")
-        .map(text)
-        .filter(|s| !s.is_empty());
-    if let Some(s) = &secret {
-        let ok = s.len() <= 256
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !ok {
-            return bad("bad webhook: secret token contains unallowed characters");
-        }
-    }
-    let max_connections = match params.get("max_connections").map(text) {
-        None => 40,
-        Some(v) => match v.trim().parse::<i64>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => return bad("bad webhook: max_connections must be between 1 and 100"),
-        },
-    };
-    let allowed_updates = match params.get("allowed_updates") {
-        None => None,
-        Some(Value::Array(a)) => Some(Value::Array(a.clone()).to_string()),
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Array(_)) => Some(v.to_string()),
-            _ => return bad("can't parse allowed_updates JSON array"),
-        },
-        Some(_) => return bad("can't parse allowed_updates JSON array"),
-    };
-    let certificate = match file_part(call, "certificate") {
-        Some((blob, ..)) if blob.size > MAX_CERTIFICATE => {
-            return bad("bad webhook: the certificate is too big")
-        }
-        Some((blob, ..)) => match read_blob(deps, blob).await {
+    let certificate = match &set.certificate {
+        Some(blob) => match read_blob(deps, blob).await {
             Some(pem) => Some(pem),
             None => return bad("bad webhook: the certificate could not be read"),
         },
@@ -104,7 +49,7 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
     // With a public address Telegram pushes to the gateway's hook for this bot; without one,
     // Telegram keeps no webhook and the gateway polls it instead.
     let mut upstream_call = json!({});
-    if flag(&params, "drop_pending_updates") {
+    if set.drop_pending_updates {
         upstream_call["drop_pending_updates"] = true.into();
     }
     let method = match &deps.public_url {
@@ -112,8 +57,8 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
             let secret = deps.sealer.hook_secret(bot_id);
             upstream_call["url"] = format!("{public}/hook/{bot_id}/{secret}").into();
             upstream_call["secret_token"] = secret.into();
-            upstream_call["max_connections"] = max_connections.into();
-            if let Some(a) = &allowed_updates {
+            upstream_call["max_connections"] = set.max_connections.into();
+            if let Some(a) = &set.allowed_updates {
                 upstream_call["allowed_updates"] = serde_json::from_str(a).unwrap_or_default();
             }
             "setWebhook"
@@ -134,17 +79,17 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
     if upstream.status != 200 {
         return upstream;
     }
-    if flag(&params, "drop_pending_updates") {
+    if set.drop_pending_updates {
         if let Err(e) = deps.store.delete_webhook(bot_id, true).await {
             return store_failed(e);
         }
     }
     let row = WebhookRow {
         bot_id,
-        url: url.trim().to_owned(),
-        secret_token: secret,
-        max_connections,
-        allowed_updates,
+        url: set.url,
+        secret_token: set.secret_token,
+        max_connections: set.max_connections,
+        allowed_updates: set.allowed_updates,
         certificate,
         token_sealed: token_sealed.0,
         test_env: call.test_env,
@@ -170,17 +115,17 @@ async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Option<String> {
 
 /// The bot's own deleteWebhook goes upstream as it came (a webhook set on Telegram directly
 /// goes too); the gateway's webhook, if any, is removed.
-pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
+pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>, delete: DeleteWebhook) -> Response {
     let bot_id = env.header.bot_id;
     let had = match deps.store.webhook(bot_id).await {
         Ok(w) => w.is_some(),
         Err(e) => return store_failed(e),
     };
-    let upstream = if env.payload.method.eq_ignore_ascii_case("deleteWebhook") {
+    let drop = delete.drop_pending_updates;
+    let upstream = if delete.as_sent {
         execute(deps, env).await
     } else {
-        let off =
-            json!({"drop_pending_updates": flag(&env.payload.params(), "drop_pending_updates")});
+        let off = json!({ "drop_pending_updates": drop });
         execute(
             deps,
             &as_call(env, "deleteWebhook", CallBody::Json { value: off }),
@@ -190,7 +135,6 @@ pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>) -> Response {
     if !had {
         return upstream;
     }
-    let drop = flag(&env.payload.params(), "drop_pending_updates");
     if let Err(e) = deps.store.delete_webhook(bot_id, drop).await {
         return store_failed(e);
     }

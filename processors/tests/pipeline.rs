@@ -342,7 +342,16 @@ async fn file_work_goes_to_the_files_stage_once() {
         .subscribe("peek", &[bus::topics::CALLS_FILES.to_owned()])
         .await
         .unwrap();
-    let env = envelope(&w, 58, "getFile", "file_id=nonexistent");
+    // An id of the right shape that upstream does not know: upstream's 400.
+    let unknown = telegram::file_id::FileId::common(
+        telegram::file_id::FileType::Document,
+        2,
+        vec![1],
+        4_242_424_242,
+        1,
+    )
+    .encode();
+    let env = envelope(&w, 58, "getFile", &format!("file_id={unknown}"));
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
         .unwrap();
@@ -366,6 +375,9 @@ async fn file_work_goes_to_the_files_stage_once() {
     assert_eq!(first.payload.status, 400, "{:?}", first.payload);
     assert_eq!(first.payload.origin, Origin::Upstream);
     finished(&w, env.header.call_id).await;
+    // The download asks upstream for the bot's username, then its getFile.
+    let executed = sandbox_calls(&w, 58).await;
+    assert!(executed >= 1);
 
     bus::publish_envelope(w.bus.as_ref(), "calls", &env)
         .await
@@ -373,7 +385,11 @@ async fn file_work_goes_to_the_files_stage_once() {
     let second = next_reply(&mut replies).await;
     assert_eq!(second.header.call_id, env.header.call_id);
     assert_eq!(second.payload.origin, Origin::Stored);
-    assert_eq!(sandbox_calls(&w, 58).await, 1, "upstream saw the call once");
+    assert_eq!(
+        sandbox_calls(&w, 58).await,
+        executed,
+        "upstream saw the call once"
+    );
     w.shutdown.cancel();
 }
 

@@ -1,0 +1,290 @@
+//! The command layer: a call parsed once into what it asks the gateway to do.
+//!
+//! [`Command::parse`] reads the method (any spelling) and, where the gateway may take over, the
+//! parameters that decide it, each command in a module of its own (as mini-redis's `cmd/`).
+//! The result says which stage runs the call ([`Command::stage`]) and carries what the handler
+//! needs, read and checked once: a parameter the gateway refuses is a Bot API error here, before
+//! anything is asked of upstream or the store, and a handler never parses the method again nor
+//! trusts an earlier look with `expect`. [`Command::apply`] runs it, with the token opened once
+//! for every command that acts as the bot. Methods the gateway does not know (a newer Bot API's
+//! included) are [`Command::Passthrough`]: they go upstream as the bot sent them.
+
+mod get_file;
+mod inline_answer;
+mod media_group;
+mod send;
+mod webhook;
+
+pub use get_file::GetFile;
+pub use inline_answer::InlineAnswer;
+pub use media_group::MediaGroup;
+pub use send::{SendTarget, UploadOnly};
+pub use webhook::{DeleteWebhook, GetUpdates, SetWebhook};
+
+use crate::{files, groups, inline, passthrough, uploads, webhooks, Deps, Stage};
+use futures_util::future::BoxFuture;
+use schemas::{ApiError, BotToken, Call, Envelope, Response};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Forward to the Bot API upstream as the bot sent it.
+    Passthrough,
+    /// getFile of any size, stored and served token-free ([`crate::files`]).
+    GetFile(GetFile),
+    /// A send method whose file the gateway handles (a URL, an upload, a re-typed or renamed
+    /// file_id), or the gateway's `sendFile` ([`crate::uploads`]).
+    Send(SendTarget),
+    /// The gateway's `upload<Type>` and `uploadFile`: kept, sent to nobody
+    /// ([`crate::uploads`]).
+    UploadOnly(UploadOnly),
+    /// sendMediaGroup with a URL, an uploaded part, a re-typed or renamed file_id
+    /// ([`crate::groups`]).
+    MediaGroup(MediaGroup),
+    /// answerInlineQuery with file results to look at ([`crate::inline`]).
+    InlineAnswer(InlineAnswer),
+    /// setWebhook, deleteWebhook, getWebhookInfo, getUpdates: the gateway keeps webhooks
+    /// ([`crate::webhooks`]).
+    SetWebhook(SetWebhook),
+    DeleteWebhook(DeleteWebhook),
+    WebhookInfo,
+    GetUpdates(GetUpdates),
+}
+
+impl Command {
+    /// What the call asks; the Bot API error to answer when a parameter the gateway handles is
+    /// wrong.
+    pub fn parse(call: &Call) -> Result<Command, ApiError> {
+        if let Some(command) = send::parse_gateway_method(call) {
+            return Ok(command);
+        }
+        let Some(method) = schemas::catalogue::canonical(&call.method) else {
+            return Ok(Command::Passthrough);
+        };
+        match method {
+            "getFile" => get_file::parse(call),
+            "setWebhook" => webhook::parse_set(call),
+            "deleteWebhook" => webhook::parse_delete(call),
+            "getWebhookInfo" => Ok(Command::WebhookInfo),
+            "getUpdates" => webhook::parse_get_updates(call),
+            "sendMediaGroup" => media_group::parse(call),
+            "answerInlineQuery" => inline_answer::parse(call),
+            _ => send::parse(call, method),
+        }
+    }
+
+    /// The stage that executes this command: file work leaves the router, so a long upload
+    /// never holds one of the slots plain calls run in.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Command::GetFile(_)
+            | Command::Send(_)
+            | Command::UploadOnly(_)
+            | Command::MediaGroup(_)
+            | Command::InlineAnswer(_) => Stage::Files,
+            Command::Passthrough
+            | Command::SetWebhook(_)
+            | Command::DeleteWebhook(_)
+            | Command::WebhookInfo
+            | Command::GetUpdates(_) => Stage::Router,
+        }
+    }
+
+    /// A getUpdates with a timeout: a call that mostly waits.
+    pub fn is_long_poll(&self) -> bool {
+        matches!(self, Command::GetUpdates(GetUpdates { long_poll: true }))
+    }
+
+    /// Runs the command. The passthrough runs in place; every other command is boxed: a
+    /// call's future is as large as its largest command, and the common call should not pay
+    /// for moving an upload's state.
+    pub async fn apply(self, deps: &Deps, env: &Envelope<Call>) -> Response {
+        match self {
+            Command::Passthrough => passthrough::execute(deps, env).await,
+            other => other.boxed(deps, env).await,
+        }
+    }
+
+    fn boxed<'a>(self, deps: &'a Deps, env: &'a Envelope<Call>) -> BoxFuture<'a, Response> {
+        match self {
+            Command::Passthrough => Box::pin(passthrough::execute(deps, env)),
+            Command::GetFile(get) => Box::pin(as_bot(deps, env, move |token| {
+                files::get_file(deps, env, token, get)
+            })),
+            Command::Send(target) => Box::pin(as_bot(deps, env, move |token| {
+                uploads::send_file(deps, env, token, target)
+            })),
+            Command::UploadOnly(upload) => Box::pin(as_bot(deps, env, move |token| {
+                uploads::upload_only(deps, env, token, upload)
+            })),
+            Command::MediaGroup(group) => Box::pin(as_bot(deps, env, move |token| {
+                groups::send_media_group(deps, env, token, group.items)
+            })),
+            Command::InlineAnswer(answer) => Box::pin(as_bot(deps, env, move |token| {
+                inline::answer_inline_query(deps, env, token, answer.results)
+            })),
+            Command::SetWebhook(set) => Box::pin(webhooks::set_webhook(deps, env, set)),
+            Command::DeleteWebhook(delete) => Box::pin(webhooks::delete_webhook(deps, env, delete)),
+            Command::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
+            Command::GetUpdates(_) => Box::pin(webhooks::get_updates(deps, env)),
+        }
+    }
+}
+
+/// Runs a command that acts as the bot itself (file downloads, MTProto uploads) with its token
+/// opened, once; a token that does not open is answered here.
+async fn as_bot<F, Fut>(deps: &Deps, env: &Envelope<Call>, run: F) -> Response
+where
+    F: FnOnce(BotToken) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    match passthrough::open_token(deps, env) {
+        Ok(token) => run(token).await,
+        Err(answer) => answer,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use schemas::{CallBody, MediaKind, TokenFingerprint};
+
+    pub(crate) fn call(method: &str, query: &str) -> Call {
+        Call {
+            token: None,
+            token_fingerprint: TokenFingerprint("x".into()),
+            test_env: false,
+            method: method.into(),
+            http_method: "GET".into(),
+            query: query.into(),
+            body: CallBody::Empty,
+            deadline_ms: 0,
+            rejected: None,
+        }
+    }
+
+    fn parse(method: &str, query: &str) -> Command {
+        Command::parse(&call(method, query)).expect("parses")
+    }
+
+    #[test]
+    fn methods_parse_in_any_spelling_and_unknown_ones_pass_through() {
+        assert_eq!(parse("getwebhookinfo", ""), Command::WebhookInfo);
+        assert!(matches!(
+            parse("SETWEBHOOK", "url=https://example.com/hook"),
+            Command::SetWebhook(_)
+        ));
+        assert_eq!(parse("sendMessage", ""), Command::Passthrough);
+        // A method of a newer Bot API than the catalogue: forwarded untouched.
+        assert_eq!(
+            parse("sendSomethingNew", "file=http://x/y"),
+            Command::Passthrough
+        );
+    }
+
+    #[test]
+    fn a_parameter_the_gateway_refuses_is_a_bot_api_error() {
+        let err = Command::parse(&call("setWebhook", "url=not-a-url")).unwrap_err();
+        assert_eq!(err.error_code, 400);
+        assert!(err.description.starts_with("Bad Request: bad webhook"));
+    }
+
+    #[test]
+    fn get_file_takes_ids_the_codec_reads_and_leaves_the_rest_upstream() {
+        use telegram::file_id::{FileId, FileType};
+        let fid = FileId::common(FileType::Document, 2, vec![1], 42, 7);
+        let id = fid.encode();
+        assert_eq!(
+            parse("getfile", &format!("file_id={id}")),
+            Command::GetFile(GetFile { file_id: id, fid })
+        );
+        assert_eq!(parse("getFile", "file_id=nonsense"), Command::Passthrough);
+        assert_eq!(parse("getFile", ""), Command::Passthrough);
+    }
+
+    #[test]
+    fn sends_carry_their_method_and_kind() {
+        let c = parse("sendvideo", "chat_id=1&video=https://example.com/v.mp4");
+        assert_eq!(
+            c,
+            Command::Send(SendTarget {
+                method: "sendVideo",
+                kind: Some(MediaKind::Video)
+            })
+        );
+        let Command::Send(t) = c else { unreachable!() };
+        assert_eq!(t.param(), "video");
+        // A plain file_id send is not the gateway's business.
+        assert_eq!(
+            parse("sendVideo", "chat_id=1&video=BAACAgIAAxkBAAI"),
+            Command::Passthrough
+        );
+        assert_eq!(
+            parse("sendFile", "file=https://example.com/a"),
+            Command::Send(SendTarget {
+                method: "sendFile",
+                kind: None
+            })
+        );
+        assert_eq!(
+            parse("uploadAudio", ""),
+            Command::UploadOnly(UploadOnly {
+                param: "audio",
+                kind: Some(MediaKind::Audio)
+            })
+        );
+        assert_eq!(
+            parse("uploadFile", ""),
+            Command::UploadOnly(UploadOnly {
+                param: "file",
+                kind: None
+            })
+        );
+    }
+
+    #[test]
+    fn groups_and_inline_answers_carry_what_was_read() {
+        let media = r#"[{"type":"photo","media":"https://example.com/a.jpg"},{"type":"photo","media":"AgACAgI"}]"#;
+        let Command::MediaGroup(g) = parse(
+            "sendMediaGroup",
+            &format!("chat_id=1&media={}", urlencode(media)),
+        ) else {
+            panic!("a group with a URL is the gateway's")
+        };
+        assert_eq!(g.items.len(), 2);
+        let plain = r#"[{"type":"photo","media":"AgACAgI"}]"#;
+        assert_eq!(
+            parse("sendMediaGroup", &format!("media={}", urlencode(plain))),
+            Command::Passthrough
+        );
+        assert_eq!(
+            parse("sendMediaGroup", "media=notjson"),
+            Command::Passthrough
+        );
+        let results = r#"[{"type":"file","id":"1","file_url":"https://example.com/f"}]"#;
+        let Command::InlineAnswer(a) = parse(
+            "answerInlineQuery",
+            &format!("inline_query_id=1&results={}", urlencode(results)),
+        ) else {
+            panic!("a file result is the gateway's")
+        };
+        assert_eq!(a.results.len(), 1);
+    }
+
+    fn urlencode(s: &str) -> String {
+        form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    }
+
+    #[test]
+    fn file_work_runs_in_the_files_stage() {
+        assert_eq!(
+            parse("getFile", "file_id=nonsense").stage(),
+            Stage::Router,
+            "an id upstream refuses is a plain call"
+        );
+        assert_eq!(parse("uploadFile", "").stage(), Stage::Files);
+        assert_eq!(parse("sendMessage", "").stage(), Stage::Router);
+        assert_eq!(parse("getUpdates", "").stage(), Stage::Router);
+        assert!(parse("getUpdates", "timeout=5").is_long_poll());
+        assert!(!parse("sendMessage", "timeout=5").is_long_poll());
+    }
+}
