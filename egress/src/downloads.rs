@@ -23,7 +23,7 @@ use http::{header, HeaderName, Request, Response};
 use percent_encoding::percent_decode_str;
 use schemas::{ApiError, BotId, BotToken, CallId, Sealer, Stages};
 use std::sync::Arc;
-use store::{CallRow, Outcome, Store};
+use store::{CallRow, CallStore, FileStore, Outcome};
 use telegram::botapi::BotApi;
 const FORWARDED_REQUEST: &[HeaderName] = &[
     header::RANGE,
@@ -46,7 +46,10 @@ const FORWARDED_RESPONSE: &[HeaderName] = &[
 #[derive(Clone)]
 pub struct Downloads {
     upstream: BotApi,
-    store: Arc<dyn Store>,
+    /// The files served.
+    files: Arc<dyn FileStore>,
+    /// The record of each download through the gateway.
+    calls: Arc<dyn CallStore>,
     blobs: Arc<dyn Blobs>,
     sealer: Sealer,
 }
@@ -54,13 +57,15 @@ pub struct Downloads {
 impl Downloads {
     pub fn new(
         upstream: BotApi,
-        store: Arc<dyn Store>,
+        files: Arc<dyn FileStore>,
+        calls: Arc<dyn CallStore>,
         blobs: Arc<dyn Blobs>,
         sealer: Sealer,
     ) -> Self {
         Self {
             upstream,
-            store,
+            files,
+            calls,
             blobs,
             sealer,
         }
@@ -68,9 +73,9 @@ impl Downloads {
 
     /// A stored file by its path, or `None` (store trouble is logged, and looks like absence).
     async fn stored(&self, path: &str) -> Option<FileRow> {
-        match self.store.file_by_path(path).await {
+        match self.files.file_by_path(path).await {
             Ok(Some(r)) => {
-                store::touch_soon(&self.store, &r);
+                store::touch_soon(&self.files, &r);
                 Some(r)
             }
             Ok(None) => None,
@@ -224,7 +229,7 @@ impl Downloads {
                 chunk.map_err(std::io::Error::other)
             }
         });
-        let (store, blobs) = (self.store.clone(), self.blobs.clone());
+        let (store, blobs) = (self.files.clone(), self.blobs.clone());
         let file_path = file_path.to_owned();
         tokio::spawn(async move {
             let blob = match blobs.put(Box::pin(tee), u64::MAX).await {
@@ -316,7 +321,7 @@ impl Downloads {
             answer_sha256: None,
             answer: None,
         };
-        let store = self.store.clone();
+        let store = self.calls.clone();
         tokio::spawn(async move {
             if let Err(error) = store.record_call(&row).await {
                 tracing::warn!(%error, "could not record a download");

@@ -11,11 +11,11 @@
 use schemas::{ApiError, CallId, Response, UnknownOutcome};
 use std::future::Future;
 use std::sync::Arc;
-use store::Store;
+use store::OutcomeStore;
 use tokio::sync::OnceCell;
 
 pub(crate) struct Gate {
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutcomeStore>,
     call_id: CallId,
     expires_ms: i64,
     /// The method only reads: a run before may have reached upstream, and it runs again.
@@ -25,7 +25,7 @@ pub(crate) struct Gate {
 
 impl Gate {
     pub(crate) fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn OutcomeStore>,
         call_id: CallId,
         method: &str,
         expires_ms: i64,
@@ -101,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_run_to_reach_upstream_records_the_attempt_and_the_next_is_stopped() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().unwrap());
+        let store: Arc<dyn OutcomeStore> = Arc::new(SqliteStore::in_memory().unwrap());
         let id = CallId::new();
         // Outside a scope: always on.
         assert!(pass().await.is_ok());

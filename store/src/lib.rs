@@ -356,7 +356,7 @@ pub trait FileStore: Send + Sync + 'static {
 
 /// Marks a stored file as served now (eviction takes the least recently served first), off
 /// the request path: a failure only makes the file look older.
-pub fn touch_soon(store: &std::sync::Arc<dyn Store>, row: &FileRow) {
+pub fn touch_soon<S: FileStore + ?Sized>(store: &std::sync::Arc<S>, row: &FileRow) {
     let (store, bot, unique) = (store.clone(), row.bot_id, row.file_unique_id.clone());
     tokio::spawn(async move {
         if let Err(error) = store.touch_file(bot, &unique, schemas::now_ms()).await {

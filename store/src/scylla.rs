@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
@@ -75,6 +76,23 @@ pub fn parse_url(url: &str) -> Result<(Vec<String>, String, u32), StoreError> {
 }
 
 impl ScyllaStore {
+    /// The file a path's index entry names: (bot, file_unique_id).
+    async fn path_owner(&self, path: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .session
+            .query_unpaged(
+                "SELECT bot_id, file_unique_id FROM files_by_path WHERE path = ?",
+                (path,),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?
+            .maybe_first_row::<(Option<i64>, Option<String>)>()
+            .map_err(err)?
+            .and_then(|(bot, unique)| Some((bot?, unique?))))
+    }
+
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let (nodes, keyspace, rf) = parse_url(url)?;
         // Only the store's keyspace is read into the driver's metadata (what token-aware
@@ -287,6 +305,15 @@ fn statements(file: &str) -> Vec<String> {
         .collect()
 }
 
+/// An update delivered: the whole row again, body gone, under a TTL, so it expires a week
+/// after delivery.
+const DELIVERED: &str = "INSERT INTO updates (bot_id, update_id, body, delivered) \
+                         VALUES (?, ?, null, true) USING TTL ?";
+const DELIVERED_TTL_S: i32 = (crate::DELIVERED_UPDATES_KEPT_MS / 1000) as i32;
+
+/// The shortest life of an attempt marker, in seconds.
+const ATTEMPT_FLOOR_S: i32 = 24 * 3600;
+
 /// Seconds until `expires_ms`, as a CQL TTL (`None` when already expired).
 fn ttl(expires_ms: i64) -> Option<i32> {
     let secs = (expires_ms - schemas::now_ms()).div_euclid(1000);
@@ -295,6 +322,32 @@ fn ttl(expires_ms: i64) -> Option<i32> {
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serialises")
+}
+
+/// An audit row's bind values.
+fn call_values(row: &CallRow) -> CallValues<'_> {
+    CallValues {
+        bot_id: row.bot_id.0,
+        day: row.received_ms.div_euclid(DAY_MS),
+        received_ms: row.received_ms,
+        call_id: row.call_id.0,
+        token_fp: &row.token_fingerprint,
+        method: &row.method,
+        http_method: &row.http_method,
+        test_env: row.test_env,
+        params: json(&row.params),
+        blobs: json(&row.blobs),
+        outcome: row.outcome.as_str(),
+        http_status: row.http_status.map(i32::from),
+        error_code: row.error_code,
+        description: row.description.as_deref(),
+        latency_ms: row.latency_ms.map(|v| v as i64),
+        queue_ms: row.stages.queue_ms as i64,
+        upstream_ms: row.stages.upstream_ms as i64,
+        encoding: row.encoding.as_str(),
+        request: row.request.as_deref(),
+        answer_sha256: row.answer_sha256.as_deref(),
+    }
 }
 
 /// An audit row's bind values, by column name.
@@ -465,35 +518,47 @@ fn file_from(c: FileColumns) -> FileRow {
 #[async_trait]
 impl FileStore for ScyllaStore {
     async fn put_file(&self, f: &FileRow) -> Result<(), StoreError> {
-        self.session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO files ({FILE_COLUMNS}, served_ms) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                (
-                    f.bot_id.0,
-                    &f.file_unique_id,
-                    &f.file_id,
-                    &f.path,
-                    &f.blob.sha256,
-                    f.blob.size as i64,
-                    &f.blob.key,
-                    f.file_name.as_deref(),
-                    f.mime_type.as_deref(),
-                    f.stored_ms,
-                    f.stored_ms,
-                ),
+        // As SQLite's one transaction: the row, its path's index entry and, when the path
+        // named another file, that file's row go together in one logged batch.
+        let previous = self
+            .path_owner(&f.path)
+            .await?
+            .filter(|(bot, unique)| (*bot, unique.as_str()) != (f.bot_id.0, &f.file_unique_id));
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement(
+            format!(
+                "INSERT INTO files ({FILE_COLUMNS}, served_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
-            .await
-            .map_err(err)?;
-        self.session
-            .query_unpaged(
-                "INSERT INTO files_by_path (path, bot_id, file_unique_id) VALUES (?, ?, ?)",
-                (&f.path, f.bot_id.0, &f.file_unique_id),
-            )
-            .await
-            .map_err(err)?;
+            .as_str(),
+        );
+        batch.append_statement(
+            "INSERT INTO files_by_path (path, bot_id, file_unique_id) VALUES (?, ?, ?)",
+        );
+        let file = (
+            f.bot_id.0,
+            &f.file_unique_id,
+            &f.file_id,
+            &f.path,
+            &f.blob.sha256,
+            f.blob.size as i64,
+            &f.blob.key,
+            f.file_name.as_deref(),
+            f.mime_type.as_deref(),
+            f.stored_ms,
+            f.stored_ms,
+        );
+        let index = (&f.path, f.bot_id.0, &f.file_unique_id);
+        let sent = match &previous {
+            None => self.session.batch(&batch, (file, index)).await,
+            Some((bot, unique)) => {
+                batch.append_statement("DELETE FROM files WHERE bot_id = ? AND file_unique_id = ?");
+                self.session
+                    .batch(&batch, (file, index, (*bot, unique)))
+                    .await
+            }
+        };
+        sent.map_err(err)?;
         Ok(())
     }
 
@@ -632,13 +697,39 @@ impl FileStore for ScyllaStore {
     }
 
     async fn forget_file(&self, bot_id: BotId, file_unique_id: &str) -> Result<(), StoreError> {
-        self.session
+        // The row and its path's index entry together (SQLite's row carries its path): the
+        // entry only while it still names this file.
+        let path = self
+            .session
             .query_unpaged(
-                "DELETE FROM files WHERE bot_id = ? AND file_unique_id = ?",
+                "SELECT path FROM files WHERE bot_id = ? AND file_unique_id = ?",
                 (bot_id.0, file_unique_id),
             )
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(err)?
+            .and_then(|(p,)| p);
+        let indexed = match &path {
+            Some(path) => self
+                .path_owner(path)
+                .await?
+                .is_some_and(|(b, u)| b == bot_id.0 && u == file_unique_id),
+            None => false,
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement("DELETE FROM files WHERE bot_id = ? AND file_unique_id = ?");
+        let row = (bot_id.0, file_unique_id);
+        let sent = match path.filter(|_| indexed) {
+            Some(path) => {
+                batch.append_statement("DELETE FROM files_by_path WHERE path = ?");
+                self.session.batch(&batch, (row, (path,))).await
+            }
+            None => self.session.batch(&batch, (row,)).await,
+        };
+        sent.map_err(err)?;
         Ok(())
     }
 
@@ -809,15 +900,26 @@ impl WebhookStore for ScyllaStore {
     }
 
     async fn delete_webhook(&self, bot_id: BotId, drop_pending: bool) -> Result<(), StoreError> {
-        self.session
-            .query_unpaged("DELETE FROM webhooks WHERE bot_id = ?", (bot_id.0,))
-            .await
-            .map_err(err)?;
-        if drop_pending {
-            for (update_id, _) in self.pending_updates(bot_id, usize::MAX).await? {
-                self.delivered(bot_id, update_id).await?;
-            }
+        // As SQLite's one transaction: the webhook and the updates it drops go in one logged
+        // batch, so a crash never leaves dropped updates to a webhook set again.
+        let pending = if drop_pending {
+            self.pending_updates(bot_id, usize::MAX).await?
+        } else {
+            Vec::new()
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(pending.len() + 1);
+        batch.append_statement("DELETE FROM webhooks WHERE bot_id = ?");
+        values.push(vec![CqlValue::BigInt(bot_id.0)]);
+        for (update_id, _) in pending {
+            batch.append_statement(DELIVERED);
+            values.push(vec![
+                CqlValue::BigInt(bot_id.0),
+                CqlValue::BigInt(update_id),
+                CqlValue::Int(DELIVERED_TTL_S),
+            ]);
         }
+        self.session.batch(&batch, values).await.map_err(err)?;
         Ok(())
     }
 
@@ -927,14 +1029,8 @@ impl WebhookStore for ScyllaStore {
     }
 
     async fn delivered(&self, bot_id: BotId, update_id: i64) -> Result<(), StoreError> {
-        // The whole row again, body gone, under a TTL: it expires a week after delivery.
-        let ttl = (crate::DELIVERED_UPDATES_KEPT_MS / 1000) as i32;
         self.session
-            .query_unpaged(
-                "INSERT INTO updates (bot_id, update_id, body, delivered) VALUES (?, ?, null, true)
-                 USING TTL ?",
-                (bot_id.0, update_id, ttl),
-            )
+            .query_unpaged(DELIVERED, (bot_id.0, update_id, DELIVERED_TTL_S))
             .await
             .map_err(err)?;
         Ok(())
@@ -948,30 +1044,8 @@ impl WebhookStore for ScyllaStore {
 #[async_trait]
 impl CallStore for ScyllaStore {
     async fn record_call(&self, row: &CallRow) -> Result<(), StoreError> {
-        let values = CallValues {
-            bot_id: row.bot_id.0,
-            day: row.received_ms.div_euclid(DAY_MS),
-            received_ms: row.received_ms,
-            call_id: row.call_id.0,
-            token_fp: &row.token_fingerprint,
-            method: &row.method,
-            http_method: &row.http_method,
-            test_env: row.test_env,
-            params: json(&row.params),
-            blobs: json(&row.blobs),
-            outcome: row.outcome.as_str(),
-            http_status: row.http_status.map(i32::from),
-            error_code: row.error_code,
-            description: row.description.as_deref(),
-            latency_ms: row.latency_ms.map(|v| v as i64),
-            queue_ms: row.stages.queue_ms as i64,
-            upstream_ms: row.stages.upstream_ms as i64,
-            encoding: row.encoding.as_str(),
-            request: row.request.as_deref(),
-            answer_sha256: row.answer_sha256.as_deref(),
-        };
         self.session
-            .execute_unpaged(&self.insert_call, values)
+            .execute_unpaged(&self.insert_call, call_values(row))
             .await
             .map_err(err)?;
         Ok(())
@@ -1104,11 +1178,22 @@ impl OutcomeStore for ScyllaStore {
         response: &Response,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        let (a, b) = tokio::join!(
-            self.put_result(row.call_id, response, expires_ms),
-            self.record_call(row)
-        );
-        a.and(b)
+        // One logged batch, as SQLite's one transaction: a crash leaves both or neither (a
+        // result without its audit row, or the reverse, would answer a redelivery wrongly).
+        let Some(ttl) = ttl(expires_ms) else {
+            return self.record_call(row).await;
+        };
+        let mut batch = Batch::new(BatchType::Logged);
+        batch.append_statement(self.insert_result.clone());
+        batch.append_statement(self.insert_call.clone());
+        self.session
+            .batch(
+                &batch,
+                ((row.call_id.0, json(response), ttl), call_values(row)),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
     }
 
     async fn get_result(&self, call_id: CallId) -> Result<Option<Response>, StoreError> {
@@ -1135,7 +1220,9 @@ impl OutcomeStore for ScyllaStore {
     }
 
     async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
-        let ttl = ttl(expires_ms).unwrap_or(1);
+        // An attempt is kept at least as long as `purge_attempts` promises (a day): an expiry
+        // already past must not make the marker vanish while a redelivery may still come.
+        let ttl = ttl(expires_ms).unwrap_or(0).max(ATTEMPT_FLOOR_S);
         let result = self
             .session
             .execute_unpaged(&self.insert_attempt, (call_id.0, schemas::now_ms(), ttl))

@@ -277,7 +277,8 @@ async fn files_by_unique_id_and_path(store: &dyn Store) {
     let bot = rand::random::<u32>() as i64 + 1;
     let unique = format!("AgAD{bot}");
     let path = format!("bot{bot}_bot/{:032x}", rand::random::<u128>());
-    let row = file_row(bot, &unique, &path);
+    let mut row = file_row(bot, &unique, &path);
+    row.blob.key = format!("sha256/ab/ab/{bot}-first");
     store.put_file(&row).await.unwrap();
     assert_eq!(
         store.file_by_unique_id(BotId(bot), &unique).await.unwrap(),
@@ -298,7 +299,32 @@ async fn files_by_unique_id_and_path(store: &dyn Store) {
         ..row
     };
     store.put_file(&newer).await.unwrap();
-    assert_eq!(store.file_by_path(&path).await.unwrap(), Some(newer));
+    assert_eq!(
+        store.file_by_path(&path).await.unwrap(),
+        Some(newer.clone())
+    );
+    // The path stored again for another file: the file it named is gone with it, its bytes
+    // no longer in use.
+    let mut other = file_row(bot, &format!("{unique}b"), &path);
+    other.blob.key = format!("sha256/aa/aa/{bot}-other");
+    store.put_file(&other).await.unwrap();
+    assert_eq!(
+        store.file_by_path(&path).await.unwrap(),
+        Some(other.clone())
+    );
+    assert_eq!(
+        store.file_by_unique_id(BotId(bot), &unique).await.unwrap(),
+        None
+    );
+    assert!(!store.blob_in_use(&newer.blob.key).await.unwrap());
+    // Forgotten, the path names nothing; stored again, it names the file again.
+    store
+        .forget_file(BotId(bot), &other.file_unique_id)
+        .await
+        .unwrap();
+    assert_eq!(store.file_by_path(&path).await.unwrap(), None);
+    store.put_file(&other).await.unwrap();
+    assert_eq!(store.file_by_path(&path).await.unwrap(), Some(other));
 }
 
 /// Eviction's view of files: usage per bot, least recently served first, a touch moves a file

@@ -295,6 +295,7 @@ pub async fn run(
         egress::downloads::Downloads::new(
             upstream.clone(),
             store.clone(),
+            store.clone(),
             blobs.clone(),
             sealer.clone(),
         )

@@ -26,7 +26,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Deps {
     pub bus: Arc<dyn bus::Bus>,
-    pub store: Arc<dyn store::Store>,
+    /// Webhooks, their leases and kept updates: all these stages touch.
+    pub store: Arc<dyn store::WebhookStore>,
     pub upstream: telegram::botapi::BotApi,
     pub sealer: schemas::Sealer,
     /// Where webhooks may be delivered (`--webhook-networks`), checked at every delivery.
