@@ -43,6 +43,7 @@ pub mod passthrough;
 mod progress;
 pub mod router;
 pub mod uploads;
+mod usernames;
 mod webhooks;
 
 use bus::Bus;
@@ -517,6 +518,25 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
             if other == store::Begin::InFlight {
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
+            // Users and bots named by @username, by id from here on (the record keeps the
+            // call as the bot sent it).
+            let resolved;
+            let env = match usernames::resolve(deps, env).await {
+                Ok(None) => env,
+                Ok(Some(call)) => {
+                    resolved = Envelope {
+                        header: env.header.clone(),
+                        payload: call,
+                    };
+                    &resolved
+                }
+                Err(answer) => {
+                    let mut answer = answer;
+                    answer.stages.queue_ms = queued_ms;
+                    outcome::finish(deps, run, env, answer).await;
+                    return;
+                }
+            };
             let response = if gated {
                 let gate = gate::Gate::new(
                     deps.store.clone(),

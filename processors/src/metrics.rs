@@ -15,6 +15,16 @@ pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static USERNAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_usernames_resolved_total",
+        "@usernames asked of Telegram over MTProto (kept per bot in the store), by outcome \
+         (resolved, including \"no such username\"; failed).",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
 pub static REDELIVERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_calls_redelivered_total",

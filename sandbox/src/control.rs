@@ -10,6 +10,8 @@
 //!   `size` deterministic bytes ([`synthetic_chunk`]) in the world, as if the bot had been sent
 //!   it: `{"file_id", "file_unique_id", "sha256", "size"}`. For files larger than any upload
 //!   limit (a 1 GiB download test).
+//! - `POST /control/chats` `{"id": -100…, "type": "channel"|"supergroup", "title", "username"}`
+//!   → a public chat, which the Bot API finds by `@username` (nothing else is found so).
 //! - `POST /control/users` `{"id": N, "username"?, "first_name"?}` → a user the MTProto face
 //!   resolves by username
 //! - `GET /control/mtproto` → `{"bytes_served": N, "sign_ins": N}` (bytes `upload.getFile`
@@ -150,6 +152,20 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
             }
             Err(resp) => resp,
         },
+        (Method::POST, "chats") => match body_json::<PublicChat>(req).await {
+            Ok(c) if c.id < 0 && matches!(c.r#type.as_str(), "channel" | "supergroup") => {
+                let id = c.id;
+                let chat = json!({"id": id, "type": c.r#type, "title": c.title,
+                    "username": c.username});
+                sb.world.lock().public_chats.insert(id, chat);
+                json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
+            }
+            Ok(_) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "a public chat is a channel or a supergroup, with a negative id"}),
+            ),
+            Err(resp) => resp,
+        },
         (Method::GET, "mtproto") => {
             let w = sb.world.lock();
             json_response(
@@ -197,4 +213,13 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
             &json!({"error": "no such control endpoint"}),
         ),
     }
+}
+
+/// A public chat, as `POST /control/chats` takes it.
+#[derive(serde::Deserialize)]
+struct PublicChat {
+    id: i64,
+    r#type: String,
+    title: String,
+    username: String,
 }

@@ -144,13 +144,13 @@ async fn answer(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         "sendSticker" => send_file(sb, r, "sticker", FileType::Sticker).await,
         "sendMediaGroup" => send_media_group(sb, r).await,
         "getFile" => get_file(sb, r),
-        "getChat" => match chat(r, "chat_id") {
+        "getChat" => match chat(sb, r, "chat_id") {
             Ok(c) => ok(full_chat(c)),
             Err(e) => bad(&e),
         },
         "deleteMessage" => delete_message(sb, r),
         "answerInlineQuery" => answer_inline_query(sb, r),
-        "sendChatAction" => match (chat(r, "chat_id"), r.str("action")) {
+        "sendChatAction" => match (chat(sb, r, "chat_id"), r.str("action")) {
             (Err(e), _) => bad(&e),
             (Ok(_), None) => bad("action is empty"),
             (Ok(_), Some(_)) => ok(json!(true)),
@@ -172,23 +172,44 @@ fn get_me(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     ok(u)
 }
 
-/// The Chat object a `chat_id` names: numbers by their sign, `@name` as a channel.
-fn chat(r: &BotRequest, key: &str) -> Result<Value, String> {
+/// The Chat object a `chat_id` names, as the Bot API reads it: a number by its sign (a user or
+/// bot the sandbox knows, with its names); `@name` only for a public chat registered through
+/// the control API, since the Bot API knows neither users nor bots by username.
+fn chat(sb: &Sandbox, r: &BotRequest, key: &str) -> Result<Value, String> {
     let Some(raw) = r.str(key).filter(|s| !s.is_empty()) else {
         return Err("chat_id is empty".into());
     };
+    let w = sb.world.lock();
     if let Some(name) = raw.strip_prefix('@') {
-        if name.is_empty() {
-            return Err("chat not found".into());
-        }
-        let id = -1_000_000_000_000
-            - (name.bytes().fold(7u64, |h, b| h * 31 + b as u64) % 1_000_000_000) as i64;
-        return Ok(json!({"id": id, "type": "channel", "title": name, "username": name}));
+        return w
+            .public_chats
+            .values()
+            .find(|c| {
+                c["username"]
+                    .as_str()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(name))
+            })
+            .cloned()
+            .ok_or_else(|| "chat not found".to_owned());
     }
     let id: i64 = raw
         .trim()
         .parse()
         .map_err(|_| "chat not found".to_owned())?;
+    if let Some(c) = w.public_chats.get(&id) {
+        return Ok(c.clone());
+    }
+    if let Some(u) = w.users.get(&id) {
+        let mut c = json!({"id": id, "type": "private", "first_name": u.first_name});
+        if let Some(name) = &u.username {
+            c["username"] = name.as_str().into();
+        }
+        return Ok(c);
+    }
+    if let Some(b) = w.bots.get(&id) {
+        return Ok(json!({"id": id, "type": "private",
+            "first_name": format!("Sandbox Bot {id}"), "username": b.username}));
+    }
     Ok(if id > 0 {
         json!({"id": id, "type": "private", "first_name": format!("User {id}")})
     } else if id < -1_000_000_000_000 {
@@ -222,7 +243,7 @@ fn message(sb: &Sandbox, r: &BotRequest, chat: Value) -> Value {
 }
 
 fn send_message(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
-    let c = match chat(r, "chat_id") {
+    let c = match chat(sb, r, "chat_id") {
         Ok(c) => c,
         Err(e) => return bad(&e),
     };
@@ -415,7 +436,7 @@ fn title(s: &str) -> String {
 }
 
 async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> Response<Body> {
-    let c = match chat(r, "chat_id") {
+    let c = match chat(sb, r, "chat_id") {
         Ok(c) => c,
         Err(e) => return bad(&e),
     };
@@ -434,7 +455,7 @@ async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> R
 }
 
 async fn send_media_group(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
-    let c = match chat(r, "chat_id") {
+    let c = match chat(sb, r, "chat_id") {
         Ok(c) => c,
         Err(e) => return bad(&e),
     };
@@ -521,7 +542,7 @@ fn get_file(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
 }
 
 fn delete_message(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
-    let c = match chat(r, "chat_id") {
+    let c = match chat(sb, r, "chat_id") {
         Ok(c) => c,
         Err(e) => return bad(&e),
     };
@@ -546,7 +567,7 @@ fn generic(sb: &Sandbox, r: &BotRequest, method: &str) -> Response<Body> {
     let returns = schemas::catalogue::returns(method).unwrap_or("");
     let result = match returns {
         "Boolean" | "Message | Boolean" => json!(true),
-        "Message" => match chat(r, "chat_id") {
+        "Message" => match chat(sb, r, "chat_id") {
             Ok(c) => message(sb, r, c),
             Err(_) => message(
                 sb,

@@ -33,6 +33,9 @@ pub struct State {
     pub mtproto_sign_ins: u64,
     /// Users other than bots, by id (registered through the control API).
     pub users: HashMap<i64, SandboxUser>,
+    /// Public channels and supergroups, by id, as Bot API Chat objects (registered through the
+    /// control API): the chats the Bot API finds by `@username`.
+    pub public_chats: HashMap<i64, Value>,
     /// Messages bots sent, by (bot, chat, message id), as Bot API Message objects.
     pub messages: HashMap<(i64, i64, i64), Value>,
     /// Chat actions received on the MTProto face: (bot, chat, action).

@@ -239,6 +239,58 @@ impl Call {
         out
     }
 
+    /// Sets a top-level parameter to `value` wherever the call carries it (the query, a form
+    /// or JSON body, a multipart text part), keeping the call's encoding; false when the call
+    /// has no such parameter.
+    pub fn set_param(&mut self, name: &str, value: &str) -> bool {
+        let mut found = false;
+        if form_urlencoded::parse(self.query.as_bytes()).any(|(k, _)| k == name) {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(self.query.as_bytes())
+                .map(|(k, v)| {
+                    let v = if k == name {
+                        value.into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            self.query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish();
+            found = true;
+        }
+        match &mut self.body {
+            CallBody::Empty | CallBody::Other { .. } => {}
+            CallBody::Json {
+                value: Value::Object(m),
+            } => {
+                if let Some(v) = m.get_mut(name) {
+                    *v = Value::String(value.into());
+                    found = true;
+                }
+            }
+            CallBody::Json { .. } => {}
+            CallBody::Form { pairs } => {
+                for (_, v) in pairs.iter_mut().filter(|(k, _)| k == name) {
+                    *v = value.into();
+                    found = true;
+                }
+            }
+            CallBody::Multipart { parts } => {
+                for p in parts.iter_mut() {
+                    if let Part::Text { name: n, value: v } = p {
+                        if n == name {
+                            *v = value.into();
+                            found = true;
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// [`Call::params`] with secrets replaced, for the audit log.
     pub fn audit_params(&self) -> Map<String, Value> {
         let mut p = self.params();
@@ -409,6 +461,43 @@ mod recorded_tests {
             deadline_ms: 0,
             rejected: None,
         }
+    }
+
+    /// A parameter set again keeps the call's encoding, wherever the parameter was.
+    #[test]
+    fn a_parameter_is_set_where_the_call_carries_it() {
+        let mut c = call(CallBody::Empty, "chat_id=%40alice&text=a+b");
+        assert!(c.set_param("chat_id", "42"));
+        assert_eq!(c.query, "chat_id=42&text=a+b");
+        assert!(!c.set_param("user_id", "1"));
+        let mut c = call(
+            CallBody::Json {
+                value: serde_json::json!({"chat_id": "@alice", "text": "x"}),
+            },
+            "",
+        );
+        assert!(c.set_param("chat_id", "42"));
+        assert_eq!(c.params()["chat_id"], "42");
+        assert_eq!(c.params()["text"], "x");
+        let mut c = call(
+            CallBody::Form {
+                pairs: vec![("from_chat_id".into(), "@bob".into())],
+            },
+            "",
+        );
+        assert!(c.set_param("from_chat_id", "-7"));
+        assert_eq!(c.params()["from_chat_id"], "-7");
+        let mut c = call(
+            CallBody::Multipart {
+                parts: vec![Part::Text {
+                    name: "user_id".into(),
+                    value: "@carol".into(),
+                }],
+            },
+            "",
+        );
+        assert!(c.set_param("user_id", "9"));
+        assert_eq!(c.params()["user_id"], "9");
     }
 
     /// What replay needs comes back whole from the sealing, for every encoding; the sealing

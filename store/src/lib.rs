@@ -272,6 +272,19 @@ pub trait BotStore: Send + Sync + 'static {
 
     /// The bot that last had `username` (any case), if one was seen.
     async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError>;
+
+    /// Keeps what `username` (without the `@`; any case) resolved to for this bot: a user's or
+    /// bot's id, until `expires_ms`.
+    async fn put_peer(
+        &self,
+        bot_id: BotId,
+        username: &str,
+        peer_id: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// What `username` resolved to for this bot, while the entry lives.
+    async fn peer(&self, bot_id: BotId, username: &str) -> Result<Option<i64>, StoreError>;
 }
 
 /// Every part of the store: what the composition root opens and hands out. Consumers name the

@@ -22,7 +22,10 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use uuid::Uuid;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/cql/0001_init.cql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/cql/0001_init.cql"),
+    include_str!("../migrations/cql/0002_peers.cql"),
+];
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -1251,6 +1254,42 @@ impl BotStore for ScyllaStore {
             .await
             .map_err(err)?;
         Ok(())
+    }
+
+    async fn put_peer(
+        &self,
+        bot_id: BotId,
+        username: &str,
+        peer_id: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let Some(ttl) = ttl(expires_ms) else {
+            return Ok(());
+        };
+        self.session
+            .query_unpaged(
+                "INSERT INTO peers (bot_id, username, peer_id) VALUES (?, ?, ?) USING TTL ?",
+                (bot_id.0, username.to_lowercase(), peer_id, ttl),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn peer(&self, bot_id: BotId, username: &str) -> Result<Option<i64>, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(
+                "SELECT peer_id FROM peers WHERE bot_id = ? AND username = ?",
+                (bot_id.0, username.to_lowercase()),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(r.maybe_first_row::<(Option<i64>,)>()
+            .map_err(err)?
+            .and_then(|(p,)| p))
     }
 
     async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {

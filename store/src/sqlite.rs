@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_lean_calls.sql"),
     include_str!("../migrations/sqlite/0007_replayable_calls.sql"),
     include_str!("../migrations/sqlite/0008_file_retention.sql"),
+    include_str!("../migrations/sqlite/0009_peers.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -1260,6 +1261,49 @@ impl BotStore for SqliteStore {
         }])
         .await?;
         Ok(())
+    }
+
+    async fn put_peer(
+        &self,
+        bot_id: BotId,
+        username: &str,
+        peer_id: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        // The bot's expired entries go with each new one: the table holds what its bots
+        // resolved within the TTL, no more.
+        self.write_lazy(vec![
+            Write::Sql {
+                sql: "DELETE FROM peers WHERE bot_id = ?1 AND expires_ms <= ?2",
+                values: vec![bot_id.0.into(), schemas::now_ms().into()],
+            },
+            Write::Sql {
+                sql: "INSERT OR REPLACE INTO peers (bot_id, username, peer_id, expires_ms)
+                      VALUES (?1, ?2, ?3, ?4)",
+                values: vec![
+                    bot_id.0.into(),
+                    username.to_lowercase().into(),
+                    peer_id.into(),
+                    expires_ms.into(),
+                ],
+            },
+        ])
+        .await?;
+        Ok(())
+    }
+
+    async fn peer(&self, bot_id: BotId, username: &str) -> Result<Option<i64>, StoreError> {
+        let username = username.to_lowercase();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT peer_id FROM peers WHERE bot_id = ?1 AND username = ?2 AND expires_ms > ?3",
+            )?
+            .query_row(params![bot_id.0, username, schemas::now_ms()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?)
+        })
+        .await
     }
 
     async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {

@@ -57,6 +57,7 @@ pub async fn run_all(store: &dyn Store) {
     audit_rows_are_upserts(store).await;
     audit_rows_expire(store).await;
     bots_are_found_by_username(store).await;
+    peers_are_kept_per_bot_until_they_expire(store).await;
     results_roundtrip_and_expire(store).await;
     outcomes_write_result_and_row(store).await;
     begin_tells_fresh_in_flight_and_done(store).await;
@@ -604,4 +605,25 @@ async fn bots_are_found_by_username(store: &dyn Store) {
         store.bot_by_username("ECHO_BOT").await.unwrap(),
         Some(BotId(5002))
     );
+}
+
+async fn peers_are_kept_per_bot_until_they_expire(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    let later = schemas::now_ms() + 60_000;
+    assert_eq!(store.peer(bot, "alice").await.unwrap(), None);
+    store.put_peer(bot, "Alice", 42, later).await.unwrap();
+    assert_eq!(store.peer(bot, "ALICE").await.unwrap(), Some(42));
+    assert_eq!(
+        store.peer(BotId(bot.0 + 1), "alice").await.unwrap(),
+        None,
+        "another bot resolves for itself"
+    );
+    store.put_peer(bot, "alice", 43, later).await.unwrap();
+    assert_eq!(store.peer(bot, "alice").await.unwrap(), Some(43));
+    // An entry past its expiry is not used.
+    store
+        .put_peer(bot, "bob", 7, schemas::now_ms() - 1)
+        .await
+        .unwrap();
+    assert_eq!(store.peer(bot, "bob").await.unwrap(), None);
 }
