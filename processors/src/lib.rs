@@ -32,6 +32,9 @@
 //! - [`outcome`]: recording outcomes and answering.
 //! - [`metrics`]: the processors' metrics.
 
+mod actions;
+mod chats;
+pub use actions::ChatActions;
 pub mod cmd;
 pub mod files;
 mod gate;
@@ -116,8 +119,11 @@ pub struct Deps {
     /// Where setWebhook may point (`--webhook-networks`).
     pub webhook_destinations: Arc<fetch::Destinations>,
     /// Cancelled when the process starts shutting down (before open requests drain): waiting
-    /// long polls are then answered with no updates at once, rather than hold the drain.
+    /// long polls are then answered with no updates at once, rather than hold the drain, and
+    /// repeated chat actions stop.
     pub polls_stop: Option<CancellationToken>,
+    /// The chat actions being kept showing (sendChatAction with `duration`).
+    pub actions: actions::ChatActions,
 }
 
 /// An ingest's correlator in this process, and the reply topic it would read.
@@ -282,6 +288,11 @@ pub async fn run(
             // once: the stage it belongs to, then what runs it.
             let unmasked = schemas::mask::unmasked(&deps.sealer, &env);
             let command = cmd::Command::parse(unmasked.as_ref().unwrap_or(&env.payload));
+            if stage == Stage::Router {
+                // The router sees every call of its bots first: a send ends a repeated action.
+                deps.actions
+                    .seen(env.header.bot_id, unmasked.as_ref().unwrap_or(&env.payload));
+            }
             if stage == Stage::Router
                 && env.payload.rejected.is_none()
                 && command.as_ref().is_ok_and(|c| c.stage() == Stage::Files)

@@ -72,6 +72,7 @@ async fn idle_world() -> World {
         }),
         webhook_destinations: Arc::new(fetch::Destinations::all()),
         polls_stop: None,
+        actions: Default::default(),
     };
     World {
         bus,

@@ -370,6 +370,7 @@ pub async fn run(
             local_replies,
             webhook_destinations: destinations.clone(),
             polls_stop: Some(shutdown.clone()),
+            actions: Default::default(),
         };
         if stages.files {
             tasks.spawn(

@@ -94,6 +94,12 @@ async fn users_and_bots_are_found_by_username() {
     )
     .await;
     assert_eq!(sent["result"]["chat"]["id"], 777_001, "{sent}");
+
+    // The identity the gateway uses on MTProto: the bot itself.
+    let v = get_json(&format!("{base}/getBackend")).await;
+    assert_eq!(v["result"]["id"], bot, "{v}");
+    assert_eq!(v["result"]["type"], "private");
+    assert_eq!(v["result"]["username"], format!("sandbox{bot}_bot"));
 }
 
 /// Without MTProto the gateway cannot resolve a user: the call goes as it came, and upstream
@@ -119,4 +125,73 @@ async fn without_mtproto_a_username_is_upstreams() {
         .unwrap();
     let v = telepipe_tests::assert_shaped(r, 400).await;
     assert_eq!(v["description"], "Bad Request: chat not found");
+
+    // getBackend says what to set; with a storage chat, it is that chat.
+    let r = telepipe_tests::client()
+        .get(format!("{}/bot{}/getBackend", gw.url, token(1503)))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 400).await;
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("TELEGRAM_API_ID and TELEGRAM_API_HASH"),
+        "{v}"
+    );
+    let storage = Proc::gateway(&sandbox.url, &["--storage-chat-id", "-1001000000001"])
+        .await
+        .unwrap();
+    let v = get_json(&format!("{}/bot{}/getBackend", storage.url, token(1503))).await;
+    assert_eq!(v["result"]["id"], -1_001_000_000_001i64, "{v}");
+    assert_eq!(v["result"]["type"], "supergroup");
+}
+
+/// sendChatAction with `duration`: answered at once, sent again every 4 s for the duration
+/// (upstream gets the official method), stopped early by a send to the chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_action_shows_for_its_duration() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let bot = 1504;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let t0 = std::time::Instant::now();
+    let v = get_json(&format!(
+        "{base}/sendChatAction?chat_id=10&action=typing&duration=6"
+    ))
+    .await;
+    assert_eq!(v, json!({"ok": true, "result": true}));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "at once");
+    post_json(
+        &format!("{base}/sendChatAction"),
+        &json!({"chat_id": 11, "action": "upload_photo", "duration": 30}),
+    )
+    .await;
+    get_json(&format!("{base}/sendMessage?chat_id=11&text=done")).await;
+    let r = telepipe_tests::client()
+        .get(format!(
+            "{base}/sendChatAction?chat_id=12&action=typing&duration=0"
+        ))
+        .send()
+        .await
+        .unwrap();
+    telepipe_tests::assert_shaped(r, 400).await;
+
+    // Past the 4 s repeat, and past when a third (beyond the 6 s) would have gone.
+    tokio::time::sleep_until((t0 + std::time::Duration::from_millis(8_500)).into()).await;
+    let calls = control.calls(bot, Some("sendChatAction")).await.unwrap();
+    let to = |chat: &str| {
+        calls
+            .iter()
+            .filter(|c| c["params"]["chat_id"].to_string().trim_matches('"') == chat)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to("10").len(), 2, "{calls:?}");
+    assert!(to("10")
+        .iter()
+        .all(|c| c["params"].get("duration").is_none()));
+    assert_eq!(to("11").len(), 1, "stopped by the message: {calls:?}");
+    assert!(to("12").is_empty());
 }

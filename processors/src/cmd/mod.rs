@@ -9,19 +9,21 @@
 //! for every command that acts as the bot. Methods the gateway does not know (a newer Bot API's
 //! included) are [`Command::Passthrough`]: they go upstream as the bot sent them.
 
+mod chat_action;
 mod get_file;
 mod inline_answer;
 mod media_group;
 mod send;
 mod webhook;
 
+pub use chat_action::ChatAction;
 pub use get_file::GetFile;
 pub use inline_answer::InlineAnswer;
 pub use media_group::MediaGroup;
 pub use send::{SendTarget, UploadOnly};
 pub use webhook::{DeleteWebhook, GetUpdates, SetWebhook};
 
-use crate::{files, groups, inline, passthrough, uploads, webhooks, Deps, Stage};
+use crate::{actions, chats, files, groups, inline, passthrough, uploads, webhooks, Deps, Stage};
 use futures_util::future::BoxFuture;
 use schemas::{ApiError, BotToken, Call, Envelope, Response};
 
@@ -48,6 +50,10 @@ pub enum Command {
     DeleteWebhook(DeleteWebhook),
     WebhookInfo,
     GetUpdates(GetUpdates),
+    /// sendChatAction with `duration`: kept showing ([`crate::actions`]).
+    ChatAction(ChatAction),
+    /// The gateway's getBackend ([`crate::chats`]).
+    GetBackend,
 }
 
 impl Command {
@@ -56,6 +62,9 @@ impl Command {
     pub fn parse(call: &Call) -> Result<Command, ApiError> {
         if let Some(command) = send::parse_gateway_method(call) {
             return Ok(command);
+        }
+        if call.method.eq_ignore_ascii_case("getBackend") {
+            return Ok(Command::GetBackend);
         }
         let Some(method) = schemas::catalogue::canonical(&call.method) else {
             return Ok(Command::Passthrough);
@@ -68,6 +77,7 @@ impl Command {
             "getUpdates" => webhook::parse_get_updates(call),
             "sendMediaGroup" => media_group::parse(call),
             "answerInlineQuery" => inline_answer::parse(call),
+            "sendChatAction" => chat_action::parse(call),
             _ => send::parse(call, method),
         }
     }
@@ -85,7 +95,9 @@ impl Command {
             | Command::SetWebhook(_)
             | Command::DeleteWebhook(_)
             | Command::WebhookInfo
-            | Command::GetUpdates(_) => Stage::Router,
+            | Command::GetUpdates(_)
+            | Command::ChatAction(_)
+            | Command::GetBackend => Stage::Router,
         }
     }
 
@@ -126,6 +138,8 @@ impl Command {
             Command::DeleteWebhook(delete) => Box::pin(webhooks::delete_webhook(deps, env, delete)),
             Command::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
             Command::GetUpdates(_) => Box::pin(webhooks::get_updates(deps, env)),
+            Command::ChatAction(action) => Box::pin(actions::send_chat_action(deps, env, action)),
+            Command::GetBackend => Box::pin(chats::get_backend(deps, env)),
         }
     }
 }
