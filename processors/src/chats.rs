@@ -1,11 +1,21 @@
 //! The gateway's chat methods (ENHANCED.md, "Chats, users, messages") that need more than the
-//! Bot API: getBackend.
+//! Bot API: getBackend, getProfilePhotos, getChatByFile.
 
+use crate::cmd::GetProfilePhotos;
 use crate::passthrough::execute;
-use crate::uploads::as_call;
+use crate::uploads::{as_call, text};
 use crate::Deps;
-use schemas::{ApiError, Call, CallBody, Envelope, Response};
+use schemas::{ApiError, BotToken, Call, CallBody, Envelope, Response};
 use serde_json::{json, Value};
+use telegram::file_id::FileId;
+use telegram::mtproto::tl;
+
+/// What a method that needs MTProto answers without it.
+fn needs_mtproto(method: &str) -> Response {
+    Response::from_error(&ApiError::bad_request(format!(
+        "{method} needs MTProto: set TELEGRAM_API_ID and TELEGRAM_API_HASH (--api-id, --api-hash)"
+    )))
+}
 
 /// getBackend: the Chat of the identity the gateway uses on MTProto for this bot (the bot
 /// itself: it logs in as the bot), or else the storage chat.
@@ -47,5 +57,117 @@ pub(crate) async fn get_backend(deps: &Deps, env: &Envelope<Call>) -> Response {
     }
     Response::from_error(&ApiError::bad_request(
         "getBackend needs MTProto (TELEGRAM_API_ID and TELEGRAM_API_HASH) or a storage chat (--storage-chat-id)",
+    ))
+}
+
+/// getProfilePhotos of a user: UserProfilePhotos, each photo's sizes smallest first, with
+/// file ids this bot can use (getFile takes them).
+pub(crate) async fn get_profile_photos(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    which: GetProfilePhotos,
+) -> Response {
+    let Some(mtproto) = deps.files.mtproto() else {
+        return needs_mtproto("getProfilePhotos");
+    };
+    let params = env.payload.params();
+    let raw = params
+        .get("chat_id")
+        .or_else(|| params.get("user_id"))
+        .map(text)
+        .unwrap_or_default();
+    let not_found = || Response::from_error(&ApiError::bad_request("chat not found"));
+    let chats = || {
+        Response::from_error(&ApiError::bad_request(
+            "getProfilePhotos of groups and channels (their photo history) is not supported yet; users only",
+        ))
+    };
+    let id = match raw.trim().parse::<i64>() {
+        Ok(id) => id,
+        // A username still here is not a user's (those were resolved to ids): a public chat,
+        // or nobody.
+        Err(_) => {
+            let name = raw.trim().trim_start_matches('@');
+            return match deps.store.peer(env.header.bot_id, name).await {
+                Ok(Some(id)) if id < 0 => chats(),
+                _ => not_found(),
+            };
+        }
+    };
+    if id <= 0 {
+        return chats();
+    }
+    match mtproto
+        .profile_photos(&token, id, which.offset, which.limit)
+        .await
+    {
+        Ok((count, photos)) => {
+            let photos: Vec<Value> = photos
+                .iter()
+                .filter_map(|p| match p {
+                    tl::enums::Photo::Photo(p) => Some(Value::Array(photo_sizes(p))),
+                    tl::enums::Photo::Empty(_) => None,
+                })
+                .collect();
+            Response::gateway_json(
+                200,
+                &json!({"ok": true, "result": {"total_count": count, "photos": photos}}),
+            )
+        }
+        Err(e) if e.is_bad_request() => not_found(),
+        Err(e) => Response::from_error(&ApiError::bad_gateway(e.to_string())),
+    }
+}
+
+/// A photo's sizes as Bot API PhotoSizes, smallest first.
+fn photo_sizes(p: &tl::types::Photo) -> Vec<Value> {
+    let mut sizes: Vec<(String, i32, i32, i32)> = p
+        .sizes
+        .iter()
+        .filter_map(|s| match s {
+            tl::enums::PhotoSize::Size(s) => Some((s.r#type.clone(), s.w, s.h, s.size)),
+            tl::enums::PhotoSize::Progressive(s) => Some((
+                s.r#type.clone(),
+                s.w,
+                s.h,
+                s.sizes.last().copied().unwrap_or(0),
+            )),
+            // Inline thumbnails and vector outlines have no file of their own.
+            _ => None,
+        })
+        .collect();
+    sizes.sort_by_key(|s| s.3);
+    sizes
+        .into_iter()
+        .map(|(kind, w, h, size)| {
+            let fid = FileId::photo(
+                p.dc_id,
+                p.file_reference.clone(),
+                p.id,
+                p.access_hash,
+                kind.bytes().next().unwrap_or(b'y'),
+            );
+            json!({"file_id": fid.encode(), "file_unique_id": fid.unique_id(),
+                   "width": w, "height": h, "file_size": size})
+        })
+        .collect()
+}
+
+/// getChatByFile: Telegram does not tell who uploaded a file (a sticker set's creator
+/// included: its `creator` flag says only whether the asking account made it). The gateway
+/// answers what it can say, never a guess.
+pub(crate) async fn get_chat_by_file(_deps: &Deps, env: &Envelope<Call>) -> Response {
+    let params = env.payload.params();
+    let Some(id) = params.get("file_id").map(text).filter(|s| !s.is_empty()) else {
+        return Response::from_error(&ApiError::bad_request("file_id is empty"));
+    };
+    if FileId::decode(id.trim()).is_err() {
+        return Response::from_error(&ApiError::bad_request(
+            "wrong file identifier/HTTP URL specified",
+        ));
+    }
+    Response::from_error(&ApiError::bad_request(
+        "the uploader of this file cannot be determined",
     ))
 }

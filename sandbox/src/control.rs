@@ -12,7 +12,8 @@
 //!   limit (a 1 GiB download test).
 //! - `POST /control/chats` `{"id": -100…, "type": "channel"|"supergroup", "title", "username"}`
 //!   → a public chat, which the Bot API finds by `@username` (nothing else is found so).
-//! - `POST /control/users` `{"id": N, "username"?, "first_name"?}` → a user the MTProto face
+//! - `POST /control/users` `{"id": N, "username"?, "first_name"?, "photos"?}` → a user the
+//!   MTProto face resolves, with `photos` profile photos (at most 100);
 //!   resolves by username
 //! - `GET /control/mtproto` → `{"bytes_served": N, "sign_ins": N}` (bytes `upload.getFile`
 //!   handed out; bot sign-ins accepted)
@@ -50,6 +51,30 @@ pub fn synthetic_chunk(seed: u64, index: u64) -> Vec<u8> {
         out.extend_from_slice(&state.to_le_bytes());
     }
     out
+}
+
+/// A profile photo of `user`, the `n`th it set: a small stored photo; its file_unique_id.
+async fn new_photo(sb: &Sandbox, user: i64, n: u32) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut bytes = synthetic_chunk(user as u64 ^ 0x5eed, n as u64);
+    bytes.truncate(2048 + n as usize);
+    let path = sb.temp_path();
+    tokio::fs::write(&path, &bytes).await?;
+    let upload = crate::request::Upload {
+        path,
+        size: bytes.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        file_name: None,
+        content_type: Some("image/jpeg".into()),
+    };
+    let stored = crate::files::store(
+        sb,
+        &upload,
+        telegram::file_id::FileType::Photo,
+        Default::default(),
+    )
+    .await?;
+    Ok(stored.unique_id)
 }
 
 async fn new_file(sb: &Sandbox, f: NewFile) -> std::io::Result<Value> {
@@ -146,8 +171,22 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
         },
         (Method::POST, "users") => match body_json::<crate::world::SandboxUser>(req).await {
             Ok(u) => {
-                let id = u.id;
+                let (id, photos) = (u.id, u.photos);
                 sb.world.lock().users.insert(id, u);
+                let mut made = Vec::new();
+                for n in 0..photos.min(100) {
+                    match new_photo(sb, id, n).await {
+                        Ok(unique) => made.push(unique),
+                        Err(e) => {
+                            return json_response(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &json!({"error": e.to_string()}),
+                            )
+                        }
+                    }
+                }
+                made.reverse();
+                sb.world.lock().profile_photos.insert(id, made);
                 json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
             }
             Err(resp) => resp,

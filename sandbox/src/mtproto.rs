@@ -645,9 +645,9 @@ async fn dispatch(sb: &Sandbox, s: &Session, msg_id: i64, body: &[u8]) -> Result
             Answer::Result(api::full_chat(r.chat_id))
         }
         f::photos::GetUserPhotos::CONSTRUCTOR_ID => {
-            signed_in()?;
-            let _: f::photos::GetUserPhotos = parse(body)?;
-            Answer::Result(api::user_photos())
+            let bot = signed_in()?;
+            let r: f::photos::GetUserPhotos = parse(body)?;
+            Answer::Result(api::user_photos(sb, bot, &r)?)
         }
         other => {
             tracing::info!(

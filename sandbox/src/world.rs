@@ -36,6 +36,8 @@ pub struct State {
     /// Public channels and supergroups, by id, as Bot API Chat objects (registered through the
     /// control API): the chats the Bot API finds by `@username`.
     pub public_chats: HashMap<i64, Value>,
+    /// Users' profile photos, newest first: file_unique_ids of photos in `files`.
+    pub profile_photos: HashMap<i64, Vec<String>>,
     /// Messages bots sent, by (bot, chat, message id), as Bot API Message objects.
     pub messages: HashMap<(i64, i64, i64), Value>,
     /// Chat actions received on the MTProto face: (bot, chat, action).
@@ -49,6 +51,9 @@ pub struct SandboxUser {
     pub username: Option<String>,
     #[serde(default = "default_first_name")]
     pub first_name: String,
+    /// How many profile photos the user has (made when the user is registered).
+    #[serde(default)]
+    pub photos: u32,
 }
 
 fn default_first_name() -> String {

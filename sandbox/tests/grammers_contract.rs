@@ -319,6 +319,7 @@ async fn peers_actions_and_full_info() {
             id: 77,
             username: Some("ann_user".into()),
             first_name: "Ann".into(),
+            photos: 0,
         },
     );
     let g = Grammers::new(w.cfg.clone(), Arc::new(MemVault::default()));
@@ -351,7 +352,40 @@ async fn peers_actions_and_full_info() {
     assert_eq!(f.id, 77);
     let chat = g.full_chat(&t, -42).await.unwrap();
     assert_eq!(chat.chats.len(), 1);
-    assert!(g.profile_photos(&t, 77, 0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        g.profile_photos(&t, 77, 0, 100).await.unwrap(),
+        (0, Vec::new())
+    );
+    // A user with profile photos: all of them, a page of them, and each downloadable.
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/control/users", w.http))
+        .json(&serde_json::json!({"id": 78, "username": "pic_user", "photos": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(made["ok"], true);
+    let (count, photos) = g.profile_photos(&t, 78, 0, 100).await.unwrap();
+    assert_eq!((count, photos.len()), (2, 2));
+    let (count, page) = g.profile_photos(&t, 78, 1, 1).await.unwrap();
+    assert_eq!((count, page.len()), (2, 1));
+    let id = |p: &tl::enums::Photo| match p {
+        tl::enums::Photo::Photo(p) => p.id,
+        tl::enums::Photo::Empty(p) => p.id,
+    };
+    assert_eq!(id(&page[0]), id(&photos[1]));
+    let tl::enums::Photo::Photo(p) = &photos[0] else {
+        panic!("not a photo");
+    };
+    let fid = FileId::photo(p.dc_id, p.file_reference.clone(), p.id, p.access_hash, b'y');
+    let mut stream = g.download(&t, &fid, 0).await.unwrap();
+    let mut got = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        got += chunk.unwrap().len();
+    }
+    assert_eq!(got, 2048 + 1, "the newest photo, the second made");
     assert_eq!(g.username(&t).await.unwrap(), "sandbox905_bot");
 }
 

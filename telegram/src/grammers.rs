@@ -812,7 +812,7 @@ impl Mtproto for Grammers {
         user_id: i64,
         offset: i32,
         limit: i32,
-    ) -> Result<Vec<tl::enums::Photo>, MtprotoError> {
+    ) -> Result<(i32, Vec<tl::enums::Photo>), MtprotoError> {
         let client = self.client(token).await?;
         let answer = client
             .invoke(&tl::functions::photos::GetUserPhotos {
@@ -824,8 +824,8 @@ impl Mtproto for Grammers {
             .await
             .map_err(from_invocation)?;
         Ok(match answer {
-            tl::enums::photos::Photos::Photos(p) => p.photos,
-            tl::enums::photos::Photos::Slice(p) => p.photos,
+            tl::enums::photos::Photos::Photos(p) => (p.photos.len() as i32, p.photos),
+            tl::enums::photos::Photos::Slice(p) => (p.count, p.photos),
         })
     }
 

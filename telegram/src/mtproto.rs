@@ -166,14 +166,15 @@ pub trait Mtproto: Send + Sync + 'static {
         ids: &[i32],
     ) -> Result<Vec<tl::enums::Message>, MtprotoError>;
 
-    /// A user's profile photos.
+    /// A user's profile photos from `offset` (newest first), at most `limit`, with how many
+    /// the user has in all.
     async fn profile_photos(
         &self,
         token: &BotToken,
         user_id: i64,
         offset: i32,
         limit: i32,
-    ) -> Result<Vec<tl::enums::Photo>, MtprotoError>;
+    ) -> Result<(i32, Vec<tl::enums::Photo>), MtprotoError>;
 
     /// Shows a chat action (typing, uploading…) once; Telegram shows it for about 5 s.
     async fn chat_action(

@@ -100,6 +100,74 @@ async fn users_and_bots_are_found_by_username() {
     assert_eq!(v["result"]["id"], bot, "{v}");
     assert_eq!(v["result"]["type"], "private");
     assert_eq!(v["result"]["username"], format!("sandbox{bot}_bot"));
+
+    // Profile photos: all, a page, by @username, each size usable with getFile.
+    register(
+        &sandbox,
+        "users",
+        json!({"id": 777_003, "username": "carol_sb", "photos": 3}),
+    )
+    .await;
+    let v = get_json(&format!("{base}/getProfilePhotos?chat_id=777003")).await;
+    assert_eq!(v["result"]["total_count"], 3, "{v}");
+    let photos = v["result"]["photos"].as_array().unwrap().clone();
+    assert_eq!(photos.len(), 3);
+    let v = get_json(&format!(
+        "{base}/getProfilePhotos?chat_id=@carol_sb&offset=1&limit=1"
+    ))
+    .await;
+    assert_eq!(v["result"]["total_count"], 3, "{v}");
+    // File ids carry a fresh file reference each time, as Telegram's do: the same file is
+    // the same file_unique_id.
+    let unique = |p: &Value| p[0]["file_unique_id"].clone();
+    assert_eq!(v["result"]["photos"].as_array().unwrap().len(), 1);
+    assert_eq!(unique(&v["result"]["photos"][0]), unique(&photos[1]));
+    let size = &photos[0].as_array().unwrap().last().unwrap();
+    assert!(size["width"].as_i64().unwrap() > 0);
+    let file = get_json(&format!(
+        "{base}/getFile?file_id={}",
+        size["file_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(file["ok"], true, "{file}");
+    assert_eq!(file["result"]["file_unique_id"], size["file_unique_id"]);
+    for (query, code) in [
+        ("chat_id=777003&limit=0", 400),
+        ("chat_id=-5", 400),
+        ("chat_id=@nobody_here_sb", 400),
+    ] {
+        let r = telepipe_tests::client()
+            .get(format!("{base}/getProfilePhotos?{query}"))
+            .send()
+            .await
+            .unwrap();
+        telepipe_tests::assert_shaped(r, code).await;
+    }
+
+    // Telegram does not tell who uploaded a file: said plainly, never guessed.
+    let r = telepipe_tests::client()
+        .get(format!(
+            "{base}/getChatByFile?file_id={}",
+            size["file_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 400).await;
+    assert_eq!(
+        v["description"],
+        "Bad Request: the uploader of this file cannot be determined"
+    );
+    let r = telepipe_tests::client()
+        .get(format!("{base}/getChatByFile?file_id=garbage"))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 400).await;
+    assert_eq!(
+        v["description"],
+        "Bad Request: wrong file identifier/HTTP URL specified"
+    );
 }
 
 /// Without MTProto the gateway cannot resolve a user: the call goes as it came, and upstream
@@ -138,6 +206,23 @@ async fn without_mtproto_a_username_is_upstreams() {
             .as_str()
             .unwrap()
             .contains("TELEGRAM_API_ID and TELEGRAM_API_HASH"),
+        "{v}"
+    );
+    let r = telepipe_tests::client()
+        .get(format!(
+            "{}/bot{}/getProfilePhotos?chat_id=777002",
+            gw.url,
+            token(1503)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 400).await;
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("TELEGRAM_API_ID"),
         "{v}"
     );
     let storage = Proc::gateway(&sandbox.url, &["--storage-chat-id", "-1001000000001"])

@@ -13,6 +13,7 @@ mod chat_action;
 mod get_file;
 mod inline_answer;
 mod media_group;
+mod profile_photos;
 mod send;
 mod webhook;
 
@@ -20,6 +21,7 @@ pub use chat_action::ChatAction;
 pub use get_file::GetFile;
 pub use inline_answer::InlineAnswer;
 pub use media_group::MediaGroup;
+pub use profile_photos::GetProfilePhotos;
 pub use send::{SendTarget, UploadOnly};
 pub use webhook::{DeleteWebhook, GetUpdates, SetWebhook};
 
@@ -54,6 +56,10 @@ pub enum Command {
     ChatAction(ChatAction),
     /// The gateway's getBackend ([`crate::chats`]).
     GetBackend,
+    /// The gateway's getProfilePhotos ([`crate::chats`]).
+    GetProfilePhotos(GetProfilePhotos),
+    /// The gateway's getChatByFile ([`crate::chats`]).
+    GetChatByFile,
 }
 
 impl Command {
@@ -65,6 +71,12 @@ impl Command {
         }
         if call.method.eq_ignore_ascii_case("getBackend") {
             return Ok(Command::GetBackend);
+        }
+        if call.method.eq_ignore_ascii_case("getProfilePhotos") {
+            return profile_photos::parse(call);
+        }
+        if call.method.eq_ignore_ascii_case("getChatByFile") {
+            return Ok(Command::GetChatByFile);
         }
         let Some(method) = schemas::catalogue::canonical(&call.method) else {
             return Ok(Command::Passthrough);
@@ -97,7 +109,9 @@ impl Command {
             | Command::WebhookInfo
             | Command::GetUpdates(_)
             | Command::ChatAction(_)
-            | Command::GetBackend => Stage::Router,
+            | Command::GetBackend
+            | Command::GetProfilePhotos(_)
+            | Command::GetChatByFile => Stage::Router,
         }
     }
 
@@ -140,6 +154,10 @@ impl Command {
             Command::GetUpdates(_) => Box::pin(webhooks::get_updates(deps, env)),
             Command::ChatAction(action) => Box::pin(actions::send_chat_action(deps, env, action)),
             Command::GetBackend => Box::pin(chats::get_backend(deps, env)),
+            Command::GetProfilePhotos(which) => Box::pin(as_bot(deps, env, move |token| {
+                chats::get_profile_photos(deps, env, token, which)
+            })),
+            Command::GetChatByFile => Box::pin(chats::get_chat_by_file(deps, env)),
         }
     }
 }
