@@ -1,7 +1,7 @@
 //! The gateway's chat methods (ENHANCED.md, "Chats, users, messages") that need more than the
-//! Bot API: getBackend, getProfilePhotos, getChatByFile.
+//! Bot API: getBackend, getProfilePhotos, getChatByFile, getMessage.
 
-use crate::cmd::GetProfilePhotos;
+use crate::cmd::{GetMessage, GetProfilePhotos};
 use crate::passthrough::execute;
 use crate::uploads::{as_call, text};
 use crate::Deps;
@@ -106,7 +106,9 @@ pub(crate) async fn get_profile_photos(
             let photos: Vec<Value> = photos
                 .iter()
                 .filter_map(|p| match p {
-                    tl::enums::Photo::Photo(p) => Some(Value::Array(photo_sizes(p))),
+                    tl::enums::Photo::Photo(p) => {
+                        Some(Value::Array(telegram::message::photo_sizes(p)))
+                    }
                     tl::enums::Photo::Empty(_) => None,
                 })
                 .collect();
@@ -118,40 +120,6 @@ pub(crate) async fn get_profile_photos(
         Err(e) if e.is_bad_request() => not_found(),
         Err(e) => Response::from_error(&ApiError::bad_gateway(e.to_string())),
     }
-}
-
-/// A photo's sizes as Bot API PhotoSizes, smallest first.
-fn photo_sizes(p: &tl::types::Photo) -> Vec<Value> {
-    let mut sizes: Vec<(String, i32, i32, i32)> = p
-        .sizes
-        .iter()
-        .filter_map(|s| match s {
-            tl::enums::PhotoSize::Size(s) => Some((s.r#type.clone(), s.w, s.h, s.size)),
-            tl::enums::PhotoSize::Progressive(s) => Some((
-                s.r#type.clone(),
-                s.w,
-                s.h,
-                s.sizes.last().copied().unwrap_or(0),
-            )),
-            // Inline thumbnails and vector outlines have no file of their own.
-            _ => None,
-        })
-        .collect();
-    sizes.sort_by_key(|s| s.3);
-    sizes
-        .into_iter()
-        .map(|(kind, w, h, size)| {
-            let fid = FileId::photo(
-                p.dc_id,
-                p.file_reference.clone(),
-                p.id,
-                p.access_hash,
-                kind.bytes().next().unwrap_or(b'y'),
-            );
-            json!({"file_id": fid.encode(), "file_unique_id": fid.unique_id(),
-                   "width": w, "height": h, "file_size": size})
-        })
-        .collect()
 }
 
 /// getChatByFile: Telegram does not tell who uploaded a file (a sticker set's creator
@@ -170,4 +138,66 @@ pub(crate) async fn get_chat_by_file(_deps: &Deps, env: &Envelope<Call>) -> Resp
     Response::from_error(&ApiError::bad_request(
         "the uploader of this file cannot be determined",
     ))
+}
+
+/// getMessage: the message read back over MTProto as the bot, as the Bot API's Message (with
+/// the message it replies to, one level deep, as the Bot API shows it).
+pub(crate) async fn get_message(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    which: GetMessage,
+) -> Response {
+    let Some(mtproto) = deps.files.mtproto() else {
+        return needs_mtproto("getMessage");
+    };
+    let raw = env
+        .payload
+        .params()
+        .get("chat_id")
+        .map(text)
+        .unwrap_or_default();
+    let not_found = |what: &str| Response::from_error(&ApiError::bad_request(what));
+    // Users were resolved to ids already; a name still here is a public chat's.
+    let chat = match raw.trim().parse::<i64>() {
+        Ok(id) => id,
+        Err(_) => match crate::usernames::peer_id(deps, &token, env.header.bot_id, &raw).await {
+            Some(id) if id != 0 => id,
+            _ => return not_found("chat not found"),
+        },
+    };
+    let read = |id: i32| {
+        let mtproto = mtproto.clone();
+        let token = token.clone();
+        async move {
+            let (messages, named) = mtproto.get_messages(&token, chat, &[id]).await?;
+            // Private chats and basic groups share one numbering per account: a message of
+            // another chat is not this one's.
+            let found = messages.into_iter().find_map(|m| match m {
+                tl::enums::Message::Message(m)
+                    if telegram::message::chat_id(&m.peer_id) == chat =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            });
+            Ok::<_, telegram::mtproto::MtprotoError>(found.map(|m| (m, named)))
+        }
+    };
+    let (message, named) = match read(which.message_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found("message not found"),
+        Err(e) if e.is_bad_request() => return not_found("chat not found"),
+        Err(e) => return Response::from_error(&ApiError::bad_gateway(e.to_string())),
+    };
+    let reply = match telegram::message::reply_to_id(&message) {
+        Some(id) => match read(id).await {
+            Ok(Some((m, n))) => Some(telegram::message::message(&m, &n, None)),
+            // Deleted since, or unreadable: shown without it, as the Bot API does.
+            _ => None,
+        },
+        None => None,
+    };
+    let result = telegram::message::message(&message, &named, reply);
+    Response::gateway_json(200, &json!({"ok": true, "result": result}))
 }

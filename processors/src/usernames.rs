@@ -54,9 +54,9 @@ pub(crate) async fn resolve(deps: &Deps, env: &Envelope<Call>) -> Result<Option<
     if !may_name(call) {
         return Ok(None);
     }
-    let Some(mtproto) = deps.files.mtproto() else {
+    if deps.files.mtproto().is_none() {
         return Ok(None);
-    };
+    }
     let params = call.params();
     let named: Vec<(&str, String)> = PARAMS
         .iter()
@@ -73,33 +73,9 @@ pub(crate) async fn resolve(deps: &Deps, env: &Envelope<Call>) -> Result<Option<
     let bot = env.header.bot_id;
     let mut out: Option<Call> = None;
     for (param, name) in named {
-        let peer = match deps.store.peer(bot, &name).await {
-            Ok(Some(id)) => id,
-            other => {
-                if let Err(error) = other {
-                    tracing::warn!(%error, "could not look up a resolved username");
-                }
-                let (id, kept) = match mtproto.resolve_username(&token, &name).await {
-                    Ok(Some(peer)) => (peer.chat_id, KEPT),
-                    Ok(None) => (0, UNKNOWN_KEPT),
-                    Err(error) => {
-                        // Upstream decides, as without the gateway.
-                        tracing::warn!(%error, "could not resolve a username over MTProto");
-                        crate::metrics::USERNAMES
-                            .with_label_values(&["failed"])
-                            .inc();
-                        continue;
-                    }
-                };
-                crate::metrics::USERNAMES
-                    .with_label_values(&["resolved"])
-                    .inc();
-                let expires = schemas::now_ms() + kept.as_millis() as i64;
-                if let Err(error) = deps.store.put_peer(bot, &name, id, expires).await {
-                    tracing::warn!(%error, "could not keep a resolved username");
-                }
-                id
-            }
+        // Upstream decides what the gateway could not resolve, as without it.
+        let Some(peer) = peer_id(deps, &token, bot, &name).await else {
+            continue;
         };
         // Users and bots only: a chat's username is upstream's to read.
         if peer > 0 {
@@ -108,6 +84,46 @@ pub(crate) async fn resolve(deps: &Deps, env: &Envelope<Call>) -> Result<Option<
         }
     }
     Ok(out)
+}
+
+/// What `name` (with or without its `@`) is for this bot: a user's or bot's id (positive), a
+/// chat's (negative), or 0 for nobody; from the store while kept, else resolved over MTProto
+/// and kept. `None` when it cannot be told (no MTProto, or MTProto failed).
+pub(crate) async fn peer_id(
+    deps: &Deps,
+    token: &schemas::BotToken,
+    bot: schemas::BotId,
+    name: &str,
+) -> Option<i64> {
+    let name = name.trim().trim_start_matches('@');
+    if name.is_empty() {
+        return Some(0);
+    }
+    match deps.store.peer(bot, name).await {
+        Ok(Some(id)) => return Some(id),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not look up a resolved username"),
+    }
+    let mtproto = deps.files.mtproto()?;
+    let (id, kept) = match mtproto.resolve_username(token, name).await {
+        Ok(Some(peer)) => (peer.chat_id, KEPT),
+        Ok(None) => (0, UNKNOWN_KEPT),
+        Err(error) => {
+            tracing::warn!(%error, "could not resolve a username over MTProto");
+            crate::metrics::USERNAMES
+                .with_label_values(&["failed"])
+                .inc();
+            return None;
+        }
+    };
+    crate::metrics::USERNAMES
+        .with_label_values(&["resolved"])
+        .inc();
+    let expires = schemas::now_ms() + kept.as_millis() as i64;
+    if let Err(error) = deps.store.put_peer(bot, name, id, expires).await {
+        tracing::warn!(%error, "could not keep a resolved username");
+    }
+    Some(id)
 }
 
 #[cfg(test)]

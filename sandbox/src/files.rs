@@ -152,6 +152,11 @@ pub fn media_object(f: &StoredFile, given: &Map<String, Value>) -> Value {
         _ => 0,
     };
     let text = |k: &str| value(k).and_then(Value::as_str).map(str::to_owned);
+    // Telegram names a type for every document it keeps.
+    let mime = f
+        .mime_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
     let mut v = match f.file_type {
         FileType::Photo => {
             return json!([{
@@ -161,23 +166,23 @@ pub fn media_object(f: &StoredFile, given: &Map<String, Value>) -> Value {
         }
         FileType::Video => json!({
             "width": num("width"), "height": num("height"), "duration": num("duration"),
-            "file_name": f.file_name, "mime_type": f.mime_type,
+            "file_name": f.file_name, "mime_type": mime,
         }),
         FileType::Animation => json!({
             "width": num("width"), "height": num("height"), "duration": num("duration"),
-            "file_name": f.file_name, "mime_type": f.mime_type,
+            "file_name": f.file_name, "mime_type": mime,
         }),
         FileType::Audio => json!({
             "duration": num("duration"), "performer": text("performer"),
-            "title": text("title"), "file_name": f.file_name, "mime_type": f.mime_type,
+            "title": text("title"), "file_name": f.file_name, "mime_type": mime,
         }),
-        FileType::Voice => json!({"duration": num("duration"), "mime_type": f.mime_type}),
+        FileType::Voice => json!({"duration": num("duration"), "mime_type": mime}),
         FileType::VideoNote => json!({"length": num("length"), "duration": num("duration")}),
         FileType::Sticker => json!({
             "type": "regular", "width": 512, "height": 512,
             "is_animated": false, "is_video": false,
         }),
-        _ => json!({"file_name": f.file_name, "mime_type": f.mime_type}),
+        _ => json!({"file_name": f.file_name, "mime_type": mime}),
     };
     if let Value::Object(m) = &mut v {
         m.retain(|_, v| !v.is_null());

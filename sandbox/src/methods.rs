@@ -239,6 +239,31 @@ fn message(sb: &Sandbox, r: &BotRequest, chat: Value) -> Value {
     if let Some(c) = r.str("caption") {
         m["caption"] = c.into();
     }
+    // What Telegram keeps with a message and shows again: its entities, its inline keyboard,
+    // and the message it replies to (whole, one level deep).
+    for k in ["entities", "caption_entities"] {
+        if let Some(e @ Value::Array(_)) = r.json(k) {
+            m[k] = e;
+        }
+    }
+    if let Some(k) = r
+        .json("reply_markup")
+        .filter(|k| k["inline_keyboard"].is_array())
+    {
+        m["reply_markup"] = k;
+    }
+    let reply_to = r
+        .json("reply_parameters")
+        .and_then(|p| p["message_id"].as_i64())
+        .or_else(|| r.i64("reply_to_message_id"));
+    if let Some(mut replied) =
+        reply_to.and_then(|id| s.messages.get(&(r.bot_id, chat_id, id)).cloned())
+    {
+        if let Value::Object(o) = &mut replied {
+            o.remove("reply_to_message");
+        }
+        m["reply_to_message"] = replied;
+    }
     m
 }
 
@@ -451,6 +476,18 @@ async fn send_file(sb: &Sandbox, r: &BotRequest, param: &str, ft: FileType) -> R
     };
     let mut m = message(sb, r, c);
     m[param] = files::media_object(&file, &r.params);
+    if ft == FileType::Animation {
+        // An animation is a document too, as the Bot API shows it.
+        let a = &m[param];
+        let mut d = json!({"file_id": a["file_id"], "file_unique_id": a["file_unique_id"],
+            "file_size": a["file_size"]});
+        for k in ["file_name", "mime_type"] {
+            if a[k].is_string() {
+                d[k] = a[k].clone();
+            }
+        }
+        m["document"] = d;
+    }
     sent(sb, r, m)
 }
 

@@ -398,41 +398,381 @@ fn message_tl(
     text: &str,
     media: Option<Vec<u8>>,
 ) -> Vec<u8> {
+    message_tl_with(bot, chat, id, date, text, media, Extras::default())
+}
+
+/// What a kept message has besides its text and media.
+#[derive(Default)]
+struct Extras {
+    reply_to: Option<i32>,
+    markup: Option<tl::enums::ReplyMarkup>,
+    entities: Vec<tl::enums::MessageEntity>,
+}
+
+fn message_tl_with(
+    bot: i64,
+    chat: i64,
+    id: i64,
+    date: i64,
+    text: &str,
+    media: Option<Vec<u8>>,
+    extras: Extras,
+) -> Vec<u8> {
+    use tl::Serializable;
     let mut flags: u32 = 1 << 1 | 1 << 8;
     if media.is_some() {
         flags |= 1 << 9;
+    }
+    if extras.reply_to.is_some() {
+        flags |= 1 << 3;
+    }
+    if extras.markup.is_some() {
+        flags |= 1 << 6;
+    }
+    if !extras.entities.is_empty() {
+        flags |= 1 << 7;
     }
     let mut w = W::default();
     w.u32(0x7600b9d3).u32(flags).u32(0).i32(id as i32);
     w.raw(&peer(bot)); // from_id
     w.raw(&peer(chat)); // peer_id
+    if let Some(to) = extras.reply_to {
+        let header: tl::enums::MessageReplyHeader = tl::types::MessageReplyHeader {
+            reply_to_scheduled: false,
+            forum_topic: false,
+            quote: false,
+            reply_to_ephemeral: false,
+            reply_to_msg_id: Some(to),
+            reply_to_peer_id: None,
+            reply_from: None,
+            reply_media: None,
+            reply_to_top_id: None,
+            quote_text: None,
+            quote_entities: None,
+            quote_offset: None,
+            todo_item_id: None,
+            poll_option: None,
+        }
+        .into();
+        w.raw(&header.to_bytes());
+    }
     w.i32(date as i32).str(text);
     if let Some(m) = media {
         w.raw(&m);
     }
+    if let Some(k) = &extras.markup {
+        w.raw(&k.to_bytes());
+    }
+    if !extras.entities.is_empty() {
+        let items: Vec<Vec<u8>> = extras.entities.iter().map(|e| e.to_bytes()).collect();
+        w.vec(&items);
+    }
     w.0
 }
 
-/// A Bot API Message object the world kept, as MTProto's message.
+/// Bot API MessageEntity objects as TL (the kinds both know).
+fn tl_entities(v: &Value) -> Vec<tl::enums::MessageEntity> {
+    use tl::types as t;
+    let Some(items) = v.as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|e| {
+            let offset = e["offset"].as_i64()? as i32;
+            let length = e["length"].as_i64()? as i32;
+            Some(match e["type"].as_str()? {
+                "mention" => t::MessageEntityMention { offset, length }.into(),
+                "hashtag" => t::MessageEntityHashtag { offset, length }.into(),
+                "cashtag" => t::MessageEntityCashtag { offset, length }.into(),
+                "bot_command" => t::MessageEntityBotCommand { offset, length }.into(),
+                "url" => t::MessageEntityUrl { offset, length }.into(),
+                "email" => t::MessageEntityEmail { offset, length }.into(),
+                "phone_number" => t::MessageEntityPhone { offset, length }.into(),
+                "bold" => t::MessageEntityBold { offset, length }.into(),
+                "italic" => t::MessageEntityItalic { offset, length }.into(),
+                "underline" => t::MessageEntityUnderline { offset, length }.into(),
+                "strikethrough" => t::MessageEntityStrike { offset, length }.into(),
+                "spoiler" => t::MessageEntitySpoiler { offset, length }.into(),
+                "code" => t::MessageEntityCode { offset, length }.into(),
+                "pre" => t::MessageEntityPre {
+                    offset,
+                    length,
+                    language: e["language"].as_str().unwrap_or("").into(),
+                }
+                .into(),
+                "text_link" => t::MessageEntityTextUrl {
+                    offset,
+                    length,
+                    url: e["url"].as_str()?.into(),
+                }
+                .into(),
+                "text_mention" => t::MessageEntityMentionName {
+                    offset,
+                    length,
+                    user_id: e["user"]["id"].as_i64()?,
+                }
+                .into(),
+                "custom_emoji" => t::MessageEntityCustomEmoji {
+                    offset,
+                    length,
+                    document_id: e["custom_emoji_id"].as_str()?.parse().ok()?,
+                }
+                .into(),
+                "blockquote" | "expandable_blockquote" => t::MessageEntityBlockquote {
+                    collapsed: e["type"] == "expandable_blockquote",
+                    offset,
+                    length,
+                }
+                .into(),
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+/// A Bot API inline keyboard as TL.
+fn tl_markup(v: &Value) -> Option<tl::enums::ReplyMarkup> {
+    use tl::enums::InlineButtonType as B;
+    use tl::types as t;
+    let rows = v["inline_keyboard"].as_array()?;
+    let rows = rows
+        .iter()
+        .map(|row| {
+            let buttons = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| {
+                    let kind: B = if let Some(url) = b["url"].as_str() {
+                        t::InlineButtonTypeUrl { url: url.into() }.into()
+                    } else if let Some(data) = b["callback_data"].as_str() {
+                        t::InlineButtonTypeCallback {
+                            requires_password: false,
+                            data: data.as_bytes().to_vec(),
+                        }
+                        .into()
+                    } else if let Some(q) = b["switch_inline_query"].as_str() {
+                        t::InlineButtonTypeSwitchInline {
+                            same_peer: false,
+                            query: q.into(),
+                            peer_types: None,
+                        }
+                        .into()
+                    } else if let Some(q) = b["switch_inline_query_current_chat"].as_str() {
+                        t::InlineButtonTypeSwitchInline {
+                            same_peer: true,
+                            query: q.into(),
+                            peer_types: None,
+                        }
+                        .into()
+                    } else if let Some(text) = b["copy_text"]["text"].as_str() {
+                        t::InlineButtonTypeCopy {
+                            copy_text: text.into(),
+                        }
+                        .into()
+                    } else {
+                        return None;
+                    };
+                    Some(
+                        t::KeyboardInlineButton {
+                            style: None,
+                            text: b["text"].as_str().unwrap_or("").into(),
+                            r#type: kind,
+                        }
+                        .into(),
+                    )
+                })
+                .collect();
+            t::KeyboardInlineButtonRow { buttons }.into()
+        })
+        .collect();
+    Some(
+        t::ReplyInlineMarkup {
+            force_reply: false,
+            rows,
+        }
+        .into(),
+    )
+}
+
+/// The document attributes a Bot API media object of `kind` describes.
+fn tl_attributes(kind: FileType, o: &Value) -> Vec<tl::enums::DocumentAttribute> {
+    use tl::types as t;
+    let num = |k: &str| o[k].as_i64().unwrap_or(0) as i32;
+    let text = |k: &str| o[k].as_str().map(str::to_owned);
+    let video = |round: bool, w: i32, h: i32| -> tl::enums::DocumentAttribute {
+        t::DocumentAttributeVideo {
+            round_message: round,
+            supports_streaming: false,
+            nosound: false,
+            duration: num("duration") as f64,
+            w,
+            h,
+            preload_prefix_size: None,
+            video_start_ts: None,
+            video_codec: None,
+        }
+        .into()
+    };
+    let audio = |voice: bool| -> tl::enums::DocumentAttribute {
+        t::DocumentAttributeAudio {
+            voice,
+            duration: num("duration"),
+            title: text("title"),
+            performer: text("performer"),
+            waveform: None,
+        }
+        .into()
+    };
+    let mut out = match kind {
+        FileType::Video => vec![video(false, num("width"), num("height"))],
+        FileType::VideoNote => vec![video(true, num("length"), num("length"))],
+        FileType::Animation => vec![
+            tl::enums::DocumentAttribute::Animated,
+            video(false, num("width"), num("height")),
+        ],
+        FileType::Audio => vec![audio(false)],
+        FileType::Voice => vec![audio(true)],
+        FileType::Sticker => vec![
+            t::DocumentAttributeSticker {
+                mask: false,
+                alt: text("emoji").unwrap_or_default(),
+                stickerset: tl::enums::InputStickerSet::Empty,
+                mask_coords: None,
+            }
+            .into(),
+            t::DocumentAttributeImageSize {
+                w: num("width"),
+                h: num("height"),
+            }
+            .into(),
+        ],
+        _ => Vec::new(),
+    };
+    if let Some(name) = text("file_name") {
+        out.push(t::DocumentAttributeFilename { file_name: name }.into());
+    }
+    out
+}
+
+/// A Bot API Message object the world kept, as MTProto's message: its text or caption with
+/// their entities, its file with what the Bot API object says of it (sizes, attributes), its
+/// inline keyboard, and the message it replies to.
 fn stored_message(sb: &Sandbox, bot: i64, m: &Value) -> Vec<u8> {
+    use tl::Serializable;
     let chat = m["chat"]["id"].as_i64().unwrap_or(0);
     let id = m["message_id"].as_i64().unwrap_or(0);
     let text = m["text"].as_str().or(m["caption"].as_str()).unwrap_or("");
-    let unique = [
-        "document",
-        "video",
-        "audio",
-        "voice",
-        "animation",
-        "video_note",
-        "sticker",
-    ]
-    .iter()
-    .find_map(|k| m[*k]["file_unique_id"].as_str())
-    .or_else(|| m["photo"].as_array()?.last()?["file_unique_id"].as_str());
-    let file = unique.and_then(|u| sb.world.lock().files.get(u).cloned());
-    let media = file.map(|f| media(&f, Vec::new()).to_bytes());
-    message_tl(bot, chat, id, m["date"].as_i64().unwrap_or(0), text, media)
+    let kinds = [
+        ("video_note", FileType::VideoNote),
+        ("animation", FileType::Animation),
+        ("video", FileType::Video),
+        ("audio", FileType::Audio),
+        ("voice", FileType::Voice),
+        ("sticker", FileType::Sticker),
+        ("document", FileType::Document),
+    ];
+    let media = if let Some(sizes) = m["photo"].as_array() {
+        let unique = sizes.last().and_then(|s| s["file_unique_id"].as_str());
+        let file = unique.and_then(|u| sb.world.lock().files.get(u).cloned());
+        file.map(|f| {
+            let mut media = media(&f, Vec::new());
+            if let tl::enums::MessageMedia::Photo(p) = &mut media {
+                if let Some(tl::enums::Photo::Photo(photo)) = &mut p.photo {
+                    photo.sizes = sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(n, s)| {
+                            let letter = if n + 1 == sizes.len() {
+                                "y"
+                            } else {
+                                ["s", "m", "x"][n.min(2)]
+                            };
+                            tl::types::PhotoSize {
+                                r#type: letter.into(),
+                                w: s["width"].as_i64().unwrap_or(0) as i32,
+                                h: s["height"].as_i64().unwrap_or(0) as i32,
+                                size: s["file_size"].as_i64().unwrap_or(0) as i32,
+                            }
+                            .into()
+                        })
+                        .collect();
+                }
+            }
+            media.to_bytes()
+        })
+    } else {
+        kinds.iter().find_map(|(key, kind)| {
+            let o = &m[*key];
+            let f = sb
+                .world
+                .lock()
+                .files
+                .get(o["file_unique_id"].as_str()?)
+                .cloned()?;
+            let mut f = f;
+            if let Some(mime) = o["mime_type"].as_str() {
+                f.mime_type = Some(mime.into());
+            }
+            // The kind the message shows, whatever the file was first stored as.
+            f.file_type = *kind;
+            Some(media(&f, tl_attributes(*kind, o)).to_bytes())
+        })
+    };
+    let entities = if m["text"].is_string() {
+        tl_entities(&m["entities"])
+    } else {
+        tl_entities(&m["caption_entities"])
+    };
+    let extras = Extras {
+        reply_to: m["reply_to_message"]["message_id"]
+            .as_i64()
+            .map(|i| i as i32),
+        markup: m.get("reply_markup").and_then(tl_markup),
+        entities,
+    };
+    message_tl_with(
+        bot,
+        chat,
+        id,
+        m["date"].as_i64().unwrap_or(0),
+        text,
+        media,
+        extras,
+    )
+}
+
+/// The users and chats a kept message names (its chat), as TL: a private chat's user with the
+/// names the Bot API showed, a basic group with its title.
+fn named_in(m: &Value) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let c = &m["chat"];
+    let id = c["id"].as_i64().unwrap_or(0);
+    match c["type"].as_str() {
+        Some("private") => (
+            Some(user(
+                id,
+                c["first_name"].as_str().unwrap_or(""),
+                c["username"].as_str().unwrap_or(""),
+                false,
+                false,
+            )),
+            None,
+        ),
+        Some("group") => {
+            let mut chat = W::default();
+            chat.u32(0x41cbf256)
+                .u32(0)
+                .i64(-id)
+                .str(c["title"].as_str().unwrap_or(""))
+                .u32(0x37c1011c) // chatPhotoEmpty
+                .i32(2)
+                .i32(m["date"].as_i64().unwrap_or(0) as i32)
+                .i32(1);
+            (None, Some(chat.0))
+        }
+        _ => (None, None),
+    }
 }
 
 /// `messages.sendMedia` of a file the world has: a message in the chat.
@@ -522,6 +862,7 @@ pub(crate) fn get_messages(
     ids: &[tl::enums::InputMessage],
 ) -> Vec<u8> {
     let mut messages = Vec::new();
+    let (mut users, mut chats) = (vec![known_user(sb, bot)], Vec::new());
     for m in ids {
         let tl::enums::InputMessage::Id(m) = m else {
             continue;
@@ -542,7 +883,12 @@ pub(crate) fn get_messages(
                 .map(|(_, v)| v.clone())
         };
         messages.push(match found {
-            Some(v) => stored_message(sb, bot, &v),
+            Some(v) => {
+                let (user, chat) = named_in(&v);
+                users.extend(user);
+                chats.extend(chat);
+                stored_message(sb, bot, &v)
+            }
             None => {
                 let mut w = W::default();
                 w.u32(0x90a6ca84).u32(0).i32(m.id);
@@ -554,8 +900,8 @@ pub(crate) fn get_messages(
     w.u32(0x1d73e7ea)
         .vec(&messages)
         .vec(&[])
-        .vec(&[])
-        .vec(&[known_user(sb, bot)]);
+        .vec(&chats)
+        .vec(&users);
     w.0
 }
 

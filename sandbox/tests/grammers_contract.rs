@@ -274,7 +274,7 @@ async fn sends_media_and_reads_messages_back() {
         .send_media(&token(bot), 55, &fid, "a caption")
         .await
         .unwrap();
-    let got = g.get_messages(&token(bot), 55, &[msg, 9999]).await.unwrap();
+    let (got, _) = g.get_messages(&token(bot), 55, &[msg, 9999]).await.unwrap();
     assert_eq!(got.len(), 2);
     let tl::enums::Message::Message(m) = &got[0] else {
         panic!("not a message: {:?}", got[0]);
@@ -300,7 +300,7 @@ async fn sends_media_and_reads_messages_back() {
         .await
         .unwrap();
     let mid = sent["result"]["message_id"].as_i64().unwrap() as i32;
-    let got = g.get_messages(&token(bot), 66, &[mid]).await.unwrap();
+    let (got, _) = g.get_messages(&token(bot), 66, &[mid]).await.unwrap();
     let tl::enums::Message::Message(m) = &got[0] else {
         panic!("not a message");
     };

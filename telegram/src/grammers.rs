@@ -779,7 +779,7 @@ impl Mtproto for Grammers {
         token: &BotToken,
         chat_id: i64,
         ids: &[i32],
-    ) -> Result<Vec<tl::enums::Message>, MtprotoError> {
+    ) -> Result<(Vec<tl::enums::Message>, crate::message::Named), MtprotoError> {
         let client = self.client(token).await?;
         let id: Vec<tl::enums::InputMessage> = ids
             .iter()
@@ -798,11 +798,30 @@ impl Mtproto for Grammers {
                 .await
         }
         .map_err(from_invocation)?;
+        use crate::message::Named;
         Ok(match answer {
-            tl::enums::messages::Messages::Messages(m) => m.messages,
-            tl::enums::messages::Messages::Slice(m) => m.messages,
-            tl::enums::messages::Messages::ChannelMessages(m) => m.messages,
-            tl::enums::messages::Messages::NotModified(_) => Vec::new(),
+            tl::enums::messages::Messages::Messages(m) => (
+                m.messages,
+                Named {
+                    users: m.users,
+                    chats: m.chats,
+                },
+            ),
+            tl::enums::messages::Messages::Slice(m) => (
+                m.messages,
+                Named {
+                    users: m.users,
+                    chats: m.chats,
+                },
+            ),
+            tl::enums::messages::Messages::ChannelMessages(m) => (
+                m.messages,
+                Named {
+                    users: m.users,
+                    chats: m.chats,
+                },
+            ),
+            tl::enums::messages::Messages::NotModified(_) => (Vec::new(), Named::default()),
         })
     }
 

@@ -158,13 +158,14 @@ pub trait Mtproto: Send + Sync + 'static {
         username: &str,
     ) -> Result<Option<ResolvedPeer>, MtprotoError>;
 
-    /// Messages of a chat by id (`messageEmpty` for ids that do not exist).
+    /// Messages of a chat by id (`messageEmpty` for ids that do not exist), with the users
+    /// and chats they name.
     async fn get_messages(
         &self,
         token: &BotToken,
         chat_id: i64,
         ids: &[i32],
-    ) -> Result<Vec<tl::enums::Message>, MtprotoError>;
+    ) -> Result<(Vec<tl::enums::Message>, crate::message::Named), MtprotoError>;
 
     /// A user's profile photos from `offset` (newest first), at most `limit`, with how many
     /// the user has in all.

@@ -280,3 +280,187 @@ async fn a_chat_action_shows_for_its_duration() {
     assert_eq!(to("11").len(), 1, "stopped by the message: {calls:?}");
     assert!(to("12").is_empty());
 }
+
+/// Every file id becomes its file_unique_id: ids carry a fresh file reference each time they
+/// are issued, as Telegram's do.
+fn same_files(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "file_id")
+                .map(|(k, v)| (k.clone(), same_files(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(same_files).collect()),
+        other => other.clone(),
+    }
+}
+
+/// getMessage reads a message back over MTProto as the Bot API shows it: for every kind of
+/// message, what getMessage answers is what the send answered (text and entities, captions,
+/// inline keyboards, the message replied to, each media kind with its file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_message_answers_what_the_send_answered() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let flags = sandbox.mtproto_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let gw = Proc::gateway(&sandbox.url, &flags).await.unwrap();
+    let bot = 1505;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    // Sends go to the sandbox directly: only the reading back is the gateway's.
+    let direct = format!("{}/bot{}", sandbox.url, token(bot));
+    get_json(&format!("{base}/getMe")).await;
+    let read_back = |chat: i64, sent: Value| {
+        let base = base.clone();
+        async move {
+            assert_eq!(sent["ok"], true, "{sent}");
+            let id = sent["result"]["message_id"].as_i64().unwrap();
+            let got = get_json(&format!("{base}/getMessage?chat_id={chat}&message_id={id}")).await;
+            assert_eq!(got["ok"], true, "{got}");
+            assert_eq!(
+                same_files(&got["result"]),
+                same_files(&sent["result"]),
+                "read back:\n{}\nsent:\n{}",
+                got["result"],
+                sent["result"]
+            );
+            sent["result"].clone()
+        }
+    };
+
+    let text = read_back(
+        55,
+        post_json(
+            &format!("{direct}/sendMessage"),
+            &json!({"chat_id": 55, "text": "bold link code /start @someone",
+                "entities": [
+                    {"type": "bold", "offset": 0, "length": 4},
+                    {"type": "text_link", "offset": 5, "length": 4, "url": "https://example.com/"},
+                    {"type": "pre", "offset": 10, "length": 4, "language": "rust"},
+                    {"type": "bot_command", "offset": 15, "length": 6},
+                    {"type": "mention", "offset": 22, "length": 8}],
+                "reply_markup": {"inline_keyboard": [[
+                    {"text": "open", "url": "https://example.com/a"},
+                    {"text": "press", "callback_data": "p:1"}]]}}),
+        )
+        .await,
+    )
+    .await;
+    // A reply shows the message it replies to.
+    read_back(
+        55,
+        post_json(
+            &format!("{direct}/sendMessage"),
+            &json!({"chat_id": 55, "text": "a reply",
+                "reply_parameters": {"message_id": text["message_id"]}}),
+        )
+        .await,
+    )
+    .await;
+    read_back(
+        -77,
+        post_json(
+            &format!("{direct}/sendMessage"),
+            &json!({"chat_id": -77, "text": "in a group"}),
+        )
+        .await,
+    )
+    .await;
+
+    // Each media kind, with a caption and its entities.
+    let kinds: [(&str, &str, &str, &str, Value); 8] = [
+        ("sendPhoto", "photo", "photo.jpg", "image/jpeg", json!({})),
+        (
+            "sendVideo",
+            "video",
+            "silent.mp4",
+            "video/mp4",
+            json!({"width": 320, "height": 240, "duration": 3}),
+        ),
+        (
+            "sendAnimation",
+            "animation",
+            "animation.gif",
+            "image/gif",
+            json!({"width": 64, "height": 48, "duration": 2}),
+        ),
+        (
+            "sendAudio",
+            "audio",
+            "audio.mp3",
+            "audio/mpeg",
+            json!({"duration": 5, "performer": "Band", "title": "Song"}),
+        ),
+        (
+            "sendVoice",
+            "voice",
+            "audio.m4a",
+            "audio/ogg",
+            json!({"duration": 4}),
+        ),
+        (
+            "sendVideoNote",
+            "video_note",
+            "round.mp4",
+            "video/mp4",
+            json!({"length": 240, "duration": 2}),
+        ),
+        (
+            "sendSticker",
+            "sticker",
+            "sticker.webp",
+            "image/webp",
+            json!({}),
+        ),
+        (
+            "sendDocument",
+            "document",
+            "notes.pdf",
+            "application/pdf",
+            json!({}),
+        ),
+    ];
+    for (method, param, file, mime, extra) in kinds {
+        let part = reqwest::multipart::Part::bytes(telepipe_tests::testdata(file))
+            .file_name(file.to_owned())
+            .mime_str(mime)
+            .unwrap();
+        let mut form = reqwest::multipart::Form::new()
+            .text("chat_id", "55")
+            .part(param.to_owned(), part);
+        if method != "sendSticker" && method != "sendVideoNote" {
+            form = form.text("caption", "cap tion").text(
+                "caption_entities",
+                json!([{"type": "italic", "offset": 4, "length": 4}]).to_string(),
+            );
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            form = form.text(k.clone(), v.to_string());
+        }
+        let sent = telepipe_tests::post_multipart(format!("{direct}/{method}"), form).await;
+        read_back(55, sent).await;
+    }
+
+    // Not there, or another chat's: the official words.
+    for query in [
+        "chat_id=55&message_id=99999".to_owned(),
+        format!("chat_id=56&message_id={}", text["message_id"]),
+    ] {
+        let r = telepipe_tests::client()
+            .get(format!("{base}/getMessage?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let v = telepipe_tests::assert_shaped(r, 400).await;
+        assert_eq!(
+            v["description"], "Bad Request: message not found",
+            "{query}"
+        );
+    }
+    let r = telepipe_tests::client()
+        .get(format!("{base}/getMessage?chat_id=55"))
+        .send()
+        .await
+        .unwrap();
+    telepipe_tests::assert_shaped(r, 400).await;
+}

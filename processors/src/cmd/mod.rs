@@ -11,6 +11,7 @@
 
 mod chat_action;
 mod get_file;
+mod get_message;
 mod inline_answer;
 mod media_group;
 mod profile_photos;
@@ -19,6 +20,7 @@ mod webhook;
 
 pub use chat_action::ChatAction;
 pub use get_file::GetFile;
+pub use get_message::GetMessage;
 pub use inline_answer::InlineAnswer;
 pub use media_group::MediaGroup;
 pub use profile_photos::GetProfilePhotos;
@@ -60,6 +62,8 @@ pub enum Command {
     GetProfilePhotos(GetProfilePhotos),
     /// The gateway's getChatByFile ([`crate::chats`]).
     GetChatByFile,
+    /// The gateway's getMessage ([`crate::chats`]).
+    GetMessage(GetMessage),
 }
 
 impl Command {
@@ -77,6 +81,9 @@ impl Command {
         }
         if call.method.eq_ignore_ascii_case("getChatByFile") {
             return Ok(Command::GetChatByFile);
+        }
+        if call.method.eq_ignore_ascii_case("getMessage") {
+            return get_message::parse(call);
         }
         let Some(method) = schemas::catalogue::canonical(&call.method) else {
             return Ok(Command::Passthrough);
@@ -111,7 +118,8 @@ impl Command {
             | Command::ChatAction(_)
             | Command::GetBackend
             | Command::GetProfilePhotos(_)
-            | Command::GetChatByFile => Stage::Router,
+            | Command::GetChatByFile
+            | Command::GetMessage(_) => Stage::Router,
         }
     }
 
@@ -158,6 +166,9 @@ impl Command {
                 chats::get_profile_photos(deps, env, token, which)
             })),
             Command::GetChatByFile => Box::pin(chats::get_chat_by_file(deps, env)),
+            Command::GetMessage(which) => Box::pin(as_bot(deps, env, move |token| {
+                chats::get_message(deps, env, token, which)
+            })),
         }
     }
 }
