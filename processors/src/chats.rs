@@ -60,8 +60,9 @@ pub(crate) async fn get_backend(deps: &Deps, env: &Envelope<Call>) -> Response {
     ))
 }
 
-/// getProfilePhotos of a user: UserProfilePhotos, each photo's sizes smallest first, with
-/// file ids this bot can use (getFile takes them).
+/// getProfilePhotos: a user's profile photos, or a group's, supergroup's or channel's photo
+/// history, as UserProfilePhotos, each photo's sizes smallest first, with file ids this bot
+/// can use (getFile takes them).
 pub(crate) async fn get_profile_photos(
     deps: &Deps,
     env: &Envelope<Call>,
@@ -78,30 +79,27 @@ pub(crate) async fn get_profile_photos(
         .map(text)
         .unwrap_or_default();
     let not_found = || Response::from_error(&ApiError::bad_request("chat not found"));
-    let chats = || {
-        Response::from_error(&ApiError::bad_request(
-            "getProfilePhotos of groups and channels (their photo history) is not supported yet; users only",
-        ))
-    };
     let id = match raw.trim().parse::<i64>() {
-        Ok(id) => id,
+        Ok(id) if id != 0 => id,
+        Ok(_) => return not_found(),
         // A username still here is not a user's (those were resolved to ids): a public chat,
         // or nobody.
-        Err(_) => {
-            let name = raw.trim().trim_start_matches('@');
-            return match deps.store.peer(env.header.bot_id, name).await {
-                Ok(Some(id)) if id < 0 => chats(),
-                _ => not_found(),
-            };
-        }
+        Err(_) => match crate::usernames::peer_id(deps, &token, env.header.bot_id, &raw).await {
+            Some(id) if id < 0 => id,
+            _ => return not_found(),
+        },
     };
-    if id <= 0 {
-        return chats();
-    }
-    match mtproto
-        .profile_photos(&token, id, which.offset, which.limit)
-        .await
-    {
+    // A user's profile photos; a chat's photo history.
+    let found = if id > 0 {
+        mtproto
+            .profile_photos(&token, id, which.offset, which.limit)
+            .await
+    } else {
+        mtproto
+            .chat_photos(&token, id, which.offset, which.limit)
+            .await
+    };
+    match found {
         Ok((count, photos)) => {
             let photos: Vec<Value> = photos
                 .iter()

@@ -10,8 +10,9 @@
 //!   `size` deterministic bytes ([`synthetic_chunk`]) in the world, as if the bot had been sent
 //!   it: `{"file_id", "file_unique_id", "sha256", "size"}`. For files larger than any upload
 //!   limit (a 1 GiB download test).
-//! - `POST /control/chats` `{"id": -100…, "type": "channel"|"supergroup", "title", "username"}`
-//!   → a public chat, which the Bot API finds by `@username` (nothing else is found so).
+//! - `POST /control/chats` `{"id", "type": "group"|"supergroup"|"channel", "title", "username"?,
+//!   "photos"?}` → a chat with a photo history of `photos`; the Bot API finds one with a
+//!   username by `@username` (nothing else is found so).
 //! - `POST /control/users` `{"id": N, "username"?, "first_name"?, "photos"?}` → a user the
 //!   MTProto face resolves, with `photos` profile photos (at most 100);
 //!   resolves by username
@@ -192,16 +193,32 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
             Err(resp) => resp,
         },
         (Method::POST, "chats") => match body_json::<PublicChat>(req).await {
-            Ok(c) if c.id < 0 && matches!(c.r#type.as_str(), "channel" | "supergroup") => {
+            Ok(c) if c.is_valid() => {
                 let id = c.id;
-                let chat = json!({"id": id, "type": c.r#type, "title": c.title,
-                    "username": c.username});
+                let mut chat = json!({"id": id, "type": c.r#type, "title": c.title});
+                if let Some(name) = &c.username {
+                    chat["username"] = name.as_str().into();
+                }
                 sb.world.lock().public_chats.insert(id, chat);
+                let mut made = Vec::new();
+                for n in 0..c.photos.min(100) {
+                    match new_photo(sb, id, n).await {
+                        Ok(unique) => made.push(unique),
+                        Err(e) => {
+                            return json_response(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &json!({"error": e.to_string()}),
+                            )
+                        }
+                    }
+                }
+                made.reverse();
+                sb.world.lock().chat_photos.insert(id, made);
                 json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
             }
             Ok(_) => json_response(
                 StatusCode::BAD_REQUEST,
-                &json!({"error": "a public chat is a channel or a supergroup, with a negative id"}),
+                &json!({"error": "a chat is a group (id -1 to -999999999999, no username), or a channel or supergroup (-100…)"}),
             ),
             Err(resp) => resp,
         },
@@ -254,11 +271,25 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
     }
 }
 
-/// A public chat, as `POST /control/chats` takes it.
+/// A chat, as `POST /control/chats` takes it.
 #[derive(serde::Deserialize)]
 struct PublicChat {
     id: i64,
     r#type: String,
     title: String,
-    username: String,
+    #[serde(default)]
+    username: Option<String>,
+    /// How many photos its history has.
+    #[serde(default)]
+    photos: u32,
+}
+
+impl PublicChat {
+    fn is_valid(&self) -> bool {
+        match self.r#type.as_str() {
+            "group" => self.id < 0 && self.id > -1_000_000_000_000 && self.username.is_none(),
+            "channel" | "supergroup" => self.id <= -1_000_000_000_000,
+            _ => false,
+        }
+    }
 }

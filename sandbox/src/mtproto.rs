@@ -639,6 +639,11 @@ async fn dispatch(sb: &Sandbox, s: &Session, msg_id: i64, body: &[u8]) -> Result
             let r: f::users::GetFullUser = parse(body)?;
             Answer::Result(api::full_user(sb, bot, &r.id)?)
         }
+        f::messages::Search::CONSTRUCTOR_ID => {
+            let bot = signed_in()?;
+            let r: f::messages::Search = parse(body)?;
+            Answer::Result(api::search(sb, bot, &r)?)
+        }
         f::messages::GetFullChat::CONSTRUCTOR_ID => {
             signed_in()?;
             let r: f::messages::GetFullChat = parse(body)?;

@@ -759,6 +759,10 @@ fn named_in(m: &Value) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
             )),
             None,
         ),
+        Some("supergroup" | "channel") => {
+            use tl::Serializable;
+            (None, Some(channel_tl(c).to_bytes()))
+        }
         Some("group") => {
             let mut chat = W::default();
             chat.u32(0x41cbf256)
@@ -840,10 +844,91 @@ pub(crate) fn send_media(
     Ok(w.0)
 }
 
-/// `contacts.resolveUsername`: bots and registered users.
+/// A registered supergroup or channel (its Bot API Chat object) as TL.
+fn channel_tl(c: &Value) -> tl::enums::Chat {
+    let id = c["id"].as_i64().unwrap_or(0);
+    let channel_id = -1_000_000_000_000 - id;
+    tl::types::Channel {
+        creator: false,
+        left: false,
+        broadcast: c["type"] == "channel",
+        verified: false,
+        megagroup: c["type"] == "supergroup",
+        restricted: false,
+        signatures: false,
+        min: false,
+        scam: false,
+        has_link: false,
+        has_geo: false,
+        slowmode_enabled: false,
+        call_active: false,
+        call_not_empty: false,
+        fake: false,
+        gigagroup: false,
+        noforwards: false,
+        join_to_send: false,
+        join_request: false,
+        forum: false,
+        stories_hidden: false,
+        stories_hidden_min: false,
+        stories_unavailable: false,
+        signature_profiles: false,
+        autotranslation: false,
+        broadcast_messages_allowed: false,
+        monoforum: false,
+        forum_tabs: false,
+        id: channel_id,
+        access_hash: Some(access_hash(id)),
+        title: c["title"].as_str().unwrap_or("").into(),
+        username: c["username"].as_str().map(str::to_owned),
+        photo: tl::enums::ChatPhoto::Empty,
+        date: 0,
+        restriction_reason: None,
+        admin_rights: None,
+        banned_rights: None,
+        default_banned_rights: None,
+        participants_count: None,
+        usernames: None,
+        stories_max_id: None,
+        color: None,
+        profile_color: None,
+        emoji_status: None,
+        level: None,
+        subscription_until_date: None,
+        bot_verification_icon: None,
+        send_paid_messages_stars: None,
+        linked_monoforum_id: None,
+        linked_community_id: None,
+    }
+    .into()
+}
+
+/// `contacts.resolveUsername`: bots, registered users, and registered public chats.
 pub(crate) fn resolve_username(sb: &Sandbox, username: &str) -> Result<Vec<u8>, Answer> {
-    let Some((id, is_bot, first_name, name)) = sb.world.lock().by_username(username) else {
-        return Err(bad("USERNAME_NOT_OCCUPIED"));
+    use tl::Serializable;
+    let found = sb.world.lock().by_username(username);
+    let Some((id, is_bot, first_name, name)) = found else {
+        let name = username.trim_start_matches('@');
+        let public = sb
+            .world
+            .lock()
+            .public_chats
+            .values()
+            .find(|c| {
+                c["username"]
+                    .as_str()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(name))
+            })
+            .cloned();
+        let Some(chat) = public else {
+            return Err(bad("USERNAME_NOT_OCCUPIED"));
+        };
+        let mut w = W::default();
+        w.u32(0x7f077ad9)
+            .raw(&peer(chat["id"].as_i64().unwrap_or(0)))
+            .vec(&[channel_tl(&chat).to_bytes()])
+            .vec(&[]);
+        return Ok(w.0);
     };
     let mut w = W::default();
     w.u32(0x7f077ad9)
@@ -1015,6 +1100,77 @@ pub(crate) fn user_photos(
         }
         .into()
     };
+    Ok(answer.to_bytes())
+}
+
+/// `messages.search` with `inputMessagesFilterChatPhotos`: a chat's photo changes, newest
+/// first, as service messages; `messages.messagesSlice` with the total. Other searches find
+/// nothing.
+pub(crate) fn search(
+    sb: &Sandbox,
+    bot: i64,
+    r: &tl::functions::messages::Search,
+) -> Result<Vec<u8>, Answer> {
+    use tl::{Deserializable, Serializable};
+    let chat = chat_id(bot, &r.peer)?;
+    let w = sb.world.lock();
+    let all = match r.filter {
+        tl::enums::MessagesFilter::InputMessagesFilterChatPhotos => {
+            if !w.public_chats.contains_key(&chat) {
+                return Err(bad("PEER_ID_INVALID"));
+            }
+            w.chat_photos.get(&chat).cloned().unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let from = r.add_offset.max(0) as usize;
+    let date = (schemas::now_ms() / 1000) as i32;
+    let peer_id: tl::enums::Peer = tl::enums::Peer::from_bytes(&peer(chat)).expect("a peer");
+    let messages: Vec<tl::enums::Message> = all
+        .iter()
+        .enumerate()
+        .skip(from)
+        .take(r.limit.clamp(0, 100) as usize)
+        .filter_map(|(n, u)| Some((n, w.files.get(u)?)))
+        .map(|(n, f)| {
+            let photo = match media(f, Vec::new()) {
+                tl::enums::MessageMedia::Photo(m) => m.photo.expect("a photo's media has it"),
+                _ => unreachable!("chat photos are photos"),
+            };
+            tl::types::MessageService {
+                out: false,
+                mentioned: false,
+                media_unread: false,
+                reactions_are_possible: false,
+                silent: false,
+                post: false,
+                legacy: false,
+                id: (all.len() - n) as i32,
+                from_id: None,
+                peer_id: peer_id.clone(),
+                saved_peer_id: None,
+                reply_to: None,
+                date,
+                action: tl::types::MessageActionChatEditPhoto { photo }.into(),
+                reactions: None,
+                ttl_period: None,
+            }
+            .into()
+        })
+        .collect();
+    drop(w);
+    let answer: tl::enums::messages::Messages = tl::types::messages::MessagesSlice {
+        inexact: false,
+        count: all.len() as i32,
+        next_rate: None,
+        offset_id_offset: None,
+        search_flood: None,
+        messages,
+        topics: Vec::new(),
+        chats: Vec::new(),
+        users: Vec::new(),
+    }
+    .into();
     Ok(answer.to_bytes())
 }
 

@@ -33,11 +33,13 @@ pub struct State {
     pub mtproto_sign_ins: u64,
     /// Users other than bots, by id (registered through the control API).
     pub users: HashMap<i64, SandboxUser>,
-    /// Public channels and supergroups, by id, as Bot API Chat objects (registered through the
-    /// control API): the chats the Bot API finds by `@username`.
+    /// Chats registered through the control API (groups, supergroups, channels), by id, as Bot
+    /// API Chat objects: the Bot API finds those with a username by `@username`.
     pub public_chats: HashMap<i64, Value>,
     /// Users' profile photos, newest first: file_unique_ids of photos in `files`.
     pub profile_photos: HashMap<i64, Vec<String>>,
+    /// Registered chats' photo history, newest first, the same way.
+    pub chat_photos: HashMap<i64, Vec<String>>,
     /// Messages bots sent, by (bot, chat, message id), as Bot API Message objects.
     pub messages: HashMap<(i64, i64, i64), Value>,
     /// Chat actions received on the MTProto face: (bot, chat, action).

@@ -386,6 +386,25 @@ async fn peers_actions_and_full_info() {
         got += chunk.unwrap().len();
     }
     assert_eq!(got, 2048 + 1, "the newest photo, the second made");
+    // A chat's photo history, through messages.search; and a public chat by its username.
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/control/chats", w.http))
+        .json(&serde_json::json!({"id": -1_000_000_000_079i64, "type": "supergroup",
+            "title": "Pics", "username": "pics_chat", "photos": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(made["ok"], true);
+    let (count, page) = g
+        .chat_photos(&t, -1_000_000_000_079, 1, 10)
+        .await
+        .unwrap();
+    assert_eq!((count, page.len()), (3, 2));
+    let chat = g.resolve_username(&t, "@pics_chat").await.unwrap().unwrap();
+    assert_eq!(chat.chat_id, -1_000_000_000_079);
     assert_eq!(g.username(&t).await.unwrap(), "sandbox905_bot");
 }
 

@@ -848,6 +848,54 @@ impl Mtproto for Grammers {
         })
     }
 
+    async fn chat_photos(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+        offset: i32,
+        limit: i32,
+    ) -> Result<(i32, Vec<tl::enums::Photo>), MtprotoError> {
+        let client = self.client(token).await?;
+        let answer = client
+            .invoke(&tl::functions::messages::Search {
+                peer: self.input_peer(token.bot_id(), chat_id),
+                q: String::new(),
+                from_id: None,
+                saved_peer_id: None,
+                saved_reaction: None,
+                top_msg_id: None,
+                filter: tl::enums::MessagesFilter::InputMessagesFilterChatPhotos,
+                min_date: 0,
+                max_date: 0,
+                offset_id: 0,
+                add_offset: offset,
+                limit,
+                max_id: 0,
+                min_id: 0,
+                hash: 0,
+            })
+            .await
+            .map_err(from_invocation)?;
+        use tl::enums::messages::Messages as M;
+        let (count, messages) = match answer {
+            M::Messages(m) => (m.messages.len() as i32, m.messages),
+            M::Slice(m) => (m.count, m.messages),
+            M::ChannelMessages(m) => (m.count, m.messages),
+            M::NotModified(_) => (0, Vec::new()),
+        };
+        let photos = messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tl::enums::Message::Service(s) => match s.action {
+                    tl::enums::MessageAction::ChatEditPhoto(a) => Some(a.photo),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        Ok((count, photos))
+    }
+
     async fn chat_action(
         &self,
         token: &BotToken,

@@ -177,6 +177,16 @@ pub trait Mtproto: Send + Sync + 'static {
         limit: i32,
     ) -> Result<(i32, Vec<tl::enums::Photo>), MtprotoError>;
 
+    /// A group's, supergroup's or channel's photo history, newest first (`messages.search` for
+    /// its photo changes), from `offset`, at most `limit`, with how many there are in all.
+    async fn chat_photos(
+        &self,
+        token: &BotToken,
+        chat_id: i64,
+        offset: i32,
+        limit: i32,
+    ) -> Result<(i32, Vec<tl::enums::Photo>), MtprotoError>;
+
     /// Shows a chat action (typing, uploading…) once; Telegram shows it for about 5 s.
     async fn chat_action(
         &self,

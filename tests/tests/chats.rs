@@ -29,7 +29,7 @@ async fn users_and_bots_are_found_by_username() {
         &sandbox,
         "chats",
         json!({"id": -1_001_234_567_890i64, "type": "channel", "title": "News",
-               "username": "news_sb"}),
+               "username": "news_sb", "photos": 2}),
     )
     .await;
     // Both bots exist once they have called (the sandbox's MTProto face knows a bot's key
@@ -143,6 +143,39 @@ async fn users_and_bots_are_found_by_username() {
             .unwrap();
         telepipe_tests::assert_shaped(r, code).await;
     }
+
+    // A chat's photo history: a channel by @username, a group by id.
+    register(
+        &sandbox,
+        "chats",
+        json!({"id": -78, "type": "group", "title": "Group", "photos": 1}),
+    )
+    .await;
+    let v = get_json(&format!("{base}/getProfilePhotos?chat_id=@news_sb")).await;
+    assert_eq!(v["result"]["total_count"], 2, "{v}");
+    let v = get_json(&format!("{base}/getProfilePhotos?chat_id=-78&limit=5")).await;
+    assert_eq!(v["result"]["total_count"], 1, "{v}");
+    let size = v["result"]["photos"][0][0].clone();
+    let file = get_json(&format!(
+        "{base}/getFile?file_id={}",
+        size["file_id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(file["ok"], true, "{file}");
+
+    // A channel's message, read back by the channel's @username.
+    let sent = post_json(
+        &format!("{}/bot{}/sendMessage", sandbox.url, token(bot)),
+        &json!({"chat_id": -1_001_234_567_890i64, "text": "news"}),
+    )
+    .await;
+    let got = get_json(&format!(
+        "{base}/getMessage?chat_id=@news_sb&message_id={}",
+        sent["result"]["message_id"]
+    ))
+    .await;
+    assert_eq!(got["result"]["text"], "news", "{got}");
+    assert_eq!(got["result"]["chat"], sent["result"]["chat"], "{got}");
 
     // Telegram does not tell who uploaded a file: said plainly, never guessed.
     let r = telepipe_tests::client()
