@@ -389,8 +389,10 @@ async fn peers_actions_and_full_info() {
     // A chat's photo history, through messages.search; and a public chat by its username.
     let made: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/control/chats", w.http))
-        .json(&serde_json::json!({"id": -1_000_000_000_079i64, "type": "supergroup",
-            "title": "Pics", "username": "pics_chat", "photos": 3}))
+        .json(
+            &serde_json::json!({"id": -1_000_000_000_079i64, "type": "supergroup",
+            "title": "Pics", "username": "pics_chat", "photos": 3}),
+        )
         .send()
         .await
         .unwrap()
@@ -398,10 +400,7 @@ async fn peers_actions_and_full_info() {
         .await
         .unwrap();
     assert_eq!(made["ok"], true);
-    let (count, page) = g
-        .chat_photos(&t, -1_000_000_000_079, 1, 10)
-        .await
-        .unwrap();
+    let (count, page) = g.chat_photos(&t, -1_000_000_000_079, 1, 10).await.unwrap();
     assert_eq!((count, page.len()), (3, 2));
     let chat = g.resolve_username(&t, "@pics_chat").await.unwrap().unwrap();
     assert_eq!(chat.chat_id, -1_000_000_000_079);

@@ -258,6 +258,20 @@ async fn without_mtproto_a_username_is_upstreams() {
             .contains("TELEGRAM_API_ID"),
         "{v}"
     );
+    let r = telepipe_tests::client()
+        .get(format!(
+            "{}/bot{}/getMessage?chat_id=5&message_id=1",
+            gw.url,
+            token(1503)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let v = telepipe_tests::assert_shaped(r, 400).await;
+    assert_eq!(
+        v["description"],
+        "Bad Request: getMessage needs MTProto: set TELEGRAM_API_ID and TELEGRAM_API_HASH (--api-id, --api-hash)"
+    );
     let storage = Proc::gateway(&sandbox.url, &["--storage-chat-id", "-1001000000001"])
         .await
         .unwrap();
