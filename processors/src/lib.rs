@@ -484,7 +484,16 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
         false => store::Begin::Fresh,
         true if gated => match deps.store.get_result(env.header.call_id).await {
             Ok(Some(stored)) => store::Begin::Done(stored),
-            Ok(None) => store::Begin::Fresh,
+            // An earlier run reached upstream (its stage stopped after): decided now, before
+            // its files are fetched, read and uploaded again only to be stopped at the gate.
+            Ok(None) => match deps.store.attempted(env.header.call_id).await {
+                Ok(true) => store::Begin::InFlight,
+                Ok(false) => store::Begin::Fresh,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for an earlier attempt; going ahead");
+                    store::Begin::Fresh
+                }
+            },
             Err(error) => {
                 tracing::warn!(%error, "could not look for a recorded outcome; going ahead");
                 store::Begin::Fresh

@@ -430,3 +430,34 @@ async fn a_copy_of_a_running_call_is_left_to_the_first() {
     assert_eq!(sandbox_calls(&w, 59).await, 1);
     w.shutdown.cancel();
 }
+
+/// A file call whose attempt is recorded (its files stage reached upstream, then stopped) is
+/// answered at once when delivered again: its URL is not fetched again, nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_call_that_reached_upstream_is_not_worked_on_again() {
+    let w = world().await;
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    // A URL the fetcher refuses (a private address): worked on, the call would say so.
+    let env = envelope(
+        &w,
+        61,
+        "sendDocument",
+        "chat_id=1&document=http://127.0.0.1:9/never",
+    );
+    assert!(w
+        .store
+        .mark_attempt(env.header.call_id, now_ms() + 60_000)
+        .await
+        .unwrap());
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    let reply = next_reply(&mut replies).await;
+    assert_eq!(reply.payload.status, 409, "{:?}", reply.payload);
+    assert_eq!(sandbox_calls(&w, 61).await, 0);
+    w.shutdown.cancel();
+}

@@ -54,6 +54,24 @@ pub fn synthetic_chunk(seed: u64, index: u64) -> Vec<u8> {
     out
 }
 
+fn failed(e: std::io::Error) -> Response<Body> {
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &json!({"error": e.to_string()}),
+    )
+}
+
+/// `count` photos of `owner` (a user's profile photos, a chat's photo history; at most 100),
+/// newest first: their file_unique_ids.
+async fn new_photos(sb: &Sandbox, owner: i64, count: u32) -> std::io::Result<Vec<String>> {
+    let mut made = Vec::new();
+    for n in 0..count.min(100) {
+        made.push(new_photo(sb, owner, n).await?);
+    }
+    made.reverse();
+    Ok(made)
+}
+
 /// A profile photo of `user`, the `n`th it set: a small stored photo; its file_unique_id.
 async fn new_photo(sb: &Sandbox, user: i64, n: u32) -> std::io::Result<String> {
     use sha2::Digest;
@@ -174,20 +192,10 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
             Ok(u) => {
                 let (id, photos) = (u.id, u.photos);
                 sb.world.lock().users.insert(id, u);
-                let mut made = Vec::new();
-                for n in 0..photos.min(100) {
-                    match new_photo(sb, id, n).await {
-                        Ok(unique) => made.push(unique),
-                        Err(e) => {
-                            return json_response(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                &json!({"error": e.to_string()}),
-                            )
-                        }
-                    }
-                }
-                made.reverse();
-                sb.world.lock().profile_photos.insert(id, made);
+                match new_photos(sb, id, photos).await {
+                    Ok(made) => sb.world.lock().profile_photos.insert(id, made),
+                    Err(e) => return failed(e),
+                };
                 json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
             }
             Err(resp) => resp,
@@ -200,20 +208,10 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
                     chat["username"] = name.as_str().into();
                 }
                 sb.world.lock().public_chats.insert(id, chat);
-                let mut made = Vec::new();
-                for n in 0..c.photos.min(100) {
-                    match new_photo(sb, id, n).await {
-                        Ok(unique) => made.push(unique),
-                        Err(e) => {
-                            return json_response(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                &json!({"error": e.to_string()}),
-                            )
-                        }
-                    }
-                }
-                made.reverse();
-                sb.world.lock().chat_photos.insert(id, made);
+                match new_photos(sb, id, c.photos).await {
+                    Ok(made) => sb.world.lock().chat_photos.insert(id, made),
+                    Err(e) => return failed(e),
+                };
                 json_response(StatusCode::OK, &json!({"ok": true, "id": id}))
             }
             Ok(_) => json_response(

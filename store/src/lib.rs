@@ -247,6 +247,11 @@ pub trait OutcomeStore: CallStore {
     /// attempt was already recorded (by a processor that may have died since).
     async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError>;
 
+    /// Whether an attempt of the call is recorded, read only: a stage that records its attempt
+    /// late (at the gate) asks this first, so a copy of a call that already reached upstream
+    /// is refused before its files are fetched, probed and uploaded again.
+    async fn attempted(&self, call_id: CallId) -> Result<bool, StoreError>;
+
     /// Where a call stands before a processor acts on it: answered already, in flight in
     /// another (maybe dead) processor, or new — in which case the attempt is now recorded.
     async fn begin(&self, call_id: CallId, expires_ms: i64) -> Result<Begin, StoreError> {

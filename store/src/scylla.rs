@@ -1222,6 +1222,20 @@ impl OutcomeStore for ScyllaStore {
         Ok(0)
     }
 
+    async fn attempted(&self, call_id: CallId) -> Result<bool, StoreError> {
+        let r = self
+            .session
+            .query_unpaged(
+                "SELECT started_ms FROM attempts WHERE call_id = ?",
+                (call_id.0,),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        Ok(r.rows_num() > 0)
+    }
+
     async fn mark_attempt(&self, call_id: CallId, expires_ms: i64) -> Result<bool, StoreError> {
         // An attempt is kept at least as long as `purge_attempts` promises (a day): an expiry
         // already past must not make the marker vanish while a redelivery may still come.

@@ -1236,6 +1236,17 @@ impl OutcomeStore for SqliteStore {
         })
     }
 
+    async fn attempted(&self, call_id: CallId) -> Result<bool, StoreError> {
+        let id = *call_id.0.as_bytes();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM attempts WHERE call_id = ?1")?
+                    .exists(params![id])?,
+            )
+        })
+        .await
+    }
+
     async fn mark_attempt(&self, call_id: CallId, _expires_ms: i64) -> Result<bool, StoreError> {
         let n = self
             .write(vec![Write::Attempt {

@@ -398,8 +398,14 @@ async fn sessions_roundtrip(store: &dyn Store) {
 async fn begin_tells_fresh_in_flight_and_done(store: &dyn Store) {
     let exp = schemas::now_ms() + 60_000;
     let id = CallId::new();
+    assert!(!store.attempted(id).await.unwrap());
     assert_eq!(store.begin(id, exp).await.unwrap(), crate::Begin::Fresh);
+    assert!(store.attempted(id).await.unwrap());
     assert_eq!(store.begin(id, exp).await.unwrap(), crate::Begin::InFlight);
+    let marked = CallId::new();
+    assert!(store.mark_attempt(marked, exp).await.unwrap());
+    assert!(store.attempted(marked).await.unwrap());
+    assert!(!store.attempted(CallId::new()).await.unwrap());
     store.put_result(id, &ok_response(), exp).await.unwrap();
     assert_eq!(
         store.begin(id, exp).await.unwrap(),
