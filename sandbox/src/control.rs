@@ -13,6 +13,8 @@
 //! - `POST /control/chats` `{"id", "type": "group"|"supergroup"|"channel", "title", "username"?,
 //!   "photos"?}` → a chat with a photo history of `photos`; the Bot API finds one with a
 //!   username by `@username` (nothing else is found so).
+//! - `POST /control/limits` `{"enabled": bool}` → Telegram's flood limits enforced or not
+//!   ([`crate::limits`]: sends and edits over them get Telegram's 429 with `retry_after`).
 //! - `POST /control/users` `{"id": N, "username"?, "first_name"?, "photos"?}` → a user the
 //!   MTProto face resolves, with `photos` profile photos (at most 100);
 //!   resolves by username
@@ -218,6 +220,16 @@ pub async fn handle(sb: &Sandbox, rest: &str, req: Request<Body>) -> Response<Bo
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "a chat is a group (id -1 to -999999999999, no username), or a channel or supergroup (-100…)"}),
             ),
+            Err(resp) => resp,
+        },
+        (Method::POST, "limits") => match body_json::<Value>(req).await {
+            Ok(v) => {
+                sb.limits.set_enabled(v["enabled"] == true);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"ok": true, "enabled": sb.limits.enabled()}),
+                )
+            }
             Err(resp) => resp,
         },
         (Method::GET, "mtproto") => {

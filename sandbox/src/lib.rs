@@ -19,6 +19,7 @@
 pub use sandbox_cql as cql;
 pub mod control;
 pub mod files;
+pub mod limits;
 pub mod methods;
 pub mod mtproto;
 pub mod mtproto_api;
@@ -50,6 +51,8 @@ pub struct SandboxConfig {
     pub local: bool,
     /// Master key of the MTProto face; each bot's auth key is derived from it.
     pub mtproto_key: [u8; 32],
+    /// Enforce Telegram's flood limits from the start ([`limits`]).
+    pub flood_limits: bool,
 }
 
 impl SandboxConfig {
@@ -62,6 +65,7 @@ impl SandboxConfig {
             max_url_fetch: 20 * 1024 * 1024,
             local: false,
             mtproto_key: rand::random(),
+            flood_limits: false,
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct Sandbox {
     pub(crate) world: Arc<world::World>,
     pub(crate) http: reqwest::Client,
     pub(crate) mtproto_keys: Arc<mtproto::Keys>,
+    pub(crate) limits: Arc<limits::Limits>,
 }
 
 /// A token the sandbox accepts for `bot_id`, the same every run (tests and tools use it).
@@ -91,7 +96,10 @@ impl Sandbox {
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(std::io::Error::other)?;
+        let limits = Arc::new(limits::Limits::default());
+        limits.set_enabled(cfg.flood_limits);
         Ok(Self {
+            limits,
             cfg: Arc::new(cfg),
             world: Arc::new(world::World::default()),
             http,

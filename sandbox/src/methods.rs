@@ -127,6 +127,14 @@ async fn answer(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     let Some(method) = schemas::catalogue::canonical(&r.method) else {
         return fail(404, "Not Found");
     };
+    if let Err(after) = flood_limits(sb, r) {
+        return json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({"ok": false, "error_code": 429,
+                "description": format!("Too Many Requests: retry after {after}"),
+                "parameters": {"retry_after": after}}),
+        );
+    }
     match method {
         "getMe" => get_me(sb, r),
         "sendMessage" => send_message(sb, r),
@@ -170,6 +178,27 @@ fn get_me(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         m.insert("has_main_web_app".into(), false.into());
     }
     ok(u)
+}
+
+/// Telegram's flood limits, when on: a send or an edit over them is refused with the seconds
+/// to wait. The chat's kind is the sandbox's own (a known user or bot, a registered chat).
+fn flood_limits(sb: &Sandbox, r: &BotRequest) -> Result<(), u64> {
+    if !sb.limits.enabled() || !crate::limits::counted(&r.method) {
+        return Ok(());
+    }
+    let Ok(c) = chat(sb, r, "chat_id") else {
+        // The call's own answer says what is wrong with its chat.
+        return Ok(());
+    };
+    let paid = r
+        .str("allow_paid_broadcast")
+        .is_some_and(|v| v == "true" || v == "1");
+    sb.limits.admit(
+        r.bot_id,
+        c["id"].as_i64().unwrap_or(0),
+        c["type"] == "private",
+        paid,
+    )
 }
 
 /// The Chat object a `chat_id` names, as the Bot API reads it: a number by its sign (a user or

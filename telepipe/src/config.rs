@@ -539,6 +539,12 @@ pub struct SandboxArgs {
     #[arg(long, env = "TELEPIPE_SANDBOX_LOCAL", value_parser = clap::builder::BoolishValueParser::new())]
     pub local: bool,
 
+    /// Enforce Telegram's flood limits (per private chat ~1/s with a burst of 3, per group
+    /// 20/min, per bot 30/s, 1000/s with allow_paid_broadcast): sends and edits over them get
+    /// Telegram's 429 with retry_after. Also `POST /control/limits {"enabled": bool}`.
+    #[arg(long, env = "TELEPIPE_SANDBOX_FLOOD_LIMITS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub flood_limits: bool,
+
     /// Address of the MTProto face.
     #[arg(
         long,

@@ -559,6 +559,7 @@ pub async fn sandbox(
     let mut cfg = sandbox::SandboxConfig::new(data_dir);
     cfg.max_upload = args.max_upload;
     cfg.local = args.local;
+    cfg.flood_limits = args.flood_limits;
     if let Some(k) = &args.mtproto_key {
         cfg.mtproto_key = hex::decode(k.trim())
             .ok()

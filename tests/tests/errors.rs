@@ -319,3 +319,31 @@ async fn a_token_in_a_parameter_reaches_telegram_and_comes_back() {
         "{recorded}"
     );
 }
+
+/// With Telegram's flood limits on (`telepipe sandbox --flood-limits`), a burst to one private
+/// chat gets Telegram's own 429 past the third message, passed to the bot as upstream sent it;
+/// reads are not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_gets_telegrams_429_with_retry_after() {
+    let sandbox = Proc::sandbox(&["--flood-limits"]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let base = format!("{}/bot{}", gw.url, token(1601));
+    let http = client();
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        let r = http
+            .get(format!("{base}/sendMessage?chat_id=42&text=m{n}"))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+        if r.status() == 429 {
+            let v = assert_shaped(r, 429).await;
+            assert_eq!(v["parameters"]["retry_after"], 1, "{v}");
+            assert_eq!(v["description"], "Too Many Requests: retry after 1");
+        }
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    let r = http.get(format!("{base}/getMe")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
