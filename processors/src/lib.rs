@@ -34,6 +34,7 @@
 
 mod actions;
 mod chats;
+pub mod flood;
 pub use actions::ChatActions;
 pub mod cmd;
 pub mod files;
@@ -124,6 +125,9 @@ pub struct Deps {
     pub polls_stop: Option<CancellationToken>,
     /// The chat actions being kept showing (sendChatAction with `duration`).
     pub actions: actions::ChatActions,
+    /// Flood control, when on (`--flood-control`): sends and edits queued within Telegram's
+    /// limits.
+    pub flood: Option<Arc<flood::Flood>>,
 }
 
 /// An ingest's correlator in this process, and the reply topic it would read.
@@ -265,6 +269,13 @@ pub async fn run(
         let polls = polls.clone();
         let running = running.clone();
         let env = records.first().and_then(bus::decode_or_skip::<Call>);
+        // With flood control, a send or an edit takes its place in its chat's queue now, in the
+        // order the stage reads calls, so calls to one chat leave in that order.
+        let ticket = env.as_ref().and_then(|e| {
+            deps.flood
+                .as_ref()
+                .and_then(|f| f.ticket(e.header.bot_id, &e.payload))
+        });
         async move {
             let Some(env) = env else {
                 return Ok(());
@@ -327,6 +338,12 @@ pub async fn run(
                         }
                     }
                     metrics::POLLS_WAITING.dec();
+                } else if ticket.is_some() {
+                    // A queued send mostly waits for its turn and its tokens: like a long poll
+                    // it holds neither a slot nor the bot's share (a later call of its chat
+                    // holding the share could otherwise keep the earlier one from its turn).
+                    slot.release();
+                    flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                 } else {
                     let _share = shares.acquire(env.header.bot_id).await;
                     guarded(&deps, &run, &env, command).await;

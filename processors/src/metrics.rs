@@ -15,6 +15,25 @@ pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static FLOOD: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_flood_total",
+        "Flood control (--flood-control): upstream 429s absorbed (the call sent again after \
+         retry_after), and calls whose deadline passed in the queue (answered Telegram's 429).",
+        &["what"]
+    )
+    .expect("metric registers once")
+});
+
+pub static FLOOD_WAIT: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    prometheus::register_histogram!(
+        "telepipe_flood_wait_seconds",
+        "How long a queued send or edit waited for its turn and its tokens (--flood-control).",
+        vec![0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0]
+    )
+    .expect("metric registers once")
+});
+
 pub static USERNAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_usernames_resolved_total",

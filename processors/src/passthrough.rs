@@ -34,7 +34,17 @@ pub(crate) fn time_left(call: &Call) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// Forwards the call; with flood control, a send or an edit waits its turn within Telegram's
+/// limits first ([`crate::flood`]).
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
+    match &deps.flood {
+        Some(flood) if crate::flood::queued(&env.payload.method) => flood.send(deps, env).await,
+        _ => execute_once(deps, env).await,
+    }
+}
+
+/// Forwards the call once, now.
+pub(crate) async fn execute_once(deps: &Deps, env: &Envelope<Call>) -> Response {
     let call = &env.payload;
     let token = match open_token(deps, env) {
         Ok(t) => t,

@@ -73,6 +73,7 @@ async fn idle_world() -> World {
         webhook_destinations: Arc::new(fetch::Destinations::all()),
         polls_stop: None,
         actions: Default::default(),
+        flood: None,
     };
     World {
         bus,

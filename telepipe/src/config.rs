@@ -88,6 +88,7 @@ const PROCESSING_ONLY: &[&str] = &[
     "bot_quota",
     "blob_cap",
     "per_bot_concurrency",
+    "flood_control",
     "concurrency",
     "max_long_polls",
     "public_url",
@@ -182,6 +183,13 @@ pub struct ServeArgs {
     /// Largest file in a multipart upload, in bytes.
     #[arg(long, env = "TELEPIPE_MAX_UPLOAD", default_value_t = 2000 * 1024 * 1024)]
     pub max_upload: u64,
+
+    /// Flood control for every bot: sends and edits leave within Telegram's limits (per
+    /// private chat ~1/s with a burst of 3, per group 20/min, per bot 30/s, 1000/s with
+    /// allow_paid_broadcast), in order per chat; an upstream 429 pauses only its chat and the
+    /// call is sent again; a call whose deadline would pass in the queue gets Telegram's 429.
+    #[arg(long, env = "TELEPIPE_FLOOD_CONTROL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub flood_control: bool,
 
     /// Calls of one bot processed at once (its fair share).
     #[arg(long, env = "TELEPIPE_PER_BOT_CONCURRENCY", default_value_t = 32)]

@@ -371,6 +371,9 @@ pub async fn run(
             webhook_destinations: destinations.clone(),
             polls_stop: Some(shutdown.clone()),
             actions: Default::default(),
+            flood: args
+                .flood_control
+                .then(|| Arc::new(processors::flood::Flood::new(Default::default()))),
         };
         if stages.files {
             tasks.spawn(

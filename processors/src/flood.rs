@@ -1,0 +1,433 @@
+//! Flood control (ENHANCED.md, "Flood control (opt-in)"; `--flood-control`): a bot's sends and
+//! edits leave within Telegram's limits, so the bot never sees a 429 it could have avoided.
+//!
+//! Every call of a bot reaches one processor of a stage (records are keyed by bot), so the
+//! buckets live here, in memory, with no lock shared between machines. Per chat, calls wait
+//! their turn in arrival order (a fair lock held through the send, so a retried call keeps its
+//! place); each then takes a token from its chat's bucket (a private chat about one a second
+//! with a burst of three; a group, supergroup or channel twenty a minute) and from its bot's
+//! (thirty a second, or a thousand with `allow_paid_broadcast`). The chat's kind is what the
+//! answers said (`result.chat.type`), else what its id's sign says (users are positive).
+//!
+//! An upstream 429 pauses that chat's bucket for `retry_after` and the call is sent again: a
+//! 429 means Telegram executed nothing. When the wait would pass the call's deadline, the bot
+//! gets Telegram's own 429 with the seconds left to wait, never an invented 5xx.
+//!
+//! Not yet (issue 16): setFloodControl/getFloodControl per bot, a client's disconnect
+//! cancelling its queued call, one bucket for a public chat's @username and its id, and in a
+//! split deployment the files stage keeps buckets of its own beside the router's.
+
+use crate::Deps;
+use schemas::{ApiError, BotId, Call, Envelope, Response};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A bucket's size and how fast it fills.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rule {
+    pub burst: f64,
+    pub per_second: f64,
+}
+
+/// Telegram's limits (`notes/FLOOD.md`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    pub private: Rule,
+    pub group: Rule,
+    pub bot: Rule,
+    pub paid: Rule,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            private: Rule {
+                burst: 3.0,
+                per_second: 1.0,
+            },
+            group: Rule {
+                burst: 20.0,
+                per_second: 20.0 / 60.0,
+            },
+            bot: Rule {
+                burst: 30.0,
+                per_second: 30.0,
+            },
+            paid: Rule {
+                burst: 1000.0,
+                per_second: 1000.0,
+            },
+        }
+    }
+}
+
+/// Added to every wait for a token.
+const SLACK: Duration = Duration::from_millis(100);
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Set by a 429: nothing leaves before then.
+    paused_until: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rule: Rule) -> Self {
+        Self {
+            tokens: rule.burst,
+            at: Instant::now(),
+            paused_until: None,
+        }
+    }
+
+    /// How long until a token is there (filling up to `now` first).
+    fn wait(&mut self, rule: Rule, now: Instant) -> Duration {
+        let filled = now.duration_since(self.at).as_secs_f64() * rule.per_second;
+        self.tokens = (self.tokens + filled).min(rule.burst);
+        self.at = now;
+        let paused = self
+            .paused_until
+            .map(|u| u.saturating_duration_since(now))
+            .unwrap_or_default();
+        let fill = if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            // A little more than the bucket says: Telegram counts when a request reaches
+            // it, and requests do not all take the same time to get there.
+            Duration::from_secs_f64((1.0 - self.tokens) / rule.per_second) + SLACK
+        };
+        paused.max(fill)
+    }
+}
+
+/// One chat's queue: tickets in arrival order, and its bucket.
+struct Lane {
+    queue: Mutex<Queue>,
+    moved: tokio::sync::Notify,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// The next ticket to give out.
+    next: u64,
+    /// The ticket whose turn it is.
+    serving: u64,
+    /// Tickets given up before their turn came (their calls ended another way).
+    left: std::collections::BTreeSet<u64>,
+}
+
+/// A call's place in its chat's queue, taken when the call arrives (in the order the stage
+/// reads them), so calls to one chat leave in that order however their tasks run. Dropped,
+/// it lets the next one go.
+pub struct Ticket {
+    lane: Arc<Lane>,
+    number: u64,
+    bot: BotId,
+    chat: String,
+}
+
+impl Ticket {
+    /// Waits until it is this call's turn.
+    async fn turn(&self) {
+        loop {
+            let moved = self.lane.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if lock(&self.lane.queue).serving == self.number {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut q = lock(&self.lane.queue);
+        if q.serving == self.number {
+            q.serving += 1;
+            loop {
+                let next = q.serving;
+                if !q.left.remove(&next) {
+                    break;
+                }
+                q.serving += 1;
+            }
+        } else {
+            q.left.insert(self.number);
+        }
+        drop(q);
+        self.lane.moved.notify_waiters();
+    }
+}
+
+tokio::task_local! {
+    static TICKET: std::cell::RefCell<Option<Ticket>>;
+}
+
+/// Runs a call with the place it took in its chat's queue.
+pub(crate) async fn with_ticket<F: std::future::Future>(
+    ticket: Option<Ticket>,
+    fut: F,
+) -> F::Output {
+    match ticket {
+        Some(t) => TICKET.scope(std::cell::RefCell::new(Some(t)), fut).await,
+        None => fut.await,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum BotLane {
+    Plain(BotId),
+    Paid(BotId),
+}
+
+pub struct Flood {
+    limits: Limits,
+    lanes: Mutex<HashMap<(BotId, String), Arc<Lane>>>,
+    bots: Mutex<HashMap<BotLane, Bucket>>,
+    /// Chat kinds the answers told: private or not.
+    private: Mutex<HashMap<(BotId, String), bool>>,
+}
+
+/// Whether a method puts or changes a message in a chat: what is queued. Reads pass at once.
+pub fn queued(method: &str) -> bool {
+    let m = method.to_ascii_lowercase();
+    (m.starts_with("send") && m != "sendchataction")
+        || m.starts_with("edit")
+        || matches!(
+            m.as_str(),
+            "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
+        )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The chat a call sends to, as its key (`@names` in any case are one).
+fn chat_of(call: &Call) -> Option<String> {
+    let chat = call.params().get("chat_id").map(crate::uploads::text)?;
+    Some(chat.trim().to_ascii_lowercase())
+}
+
+/// The seconds a 429 asks to wait.
+fn retry_after(r: &Response) -> Option<u64> {
+    let body = r.body.inline_bytes()?;
+    let v: Value = serde_json::from_slice(&body).ok()?;
+    v["parameters"]["retry_after"].as_u64()
+}
+
+impl Flood {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            lanes: Mutex::default(),
+            bots: Mutex::default(),
+            private: Mutex::default(),
+        }
+    }
+
+    fn lane(&self, bot: BotId, chat: &str, private: bool) -> Arc<Lane> {
+        let rule = self.rule(private);
+        lock(&self.lanes)
+            .entry((bot, chat.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    queue: Mutex::default(),
+                    moved: tokio::sync::Notify::new(),
+                    bucket: Mutex::new(Bucket::new(rule)),
+                })
+            })
+            .clone()
+    }
+
+    /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
+    pub(crate) fn ticket(&self, bot: BotId, call: &Call) -> Option<Ticket> {
+        if !queued(&call.method) {
+            return None;
+        }
+        let chat = chat_of(call)?;
+        let lane = self.lane(bot, &chat, self.is_private(bot, &chat));
+        let number = {
+            let mut q = lock(&lane.queue);
+            q.next += 1;
+            q.next - 1
+        };
+        Some(Ticket {
+            lane,
+            number,
+            bot,
+            chat,
+        })
+    }
+
+    fn rule(&self, private: bool) -> Rule {
+        if private {
+            self.limits.private
+        } else {
+            self.limits.group
+        }
+    }
+
+    fn is_private(&self, bot: BotId, chat: &str) -> bool {
+        lock(&self.private)
+            .get(&(bot, chat.to_owned()))
+            .copied()
+            .unwrap_or_else(|| chat.parse::<i64>().is_ok_and(|id| id > 0))
+    }
+
+    /// Takes a token from the chat's bucket and the bot's, or says how long to wait (taking
+    /// nothing).
+    fn take(&self, bot: BotId, lane: &Lane, private: bool, paid: bool) -> Duration {
+        let now = Instant::now();
+        let (key, bot_rule) = if paid {
+            (BotLane::Paid(bot), self.limits.paid)
+        } else {
+            (BotLane::Plain(bot), self.limits.bot)
+        };
+        let mut chat = lock(&lane.bucket);
+        let mut bots = lock(&self.bots);
+        let mine = bots.entry(key).or_insert_with(|| Bucket::new(bot_rule));
+        let wait = chat
+            .wait(self.rule(private), now)
+            .max(mine.wait(bot_rule, now));
+        if wait.is_zero() {
+            chat.tokens -= 1.0;
+            mine.tokens -= 1.0;
+        }
+        wait
+    }
+
+    /// Sends a queued call when its turn and its tokens come; retries it after a 429.
+    pub(crate) async fn send(&self, deps: &Deps, env: &Envelope<Call>) -> Response {
+        let call = &env.payload;
+        let bot = env.header.bot_id;
+        // The place the call took when it arrived; a call sent from within another (an
+        // upload's post to the storage chat) takes one now.
+        let ticket = TICKET
+            .try_with(|t| t.borrow_mut().take())
+            .ok()
+            .flatten()
+            .filter(|t| t.bot == bot)
+            .or_else(|| self.ticket(bot, call));
+        let Some(ticket) = ticket else {
+            // Inline messages (edits by inline_message_id) have no chat to queue in.
+            return crate::passthrough::execute_once(deps, env).await;
+        };
+        let paid = call
+            .params()
+            .get("allow_paid_broadcast")
+            .is_some_and(|v| v == true || v == "true" || v == "1");
+        let queued_at = Instant::now();
+        ticket.turn().await;
+        let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
+        let private = self.is_private(bot, &chat);
+        loop {
+            let wait = self.take(bot, &lane, private, paid);
+            if !wait.is_zero() {
+                let left =
+                    Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64);
+                if wait >= left {
+                    crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+                    let after = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    return Response::from_error(&ApiError::too_many_requests(after));
+                }
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            crate::metrics::FLOOD_WAIT.observe(queued_at.elapsed().as_secs_f64());
+            let answer = crate::passthrough::execute_once(deps, env).await;
+            if answer.status == 429 {
+                if let Some(after) = retry_after(&answer) {
+                    // Telegram executed nothing: this chat waits, then the call goes again.
+                    crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
+                    lock(&lane.bucket).paused_until =
+                        Some(Instant::now() + Duration::from_secs(after));
+                    let left = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
+                    if after * 1000 < left {
+                        continue;
+                    }
+                }
+                return answer;
+            }
+            self.learn(bot, &chat, &answer);
+            return answer;
+        }
+    }
+
+    /// Remembers whether a chat is private from a Message in an answer.
+    fn learn(&self, bot: BotId, chat: &str, answer: &Response) {
+        if answer.status != 200 {
+            return;
+        }
+        let Some(body) = answer.body.inline_bytes() else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return;
+        };
+        let kind = match &v["result"] {
+            Value::Array(a) => a.first().map(|m| &m["chat"]["type"]),
+            m => Some(&m["chat"]["type"]),
+        };
+        if let Some(Value::String(kind)) = kind {
+            lock(&self.private).insert((bot, chat.to_owned()), kind == "private");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_chat_takes_a_burst_then_one_a_second() {
+        let f = Flood::new(Limits::default());
+        let bot = BotId(1);
+        let lane = f.lane(bot, "5", true);
+        for _ in 0..3 {
+            assert!(f.take(bot, &lane, true, false).is_zero());
+        }
+        let wait = f.take(bot, &lane, true, false);
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1) + SLACK,
+            "{wait:?}"
+        );
+        // A 429's pause holds the chat whatever its tokens.
+        let other = f.lane(bot, "6", true);
+        lock(&other.bucket).paused_until = Some(Instant::now() + Duration::from_secs(5));
+        assert!(f.take(bot, &other, true, false) > Duration::from_secs(4));
+    }
+
+    #[test]
+    fn the_bot_takes_thirty_a_second_and_paid_broadcasts_their_own_lane() {
+        let f = Flood::new(Limits::default());
+        let bot = BotId(1);
+        for chat in 0..30 {
+            let lane = f.lane(bot, &chat.to_string(), true);
+            assert!(f.take(bot, &lane, true, false).is_zero());
+        }
+        let lane = f.lane(bot, "99", true);
+        assert!(!f.take(bot, &lane, true, false).is_zero());
+        assert!(f.take(bot, &lane, true, true).is_zero());
+    }
+
+    #[test]
+    fn chat_kinds_come_from_answers_before_signs() {
+        let f = Flood::new(Limits::default());
+        let bot = BotId(1);
+        assert!(f.is_private(bot, "5"));
+        assert!(!f.is_private(bot, "-5"));
+        let answer = Response::gateway_json(
+            200,
+            &serde_json::json!({"ok": true, "result": {"chat": {"id": -7, "type": "private"}}}),
+        );
+        f.learn(bot, "-7", &answer);
+        assert!(f.is_private(bot, "-7"));
+        assert!(queued("sendMessage") && queued("editMessageText") && !queued("getChat"));
+    }
+}

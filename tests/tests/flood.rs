@@ -1,0 +1,105 @@
+//! Flood control (`--flood-control`, ENHANCED.md "Flood control (opt-in)") against a sandbox
+//! that enforces Telegram's limits (`--flood-limits`): bursts leave within the limits and in
+//! order, an upstream 429 is absorbed, a wait past the deadline is Telegram's own 429.
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use telepipe_tests::{assert_shaped, client, get_json, token, Control, Proc};
+
+async fn world() -> (Proc, Control, Proc) {
+    let sandbox = Proc::sandbox(&["--flood-limits"]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &["--flood-control"])
+        .await
+        .unwrap();
+    (sandbox, control, gw)
+}
+
+/// Six messages at once to one private chat: all answered 200 (the sandbox would refuse the
+/// fourth), sent in the order they came, the last about three seconds in (a burst of three,
+/// then one a second). Reads pass at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_one_chat_leaves_within_the_limits_in_order() {
+    let (_sandbox, control, gw) = world().await;
+    let bot = 1701;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for n in 0..6 {
+        let url = format!("{base}/sendMessage?chat_id=42&text=m{n}");
+        sends.push(tokio::spawn(async move {
+            client().get(url).send().await.unwrap().status().as_u16()
+        }));
+        // Apart enough that they arrive in this order, close enough to be a burst.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let read = Instant::now();
+    assert_eq!(get_json(&format!("{base}/getMe")).await["ok"], true);
+    assert!(
+        read.elapsed() < Duration::from_secs(1),
+        "a read waits for nobody"
+    );
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    let texts: Vec<String> = control
+        .calls(bot, Some("sendMessage"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c["params"]["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+}
+
+/// An upstream 429 pauses the chat for its retry_after and the call goes again: the bot gets
+/// the eventual 200. A pause past the call's deadline is answered with Telegram's 429 at once,
+/// for that call and the next to the same chat (which is not sent); other chats go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_429_is_absorbed_or_passed_on_when_the_deadline_is_nearer() {
+    let (_sandbox, control, gw) = world().await;
+    let bot = 1702;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    control
+        .fault(json!({"method": "sendMessage", "bot_id": bot, "times": 1,
+            "action": {"kind": "status", "status": 429, "retry_after": 1}}))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let v = get_json(&format!("{base}/sendMessage?chat_id=7&text=later")).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        control.calls(bot, Some("sendMessage")).await.unwrap().len(),
+        2
+    );
+
+    control
+        .fault(json!({"method": "sendMessage", "bot_id": bot, "times": 1,
+            "action": {"kind": "status", "status": 429, "retry_after": 5000}}))
+        .await
+        .unwrap();
+    for text in ["first", "second"] {
+        let r = client()
+            .get(format!("{base}/sendMessage?chat_id=8&text={text}"))
+            .send()
+            .await
+            .unwrap();
+        let v = assert_shaped(r, 429).await;
+        let after = v["parameters"]["retry_after"].as_u64().unwrap();
+        assert!((4_990..=5_000).contains(&after), "{v}");
+    }
+    let sent = control.calls(bot, Some("sendMessage")).await.unwrap();
+    assert_eq!(sent.len(), 3, "the second was not sent: {sent:?}");
+    let v = get_json(&format!("{base}/sendMessage?chat_id=9&text=elsewhere")).await;
+    assert_eq!(v["ok"], true, "{v}");
+}
