@@ -66,6 +66,13 @@ impl Default for Limits {
 /// Added to every wait for a token.
 const SLACK: Duration = Duration::from_millis(100);
 
+/// The longest pause a 429 sets (Telegram's `retry_after` can be days after abuse; the calls
+/// are still answered with it).
+const MAX_PAUSE_S: u64 = 7 * 24 * 3600;
+
+/// Above this many chats, idle ones (nobody queued, bucket full, no pause) are forgotten.
+const KEEP_LANES: usize = 10_000;
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -193,11 +200,12 @@ pub struct Flood {
     private: Mutex<HashMap<(BotId, String), bool>>,
 }
 
-/// Whether a method puts or changes a message in a chat: what is queued. Reads pass at once.
+/// Whether a method puts or changes a message in a chat: what is queued. Reads, and the
+/// administration of chats (`editForumTopic`, `editChatInviteLink`), pass at once.
 pub fn queued(method: &str) -> bool {
     let m = method.to_ascii_lowercase();
     (m.starts_with("send") && m != "sendchataction")
-        || m.starts_with("edit")
+        || m.starts_with("editmessage")
         || matches!(
             m.as_str(),
             "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
@@ -233,7 +241,11 @@ impl Flood {
 
     fn lane(&self, bot: BotId, chat: &str, private: bool) -> Arc<Lane> {
         let rule = self.rule(private);
-        lock(&self.lanes)
+        let mut lanes = lock(&self.lanes);
+        if lanes.len() >= KEEP_LANES && !lanes.contains_key(&(bot, chat.to_owned())) {
+            self.forget_idle(&mut lanes);
+        }
+        lanes
             .entry((bot, chat.to_owned()))
             .or_insert_with(|| {
                 Arc::new(Lane {
@@ -243,6 +255,29 @@ impl Flood {
                 })
             })
             .clone()
+    }
+
+    /// Forgets the chats nobody waits in whose bucket has filled up and is not paused: they
+    /// would be made again as they are. What the answers taught of chat kinds goes too, past
+    /// ten times as many: it is learnt again from the next answers.
+    fn forget_idle(&self, lanes: &mut HashMap<(BotId, String), Arc<Lane>>) {
+        let now = Instant::now();
+        let slowest = self
+            .limits
+            .private
+            .per_second
+            .min(self.limits.group.per_second);
+        let fullest = self.limits.private.burst.max(self.limits.group.burst);
+        lanes.retain(|_, lane| {
+            let b = lock(&lane.bucket);
+            let full = b.tokens + now.duration_since(b.at).as_secs_f64() * slowest >= fullest;
+            let idle = Arc::strong_count(lane) == 1 && b.paused_until.is_none_or(|u| u <= now);
+            !(idle && full)
+        });
+        let mut private = lock(&self.private);
+        if private.len() >= KEEP_LANES * 10 {
+            private.clear();
+        }
     }
 
     /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
@@ -308,11 +343,21 @@ impl Flood {
         let bot = env.header.bot_id;
         // The place the call took when it arrived; a call sent from within another (an
         // upload's post to the storage chat) takes one now.
+        let chat = chat_of(call);
         let ticket = TICKET
-            .try_with(|t| t.borrow_mut().take())
+            .try_with(|t| {
+                let mut t = t.borrow_mut();
+                let mine = t
+                    .as_ref()
+                    .is_some_and(|t| t.bot == bot && Some(&t.chat) == chat.as_ref());
+                if mine {
+                    t.take()
+                } else {
+                    None
+                }
+            })
             .ok()
             .flatten()
-            .filter(|t| t.bot == bot)
             .or_else(|| self.ticket(bot, call));
         let Some(ticket) = ticket else {
             // Inline messages (edits by inline_message_id) have no chat to queue in.
@@ -323,15 +368,22 @@ impl Flood {
             .get("allow_paid_broadcast")
             .is_some_and(|v| v == true || v == "true" || v == "1");
         let queued_at = Instant::now();
-        ticket.turn().await;
+        // The client's deadline, less the margin its answer needs to get back in time.
+        let left = || {
+            Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64)
+                .saturating_sub(crate::passthrough::DEADLINE_MARGIN)
+        };
+        if tokio::time::timeout(left(), ticket.turn()).await.is_err() {
+            // Its turn would come too late: Telegram's 429, as if sent now.
+            crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+            return Response::from_error(&ApiError::too_many_requests(1));
+        }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
         let private = self.is_private(bot, &chat);
         loop {
             let wait = self.take(bot, &lane, private, paid);
             if !wait.is_zero() {
-                let left =
-                    Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64);
-                if wait >= left {
+                if wait >= left() {
                     crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
                     let after = wait.as_secs_f64().ceil().max(1.0) as u64;
                     return Response::from_error(&ApiError::too_many_requests(after));
@@ -344,11 +396,10 @@ impl Flood {
             if answer.status == 429 {
                 if let Some(after) = retry_after(&answer) {
                     // Telegram executed nothing: this chat waits, then the call goes again.
-                    crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
-                    lock(&lane.bucket).paused_until =
-                        Some(Instant::now() + Duration::from_secs(after));
-                    let left = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
-                    if after * 1000 < left {
+                    let pause = Duration::from_secs(after.min(MAX_PAUSE_S));
+                    lock(&lane.bucket).paused_until = Some(Instant::now() + pause);
+                    if pause < left() {
+                        crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
                         continue;
                     }
                 }
@@ -429,5 +480,6 @@ mod tests {
         f.learn(bot, "-7", &answer);
         assert!(f.is_private(bot, "-7"));
         assert!(queued("sendMessage") && queued("editMessageText") && !queued("getChat"));
+        assert!(!queued("editForumTopic") && !queued("editChatInviteLink"));
     }
 }

@@ -269,9 +269,11 @@ pub async fn run(
         let polls = polls.clone();
         let running = running.clone();
         let env = records.first().and_then(bus::decode_or_skip::<Call>);
-        // With flood control, a send or an edit takes its place in its chat's queue now, in the
-        // order the stage reads calls, so calls to one chat leave in that order.
-        let ticket = env.as_ref().and_then(|e| {
+        // With flood control, a send or an edit the router runs takes its place in its chat's
+        // queue now, in the order calls are read, so calls to one chat leave in that order. (The
+        // files stage's calls take theirs when they are ready to send: their work before that
+        // keeps the stage's bounds.)
+        let ticket = env.as_ref().filter(|_| stage == Stage::Router).and_then(|e| {
             deps.flood
                 .as_ref()
                 .and_then(|f| f.ticket(e.header.bot_id, &e.payload))
@@ -339,9 +341,10 @@ pub async fn run(
                     }
                     metrics::POLLS_WAITING.dec();
                 } else if ticket.is_some() {
-                    // A queued send mostly waits for its turn and its tokens: like a long poll
-                    // it holds neither a slot nor the bot's share (a later call of its chat
-                    // holding the share could otherwise keep the earlier one from its turn).
+                    // A plain send queued by flood control mostly waits for its turn and its
+                    // tokens: like a long poll it holds neither a slot nor the bot's share (a
+                    // later call of its chat holding the share could otherwise keep the earlier
+                    // one from its turn). Its work is one request upstream.
                     slot.release();
                     flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                 } else {

@@ -13,7 +13,7 @@ use telegram::botapi::{UpstreamAnswer, UpstreamBody, UpstreamError};
 use tokio_util::io::ReaderStream;
 
 /// Answer the client a little before its deadline, so the answer gets back in time.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The call's token, unsealed; or the answer to give when it cannot be.
 pub(crate) fn open_token(deps: &Deps, env: &Envelope<Call>) -> Result<BotToken, Response> {

@@ -73,7 +73,7 @@ pub struct Limits {
 pub fn counted(method: &str) -> bool {
     let m = method.to_ascii_lowercase();
     (m.starts_with("send") && m != "sendchataction")
-        || m.starts_with("edit")
+        || m.starts_with("editmessage")
         || matches!(
             m.as_str(),
             "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
@@ -177,7 +177,13 @@ mod tests {
         ] {
             assert!(counted(m), "{m}");
         }
-        for m in ["getMe", "sendChatAction", "getUpdates", "deleteMessage"] {
+        for m in [
+            "getMe",
+            "sendChatAction",
+            "getUpdates",
+            "deleteMessage",
+            "editForumTopic",
+        ] {
             assert!(!counted(m), "{m}");
         }
     }

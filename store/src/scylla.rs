@@ -314,6 +314,9 @@ const DELIVERED: &str = "INSERT INTO updates (bot_id, update_id, body, delivered
                          VALUES (?, ?, null, true) USING TTL ?";
 const DELIVERED_TTL_S: i32 = (crate::DELIVERED_UPDATES_KEPT_MS / 1000) as i32;
 
+/// Updates marked delivered in one batch when a webhook drops its backlog.
+const DROP_BATCH: usize = 200;
+
 /// The shortest life of an attempt marker, in seconds.
 const ATTEMPT_FLOOR_S: i32 = 24 * 3600;
 
@@ -903,27 +906,36 @@ impl WebhookStore for ScyllaStore {
     }
 
     async fn delete_webhook(&self, bot_id: BotId, drop_pending: bool) -> Result<(), StoreError> {
-        // As SQLite's one transaction: the webhook and the updates it drops go in one logged
-        // batch, so a crash never leaves dropped updates to a webhook set again.
+        // As SQLite's one transaction, as far as a batch may go: the webhook and the first
+        // updates it drops in one logged batch; a long backlog's rest in batches after it (a
+        // batch has a size limit), each update marked as delivered() marks it.
         let pending = if drop_pending {
             self.pending_updates(bot_id, usize::MAX).await?
         } else {
             Vec::new()
         };
+        let mut chunks = pending.chunks(DROP_BATCH);
         let mut batch = Batch::new(BatchType::Logged);
-        let mut values: Vec<Vec<CqlValue>> = Vec::with_capacity(pending.len() + 1);
+        let mut values: Vec<Vec<CqlValue>> = vec![vec![CqlValue::BigInt(bot_id.0)]];
         batch.append_statement("DELETE FROM webhooks WHERE bot_id = ?");
-        values.push(vec![CqlValue::BigInt(bot_id.0)]);
-        for (update_id, _) in pending {
-            batch.append_statement(DELIVERED);
-            values.push(vec![
-                CqlValue::BigInt(bot_id.0),
-                CqlValue::BigInt(update_id),
-                CqlValue::Int(DELIVERED_TTL_S),
-            ]);
+        let mut next = chunks.next();
+        loop {
+            for (update_id, _) in next.unwrap_or_default() {
+                batch.append_statement(DELIVERED);
+                values.push(vec![
+                    CqlValue::BigInt(bot_id.0),
+                    CqlValue::BigInt(*update_id),
+                    CqlValue::Int(DELIVERED_TTL_S),
+                ]);
+            }
+            self.session.batch(&batch, values).await.map_err(err)?;
+            next = chunks.next();
+            if next.is_none() {
+                return Ok(());
+            }
+            batch = Batch::new(BatchType::Unlogged);
+            values = Vec::new();
         }
-        self.session.batch(&batch, values).await.map_err(err)?;
-        Ok(())
     }
 
     async fn set_poll_offset(&self, bot_id: BotId, offset: i64) -> Result<(), StoreError> {

@@ -221,6 +221,19 @@ async fn updates_are_kept_once_and_delivered_in_order(store: &dyn Store) {
     store.put_webhook(&webhook(bot, "http://c/")).await.unwrap();
     store.delete_webhook(bot, true).await.unwrap();
     assert_eq!(store.pending_count(bot).await.unwrap(), 0, "dropped");
+    // A backlog longer than one batch goes whole.
+    let backlog: Vec<_> = (100..550)
+        .map(|id| (bot, id, format!("{{\"update_id\":{id}}}")))
+        .collect();
+    store.put_updates(&backlog).await.unwrap();
+    store.put_webhook(&webhook(bot, "http://d/")).await.unwrap();
+    store.delete_webhook(bot, true).await.unwrap();
+    assert_eq!(
+        store.pending_count(bot).await.unwrap(),
+        0,
+        "a long backlog dropped"
+    );
+    assert_eq!(store.webhook(bot).await.unwrap(), None);
 }
 
 async fn uploads_are_cached_by_content_kind_and_name(store: &dyn Store) {

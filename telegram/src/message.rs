@@ -402,9 +402,16 @@ pub fn message(m: &tl::types::Message, named: &Named, reply: Option<Value>) -> V
         Some(other) => {
             out.insert("sender_chat".into(), chat(other, named));
         }
-        // A private chat's messages from the other side carry no from_id.
+        // A private chat's messages carry no from_id: the account's own (`out`) are from it,
+        // the others from the chat's user.
         None => {
-            if let tl::enums::Peer::User(p) = &m.peer_id {
+            let me = named.users.iter().find_map(|u| match u {
+                tl::enums::User::User(u) if u.is_self => Some(u.id),
+                _ => None,
+            });
+            if let (true, Some(me)) = (m.out, me) {
+                out.insert("from".into(), user(me, named));
+            } else if let tl::enums::Peer::User(p) = &m.peer_id {
                 out.insert("from".into(), user(p.user_id, named));
             } else if matches!(&m.peer_id, tl::enums::Peer::Channel(_)) {
                 out.insert("sender_chat".into(), peer_chat.clone());
@@ -544,6 +551,61 @@ mod tests {
         }
     }
 
+    /// A plain text message in `peer`, without a sender.
+    fn sample(peer: tl::enums::Peer) -> t::Message {
+        t::Message {
+            out: false,
+            mentioned: false,
+            media_unread: false,
+            silent: false,
+            post: false,
+            from_scheduled: false,
+            legacy: false,
+            edit_hide: false,
+            pinned: false,
+            noforwards: false,
+            invert_media: false,
+            offline: false,
+            video_processing_pending: false,
+            paid_suggested_post_stars: false,
+            paid_suggested_post_ton: false,
+            id: 1,
+            from_id: None,
+            from_boosts_applied: None,
+            from_rank: None,
+            peer_id: peer,
+            saved_peer_id: None,
+            fwd_from: None,
+            via_bot_id: None,
+            via_business_bot_id: None,
+            guestchat_via_from: None,
+            reply_to: None,
+            date: 0,
+            message: "hi".into(),
+            media: None,
+            reply_markup: None,
+            entities: None,
+            views: None,
+            forwards: None,
+            replies: None,
+            edit_date: None,
+            post_author: None,
+            grouped_id: None,
+            reactions: None,
+            restriction_reason: None,
+            ttl_period: None,
+            quick_reply_shortcut_id: None,
+            effect: None,
+            factcheck: None,
+            report_delivery_until_date: None,
+            paid_message_stars: None,
+            suggested_post: None,
+            schedule_repeat_period: None,
+            summary_from_language: None,
+            rich_message: None,
+        }
+    }
+
     fn document(attributes: Vec<tl::enums::DocumentAttribute>, mime: &str) -> t::Document {
         t::Document {
             id: 1,
@@ -647,6 +709,23 @@ mod tests {
         assert_eq!(v["set_name"], "pack");
         assert_eq!(v["is_animated"], true);
         assert_eq!(v["is_video"], false);
+    }
+
+    /// A private chat's message without from_id is the account's own when it is `out`.
+    #[test]
+    fn an_outgoing_private_message_is_from_the_account() {
+        let mut n = named();
+        if let tl::enums::User::User(u) = &mut n.users[0] {
+            u.is_self = true;
+        }
+        let chat = || -> tl::enums::Peer { t::PeerUser { user_id: 55 }.into() };
+        let probe = |out: bool| -> Value {
+            let mut m = sample(chat());
+            m.out = out;
+            super::message(&m, &n, None)["from"]["id"].clone()
+        };
+        assert_eq!(probe(true), 7);
+        assert_eq!(probe(false), 55);
     }
 
     #[test]
