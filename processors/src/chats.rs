@@ -60,6 +60,28 @@ pub(crate) async fn get_backend(deps: &Deps, env: &Envelope<Call>) -> Response {
     ))
 }
 
+/// The chat the first of `params` names, as an id: a number, or the @username of a public
+/// chat (users' and bots' were made ids before the command ran); else `400 chat not found`.
+async fn chat_named(
+    deps: &Deps,
+    token: &BotToken,
+    env: &Envelope<Call>,
+    params: &[&str],
+) -> Result<i64, Response> {
+    let given = env.payload.params();
+    let raw = params
+        .iter()
+        .find_map(|p| given.get(*p))
+        .map(text)
+        .unwrap_or_default();
+    let id = match raw.trim().parse::<i64>() {
+        Ok(id) => Some(id),
+        Err(_) => crate::usernames::peer_id(deps, token, env.header.bot_id, &raw).await,
+    };
+    id.filter(|id| *id != 0)
+        .ok_or_else(|| Response::from_error(&ApiError::bad_request("chat not found")))
+}
+
 /// getProfilePhotos: a user's profile photos, or a group's, supergroup's or channel's photo
 /// history, as UserProfilePhotos, each photo's sizes smallest first, with file ids this bot
 /// can use (getFile takes them).
@@ -72,22 +94,10 @@ pub(crate) async fn get_profile_photos(
     let Some(mtproto) = deps.files.mtproto() else {
         return needs_mtproto("getProfilePhotos");
     };
-    let params = env.payload.params();
-    let raw = params
-        .get("chat_id")
-        .or_else(|| params.get("user_id"))
-        .map(text)
-        .unwrap_or_default();
     let not_found = || Response::from_error(&ApiError::bad_request("chat not found"));
-    let id = match raw.trim().parse::<i64>() {
-        Ok(id) if id != 0 => id,
-        Ok(_) => return not_found(),
-        // A username still here is not a user's (those were resolved to ids): a public chat,
-        // or nobody.
-        Err(_) => match crate::usernames::peer_id(deps, &token, env.header.bot_id, &raw).await {
-            Some(id) if id < 0 => id,
-            _ => return not_found(),
-        },
+    let id = match chat_named(deps, &token, env, &["chat_id", "user_id"]).await {
+        Ok(id) => id,
+        Err(answer) => return answer,
     };
     // A user's profile photos; a chat's photo history.
     let found = if id > 0 {
@@ -149,20 +159,10 @@ pub(crate) async fn get_message(
     let Some(mtproto) = deps.files.mtproto() else {
         return needs_mtproto("getMessage");
     };
-    let raw = env
-        .payload
-        .params()
-        .get("chat_id")
-        .map(text)
-        .unwrap_or_default();
     let not_found = |what: &str| Response::from_error(&ApiError::bad_request(what));
-    // Users were resolved to ids already; a name still here is a public chat's.
-    let chat = match raw.trim().parse::<i64>() {
+    let chat = match chat_named(deps, &token, env, &["chat_id"]).await {
         Ok(id) => id,
-        Err(_) => match crate::usernames::peer_id(deps, &token, env.header.bot_id, &raw).await {
-            Some(id) if id != 0 => id,
-            _ => return not_found("chat not found"),
-        },
+        Err(answer) => return answer,
     };
     let read = |id: i32| {
         let mtproto = mtproto.clone();
