@@ -13,6 +13,10 @@ pub const UPDATES_RAW: &str = "updates.raw";
 /// Updates past the updates filter, for delivery to webhooks.
 pub const UPDATES: &str = "updates";
 
+/// Which bots' updates were just kept in the store (`Envelope<UpdatesKept>`, keyed by bot):
+/// each processor reads all of it in a group of its own, to wake the getUpdates waiting there.
+pub const UPDATES_KEPT: &str = "updates.kept";
+
 /// Answers for the ingest instance `instance`: it alone consumes this topic, so its egress
 /// can resolve the HTTP requests it holds.
 pub fn responses(instance: &str) -> String {
@@ -29,6 +33,8 @@ pub fn label(topic: &str) -> &'static str {
         "updates.raw"
     } else if topic == UPDATES {
         "updates"
+    } else if topic == UPDATES_KEPT {
+        "updates.kept"
     } else if topic.starts_with("responses.") {
         "responses"
     } else {

@@ -2,7 +2,8 @@
 //!
 //! Two stages, each its own consumer group, runnable apart ([`Stage`]):
 //! - **router** (group `processors`, reads `calls`): executes every plain method itself
-//!   (the passthrough, webhooks, getUpdates), so the common call gets no extra hop, and hands
+//!   (the passthrough, webhooks, getUpdates from the kept updates), so the common call gets no
+//!   extra hop, and hands
 //!   the calls that need file work to the files stage by publishing the very record to
 //!   `calls.files` (keyed by bot, as on `calls`) before committing its own input.
 //! - **files** (group `files`, reads `calls.files`): uploads from a URL, a multipart part or a
@@ -26,6 +27,7 @@
 //!   with what it needs.
 //! - [`router`]: which methods may simply run again.
 //! - [`passthrough`]: forwarding to upstream in the bot's own encoding.
+//! - [`polls`]: getUpdates answered from the updates the gateway keeps; named readers.
 //! - [`files`]: getFile for any size, stored once, served token-free.
 //! - [`uploads`]: sends of URLs, of files over the Bot API's limits, renamed files: by
 //!   multipart or MTProto.
@@ -44,6 +46,7 @@ mod inline;
 pub mod metrics;
 pub mod outcome;
 pub mod passthrough;
+pub mod polls;
 mod progress;
 pub mod router;
 pub mod uploads;
@@ -128,6 +131,9 @@ pub struct Deps {
     /// Flood control, when on (`--flood-control`): sends and edits queued within Telegram's
     /// limits.
     pub flood: Option<Arc<flood::Flood>>,
+    /// The getUpdates waiting in this process, woken as their bots' updates are kept
+    /// ([`polls::listen`]).
+    pub polls: polls::Polls,
 }
 
 /// An ingest's correlator in this process, and the reply topic it would read.

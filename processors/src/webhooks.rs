@@ -117,8 +117,11 @@ async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Option<String> {
 /// goes too); the gateway's webhook, if any, is removed.
 pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>, delete: DeleteWebhook) -> Response {
     let bot_id = env.header.bot_id;
-    let had = match deps.store.webhook(bot_id).await {
-        Ok(w) => w.is_some(),
+    let (had, polling) = match deps.store.webhook(bot_id).await {
+        Ok(w) => (
+            w.as_ref().is_some_and(|w| !w.polling()),
+            w.as_ref().is_some_and(WebhookRow::polling),
+        ),
         Err(e) => return store_failed(e),
     };
     let drop = delete.drop_pending_updates;
@@ -133,6 +136,13 @@ pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>, delete: DeleteWeb
         .await
     };
     if !had {
+        // A polling bot has no webhook to remove; what it asked to drop is dropped (the
+        // gateway keeps its updates, not Telegram).
+        if polling && drop && upstream.status == 200 {
+            if let Err(e) = deps.store.confirm_updates(bot_id, i64::MAX).await {
+                return store_failed(e);
+            }
+        }
         return upstream;
     }
     if let Err(e) = deps.store.delete_webhook(bot_id, drop).await {
@@ -154,6 +164,14 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
         Ok(n) => n,
         Err(e) => return store_failed(e),
     };
+    if w.polling() {
+        // No webhook: Telegram's answer for a bot that polls, with the gateway's count.
+        return answer(&json!({"ok": true, "result": {
+            "url": "",
+            "has_custom_certificate": false,
+            "pending_update_count": pending,
+        }}));
+    }
     let mut info = json!({
         "url": w.url,
         "has_custom_certificate": w.certificate.is_some(),
@@ -171,61 +189,4 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
         info["last_error_message"] = message.into();
     }
     answer(&json!({"ok": true, "result": info}))
-}
-
-/// getUpdates keeps the official semantics; while the gateway keeps a webhook it is the
-/// official 409. Every update it answers is published to `updates.raw` (the record of every
-/// update), and updates from the storage chat are taken out of the answer.
-pub async fn get_updates(deps: &Deps, env: &Envelope<Call>) -> Response {
-    if let Ok(Some(_)) = deps.store.webhook(env.header.bot_id).await {
-        return Response::from_error(&ApiError::new(
-            409,
-            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
-        ));
-    }
-    let answer = execute(deps, env).await;
-    if answer.status != 200 {
-        return answer;
-    }
-    let Some(mut body) = answer
-        .body
-        .inline_bytes()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    else {
-        return answer;
-    };
-    let Some(updates) = body["result"].as_array_mut() else {
-        return answer;
-    };
-    for u in updates.iter() {
-        if let Some(update) =
-            schemas::Update::from_value(u.clone(), schemas::UpdateSource::GetUpdates)
-        {
-            let record = Envelope::new(
-                schemas::CallId::new(),
-                env.header.bot_id,
-                "processor",
-                None,
-                update,
-            );
-            if let Err(error) =
-                bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES_RAW, &record).await
-            {
-                tracing::warn!(%error, "could not record a getUpdates update");
-            }
-        }
-    }
-    let Some(chat) = deps.files.storage_chat() else {
-        return answer;
-    };
-    let before = updates.len();
-    updates.retain(|u| !schemas::update::about_chat(u, chat));
-    if updates.len() == before {
-        return answer;
-    }
-    // The gateway's own traffic out; the rest of the answer as Telegram gave it.
-    Response {
-        body: schemas::BodyBytes::inline(&serde_json::to_vec(&body).expect("JSON serialises")),
-        ..answer
-    }
 }

@@ -74,6 +74,7 @@ async fn idle_world() -> World {
         polls_stop: None,
         actions: Default::default(),
         flood: None,
+        polls: Default::default(),
     };
     World {
         bus,

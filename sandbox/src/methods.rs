@@ -1,6 +1,7 @@
 //! What each Bot API method does in the sandbox.
 //!
 //! Implemented with real behaviour: getMe, sendMessage, getUpdates (long polling, offset,
+//! allowed_updates,
 //! 409 on overlapping polls or with a webhook set), setWebhook, deleteWebhook,
 //! getWebhookInfo, the send* file methods and sendMediaGroup (multipart, attach://, URL,
 //! file_id), getFile, getChat, deleteMessage, answerInlineQuery, sendChatAction. Every other
@@ -324,6 +325,15 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         }
         bot.poll_generation += 1;
         let g = bot.poll_generation;
+        if let Some(Value::Array(kinds)) = r.json("allowed_updates") {
+            // An empty list: every kind again (the sandbox has no default exclusions).
+            bot.allowed_updates = (!kinds.is_empty()).then(|| {
+                kinds
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            });
+        }
         // Confirm what the offset acknowledges.
         if offset > 0 {
             while bot
@@ -351,6 +361,12 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             changed.borrow_and_update();
             if bot.poll_generation != generation {
                 return fail(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
+            }
+            if let Some(kinds) = &bot.allowed_updates {
+                bot.updates.retain(|u| {
+                    u.as_object()
+                        .is_some_and(|o| o.keys().any(|k| kinds.iter().any(|a| a == k)))
+                });
             }
             if !bot.updates.is_empty() || tokio::time::Instant::now() >= deadline {
                 let out: Vec<Value> = bot.updates.iter().take(limit).cloned().collect();

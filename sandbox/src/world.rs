@@ -73,6 +73,9 @@ pub struct Bot {
     pub webhook: Option<Webhook>,
     /// Bumped by every getUpdates: an older poll still waiting sees it and ends with 409.
     pub poll_generation: u64,
+    /// The update kinds the bot last asked for (getUpdates' `allowed_updates`); `None`: every
+    /// kind. Others are dropped, as Telegram does not keep them.
+    pub allowed_updates: Option<Vec<String>>,
     /// Last message id of the bot's private chats and basic groups.
     pub next_message_id: i64,
     /// Bumped on every change a waiting poll cares about.
@@ -88,6 +91,7 @@ impl Bot {
             next_update_id: 1,
             webhook: None,
             poll_generation: 0,
+            allowed_updates: None,
             next_message_id: 0,
             changed: watch::channel(0).0,
         }

@@ -29,6 +29,7 @@ pub enum RecordKind {
     Call,
     Response,
     Update,
+    UpdatesKept,
 }
 
 impl RecordKind {
@@ -37,6 +38,7 @@ impl RecordKind {
             RecordKind::Call => "call",
             RecordKind::Response => "response",
             RecordKind::Update => "update",
+            RecordKind::UpdatesKept => "updates_kept",
         }
     }
 }

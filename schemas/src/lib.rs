@@ -39,7 +39,7 @@ pub use media::MediaKind;
 pub use response::{Origin, Response, Stages};
 pub use seal::{Purpose, SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
 pub use token::{BotToken, TokenError};
-pub use update::{Update, UpdateSource};
+pub use update::{Update, UpdateSource, UpdatesKept};
 
 /// The bot's username in a getMe answer: `result.username` as Bot API 10.1 has it, or that of
 /// an object one level down carrying the bot's id (later versions answer a fuller object —

@@ -30,6 +30,18 @@ impl Payload for Update {
     const KIND: RecordKind = RecordKind::Update;
 }
 
+/// On `updates.kept`: a bot's updates up to `last_update_id` are now in the store, where its
+/// getUpdates reads them (the waiting polls of every processor wake on it). Keyed by bot; the
+/// header's `call_id` is the record's own id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdatesKept {
+    pub last_update_id: i64,
+}
+
+impl Payload for UpdatesKept {
+    const KIND: RecordKind = RecordKind::UpdatesKept;
+}
+
 /// Whether an update is about `chat`: any of its parts (message, channel post, chat member,
 /// join request, ...) in that chat, or a callback query on a message there.
 pub fn about_chat(update: &Value, chat: i64) -> bool {

@@ -413,6 +413,14 @@ pub struct WebhookRow {
     pub last_error_message: Option<String>,
 }
 
+impl WebhookRow {
+    /// A row without a URL: the bot reads its updates with getUpdates, which the gateway
+    /// answers from the updates it keeps (it polls Telegram for them as for a webhook).
+    pub fn polling(&self) -> bool {
+        self.url.is_empty()
+    }
+}
+
 /// The part of [`Store`] that keeps webhooks and the updates waiting for them.
 #[async_trait]
 pub trait WebhookStore: Send + Sync + 'static {
@@ -466,8 +474,28 @@ pub trait WebhookStore: Send + Sync + 'static {
 
     /// Forgets updates delivered (or dropped) before `before_ms`: they were kept so that a
     /// replayed bus record is not delivered again, which after the bus's retention cannot
-    /// happen. ScyllaDB expires them by TTL instead.
+    /// happen. Drops updates nobody took within [`PENDING_UPDATES_KEPT_MS`] too, as Telegram
+    /// does. ScyllaDB expires both by TTL instead.
     async fn purge_updates(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// A polling bot's kept updates from `from` on (confirmed ones too, while kept), in
+    /// update_id order: what a named reader reads.
+    async fn updates_from(
+        &self,
+        bot_id: BotId,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// Confirms (marks delivered) every pending update of a bot below `below`: getUpdates'
+    /// `offset`. A confirmed update stays readable by named readers until it is purged.
+    async fn confirm_updates(&self, bot_id: BotId, below: i64) -> Result<(), StoreError>;
+
+    /// Keeps where a reader of a polling bot stands.
+    async fn put_reader(&self, bot_id: BotId, reader: &ReaderRow) -> Result<(), StoreError>;
+
+    /// A polling bot's readers, by name (`""`, the bot itself, first).
+    async fn readers(&self, bot_id: BotId) -> Result<Vec<ReaderRow>, StoreError>;
 
     /// Takes or renews the lease on a bot's webhook work (polling, delivery) for `owner` until
     /// `until_ms`: granted when nobody holds it, `owner` holds it, or the holder's lease ran
@@ -481,6 +509,20 @@ pub trait WebhookStore: Send + Sync + 'static {
         until_ms: i64,
     ) -> Result<bool, StoreError>;
 }
+
+/// A reader of a polling bot's updates (getUpdates, with the gateway's `reader` parameter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderRow {
+    /// `""`: the bot itself, whose offset confirms updates as Telegram's does.
+    pub reader: String,
+    /// The first update_id the reader has not confirmed.
+    pub next_update_id: i64,
+    /// When it last asked.
+    pub read_ms: i64,
+}
+
+/// How long an update nobody took is kept: Telegram's 24 hours.
+pub const PENDING_UPDATES_KEPT_MS: i64 = 24 * 3600 * 1000;
 
 /// How long a delivered update is remembered (against a replayed bus record): a week, beyond
 /// any bus retention the gateway is run with.

@@ -10,8 +10,8 @@
 //! node where `TELEPIPE_TEST_SCYLLA` names one (see the README).
 
 use crate::{
-    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, StoreError,
-    UploadKey, WebhookRow, WebhookStore,
+    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, ReaderRow,
+    StoreError, UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
@@ -25,6 +25,7 @@ use uuid::Uuid;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/cql/0001_init.cql"),
     include_str!("../migrations/cql/0002_peers.cql"),
+    include_str!("../migrations/cql/0003_readers.cql"),
 ];
 
 const DAY_MS: i64 = 86_400_000;
@@ -313,6 +314,14 @@ fn statements(file: &str) -> Vec<String> {
 const DELIVERED: &str = "INSERT INTO updates (bot_id, update_id, body, delivered) \
                          VALUES (?, ?, null, true) USING TTL ?";
 const DELIVERED_TTL_S: i32 = (crate::DELIVERED_UPDATES_KEPT_MS / 1000) as i32;
+
+/// An update taken by a bot's getUpdates: kept whole (named readers may still read it), for
+/// as long as a delivered one is remembered.
+const CONFIRMED: &str = "INSERT INTO updates (bot_id, update_id, body, delivered) \
+                         VALUES (?, ?, ?, true) USING TTL ?";
+
+/// A pending update lives 24 hours unless taken, as at Telegram.
+const PENDING_TTL_S: i32 = (crate::PENDING_UPDATES_KEPT_MS / 1000) as i32;
 
 /// Updates marked delivered in one batch when a webhook drops its backlog.
 const DROP_BATCH: usize = 200;
@@ -974,9 +983,9 @@ impl WebhookStore for ScyllaStore {
     ) -> Result<bool, StoreError> {
         self.applied(
             "INSERT INTO updates (bot_id, update_id, body, delivered) VALUES (?, ?, ?, false) \
-             IF NOT EXISTS"
+             IF NOT EXISTS USING TTL ?"
                 .to_owned(),
-            (bot_id.0, update_id, update),
+            (bot_id.0, update_id, update, PENDING_TTL_S),
         )
         .await
     }
@@ -1053,6 +1062,101 @@ impl WebhookStore for ScyllaStore {
 
     async fn purge_updates(&self, _before_ms: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    async fn updates_from(
+        &self,
+        bot_id: BotId,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let result = self
+            .session
+            .query_unpaged(
+                "SELECT update_id, body FROM updates WHERE bot_id = ? AND update_id >= ? LIMIT ?",
+                (bot_id.0, from, limit.min(i32::MAX as usize) as i32),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in result.rows::<(i64, Option<String>)>().map_err(err)? {
+            // A webhook's delivered updates keep no body.
+            if let (id, Some(body)) = r.map_err(err)? {
+                out.push((id, body));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn confirm_updates(&self, bot_id: BotId, below: i64) -> Result<(), StoreError> {
+        let result = self
+            .session
+            .query_unpaged(
+                "SELECT update_id, body FROM updates WHERE bot_id = ? AND update_id < ?
+                 AND delivered = false ALLOW FILTERING",
+                (bot_id.0, below),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut taken = Vec::new();
+        for r in result.rows::<(i64, String)>().map_err(err)? {
+            taken.push(r.map_err(err)?);
+        }
+        // Each row rewritten whole: one row's write is atomic, and an update confirmed twice
+        // (a batch cut short, then the next getUpdates) is the same row again.
+        for chunk in taken.chunks(DROP_BATCH) {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            let mut values = Vec::with_capacity(chunk.len());
+            for (update_id, body) in chunk {
+                batch.append_statement(CONFIRMED);
+                values.push((bot_id.0, *update_id, body.as_str(), DELIVERED_TTL_S));
+            }
+            self.session.batch(&batch, values).await.map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn put_reader(&self, bot_id: BotId, reader: &ReaderRow) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO readers (bot_id, reader, next_update_id, read_ms) VALUES (?, ?, ?, ?)",
+                (
+                    bot_id.0,
+                    &reader.reader,
+                    reader.next_update_id,
+                    reader.read_ms,
+                ),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn readers(&self, bot_id: BotId) -> Result<Vec<ReaderRow>, StoreError> {
+        let result = self
+            .session
+            .query_unpaged(
+                "SELECT reader, next_update_id, read_ms FROM readers WHERE bot_id = ?",
+                (bot_id.0,),
+            )
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in result.rows::<(String, i64, i64)>().map_err(err)? {
+            let (reader, next_update_id, read_ms) = r.map_err(err)?;
+            out.push(ReaderRow {
+                reader,
+                next_update_id,
+                read_ms,
+            });
+        }
+        Ok(out)
     }
 }
 

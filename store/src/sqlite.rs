@@ -11,8 +11,8 @@
 //! is truncated back when it restarts.
 
 use crate::{
-    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, StoreError,
-    UploadKey, WebhookRow, WebhookStore,
+    BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, ReaderRow,
+    StoreError, UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_replayable_calls.sql"),
     include_str!("../migrations/sqlite/0008_file_retention.sql"),
     include_str!("../migrations/sqlite/0009_peers.sql"),
+    include_str!("../migrations/sqlite/0010_readers.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -941,12 +942,13 @@ impl WebhookStore for SqliteStore {
         use rusqlite::types::Value as V;
         let n = self
             .sql(
-                "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered)
-                 VALUES (?1, ?2, ?3, 0)",
+                "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered, kept_ms)
+                 VALUES (?1, ?2, ?3, 0, ?4)",
                 vec![
                     V::Integer(bot_id.0),
                     V::Integer(update_id),
                     V::Text(update.to_owned()),
+                    V::Integer(schemas::now_ms()),
                 ],
             )
             .await?;
@@ -955,10 +957,89 @@ impl WebhookStore for SqliteStore {
 
     async fn purge_updates(&self, before_ms: i64) -> Result<u64, StoreError> {
         use rusqlite::types::Value as V;
+        let now = schemas::now_ms();
+        // Dropped, as delivered: still remembered against a replayed record until purged.
+        self.sql(
+            "UPDATE updates SET delivered = 1, delivered_ms = ?2
+             WHERE delivered = 0 AND kept_ms < ?1",
+            vec![
+                V::Integer(now - crate::PENDING_UPDATES_KEPT_MS),
+                V::Integer(now),
+            ],
+        )
+        .await?;
         self.sql(
             "DELETE FROM updates WHERE delivered = 1 AND delivered_ms < ?1",
             vec![V::Integer(before_ms)],
         )
+        .await
+    }
+
+    async fn updates_from(
+        &self,
+        bot_id: BotId,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT update_id, body FROM updates WHERE bot_id = ?1 AND update_id >= ?2
+                 ORDER BY update_id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![bot_id.0, from, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn confirm_updates(&self, bot_id: BotId, below: i64) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "UPDATE updates SET delivered = 1, delivered_ms = ?3
+             WHERE bot_id = ?1 AND delivered = 0 AND update_id < ?2",
+            vec![
+                V::Integer(bot_id.0),
+                V::Integer(below),
+                V::Integer(schemas::now_ms()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_reader(&self, bot_id: BotId, reader: &ReaderRow) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "INSERT INTO readers (bot_id, reader, next_update_id, read_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (bot_id, reader) DO UPDATE SET next_update_id = ?3, read_ms = ?4",
+            vec![
+                V::Integer(bot_id.0),
+                V::Text(reader.reader.clone()),
+                V::Integer(reader.next_update_id),
+                V::Integer(reader.read_ms),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn readers(&self, bot_id: BotId) -> Result<Vec<ReaderRow>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT reader, next_update_id, read_ms FROM readers WHERE bot_id = ?1
+                 ORDER BY reader",
+            )?;
+            let rows = st.query_map(params![bot_id.0], |r| {
+                Ok(ReaderRow {
+                    reader: r.get(0)?,
+                    next_update_id: r.get(1)?,
+                    read_ms: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
         .await
     }
 
@@ -988,12 +1069,18 @@ impl WebhookStore for SqliteStore {
 
     async fn put_updates(&self, updates: &[(BotId, i64, String)]) -> Result<(), StoreError> {
         use rusqlite::types::Value as V;
+        let now = schemas::now_ms();
         let writes = updates
             .iter()
             .map(|(bot, id, body)| Write::Sql {
-                sql: "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered)
-                      VALUES (?1, ?2, ?3, 0)",
-                values: vec![V::Integer(bot.0), V::Integer(*id), V::Text(body.clone())],
+                sql: "INSERT OR IGNORE INTO updates (bot_id, update_id, body, delivered, kept_ms)
+                      VALUES (?1, ?2, ?3, 0, ?4)",
+                values: vec![
+                    V::Integer(bot.0),
+                    V::Integer(*id),
+                    V::Text(body.clone()),
+                    V::Integer(now),
+                ],
             })
             .collect();
         self.write(writes).await?;

@@ -67,6 +67,63 @@ pub async fn run_all(store: &dyn Store) {
     uploads_are_cached_by_content_kind_and_name(store).await;
     webhooks_keep_their_offset_and_error(store).await;
     updates_are_kept_once_and_delivered_in_order(store).await;
+    polling_bots_confirm_and_readers_follow(store).await;
+}
+
+/// A polling bot's updates: its offset confirms (they leave the pending ones but stay readable
+/// from an update_id on), and each reader keeps where it stands.
+async fn polling_bots_confirm_and_readers_follow(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    store.put_webhook(&webhook(bot, "")).await.unwrap();
+    assert!(store.webhook(bot).await.unwrap().unwrap().polling());
+    let rows: Vec<_> = (10..15)
+        .map(|id| (bot, id, format!(r#"{{"update_id":{id}}}"#)))
+        .collect();
+    store.put_updates(&rows).await.unwrap();
+    store.confirm_updates(bot, 12).await.unwrap();
+    let pending: Vec<i64> = store
+        .pending_updates(bot, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(pending, [12, 13, 14]);
+    assert_eq!(store.pending_count(bot).await.unwrap(), 3);
+    // A named reader reads confirmed ones too, with their bodies, from where it stands.
+    let from = store.updates_from(bot, 11, 2).await.unwrap();
+    assert_eq!(
+        from,
+        [
+            (11, r#"{"update_id":11}"#.to_owned()),
+            (12, r#"{"update_id":12}"#.to_owned())
+        ]
+    );
+    assert!(store.readers(bot).await.unwrap().is_empty());
+    for (name, next) in [("", 12), ("analytics", 11), ("analytics", 13)] {
+        store
+            .put_reader(
+                bot,
+                &crate::ReaderRow {
+                    reader: name.into(),
+                    next_update_id: next,
+                    read_ms: 1700 + next,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let readers = store.readers(bot).await.unwrap();
+    assert_eq!(readers.len(), 2);
+    assert_eq!(readers[0].reader, "");
+    assert_eq!(readers[0].next_update_id, 12);
+    assert_eq!(readers[1].reader, "analytics");
+    assert_eq!((readers[1].next_update_id, readers[1].read_ms), (13, 1713));
+    // Confirming again is harmless; the purge keeps what was kept today.
+    store.confirm_updates(bot, 12).await.unwrap();
+    store.purge_updates(0).await.unwrap();
+    assert_eq!(store.pending_count(bot).await.unwrap(), 3);
+    store.delete_webhook(bot, true).await.unwrap();
 }
 
 fn webhook(bot_id: BotId, url: &str) -> crate::WebhookRow {

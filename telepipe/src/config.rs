@@ -72,7 +72,8 @@ Stages (each its own consumer group; records between them carry references, neve
   router   consumes `calls` (group `processors`). Executes plain methods itself (passthrough,
            setWebhook/deleteWebhook/getWebhookInfo, getUpdates) and publishes their answers to
            the caller's `responses.<ingest>`; hands calls that need file work to `calls.files`.
-           Also forgets what is past retention.
+           Answers getUpdates from the updates kept in the store, woken by `updates.kept`
+           (group `polls.<instance>`, every record). Also forgets what is past retention.
   files    consumes `calls.files` (group `files`). URL fetches, uploads of any size (Bot API
            multipart or MTProto), re-typed and renamed file_ids, media metadata, getFile
            downloads into the blob store, media groups and inline answers with files; answers
@@ -105,7 +106,7 @@ const PROCESSING_ONLY: &[&str] = &[
 ];
 
 /// Flags of [`ServeArgs`] that only the ingest uses.
-const INGEST_ONLY: &[&str] = &["max_body", "call_timeout"];
+const INGEST_ONLY: &[&str] = &["max_body", "call_timeout", "poll_idle"];
 
 /// Flags of [`ServeArgs`] that a role does not use, by the role's command: its `--help` leaves
 /// them out (they are still accepted, so one environment can serve every role).
@@ -267,6 +268,12 @@ pub struct ServeArgs {
     /// message deleted).
     #[arg(long, env = "TELEPIPE_STORAGE_CHAT_ID", allow_hyphen_values = true)]
     pub storage_chat_id: Option<i64>,
+
+    /// Seconds a polling bot (getUpdates) may go without asking before the gateway stops
+    /// polling Telegram for it; its next getUpdates starts again, and Telegram keeps what came
+    /// meanwhile for a day.
+    #[arg(long, env = "TELEPIPE_POLL_IDLE", default_value_t = 900)]
+    pub poll_idle: u64,
 
     /// Where webhooks may be delivered: `public`, `private` (RFC 1918, unique local IPv6),
     /// `loopback` and CIDRs, comma-separated. Link-local and cloud-metadata addresses and the

@@ -276,6 +276,7 @@ pub async fn run(
             upstream: upstream.clone(),
             sealer: sealer.clone(),
             destinations: destinations.clone(),
+            poll_idle: Duration::from_secs(args.poll_idle),
         };
         let producer = format!("ingest/{}", args.instance);
         tasks.spawn(
@@ -318,6 +319,7 @@ pub async fn run(
                     upstream: upstream.clone(),
                     sealer: sealer.clone(),
                     destinations: destinations.clone(),
+                    poll_idle: Duration::from_secs(args.poll_idle),
                 },
                 args.storage_chat_id,
                 pipeline.clone(),
@@ -374,6 +376,7 @@ pub async fn run(
             flood: args
                 .flood_control
                 .then(|| Arc::new(processors::flood::Flood::new(Default::default()))),
+            polls: Default::default(),
         };
         if stages.files {
             tasks.spawn(
@@ -387,6 +390,16 @@ pub async fn run(
             );
         }
         if stages.router {
+            // getUpdates waiting here wake as their bots' updates are kept.
+            tasks.spawn(
+                "poll-wakes",
+                processors::polls::listen(
+                    bus.clone(),
+                    deps.polls.clone(),
+                    args.instance.clone(),
+                    pipeline.clone(),
+                ),
+            );
             tasks.spawn(
                 "router-stage",
                 processors::run(processors::Stage::Router, cfg, deps, pipeline.clone()),

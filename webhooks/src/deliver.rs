@@ -36,7 +36,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WebhookError> {
     let topics = [bus::topics::UPDATES.to_owned()];
-    deps.bus.ensure_topics(&topics).await?;
+    deps.bus
+        .ensure_topics(&[
+            bus::topics::UPDATES.to_owned(),
+            bus::topics::UPDATES_KEPT.to_owned(),
+        ])
+        .await?;
     let consumer = deps.bus.subscribe(GROUP, &topics).await?;
     let workers = Workers {
         map: Arc::default(),
@@ -59,7 +64,7 @@ pub async fn run(
                     _ = every.tick() => {
                         workers.sweep();
                         if let Ok(rows) = workers.deps.store.webhooks().await {
-                            for row in rows {
+                            for row in rows.iter().filter(|r| !r.polling()) {
                                 workers.wake(row.bot_id);
                             }
                         }
@@ -104,6 +109,7 @@ pub async fn run(
             for env in &updates {
                 workers.wake(env.header.bot_id);
             }
+            announce(&workers.deps, &workers.producer, &updates).await;
             Ok::<(), WebhookError>(())
         }
     })
@@ -113,6 +119,31 @@ pub async fn run(
         let _ = w.task.await;
     }
     result
+}
+
+/// Tells the processors which bots' updates were just kept: one record per bot of the batch,
+/// which wakes its waiting getUpdates. Best effort: a waiting poll that misses it still ends
+/// at its timeout, and the next one reads the store.
+async fn announce(deps: &Deps, producer: &str, updates: &[Envelope<Update>]) {
+    let mut last: HashMap<BotId, i64> = HashMap::new();
+    for env in updates {
+        let id = last.entry(env.header.bot_id).or_insert(i64::MIN);
+        *id = (*id).max(env.payload.update_id);
+    }
+    for (bot, last_update_id) in last {
+        let kept = Envelope::new(
+            schemas::CallId::new(),
+            bot,
+            producer,
+            None,
+            schemas::UpdatesKept { last_update_id },
+        );
+        if let Err(error) =
+            bus::publish_envelope(deps.bus.as_ref(), bus::topics::UPDATES_KEPT, &kept).await
+        {
+            tracing::warn!(%error, %bot, "could not announce kept updates");
+        }
+    }
 }
 
 /// The bots' workers (one each, started on first need), shared by the stage and the scan.
@@ -224,6 +255,8 @@ async fn deliver_bot(
     let mut own: Option<(String, reqwest::Client)> = None;
     loop {
         let row = match deps.store.webhook(bot).await {
+            // A polling bot reads its updates itself (getUpdates, from the store).
+            Ok(Some(row)) if row.polling() => return,
             Ok(Some(row)) => row,
             // Removed: pending updates wait for the next setWebhook (or were dropped).
             Ok(None) => return,

@@ -1,16 +1,19 @@
 //! Webhooks the gateway keeps for bots (ENHANCED.md, "Updates and webhooks"), in three stages,
 //! each a task of the role that owns it:
 //!
-//! - [`poll`] (ingest role): for every bot with a webhook in the store, getUpdates from Telegram
-//!   as the bot (its token sealed in the webhook row), each update published to `updates.raw`
-//!   before the offset moves past it (so a crash repeats, never loses).
+//! - [`poll`] (ingest role): for every bot with a webhook in the store, or polling the gateway
+//!   (a row without a URL), getUpdates from Telegram as the bot (its token sealed in the row),
+//!   each update published to `updates.raw` before the offset moves past it (so a crash
+//!   repeats, never loses). A polling bot nobody read for `poll_idle` is no longer polled.
 //! - [`filter`] (processors role, group `updates`): `updates.raw` → `updates`, minus the
 //!   gateway's own traffic (the storage chat); unknown update kinds pass as they are.
 //! - [`deliver`] (egress role, group `webhooks`): each update kept in the store (once: a
 //!   replayed record is not kept twice), then pushed to the bot's URL strictly in update_id
 //!   order, with `X-Telegram-Bot-Api-Secret-Token`, retried with backoff while the bot's server
 //!   fails; the last error is kept for getWebhookInfo. A JSON method call in the reply body is
-//!   published to `calls` and executed like any call. A restart resumes from the store.
+//!   published to `calls` and executed like any call. A restart resumes from the store. Each
+//!   batch kept is announced on `updates.kept`, which wakes the polling bots' getUpdates (the
+//!   processors answer those from the store).
 //!
 //! setWebhook/deleteWebhook/getWebhookInfo themselves are answered by the processors
 //! (`processors::webhooks`), which write the store rows these stages read.
@@ -32,6 +35,9 @@ pub struct Deps {
     pub sealer: schemas::Sealer,
     /// Where webhooks may be delivered (`--webhook-networks`), checked at every delivery.
     pub destinations: Arc<fetch::Destinations>,
+    /// How long a polling bot may go without a getUpdates before the gateway stops polling
+    /// Telegram for it (`--poll-idle`).
+    pub poll_idle: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

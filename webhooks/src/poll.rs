@@ -1,5 +1,6 @@
-//! The gateway's own getUpdates for bots whose webhook it keeps: one task per bot, started
-//! when its webhook row appears, ended when it goes.
+//! The gateway's own getUpdates for bots whose webhook it keeps, and for bots that poll the
+//! gateway: one task per bot, started when its row appears, ended when it goes (a polling bot's
+//! row goes when nobody read its updates for `poll_idle`).
 
 use crate::{metrics, Deps, WebhookError};
 use schemas::{BotId, Envelope, SealedToken, Update, UpdateSource};
@@ -52,6 +53,16 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
     let mut backoff = Duration::from_secs(1);
     loop {
         let row = match deps.store.webhook(bot_id).await {
+            Ok(Some(row)) if row.polling() && idle(&deps, bot_id).await => {
+                // Telegram keeps what comes meanwhile (a day), and the bot's next getUpdates
+                // starts polling again; what the gateway kept stays kept.
+                tracing::info!(%bot_id, idle_s = deps.poll_idle.as_secs(), "no getUpdates from this bot for a while: no longer polling Telegram for it");
+                if let Err(error) = deps.store.delete_webhook(bot_id, false).await {
+                    tracing::warn!(%error, %bot_id, "could not stop polling for an idle bot");
+                }
+                metrics::UPDATES.with_label_values(&["idle_stops"]).inc();
+                return;
+            }
             Ok(Some(row)) if !row.telegram_hook => row,
             Ok(_) => return,
             Err(error) => {
@@ -151,6 +162,17 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
             }
         }
     }
+}
+
+/// Whether nobody read a polling bot's updates for `poll_idle` (a store that cannot say: not
+/// idle).
+async fn idle(deps: &Deps, bot_id: BotId) -> bool {
+    let Ok(readers) = deps.store.readers(bot_id).await else {
+        return false;
+    };
+    let last = readers.iter().map(|r| r.read_ms).max().unwrap_or(0);
+    // A row without readers was made by a getUpdates that has not written its reader yet.
+    !readers.is_empty() && schemas::now_ms() - last > deps.poll_idle.as_millis() as i64
 }
 
 /// Sleeps `d` unless stopped first; true when stopped.

@@ -27,7 +27,9 @@ pub use profile_photos::GetProfilePhotos;
 pub use send::{SendTarget, UploadOnly};
 pub use webhook::{DeleteWebhook, GetUpdates, SetWebhook};
 
-use crate::{actions, chats, files, groups, inline, passthrough, uploads, webhooks, Deps, Stage};
+use crate::{
+    actions, chats, files, groups, inline, passthrough, polls, uploads, webhooks, Deps, Stage,
+};
 use futures_util::future::BoxFuture;
 use schemas::{ApiError, BotToken, Call, Envelope, Response};
 
@@ -54,6 +56,9 @@ pub enum Command {
     DeleteWebhook(DeleteWebhook),
     WebhookInfo,
     GetUpdates(GetUpdates),
+    /// The gateway's getUpdatesInfo: a polling bot's readers and what each has pending
+    /// ([`crate::polls`]).
+    UpdatesInfo,
     /// sendChatAction with `duration`: kept showing ([`crate::actions`]).
     ChatAction(ChatAction),
     /// The gateway's getBackend ([`crate::chats`]).
@@ -85,6 +90,9 @@ impl Command {
         if call.method.eq_ignore_ascii_case("getMessage") {
             return get_message::parse(call);
         }
+        if call.method.eq_ignore_ascii_case("getUpdatesInfo") {
+            return Ok(Command::UpdatesInfo);
+        }
         let Some(method) = schemas::catalogue::canonical(&call.method) else {
             return Ok(Command::Passthrough);
         };
@@ -115,6 +123,7 @@ impl Command {
             | Command::DeleteWebhook(_)
             | Command::WebhookInfo
             | Command::GetUpdates(_)
+            | Command::UpdatesInfo
             | Command::ChatAction(_)
             | Command::GetBackend
             | Command::GetProfilePhotos(_)
@@ -125,7 +134,13 @@ impl Command {
 
     /// A getUpdates with a timeout: a call that mostly waits.
     pub fn is_long_poll(&self) -> bool {
-        matches!(self, Command::GetUpdates(GetUpdates { long_poll: true }))
+        matches!(
+            self,
+            Command::GetUpdates(GetUpdates {
+                long_poll: true,
+                ..
+            })
+        )
     }
 
     /// Runs the command. The passthrough runs in place; every other command is boxed: a
@@ -159,7 +174,8 @@ impl Command {
             Command::SetWebhook(set) => Box::pin(webhooks::set_webhook(deps, env, set)),
             Command::DeleteWebhook(delete) => Box::pin(webhooks::delete_webhook(deps, env, delete)),
             Command::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
-            Command::GetUpdates(_) => Box::pin(webhooks::get_updates(deps, env)),
+            Command::GetUpdates(get) => Box::pin(polls::get_updates(deps, env, get)),
+            Command::UpdatesInfo => Box::pin(polls::updates_info(deps, env)),
             Command::ChatAction(action) => Box::pin(actions::send_chat_action(deps, env, action)),
             Command::GetBackend => Box::pin(chats::get_backend(deps, env)),
             Command::GetProfilePhotos(which) => Box::pin(as_bot(deps, env, move |token| {

@@ -35,11 +35,25 @@ pub struct DeleteWebhook {
     pub as_sent: bool,
 }
 
-/// A getUpdates; `long_poll` when it has a timeout, so it mostly waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A getUpdates, answered from the updates the gateway keeps ([`crate::polls`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetUpdates {
+    /// It has a timeout, so it mostly waits.
     pub long_poll: bool,
+    /// Confirms every update below it; negative: only the last `-offset` updates stay.
+    pub offset: Option<i64>,
+    /// 1 to 100 updates at most (100 when not given; out of range: clamped, as Telegram).
+    pub limit: usize,
+    /// How long to wait for an update when none is there.
+    pub timeout: std::time::Duration,
+    /// The JSON array, as text: what the gateway then asks Telegram for.
+    pub allowed_updates: Option<String>,
+    /// The gateway's `reader`: a follower with an offset of its own; `""` is the bot itself.
+    pub reader: String,
 }
+
+/// The longest name of a reader.
+const MAX_READER: usize = 64;
 
 fn bad(description: &str) -> ApiError {
     ApiError::bad_request(description)
@@ -131,13 +145,55 @@ pub(super) fn parse_delete(call: &Call) -> Result<Command, ApiError> {
     }))
 }
 
+/// A number parameter as Telegram reads it: a JSON number or its text; anything else is 0.
+fn number(v: Option<&Value>) -> f64 {
+    match v {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
 pub(super) fn parse_get_updates(call: &Call) -> Result<Command, ApiError> {
-    let long_poll = call.params().get("timeout").is_some_and(|t| match t {
-        Value::Number(n) => n.as_f64().is_some_and(|v| v > 0.0),
-        Value::String(s) => s.trim().parse::<f64>().is_ok_and(|v| v > 0.0),
-        _ => false,
-    });
-    Ok(Command::GetUpdates(GetUpdates { long_poll }))
+    let params = call.params();
+    // As the ingest allows for the wait (`ingest::parse::long_poll`).
+    let timeout = number(params.get("timeout")).clamp(0.0, 3600.0);
+    let offset = match number(params.get("offset")) as i64 {
+        0 => None,
+        n => Some(n),
+    };
+    let limit = match number(params.get("limit")) as i64 {
+        n if (1..=100).contains(&n) => n as usize,
+        _ => 100,
+    };
+    let allowed_updates = match params.get("allowed_updates") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => Some(Value::Array(a.clone()).to_string()),
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Array(_)) => Some(v.to_string()),
+            _ => return Err(bad("can't parse allowed_updates JSON array")),
+        },
+        Some(_) => return Err(bad("can't parse allowed_updates JSON array")),
+    };
+    let reader = params.get("reader").map(text).unwrap_or_default();
+    let fine = reader.len() <= MAX_READER
+        && reader
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !fine {
+        return Err(bad(
+            "reader must be up to 64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(Command::GetUpdates(GetUpdates {
+        long_poll: timeout > 0.0,
+        offset,
+        limit,
+        timeout: std::time::Duration::from_secs_f64(timeout),
+        allowed_updates,
+        reader,
+    }))
 }
 
 #[cfg(test)]
@@ -195,7 +251,10 @@ mod tests {
             c.body = body;
             matches!(
                 parse_get_updates(&c),
-                Ok(Command::GetUpdates(GetUpdates { long_poll: true }))
+                Ok(Command::GetUpdates(GetUpdates {
+                    long_poll: true,
+                    ..
+                }))
             )
         };
         assert!(polls("timeout=30", CallBody::Empty));
@@ -208,5 +267,36 @@ mod tests {
         assert!(!polls("timeout=0", CallBody::Empty));
         assert!(!polls("", CallBody::Empty));
         assert!(!polls("timeout=soon", CallBody::Empty));
+    }
+
+    fn get_updates(query: &str) -> Result<GetUpdates, ApiError> {
+        match parse_get_updates(&call("getUpdates", query))? {
+            Command::GetUpdates(g) => Ok(g),
+            other => panic!("{query}: taken as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn get_updates_reads_its_parameters_as_telegram() {
+        let g = get_updates("").unwrap();
+        assert_eq!((g.offset, g.limit, g.reader.as_str()), (None, 100, ""));
+        assert_eq!(g.timeout, std::time::Duration::ZERO);
+        let g = get_updates("offset=-3&limit=500&timeout=25&reader=analytics-1").unwrap();
+        assert_eq!((g.offset, g.limit), (Some(-3), 100));
+        assert_eq!(g.timeout.as_secs(), 25);
+        assert_eq!(g.reader, "analytics-1");
+        assert_eq!(get_updates("limit=0").unwrap().limit, 100);
+        assert_eq!(get_updates("limit=7&offset=0").unwrap().limit, 7);
+        assert_eq!(get_updates("offset=0").unwrap().offset, None);
+        assert_eq!(
+            get_updates("allowed_updates=%5B%22message%22%5D")
+                .unwrap()
+                .allowed_updates
+                .as_deref(),
+            Some(r#"["message"]"#)
+        );
+        assert!(get_updates("allowed_updates=%7B%7D").is_err());
+        assert!(get_updates("reader=a%20b").is_err());
+        assert!(get_updates(&format!("reader={}", "r".repeat(65))).is_err());
     }
 }
