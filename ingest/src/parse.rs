@@ -47,6 +47,8 @@ pub fn long_poll(call: &Call) -> Duration {
         Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().unwrap_or(0.0),
         _ => 0.0,
     };
+    // `NaN` parses, and no Duration holds it.
+    let secs = if secs.is_finite() { secs } else { 0.0 };
     Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
 }
 

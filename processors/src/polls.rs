@@ -33,6 +33,9 @@ use crate::cmd::GetUpdates;
 /// poller's first round fetches what Telegram kept meanwhile.
 const FIRST_ROUND: Duration = Duration::from_secs(3);
 
+/// Named readers a bot may have.
+const MAX_READERS: usize = 16;
+
 /// How often a reader's row is written when nothing but its time changed (the idle check
 /// needs no finer).
 const READ_MARK_EVERY_MS: i64 = 30_000;
@@ -60,6 +63,16 @@ struct Entry {
 
 static NUMBER: AtomicU64 = AtomicU64::new(1);
 
+/// A reader's newest poll number once setWebhook ended its polls.
+const BY_WEBHOOK: u64 = 0;
+
+/// Why a waiting poll must end.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    ByPoll,
+    ByWebhook,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -68,6 +81,16 @@ impl Polls {
     /// Wakes every poll of `bot` waiting here.
     pub fn wake(&self, bot: BotId) {
         if let Some(b) = lock(&self.0).get(&bot) {
+            b.wake.notify_waiters();
+        }
+    }
+
+    /// Ends every poll of `bot` waiting here with Telegram's 409 for a setWebhook.
+    pub fn end(&self, bot: BotId) {
+        if let Some(b) = lock(&self.0).get(&bot) {
+            for n in lock(&b.newest).values_mut() {
+                *n = BY_WEBHOOK;
+            }
             b.wake.notify_waiters();
         }
     }
@@ -95,8 +118,12 @@ impl Polls {
 }
 
 impl Entry {
-    fn superseded(&self) -> bool {
-        lock(&self.bot.newest).get(&self.reader) != Some(&self.number)
+    fn ended(&self) -> Option<Ended> {
+        match lock(&self.bot.newest).get(&self.reader) {
+            Some(&n) if n == self.number => None,
+            Some(&BY_WEBHOOK) => Some(Ended::ByWebhook),
+            _ => Some(Ended::ByPoll),
+        }
     }
 }
 
@@ -104,7 +131,7 @@ impl Drop for Entry {
     fn drop(&mut self) {
         {
             let mut newest = lock(&self.bot.newest);
-            if newest.get(&self.reader) == Some(&self.number) {
+            if matches!(newest.get(&self.reader), Some(&n) if n == self.number || n == BY_WEBHOOK) {
                 newest.remove(&self.reader);
             }
         }
@@ -169,9 +196,50 @@ fn conflict(description: &str) -> Response {
     Response::from_error(&ApiError::new(409, description))
 }
 
+/// Whether the call's token is the bot's: the one kept in its row (`Ok(true)`), or else
+/// Telegram's word (getMe as the bot: `Ok(false)`, or its refusal). Updates are answered from
+/// the store, so without this check anyone who knows a bot's id could read them, or confirm
+/// them away.
+async fn authorised(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    row: Option<&WebhookRow>,
+) -> Result<bool, Response> {
+    let bot = env.header.bot_id;
+    let Some(token) = &env.payload.token else {
+        return Err(Response::from_error(&ApiError::unauthorized()));
+    };
+    // Sealed tokens differ on every seal (a fresh nonce): compared open.
+    let open = |t: &str| {
+        deps.sealer
+            .open(bot, &schemas::SealedToken(t.to_owned()))
+            .ok()
+    };
+    let given = open(&token.0);
+    if given.is_none() {
+        return Err(Response::from_error(&ApiError::unauthorized()));
+    }
+    if row.is_some_and(|w| open(&w.token_sealed) == given) {
+        return Ok(true);
+    }
+    let me = crate::passthrough::execute(
+        deps,
+        &crate::uploads::as_call(env, "getMe", schemas::CallBody::Empty),
+    )
+    .await;
+    if me.status == 200 {
+        Ok(false)
+    } else {
+        Err(me)
+    }
+}
+
 /// getUpdates: see the module's documentation.
 pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> Response {
     let bot = env.header.bot_id;
+    // First, so that of two overlapping polls the later one stays, however long each takes
+    // to get here.
+    let entry = deps.polls.enter(bot, &get.reader);
     let row = match deps.store.webhook(bot).await {
         Ok(row) => row,
         Err(e) => return failed(e),
@@ -185,14 +253,25 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> 
         .allowed_updates
         .clone()
         .or_else(|| row.as_ref().and_then(|w| w.allowed_updates.clone()));
-    let Some(token) = env.payload.token.clone() else {
-        return Response::from_error(&ApiError::unauthorized());
+    let kept_token = match authorised(deps, env, row.as_ref()).await {
+        Ok(kept) => kept,
+        Err(refused) => return refused,
     };
     let changed = row.as_ref().is_none_or(|w| {
-        w.allowed_updates != wanted
-            || w.token_sealed != token.0
-            || w.test_env != env.payload.test_env
+        w.allowed_updates != wanted || w.test_env != env.payload.test_env || !kept_token
     });
+    let readers = match deps.store.readers(bot).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    if !get.reader.is_empty()
+        && readers.len() >= MAX_READERS
+        && !readers.iter().any(|r| r.reader == get.reader)
+    {
+        return Response::from_error(&ApiError::bad_request(format!(
+            "a bot may have at most {MAX_READERS} readers"
+        )));
+    }
     if changed {
         let polling = WebhookRow {
             bot_id: bot,
@@ -201,7 +280,7 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> 
             max_connections: 1,
             allowed_updates: wanted,
             certificate: None,
-            token_sealed: token.0,
+            token_sealed: env.payload.token.clone().map(|t| t.0).unwrap_or_default(),
             test_env: env.payload.test_env,
             telegram_hook: false,
             poll_offset: 0,
@@ -215,8 +294,7 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> 
             tracing::info!(bot_id = %bot, "polling Telegram for a bot that uses getUpdates");
         }
     }
-    let entry = deps.polls.enter(bot, &get.reader);
-    let mut reader = match Reader::open(deps, bot, &get, row.as_ref()).await {
+    let mut reader = match Reader::open(deps, bot, &get, row.as_ref(), readers).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
@@ -232,8 +310,10 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> 
         let woken = entry.bot.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        if entry.superseded() {
-            return conflict("Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
+        match entry.ended() {
+            Some(Ended::ByPoll) => return conflict("Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"),
+            Some(Ended::ByWebhook) => return conflict("Conflict: terminated by setWebhook request"),
+            None => {}
         }
         let updates = match reader.read(deps, bot, get.limit).await {
             Ok(u) => u,
@@ -266,13 +346,9 @@ impl Reader {
         bot: BotId,
         get: &GetUpdates,
         row: Option<&WebhookRow>,
+        readers: Vec<ReaderRow>,
     ) -> Result<Reader, StoreError> {
-        let stored = deps
-            .store
-            .readers(bot)
-            .await?
-            .into_iter()
-            .find(|r| r.reader == get.reader);
+        let stored = readers.into_iter().find(|r| r.reader == get.reader);
         let own = get.reader.is_empty();
         let earliest = deps
             .store
@@ -305,7 +381,7 @@ impl Reader {
             }
             None => {}
         }
-        if own && (get.offset.is_some()) {
+        if own && get.offset.is_some() {
             deps.store.confirm_updates(bot, next).await?;
         }
         Ok(Reader {
@@ -350,8 +426,14 @@ impl Reader {
 /// count (getWebhookInfo's numbers, per reader).
 pub async fn updates_info(deps: &Deps, env: &Envelope<Call>) -> Response {
     let bot = env.header.bot_id;
+    let row = match deps.store.webhook(bot).await {
+        Ok(row) => row,
+        Err(e) => return failed(e),
+    };
+    if let Err(refused) = authorised(deps, env, row.as_ref()).await {
+        return refused;
+    }
     let info = async {
-        let row = deps.store.webhook(bot).await?;
         let pending = deps.store.pending_count(bot).await?;
         let mut readers = Vec::new();
         for r in deps.store.readers(bot).await? {
@@ -380,5 +462,39 @@ pub async fn updates_info(deps: &Deps, env: &Envelope<Call>) -> Response {
     match info.await {
         Ok(result) => Response::gateway_json(200, &json!({"ok": true, "result": result})),
         Err(e) => failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_poll_of_a_reader_ends_the_older_and_the_map_keeps_only_bots_with_polls() {
+        let polls = Polls::default();
+        let bot = BotId(7);
+        let first = polls.enter(bot, "");
+        let follower = polls.enter(bot, "analytics");
+        assert_eq!(first.ended(), None);
+        let second = polls.enter(bot, "");
+        assert_eq!(first.ended(), Some(Ended::ByPoll), "the older poll ends");
+        assert_eq!(second.ended(), None);
+        assert_eq!(follower.ended(), None, "another reader's poll goes on");
+        drop(first);
+        assert_eq!(
+            second.ended(),
+            None,
+            "the older one leaving changes nothing"
+        );
+        assert_eq!(polls.bots(), 1);
+        polls.end(bot);
+        assert_eq!(second.ended(), Some(Ended::ByWebhook));
+        assert_eq!(follower.ended(), Some(Ended::ByWebhook));
+        drop(second);
+        drop(follower);
+        assert_eq!(polls.bots(), 0, "no polls, no entry");
+        // A wake for a bot without polls is nothing.
+        polls.wake(bot);
+        assert_eq!(polls.bots(), 0);
     }
 }

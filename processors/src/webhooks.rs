@@ -101,6 +101,8 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>, set: SetWebhook) -> 
     if let Err(e) = deps.store.put_webhook(&row).await {
         return store_failed(e);
     }
+    // As at Telegram, a getUpdates waiting for this bot ends ("terminated by setWebhook").
+    deps.polls.end(bot_id);
     tracing::info!(bot_id = %bot_id, "webhook set");
     answer(&json!({"ok": true, "result": true, "description": "Webhook was set"}))
 }
@@ -117,11 +119,8 @@ async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Option<String> {
 /// goes too); the gateway's webhook, if any, is removed.
 pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>, delete: DeleteWebhook) -> Response {
     let bot_id = env.header.bot_id;
-    let (had, polling) = match deps.store.webhook(bot_id).await {
-        Ok(w) => (
-            w.as_ref().is_some_and(|w| !w.polling()),
-            w.as_ref().is_some_and(WebhookRow::polling),
-        ),
+    let had = match deps.store.webhook(bot_id).await {
+        Ok(w) => w.is_some_and(|w| !w.polling()),
         Err(e) => return store_failed(e),
     };
     let drop = delete.drop_pending_updates;
@@ -136,9 +135,9 @@ pub async fn delete_webhook(deps: &Deps, env: &Envelope<Call>, delete: DeleteWeb
         .await
     };
     if !had {
-        // A polling bot has no webhook to remove; what it asked to drop is dropped (the
-        // gateway keeps its updates, not Telegram).
-        if polling && drop && upstream.status == 200 {
+        // A polling bot (or one no longer polled) has no webhook to remove; what it asked to
+        // drop is dropped: the gateway keeps its updates, not Telegram.
+        if drop && upstream.status == 200 {
             if let Err(e) = deps.store.confirm_updates(bot_id, i64::MAX).await {
                 return store_failed(e);
             }
@@ -157,7 +156,7 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
     let bot_id = env.header.bot_id;
     let w = match deps.store.webhook(bot_id).await {
         Ok(Some(w)) => w,
-        Ok(None) => return execute(deps, env).await,
+        Ok(None) => return with_kept(deps, bot_id, execute(deps, env).await).await,
         Err(e) => return store_failed(e),
     };
     let pending = match deps.store.pending_count(bot_id).await {
@@ -166,11 +165,18 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
     };
     if w.polling() {
         // No webhook: Telegram's answer for a bot that polls, with the gateway's count.
-        return answer(&json!({"ok": true, "result": {
+        let mut info = json!({
             "url": "",
             "has_custom_certificate": false,
             "pending_update_count": pending,
-        }}));
+        });
+        if let Some(a) = w
+            .allowed_updates
+            .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+        {
+            info["allowed_updates"] = a;
+        }
+        return answer(&json!({"ok": true, "result": info}));
     }
     let mut info = json!({
         "url": w.url,
@@ -189,4 +195,26 @@ pub async fn webhook_info(deps: &Deps, env: &Envelope<Call>) -> Response {
         info["last_error_message"] = message.into();
     }
     answer(&json!({"ok": true, "result": info}))
+}
+
+/// Upstream's getWebhookInfo for a bot the gateway neither keeps a webhook for nor polls, with
+/// the updates the gateway still keeps for it (polled before it went idle) in the count.
+async fn with_kept(deps: &Deps, bot_id: schemas::BotId, upstream: Response) -> Response {
+    let kept = match deps.store.pending_count(bot_id).await {
+        Ok(n) if n > 0 => n,
+        _ => return upstream,
+    };
+    let Some(mut body) = upstream
+        .body
+        .inline_bytes()
+        .filter(|_| upstream.status == 200)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return upstream;
+    };
+    let Some(count) = body["result"]["pending_update_count"].as_u64() else {
+        return upstream;
+    };
+    body["result"]["pending_update_count"] = (count + kept).into();
+    answer(&body)
 }

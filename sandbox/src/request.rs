@@ -104,7 +104,11 @@ pub fn valid_token(token: &str) -> Option<i64> {
     {
         return None;
     }
-    id.parse::<i64>().ok().filter(|v| *v > 0)
+    // Each bot has one token, as at Telegram: `token_for`'s. Another secret with its id is
+    // refused (what a gateway must not answer for the bot on its own).
+    id.parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0 && token == crate::token_for(*v))
 }
 
 /// `/bot<token>/[test/]<method>` → (token, test_env, method).

@@ -491,7 +491,8 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// `offset`. A confirmed update stays readable by named readers until it is purged.
     async fn confirm_updates(&self, bot_id: BotId, below: i64) -> Result<(), StoreError>;
 
-    /// Keeps where a reader of a polling bot stands.
+    /// Keeps where a reader of a polling bot stands; a reader unused for as long as delivered
+    /// updates are remembered is forgotten (`purge_updates`; ScyllaDB: TTL).
     async fn put_reader(&self, bot_id: BotId, reader: &ReaderRow) -> Result<(), StoreError>;
 
     /// A polling bot's readers, by name (`""`, the bot itself, first).

@@ -1070,21 +1070,36 @@ impl WebhookStore for ScyllaStore {
         from: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        let result = self
-            .session
-            .query_unpaged(
-                "SELECT update_id, body FROM updates WHERE bot_id = ? AND update_id >= ? LIMIT ?",
-                (bot_id.0, from, limit.min(i32::MAX as usize) as i32),
-            )
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
+        // A webhook's delivered updates keep no body (SQLite's do): skipped, reading on until
+        // `limit` updates with one are found or the partition ends.
+        let page = limit.clamp(1, 1000) as i32;
         let mut out = Vec::new();
-        for r in result.rows::<(i64, Option<String>)>().map_err(err)? {
-            // A webhook's delivered updates keep no body.
-            if let (id, Some(body)) = r.map_err(err)? {
-                out.push((id, body));
+        let mut from = from;
+        while out.len() < limit {
+            let result = self
+                .session
+                .query_unpaged(
+                    "SELECT update_id, body FROM updates WHERE bot_id = ? AND update_id >= ? \
+                     LIMIT ?",
+                    (bot_id.0, from, page),
+                )
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            let mut rows = 0;
+            for r in result.rows::<(i64, Option<String>)>().map_err(err)? {
+                let (id, body) = r.map_err(err)?;
+                rows += 1;
+                from = id.saturating_add(1);
+                if let Some(body) = body {
+                    if out.len() < limit {
+                        out.push((id, body));
+                    }
+                }
+            }
+            if rows < page {
+                break;
             }
         }
         Ok(out)
@@ -1123,12 +1138,14 @@ impl WebhookStore for ScyllaStore {
     async fn put_reader(&self, bot_id: BotId, reader: &ReaderRow) -> Result<(), StoreError> {
         self.session
             .query_unpaged(
-                "INSERT INTO readers (bot_id, reader, next_update_id, read_ms) VALUES (?, ?, ?, ?)",
+                "INSERT INTO readers (bot_id, reader, next_update_id, read_ms) VALUES (?, ?, ?, ?) \
+                 USING TTL ?",
                 (
                     bot_id.0,
                     &reader.reader,
                     reader.next_update_id,
                     reader.read_ms,
+                    DELIVERED_TTL_S,
                 ),
             )
             .await

@@ -968,6 +968,13 @@ impl WebhookStore for SqliteStore {
             ],
         )
         .await?;
+        // A reader nobody used since is forgotten with them (a new one starts at the first
+        // unconfirmed update).
+        self.sql(
+            "DELETE FROM readers WHERE read_ms < ?1",
+            vec![V::Integer(before_ms)],
+        )
+        .await?;
         self.sql(
             "DELETE FROM updates WHERE delivered = 1 AND delivered_ms < ?1",
             vec![V::Integer(before_ms)],

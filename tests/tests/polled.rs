@@ -242,6 +242,22 @@ async fn allowed_updates_and_errors_as_telegram() {
         .unwrap();
     telepipe_tests::assert_shaped(bad, 400).await;
 
+    // The bot's id with another secret reads nothing and changes nothing: Telegram's 401.
+    let forged = format!("{}/bot{bot}:AAforgedforgedforgedforgedforgedforged", gw.url);
+    for method in ["getUpdates?offset=999999", "getUpdatesInfo"] {
+        let r = http.get(format!("{forged}/{method}")).send().await.unwrap();
+        telepipe_tests::assert_shaped(r, 401).await;
+    }
+    let info = get(&http, format!("{base}/getUpdatesInfo")).await;
+    assert_eq!(info["result"]["pending_update_count"], 1, "{info}");
+
+    // A setWebhook ends a waiting poll with Telegram's 409; getUpdates is then a 409 too.
+    let waiting = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/getUpdates?offset=999999&timeout=30");
+        async move { http.get(url).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let r = http
         .post(format!("{base}/setWebhook"))
         .form(&[("url", "http://127.0.0.1:9/hook")])
@@ -249,6 +265,11 @@ async fn allowed_updates_and_errors_as_telegram() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let v = telepipe_tests::assert_shaped(waiting.await.unwrap(), 409).await;
+    assert_eq!(
+        v["description"],
+        "Conflict: terminated by setWebhook request"
+    );
     let r = http.get(format!("{base}/getUpdates")).send().await.unwrap();
     telepipe_tests::assert_shaped(r, 409).await;
     let info = get(&http, format!("{base}/getUpdatesInfo")).await;

@@ -30,6 +30,7 @@ const PATHS: &[&str] = &[
     "/healthz",
     "/bot{T}/getUpdates?timeout=-5",
     "/bot{T}/getUpdates?timeout=abc",
+    "/bot{T}/getUpdates?timeout=NaN&limit=-1&offset=-99999999999999999999",
     "/bot{T}/sendMessage?chat_id=%ff",
 ];
 

@@ -51,9 +51,13 @@ pub async fn run(
 
 async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: CancellationToken) {
     let mut backoff = Duration::from_secs(1);
+    // Not on the first round: the getUpdates that made the row writes its reader's time just
+    // after it, and an older reader row may still say the bot was idle.
+    let mut first = true;
     loop {
+        let check_idle = !std::mem::take(&mut first);
         let row = match deps.store.webhook(bot_id).await {
-            Ok(Some(row)) if row.polling() && idle(&deps, bot_id).await => {
+            Ok(Some(row)) if row.polling() && check_idle && idle(&deps, bot_id).await => {
                 // Telegram keeps what comes meanwhile (a day), and the bot's next getUpdates
                 // starts polling again; what the gateway kept stays kept.
                 tracing::info!(%bot_id, idle_s = deps.poll_idle.as_secs(), "no getUpdates from this bot for a while: no longer polling Telegram for it");

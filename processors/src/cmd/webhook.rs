@@ -43,6 +43,7 @@ pub struct GetUpdates {
     /// Confirms every update below it; negative: only the last `-offset` updates stay.
     pub offset: Option<i64>,
     /// 1 to 100 updates at most (100 when not given; out of range: clamped, as Telegram).
+    /// `timeout` is clamped to Telegram's 50 s.
     pub limit: usize,
     /// How long to wait for an update when none is there.
     pub timeout: std::time::Duration,
@@ -145,26 +146,37 @@ pub(super) fn parse_delete(call: &Call) -> Result<Command, ApiError> {
     }))
 }
 
-/// A number parameter as Telegram reads it: a JSON number or its text; anything else is 0.
+/// A number parameter as Telegram reads it: a JSON number or its text; anything else
+/// (`NaN` too) is 0.
 fn number(v: Option<&Value>) -> f64 {
-    match v {
+    let n = match v {
         Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
         Some(Value::String(s)) => s.trim().parse::<f64>().unwrap_or(0.0),
         _ => 0.0,
+    };
+    if n.is_finite() {
+        n
+    } else {
+        0.0
     }
 }
 
+/// Telegram's longest getUpdates wait (telegram-bot-api's `LONG_POLL_MAX_TIMEOUT`).
+const MAX_TIMEOUT: f64 = 50.0;
+
 pub(super) fn parse_get_updates(call: &Call) -> Result<Command, ApiError> {
     let params = call.params();
-    // As the ingest allows for the wait (`ingest::parse::long_poll`).
-    let timeout = number(params.get("timeout")).clamp(0.0, 3600.0);
+    // Clamped as Telegram clamps it (the ingest allows for more).
+    let timeout = number(params.get("timeout")).clamp(0.0, MAX_TIMEOUT);
     let offset = match number(params.get("offset")) as i64 {
         0 => None,
         n => Some(n),
     };
-    let limit = match number(params.get("limit")) as i64 {
-        n if (1..=100).contains(&n) => n as usize,
-        _ => 100,
+    // Given: clamped to 1..=100 (`0` and words are 1, as at Telegram); not given: 100.
+    let limit = match params.get("limit") {
+        None | Some(Value::Null) => 100,
+        Some(Value::String(s)) if s.trim().is_empty() => 100,
+        l => (number(l) as i64).clamp(1, 100) as usize,
     };
     let allowed_updates = match params.get("allowed_updates") {
         None | Some(Value::Null) => None,
@@ -285,7 +297,11 @@ mod tests {
         assert_eq!((g.offset, g.limit), (Some(-3), 100));
         assert_eq!(g.timeout.as_secs(), 25);
         assert_eq!(g.reader, "analytics-1");
-        assert_eq!(get_updates("limit=0").unwrap().limit, 100);
+        assert_eq!(get_updates("limit=0").unwrap().limit, 1);
+        assert_eq!(get_updates("limit=").unwrap().limit, 100);
+        assert_eq!(get_updates("timeout=NaN").unwrap().timeout.as_secs(), 0);
+        assert_eq!(get_updates("timeout=inf").unwrap().timeout.as_secs(), 0);
+        assert_eq!(get_updates("timeout=3600").unwrap().timeout.as_secs(), 50);
         assert_eq!(get_updates("limit=7&offset=0").unwrap().limit, 7);
         assert_eq!(get_updates("offset=0").unwrap().offset, None);
         assert_eq!(
