@@ -97,10 +97,13 @@ async fn a_bot_that_was_down_gets_every_update_once_in_order() {
     // The bot's getUpdates never went upstream as the bot's: only the gateway's own polls,
     // which confirm what the gateway kept.
     let upstream = control.calls(bot, Some("getUpdates")).await.unwrap();
-    assert!(upstream
-        .iter()
-        .all(|c| c["params"]["timeout"].as_str() == Some("25")
-            || c["params"]["timeout"] == json!(25)));
+    assert!(
+        upstream.iter().all(|c| c["params"]["timeout"]
+            .as_str()
+            .and_then(|t| t.parse::<u64>().ok())
+            .is_some_and(|t| (20..=25).contains(&t))),
+        "{upstream:?}"
+    );
 }
 
 /// Two readers each see every update; the bot's own offset does not take the other's; the

@@ -9,7 +9,7 @@ use std::time::Duration;
 use telegram::botapi::UpstreamBody;
 use tokio_util::sync::CancellationToken;
 
-/// How long each getUpdates waits at Telegram.
+/// How long each getUpdates waits at Telegram, at most (5 s less at least).
 const LONG_POLL: u64 = 25;
 /// How often the store is read for webhooks set or removed.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
@@ -54,6 +54,7 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
     // Not on the first round: the getUpdates that made the row writes its reader's time just
     // after it, and an older reader row may still say the bot was idle.
     let mut first = true;
+    let mut renewed: Option<tokio::time::Instant> = None;
     loop {
         let check_idle = !std::mem::take(&mut first);
         let row = match deps.store.webhook(bot_id).await {
@@ -77,12 +78,18 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
                 continue;
             }
         };
-        // Another process polls for this bot while it holds the lease.
-        if !crate::leased(&deps, &producer, bot_id).await {
-            if pause(&stop, crate::LEASE / 2).await {
-                return;
+        // Another process polls for this bot while it holds the lease. Renewed only when half
+        // of it is gone: with thousands of bots a write per round would queue before every
+        // call's record.
+        if renewed.is_none_or(|at| at.elapsed() >= crate::LEASE / 2) {
+            if !crate::leased(&deps, &producer, bot_id).await {
+                renewed = None;
+                if pause(&stop, crate::LEASE / 2).await {
+                    return;
+                }
+                continue;
             }
-            continue;
+            renewed = Some(tokio::time::Instant::now());
         }
         let token = match deps
             .sealer
@@ -97,10 +104,13 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
                 continue;
             }
         };
+        // Spread over a few seconds, so that thousands of bots polled since the same moment
+        // do not all come back in the same one.
+        let wait = LONG_POLL - 5 + rand::random::<u64>() % 6;
         let query = {
             let mut q = form_urlencoded::Serializer::new(String::new());
             q.append_pair("offset", &row.poll_offset.to_string());
-            q.append_pair("timeout", &LONG_POLL.to_string());
+            q.append_pair("timeout", &wait.to_string());
             if let Some(a) = &row.allowed_updates {
                 q.append_pair("allowed_updates", a);
             }
@@ -113,7 +123,7 @@ async fn poll_bot(deps: Deps, producer: String, bot_id: BotId, stop: Cancellatio
             "getUpdates",
             &query,
             UpstreamBody::Empty,
-            Duration::from_secs(LONG_POLL + 10),
+            Duration::from_secs(wait + 10),
         );
         let answer = tokio::select! {
             _ = stop.cancelled() => return,

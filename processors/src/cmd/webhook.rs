@@ -66,6 +66,20 @@ fn flag(params: &Map<String, Value>, k: &str) -> bool {
         .is_some_and(|v| v == true || v == "true" || v == "1" || v == "True")
 }
 
+/// `allowed_updates`: a JSON array (or its text), kept as text; empty or absent: none given.
+fn allowed_updates(params: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match params.get("allowed_updates") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(Value::Array(a.clone()).to_string())),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Array(_)) => Ok(Some(v.to_string())),
+            _ => Err(bad("can't parse allowed_updates JSON array")),
+        },
+        Some(_) => Err(bad("can't parse allowed_updates JSON array")),
+    }
+}
+
 pub(super) fn parse_set(call: &Call) -> Result<Command, ApiError> {
     let params = call.params();
     let drop_pending_updates = flag(&params, "drop_pending_updates");
@@ -111,16 +125,7 @@ pub(super) fn parse_set(call: &Call) -> Result<Command, ApiError> {
             }
         },
     };
-    let allowed_updates = match params.get("allowed_updates") {
-        None => None,
-        Some(Value::Array(a)) => Some(Value::Array(a.clone()).to_string()),
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Array(_)) => Some(v.to_string()),
-            _ => return Err(bad("can't parse allowed_updates JSON array")),
-        },
-        Some(_) => return Err(bad("can't parse allowed_updates JSON array")),
-    };
+    let allowed_updates = allowed_updates(&params)?;
     let certificate = match file_part(call, "certificate") {
         Some((blob, ..)) if blob.size > MAX_CERTIFICATE => {
             return Err(bad("bad webhook: the certificate is too big"))
@@ -178,16 +183,7 @@ pub(super) fn parse_get_updates(call: &Call) -> Result<Command, ApiError> {
         Some(Value::String(s)) if s.trim().is_empty() => 100,
         l => (number(l) as i64).clamp(1, 100) as usize,
     };
-    let allowed_updates = match params.get("allowed_updates") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(Value::Array(a.clone()).to_string()),
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Array(_)) => Some(v.to_string()),
-            _ => return Err(bad("can't parse allowed_updates JSON array")),
-        },
-        Some(_) => return Err(bad("can't parse allowed_updates JSON array")),
-    };
+    let allowed_updates = allowed_updates(&params)?;
     let reader = params.get("reader").map(text).unwrap_or_default();
     let fine = reader.len() <= MAX_READER
         && reader
