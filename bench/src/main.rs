@@ -7,6 +7,7 @@
 //! one run, not across machines.
 
 mod files;
+mod flood;
 mod floor;
 mod nginx;
 mod polls;
@@ -110,6 +111,19 @@ enum Bench {
         rounds: usize,
         /// Pings in flight at once (1: the latency floor; more: the broker's ceiling).
         #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+    },
+    /// A broadcast through flood control: one bot, one message to each of many private chats,
+    /// to a sandbox enforcing Telegram's limits; 429s reaching the bot, the upstream rate, the
+    /// time against the theoretical minimum.
+    Flood {
+        /// The release binary (`cargo build --release -p telepipe`).
+        #[arg(long, default_value = "target/release/telepipe")]
+        bin: std::path::PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Calls waiting at the gateway at once.
+        #[arg(long, default_value_t = 1000)]
         in_flight: usize,
     },
     /// Many bots long-polling: the gateway's RSS per parked poll, and another bot's
@@ -318,6 +332,16 @@ fn main() -> anyhow::Result<()> {
                 .block_on(floor::ping_pong(&kafka, rounds, in_flight))?;
             println!("{f}");
             return Ok(());
+        }
+        Bench::Flood {
+            bin,
+            messages,
+            in_flight,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(flood::run(bin, messages, in_flight));
         }
         Bench::Polls {
             bin,

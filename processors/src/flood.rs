@@ -13,26 +13,31 @@
 //! 429 means Telegram executed nothing. When the wait would pass the call's deadline, the bot
 //! gets Telegram's own 429 with the seconds left to wait, never an invented 5xx.
 //!
-//! Not yet (issue 16): setFloodControl/getFloodControl per bot, a client's disconnect
-//! cancelling its queued call, one bucket for a public chat's @username and its id, and in a
-//! split deployment the files stage keeps buckets of its own beside the router's.
+//! On for every bot with `--flood-control`; a bot turns it on or off for itself, with limits of
+//! its own, by setFloodControl (kept in the store, read again by every process every 10 s, so
+//! a split deployment's stages agree); getFloodControl shows its settings, its queues and its
+//! counts. A public chat's `@username` shares its id's bucket once an answer told the id.
+//!
+//! Not yet (issue 16): a client's disconnect cancelling its queued call, and in a split
+//! deployment the files stage keeps buckets of its own beside the router's.
 
 use crate::Deps;
 use schemas::{ApiError, BotId, Call, Envelope, Response};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A bucket's size and how fast it fills.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     pub burst: f64,
     pub per_second: f64,
 }
 
 /// Telegram's limits (`notes/FLOOD.md`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub private: Rule,
     pub group: Rule,
@@ -62,6 +67,24 @@ impl Default for Limits {
         }
     }
 }
+
+/// A bot's flood control: on or off, and its limits (setFloodControl), as the store keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub enabled: bool,
+    pub limits: Limits,
+}
+
+/// What flood control did for a bot (getFloodControl).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    sent: u64,
+    absorbed: u64,
+    expired: u64,
+}
+
+/// How often every process reads the bots' settings again.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
 /// Added to every wait for a token.
 const SLACK: Duration = Duration::from_millis(100);
@@ -134,6 +157,8 @@ pub struct Ticket {
     number: u64,
     bot: BotId,
     chat: String,
+    /// The chat as the call named it (`@name`, before an alias made it the id).
+    named: String,
 }
 
 impl Ticket {
@@ -153,6 +178,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        crate::metrics::FLOOD_QUEUED.dec();
         let mut q = lock(&self.lane.queue);
         if q.serving == self.number {
             q.serving += 1;
@@ -193,11 +219,17 @@ enum BotLane {
 }
 
 pub struct Flood {
-    limits: Limits,
+    /// The gateway's: Telegram's limits, on for every bot with `--flood-control`.
+    default: Settings,
+    /// The bots' own (setFloodControl), as last read from the store or set here.
+    settings: Mutex<HashMap<BotId, Settings>>,
     lanes: Mutex<HashMap<(BotId, String), Arc<Lane>>>,
     bots: Mutex<HashMap<BotLane, Bucket>>,
     /// Chat kinds the answers told: private or not.
     private: Mutex<HashMap<(BotId, String), bool>>,
+    /// A public chat's `@username` (lowercase) → its id, as the answers told.
+    aliases: Mutex<HashMap<(BotId, String), String>>,
+    counts: Mutex<HashMap<BotId, Counts>>,
 }
 
 /// Whether a method puts or changes a message in a chat: what is queued. Reads, and the
@@ -230,17 +262,116 @@ fn retry_after(r: &Response) -> Option<u64> {
 }
 
 impl Flood {
-    pub fn new(limits: Limits) -> Self {
+    /// Flood control with Telegram's `limits`, on for every bot that did not say otherwise
+    /// when `on` (`--flood-control`).
+    pub fn new(limits: Limits, on: bool) -> Self {
         Self {
-            limits,
+            default: Settings {
+                enabled: on,
+                limits,
+            },
+            settings: Mutex::default(),
             lanes: Mutex::default(),
             bots: Mutex::default(),
             private: Mutex::default(),
+            aliases: Mutex::default(),
+            counts: Mutex::default(),
         }
     }
 
+    /// A bot's settings: its own, or the gateway's.
+    pub fn settings(&self, bot: BotId) -> Settings {
+        lock(&self.settings)
+            .get(&bot)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Reads every bot's settings from the store (a row that does not parse is skipped).
+    pub async fn load(&self, store: &dyn store::BotStore) -> Result<usize, store::StoreError> {
+        let rows = store.flood_settings().await?;
+        let parsed: HashMap<BotId, Settings> = rows
+            .into_iter()
+            .filter_map(|(bot, json)| Some((bot, serde_json::from_str(&json).ok()?)))
+            .collect();
+        let n = parsed.len();
+        *lock(&self.settings) = parsed;
+        Ok(n)
+    }
+
+    /// Reads the settings again every [`RELOAD_EVERY`] until `shutdown`: a setFloodControl
+    /// answered by another process (a split deployment's other stage) holds here too.
+    pub async fn keep_loaded(
+        self: Arc<Self>,
+        store: Arc<dyn store::Store>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), std::convert::Infallible> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            }
+            if let Err(error) = self.load(store.as_ref()).await {
+                tracing::warn!(%error, "could not read the bots' flood control settings");
+            }
+        }
+    }
+
+    /// Keeps a bot's settings (store first, then here).
+    pub(crate) async fn set(
+        &self,
+        store: &dyn store::BotStore,
+        bot: BotId,
+        settings: Settings,
+    ) -> Result<(), store::StoreError> {
+        let json = serde_json::to_string(&settings).expect("plain data serialises");
+        store.put_flood_settings(bot, &json).await?;
+        lock(&self.settings).insert(bot, settings);
+        Ok(())
+    }
+
+    /// getFloodControl's answer: the bot's settings, its queues in this process, its counts.
+    pub(crate) fn state(&self, bot: BotId) -> Value {
+        let settings = self.settings(bot);
+        let own = lock(&self.settings).contains_key(&bot);
+        let now = Instant::now();
+        let (mut queued, mut chats, mut paused) = (0u64, 0u64, 0u64);
+        for ((b, _), lane) in lock(&self.lanes).iter() {
+            if *b != bot {
+                continue;
+            }
+            let q = lock(&lane.queue);
+            let waiting = (q.next - q.serving).saturating_sub(q.left.len() as u64);
+            queued += waiting;
+            chats += u64::from(waiting > 0);
+            paused += u64::from(lock(&lane.bucket).paused_until.is_some_and(|u| u > now));
+        }
+        let c = lock(&self.counts).get(&bot).copied().unwrap_or_default();
+        json!({
+            "enabled": settings.enabled,
+            "set_by": if own { "bot" } else { "gateway" },
+            "limits": limits_json(&settings.limits),
+            "queued": queued,
+            "chats_queued": chats,
+            "chats_paused": paused,
+            "sent": c.sent,
+            "absorbed_429": c.absorbed,
+            "expired": c.expired,
+        })
+    }
+
+    fn count(&self, bot: BotId, f: impl FnOnce(&mut Counts)) {
+        let mut counts = lock(&self.counts);
+        // Bounded: the counts of many bots are forgotten together (getFloodControl starts
+        // counting again).
+        if counts.len() >= KEEP_LANES * 10 && !counts.contains_key(&bot) {
+            counts.clear();
+        }
+        f(counts.entry(bot).or_default());
+    }
+
     fn lane(&self, bot: BotId, chat: &str, private: bool) -> Arc<Lane> {
-        let rule = self.rule(private);
+        let rule = self.rule(bot, private);
         let mut lanes = lock(&self.lanes);
         if lanes.len() >= KEEP_LANES && !lanes.contains_key(&(bot, chat.to_owned())) {
             self.forget_idle(&mut lanes);
@@ -262,13 +393,10 @@ impl Flood {
     /// ten times as many: it is learnt again from the next answers.
     fn forget_idle(&self, lanes: &mut HashMap<(BotId, String), Arc<Lane>>) {
         let now = Instant::now();
-        let slowest = self
-            .limits
-            .private
-            .per_second
-            .min(self.limits.group.per_second);
-        let fullest = self.limits.private.burst.max(self.limits.group.burst);
-        lanes.retain(|_, lane| {
+        lanes.retain(|(bot, _), lane| {
+            let limits = self.settings(*bot).limits;
+            let slowest = limits.private.per_second.min(limits.group.per_second);
+            let fullest = limits.private.burst.max(limits.group.burst);
             let b = lock(&lane.bucket);
             let full = b.tokens + now.duration_since(b.at).as_secs_f64() * slowest >= fullest;
             let idle = Arc::strong_count(lane) == 1 && b.paused_until.is_none_or(|u| u <= now);
@@ -278,33 +406,45 @@ impl Flood {
         if private.len() >= KEEP_LANES * 10 {
             private.clear();
         }
+        let mut aliases = lock(&self.aliases);
+        if aliases.len() >= KEEP_LANES * 10 {
+            aliases.clear();
+        }
     }
 
     /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
     pub(crate) fn ticket(&self, bot: BotId, call: &Call) -> Option<Ticket> {
-        if !queued(&call.method) {
+        if !queued(&call.method) || !self.settings(bot).enabled {
             return None;
         }
-        let chat = chat_of(call)?;
+        let named = chat_of(call)?;
+        // A public chat's @username and its id are one chat, in one queue.
+        let chat = lock(&self.aliases)
+            .get(&(bot, named.clone()))
+            .cloned()
+            .unwrap_or_else(|| named.clone());
         let lane = self.lane(bot, &chat, self.is_private(bot, &chat));
         let number = {
             let mut q = lock(&lane.queue);
             q.next += 1;
             q.next - 1
         };
+        crate::metrics::FLOOD_QUEUED.inc();
         Some(Ticket {
             lane,
             number,
             bot,
             chat,
+            named,
         })
     }
 
-    fn rule(&self, private: bool) -> Rule {
+    fn rule(&self, bot: BotId, private: bool) -> Rule {
+        let limits = self.settings(bot).limits;
         if private {
-            self.limits.private
+            limits.private
         } else {
-            self.limits.group
+            limits.group
         }
     }
 
@@ -319,16 +459,17 @@ impl Flood {
     /// nothing).
     fn take(&self, bot: BotId, lane: &Lane, private: bool, paid: bool) -> Duration {
         let now = Instant::now();
+        let limits = self.settings(bot).limits;
         let (key, bot_rule) = if paid {
-            (BotLane::Paid(bot), self.limits.paid)
+            (BotLane::Paid(bot), limits.paid)
         } else {
-            (BotLane::Plain(bot), self.limits.bot)
+            (BotLane::Plain(bot), limits.bot)
         };
         let mut chat = lock(&lane.bucket);
         let mut bots = lock(&self.bots);
         let mine = bots.entry(key).or_insert_with(|| Bucket::new(bot_rule));
         let wait = chat
-            .wait(self.rule(private), now)
+            .wait(self.rule(bot, private), now)
             .max(mine.wait(bot_rule, now));
         if wait.is_zero() {
             chat.tokens -= 1.0;
@@ -349,7 +490,7 @@ impl Flood {
                 let mut t = t.borrow_mut();
                 let mine = t
                     .as_ref()
-                    .is_some_and(|t| t.bot == bot && Some(&t.chat) == chat.as_ref());
+                    .is_some_and(|t| t.bot == bot && Some(&t.named) == chat.as_ref());
                 if mine {
                     t.take()
                 } else {
@@ -376,6 +517,7 @@ impl Flood {
         if tokio::time::timeout(left(), ticket.turn()).await.is_err() {
             // Its turn would come too late: Telegram's 429, as if sent now.
             crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+            self.count(bot, |c| c.expired += 1);
             return Response::from_error(&ApiError::too_many_requests(1));
         }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
@@ -385,6 +527,7 @@ impl Flood {
             if !wait.is_zero() {
                 if wait >= left() {
                     crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+                    self.count(bot, |c| c.expired += 1);
                     let after = wait.as_secs_f64().ceil().max(1.0) as u64;
                     return Response::from_error(&ApiError::too_many_requests(after));
                 }
@@ -400,18 +543,21 @@ impl Flood {
                     lock(&lane.bucket).paused_until = Some(Instant::now() + pause);
                     if pause < left() {
                         crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
+                        self.count(bot, |c| c.absorbed += 1);
                         continue;
                     }
                 }
                 return answer;
             }
-            self.learn(bot, &chat, &answer);
+            self.count(bot, |c| c.sent += 1);
+            self.learn(bot, &ticket.named, &chat, &answer);
             return answer;
         }
     }
 
-    /// Remembers whether a chat is private from a Message in an answer.
-    fn learn(&self, bot: BotId, chat: &str, answer: &Response) {
+    /// Remembers whether a chat is private from a Message in an answer, and which id a public
+    /// chat's @username (as the call named it, `named`) is.
+    fn learn(&self, bot: BotId, named: &str, chat: &str, answer: &Response) {
         if answer.status != 200 {
             return;
         }
@@ -421,14 +567,86 @@ impl Flood {
         let Ok(v) = serde_json::from_slice::<Value>(&body) else {
             return;
         };
-        let kind = match &v["result"] {
-            Value::Array(a) => a.first().map(|m| &m["chat"]["type"]),
-            m => Some(&m["chat"]["type"]),
+        let message = match &v["result"] {
+            Value::Array(a) => a.first(),
+            m => Some(m),
         };
-        if let Some(Value::String(kind)) = kind {
+        let Some(told) = message.map(|m| &m["chat"]) else {
+            return;
+        };
+        if let Some(kind) = told["type"].as_str() {
             lock(&self.private).insert((bot, chat.to_owned()), kind == "private");
         }
+        if let Some(id) = told["id"].as_i64() {
+            let id = id.to_string();
+            let mut aliases = lock(&self.aliases);
+            if named.starts_with('@') {
+                aliases.insert((bot, named.to_owned()), id.clone());
+            }
+            if let Some(name) = told["username"].as_str() {
+                aliases.insert((bot, format!("@{}", name.to_ascii_lowercase())), id.clone());
+            }
+            if let Some(kind) = told["type"].as_str() {
+                lock(&self.private).insert((bot, id), kind == "private");
+            }
+        }
     }
+}
+
+/// A bot's limits as getFloodControl shows them (setFloodControl's parameter names).
+fn limits_json(l: &Limits) -> Value {
+    json!({
+        "private_chat_burst": l.private.burst,
+        "private_chat_per_minute": l.private.per_second * 60.0,
+        "group_burst": l.group.burst,
+        "group_per_minute": l.group.per_second * 60.0,
+        "bot_per_second": l.bot.per_second,
+        "paid_broadcast_per_second": l.paid.per_second,
+    })
+}
+
+/// setFloodControl: the bot's own settings, kept in the store.
+pub(crate) async fn set_flood_control(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    set: crate::cmd::SetFloodControl,
+) -> Response {
+    let Some(flood) = &deps.flood else {
+        return Response::from_error(&ApiError::bad_request("flood control is not available"));
+    };
+    if let Err(refused) = crate::auth::owner(deps, env, None).await {
+        return refused;
+    }
+    let settings = Settings {
+        enabled: set.enabled,
+        limits: set.limits,
+    };
+    match flood
+        .set(deps.store.as_ref(), env.header.bot_id, settings)
+        .await
+    {
+        Ok(()) => Response::gateway_json(200, &json!({"ok": true, "result": true})),
+        Err(error) => {
+            tracing::error!(%error, "could not keep flood control settings");
+            Response::from_error(&ApiError::internal(
+                "the flood control settings could not be kept",
+            ))
+        }
+    }
+}
+
+/// getFloodControl: the bot's settings, queues and counts ([`Flood::state`]).
+pub(crate) async fn get_flood_control(deps: &Deps, env: &Envelope<Call>) -> Response {
+    let Some(flood) = &deps.flood else {
+        return Response::from_error(&ApiError::bad_request("flood control is not available"));
+    };
+    if let Err(refused) = crate::auth::owner(deps, env, None).await {
+        return refused;
+    }
+    Response::gateway_json(
+        200,
+        &json!({"ok": true, "result": flood.state(env.header.bot_id)}),
+    )
 }
 
 #[cfg(test)]
@@ -437,7 +655,7 @@ mod tests {
 
     #[test]
     fn a_private_chat_takes_a_burst_then_one_a_second() {
-        let f = Flood::new(Limits::default());
+        let f = Flood::new(Limits::default(), true);
         let bot = BotId(1);
         let lane = f.lane(bot, "5", true);
         for _ in 0..3 {
@@ -456,7 +674,7 @@ mod tests {
 
     #[test]
     fn the_bot_takes_thirty_a_second_and_paid_broadcasts_their_own_lane() {
-        let f = Flood::new(Limits::default());
+        let f = Flood::new(Limits::default(), true);
         let bot = BotId(1);
         for chat in 0..30 {
             let lane = f.lane(bot, &chat.to_string(), true);
@@ -469,7 +687,7 @@ mod tests {
 
     #[test]
     fn chat_kinds_come_from_answers_before_signs() {
-        let f = Flood::new(Limits::default());
+        let f = Flood::new(Limits::default(), true);
         let bot = BotId(1);
         assert!(f.is_private(bot, "5"));
         assert!(!f.is_private(bot, "-5"));
@@ -477,9 +695,44 @@ mod tests {
             200,
             &serde_json::json!({"ok": true, "result": {"chat": {"id": -7, "type": "private"}}}),
         );
-        f.learn(bot, "-7", &answer);
+        f.learn(bot, "-7", "-7", &answer);
         assert!(f.is_private(bot, "-7"));
         assert!(queued("sendMessage") && queued("editMessageText") && !queued("getChat"));
         assert!(!queued("editForumTopic") && !queued("editChatInviteLink"));
+    }
+
+    fn call(method: &str, chat: &str) -> Call {
+        let chat: String = form_urlencoded::byte_serialize(chat.as_bytes()).collect();
+        crate::cmd::tests::call(method, &format!("chat_id={chat}&text=x"))
+    }
+
+    #[test]
+    fn a_bot_turns_it_off_for_itself_and_at_name_shares_its_ids_queue() {
+        let f = Flood::new(Limits::default(), true);
+        let (bot, other) = (BotId(1), BotId(2));
+        lock(&f.settings).insert(
+            other,
+            Settings {
+                enabled: false,
+                limits: Limits::default(),
+            },
+        );
+        assert!(f.ticket(bot, &call("sendMessage", "5")).is_some());
+        assert!(f.ticket(other, &call("sendMessage", "5")).is_none());
+        assert!(f.ticket(bot, &call("getChat", "5")).is_none(), "reads pass");
+        // An answer tells @chan's id: from then on both names are one queue.
+        let answer = Response::gateway_json(
+            200,
+            &serde_json::json!({"ok": true, "result": {"chat": {"id": -100, "type": "channel", "username": "Chan"}}}),
+        );
+        f.learn(bot, "@chan", "@chan", &answer);
+        let by_name = f.ticket(bot, &call("sendMessage", "@Chan")).unwrap();
+        let by_id = f.ticket(bot, &call("sendMessage", "-100")).unwrap();
+        assert!(Arc::ptr_eq(&by_name.lane, &by_id.lane));
+        assert_eq!(by_id.number, by_name.number + 1, "in arrival order");
+        let state = f.state(bot);
+        assert_eq!(state["queued"], 2, "{state}");
+        assert_eq!(state["set_by"], "gateway");
+        assert_eq!(f.state(other)["enabled"], false);
     }
 }

@@ -35,6 +35,7 @@
 //! - [`metrics`]: the processors' metrics.
 
 mod actions;
+mod auth;
 mod chats;
 pub mod flood;
 pub use actions::ChatActions;

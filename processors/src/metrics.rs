@@ -25,6 +25,15 @@ pub static FLOOD: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static FLOOD_QUEUED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "telepipe_flood_queued",
+        "Sends and edits waiting in flood control's queues in this process (per bot: \
+         getFloodControl)."
+    )
+    .expect("metric registers once")
+});
+
 pub static FLOOD_WAIT: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
     prometheus::register_histogram!(
         "telepipe_flood_wait_seconds",

@@ -196,44 +196,6 @@ fn conflict(description: &str) -> Response {
     Response::from_error(&ApiError::new(409, description))
 }
 
-/// Whether the call's token is the bot's: the one kept in its row (`Ok(true)`), or else
-/// Telegram's word (getMe as the bot: `Ok(false)`, or its refusal). Updates are answered from
-/// the store, so without this check anyone who knows a bot's id could read them, or confirm
-/// them away.
-async fn authorised(
-    deps: &Deps,
-    env: &Envelope<Call>,
-    row: Option<&WebhookRow>,
-) -> Result<bool, Response> {
-    let bot = env.header.bot_id;
-    let Some(token) = &env.payload.token else {
-        return Err(Response::from_error(&ApiError::unauthorized()));
-    };
-    // Sealed tokens differ on every seal (a fresh nonce): compared open.
-    let open = |t: &str| {
-        deps.sealer
-            .open(bot, &schemas::SealedToken(t.to_owned()))
-            .ok()
-    };
-    let given = open(&token.0);
-    if given.is_none() {
-        return Err(Response::from_error(&ApiError::unauthorized()));
-    }
-    if row.is_some_and(|w| open(&w.token_sealed) == given) {
-        return Ok(true);
-    }
-    let me = crate::passthrough::execute(
-        deps,
-        &crate::uploads::as_call(env, "getMe", schemas::CallBody::Empty),
-    )
-    .await;
-    if me.status == 200 {
-        Ok(false)
-    } else {
-        Err(me)
-    }
-}
-
 /// getUpdates: see the module's documentation.
 pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> Response {
     let bot = env.header.bot_id;
@@ -253,10 +215,11 @@ pub async fn get_updates(deps: &Deps, env: &Envelope<Call>, get: GetUpdates) -> 
         .allowed_updates
         .clone()
         .or_else(|| row.as_ref().and_then(|w| w.allowed_updates.clone()));
-    let kept_token = match authorised(deps, env, row.as_ref()).await {
-        Ok(kept) => kept,
-        Err(refused) => return refused,
-    };
+    let kept_token =
+        match crate::auth::owner(deps, env, row.as_ref().map(|w| w.token_sealed.as_str())).await {
+            Ok(kept) => kept,
+            Err(refused) => return refused,
+        };
     let changed = row.as_ref().is_none_or(|w| {
         w.allowed_updates != wanted || w.test_env != env.payload.test_env || !kept_token
     });
@@ -430,7 +393,9 @@ pub async fn updates_info(deps: &Deps, env: &Envelope<Call>) -> Response {
         Ok(row) => row,
         Err(e) => return failed(e),
     };
-    if let Err(refused) = authorised(deps, env, row.as_ref()).await {
+    if let Err(refused) =
+        crate::auth::owner(deps, env, row.as_ref().map(|w| w.token_sealed.as_str())).await
+    {
         return refused;
     }
     let info = async {

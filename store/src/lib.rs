@@ -290,6 +290,12 @@ pub trait BotStore: Send + Sync + 'static {
 
     /// What `username` resolved to for this bot, while the entry lives.
     async fn peer(&self, bot_id: BotId, username: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Keeps a bot's flood control settings (JSON, as `processors::flood` writes them).
+    async fn put_flood_settings(&self, bot_id: BotId, settings: &str) -> Result<(), StoreError>;
+
+    /// Every bot's flood control settings (few rows: the bots that called setFloodControl).
+    async fn flood_settings(&self) -> Result<Vec<(BotId, String)>, StoreError>;
 }
 
 /// Every part of the store: what the composition root opens and hands out. Consumers name the

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/cql/0001_init.cql"),
     include_str!("../migrations/cql/0002_peers.cql"),
     include_str!("../migrations/cql/0003_readers.cql"),
+    include_str!("../migrations/cql/0004_flood.cql"),
 ];
 
 const DAY_MS: i64 = 86_400_000;
@@ -1437,6 +1438,33 @@ impl BotStore for ScyllaStore {
         Ok(r.maybe_first_row::<(Option<i64>,)>()
             .map_err(err)?
             .and_then(|(p,)| p))
+    }
+
+    async fn put_flood_settings(&self, bot_id: BotId, settings: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO flood_settings (bot_id, settings) VALUES (?, ?)",
+                (bot_id.0, settings),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn flood_settings(&self) -> Result<Vec<(BotId, String)>, StoreError> {
+        let result = self
+            .session
+            .query_unpaged("SELECT bot_id, settings FROM flood_settings", ())
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for r in result.rows::<(i64, String)>().map_err(err)? {
+            let (bot, settings) = r.map_err(err)?;
+            out.push((BotId(bot), settings));
+        }
+        Ok(out)
     }
 
     async fn bot_by_username(&self, username: &str) -> Result<Option<BotId>, StoreError> {

@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_file_retention.sql"),
     include_str!("../migrations/sqlite/0009_peers.sql"),
     include_str!("../migrations/sqlite/0010_readers.sql"),
+    include_str!("../migrations/sqlite/0011_flood.sql"),
 ];
 
 /// Read connections; two cover a two-core machine's processors and the audit reader.
@@ -1407,6 +1408,26 @@ impl BotStore for SqliteStore {
                 r.get::<_, i64>(0)
             })
             .optional()?)
+        })
+        .await
+    }
+
+    async fn put_flood_settings(&self, bot_id: BotId, settings: &str) -> Result<(), StoreError> {
+        use rusqlite::types::Value as V;
+        self.sql(
+            "INSERT INTO flood_settings (bot_id, settings) VALUES (?1, ?2)
+             ON CONFLICT (bot_id) DO UPDATE SET settings = ?2",
+            vec![V::Integer(bot_id.0), V::Text(settings.to_owned())],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn flood_settings(&self) -> Result<Vec<(BotId, String)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT bot_id, settings FROM flood_settings")?;
+            let rows = st.query_map([], |r| Ok((BotId(r.get(0)?), r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

@@ -68,6 +68,22 @@ pub async fn run_all(store: &dyn Store) {
     webhooks_keep_their_offset_and_error(store).await;
     updates_are_kept_once_and_delivered_in_order(store).await;
     polling_bots_confirm_and_readers_follow(store).await;
+    flood_settings_are_kept_per_bot(store).await;
+}
+
+async fn flood_settings_are_kept_per_bot(store: &dyn Store) {
+    let bot = BotId(rand::random::<u32>() as i64 + 1);
+    store
+        .put_flood_settings(bot, r#"{"enabled":true}"#)
+        .await
+        .unwrap();
+    store
+        .put_flood_settings(bot, r#"{"enabled":false}"#)
+        .await
+        .unwrap();
+    let all = store.flood_settings().await.unwrap();
+    let mine: Vec<_> = all.iter().filter(|(b, _)| *b == bot).collect();
+    assert_eq!(mine, [&(bot, r#"{"enabled":false}"#.to_owned())]);
 }
 
 /// A polling bot's updates: its offset confirms (they leave the pending ones but stay readable

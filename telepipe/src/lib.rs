@@ -358,6 +358,20 @@ pub async fn run(
             result_ttl: args.retain.retain_results,
             polls: args.max_long_polls,
         };
+        // Flood control: on for every bot with --flood-control; each bot's own settings
+        // (setFloodControl) read before the stages start, and again every 10 s.
+        let flood = Arc::new(processors::flood::Flood::new(
+            Default::default(),
+            args.flood_control,
+        ));
+        flood
+            .load(store.as_ref())
+            .await
+            .context("reading the bots' flood control settings")?;
+        tasks.spawn(
+            "flood-settings",
+            flood.clone().keep_loaded(store.clone(), pipeline.clone()),
+        );
         let deps = processors::Deps {
             bus: bus.clone(),
             store: store.clone(),
@@ -373,9 +387,7 @@ pub async fn run(
             webhook_destinations: destinations.clone(),
             polls_stop: Some(shutdown.clone()),
             actions: Default::default(),
-            flood: args
-                .flood_control
-                .then(|| Arc::new(processors::flood::Flood::new(Default::default()))),
+            flood: Some(flood.clone()),
             polls: Default::default(),
         };
         if stages.files {

@@ -103,3 +103,81 @@ async fn an_upstream_429_is_absorbed_or_passed_on_when_the_deadline_is_nearer() 
     let v = get_json(&format!("{base}/sendMessage?chat_id=9&text=elsewhere")).await;
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// Six messages at once to one private chat, each answered; how many the sandbox refused.
+async fn burst(base: &str, chat: i64) -> usize {
+    let mut sends = Vec::new();
+    for n in 0..6 {
+        let url = format!("{base}/sendMessage?chat_id={chat}&text=m{n}");
+        sends.push(tokio::spawn(async move {
+            client().get(url).send().await.unwrap().status().as_u16()
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut refused = 0;
+    for s in sends {
+        let status = s.await.unwrap();
+        assert!(status == 200 || status == 429, "{status}");
+        refused += usize::from(status == 429);
+    }
+    refused
+}
+
+/// setFloodControl turns flood control on (or off) for one bot of a gateway that has it off,
+/// kept in the store; getFloodControl shows the settings and counts; another bot is not
+/// touched; a token that is not the bot's changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_turns_flood_control_on_for_itself() {
+    let sandbox = Proc::sandbox(&["--flood-limits"]).await.unwrap();
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let (bot, other) = (1711, 1712);
+    let base = format!("{}/bot{}", gw.url, token(bot));
+
+    let forged = format!("{}/bot{bot}:AAforgedforgedforgedforgedforgedforged", gw.url);
+    let r = client()
+        .get(format!("{forged}/setFloodControl?enabled=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_shaped(r, 401).await;
+    let r = client()
+        .get(format!("{base}/setFloodControl?enabled=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_shaped(r, 400).await;
+    let v = get_json(&format!("{base}/getFloodControl")).await;
+    assert_eq!(v["result"]["enabled"], false, "{v}");
+    assert_eq!(v["result"]["set_by"], "gateway");
+
+    let v = get_json(&format!(
+        "{base}/setFloodControl?enabled=true&bot_per_second=20"
+    ))
+    .await;
+    assert_eq!(v["result"], true, "{v}");
+    assert_eq!(burst(&base, 42).await, 0, "every send within the limits");
+    let v = get_json(&format!("{base}/getFloodControl")).await;
+    let state = &v["result"];
+    assert_eq!(state["enabled"], true, "{v}");
+    assert_eq!(state["set_by"], "bot");
+    assert_eq!(state["limits"]["bot_per_second"], 20.0);
+    assert_eq!(state["sent"], 6);
+    assert_eq!(state["queued"], 0);
+
+    // Another bot of the same gateway: no flood control, the sandbox refuses its burst.
+    let theirs = format!("{}/bot{}", gw.url, token(other));
+    assert!(burst(&theirs, 42).await > 0);
+
+    // Off again, and that too is kept: the bot's burst meets the sandbox's limits.
+    let v = get_json(&format!("{base}/setFloodControl?enabled=false")).await;
+    assert_eq!(v["result"], true, "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(burst(&base, 43).await > 0);
+    let store = gw.store().await.unwrap();
+    let kept = store.flood_settings().await.unwrap();
+    assert!(
+        kept.iter()
+            .any(|(b, s)| b.0 == bot && s.contains("\"enabled\":false")),
+        "{kept:?}"
+    );
+}

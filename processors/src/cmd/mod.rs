@@ -10,6 +10,7 @@
 //! included) are [`Command::Passthrough`]: they go upstream as the bot sent them.
 
 mod chat_action;
+mod flood_control;
 mod get_file;
 mod get_message;
 mod inline_answer;
@@ -19,6 +20,7 @@ mod send;
 mod webhook;
 
 pub use chat_action::ChatAction;
+pub use flood_control::SetFloodControl;
 pub use get_file::GetFile;
 pub use get_message::GetMessage;
 pub use inline_answer::InlineAnswer;
@@ -28,7 +30,8 @@ pub use send::{SendTarget, UploadOnly};
 pub use webhook::{DeleteWebhook, GetUpdates, SetWebhook};
 
 use crate::{
-    actions, chats, files, groups, inline, passthrough, polls, uploads, webhooks, Deps, Stage,
+    actions, chats, files, flood, groups, inline, passthrough, polls, uploads, webhooks, Deps,
+    Stage,
 };
 use futures_util::future::BoxFuture;
 use schemas::{ApiError, BotToken, Call, Envelope, Response};
@@ -56,6 +59,9 @@ pub enum Command {
     DeleteWebhook(DeleteWebhook),
     WebhookInfo,
     GetUpdates(GetUpdates),
+    /// The gateway's setFloodControl and getFloodControl ([`crate::flood`]).
+    SetFloodControl(SetFloodControl),
+    GetFloodControl,
     /// The gateway's getUpdatesInfo: a polling bot's readers and what each has pending
     /// ([`crate::polls`]).
     UpdatesInfo,
@@ -93,6 +99,12 @@ impl Command {
         if call.method.eq_ignore_ascii_case("getUpdatesInfo") {
             return Ok(Command::UpdatesInfo);
         }
+        if call.method.eq_ignore_ascii_case("setFloodControl") {
+            return flood_control::parse_set(call);
+        }
+        if call.method.eq_ignore_ascii_case("getFloodControl") {
+            return Ok(Command::GetFloodControl);
+        }
         let Some(method) = schemas::catalogue::canonical(&call.method) else {
             return Ok(Command::Passthrough);
         };
@@ -124,6 +136,8 @@ impl Command {
             | Command::WebhookInfo
             | Command::GetUpdates(_)
             | Command::UpdatesInfo
+            | Command::SetFloodControl(_)
+            | Command::GetFloodControl
             | Command::ChatAction(_)
             | Command::GetBackend
             | Command::GetProfilePhotos(_)
@@ -176,6 +190,8 @@ impl Command {
             Command::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
             Command::GetUpdates(get) => Box::pin(polls::get_updates(deps, env, get)),
             Command::UpdatesInfo => Box::pin(polls::updates_info(deps, env)),
+            Command::SetFloodControl(set) => Box::pin(flood::set_flood_control(deps, env, set)),
+            Command::GetFloodControl => Box::pin(flood::get_flood_control(deps, env)),
             Command::ChatAction(action) => Box::pin(actions::send_chat_action(deps, env, action)),
             Command::GetBackend => Box::pin(chats::get_backend(deps, env)),
             Command::GetProfilePhotos(which) => Box::pin(as_bot(deps, env, move |token| {
