@@ -73,6 +73,21 @@ impl Default for Limits {
 pub struct Settings {
     pub enabled: bool,
     pub limits: Limits,
+    /// When the bot set them: of two versions (this process's, the store's), the later holds.
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+impl Limits {
+    /// Whether every bucket can hold a whole token and fills at a rate a wait can be counted
+    /// in: what setFloodControl accepts, and what is taken from the store.
+    pub fn sane(&self) -> bool {
+        [self.private, self.group, self.bot, self.paid]
+            .iter()
+            .all(|r| {
+                (1.0..=100_000.0).contains(&r.burst) && (0.0001..=100_000.0).contains(&r.per_second)
+            })
+    }
 }
 
 /// What flood control did for a bot (getFloodControl).
@@ -126,7 +141,10 @@ impl Bucket {
         } else {
             // A little more than the bucket says: Telegram counts when a request reaches
             // it, and requests do not all take the same time to get there.
-            Duration::from_secs_f64((1.0 - self.tokens) / rule.per_second) + SLACK
+            Duration::try_from_secs_f64((1.0 - self.tokens) / rule.per_second)
+                .unwrap_or(Duration::from_secs(MAX_PAUSE_S))
+                .min(Duration::from_secs(MAX_PAUSE_S))
+                + SLACK
         };
         paused.max(fill)
     }
@@ -162,6 +180,12 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// Whether this is the place of a call of `bot` to `chat`: its chat as named, or as the
+    /// ticket's queue knows it (a user's @name that the call's resolution replaced by the id).
+    fn is_for(&self, bot: BotId, chat: Option<&str>) -> bool {
+        self.bot == bot && chat.is_some_and(|c| c == self.named || c == self.chat)
+    }
+
     /// Waits until it is this call's turn.
     async fn turn(&self) {
         loop {
@@ -230,6 +254,8 @@ pub struct Flood {
     /// A public chat's `@username` (lowercase) → its id, as the answers told.
     aliases: Mutex<HashMap<(BotId, String), String>>,
     counts: Mutex<HashMap<BotId, Counts>>,
+    /// Each bot lane's turn for its bucket ([`Flood::bot_turn`]).
+    turns: Mutex<HashMap<BotLane, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Whether a method puts or changes a message in a chat: what is queued. Reads, and the
@@ -269,6 +295,7 @@ impl Flood {
             default: Settings {
                 enabled: on,
                 limits,
+                at_ms: 0,
             },
             settings: Mutex::default(),
             lanes: Mutex::default(),
@@ -276,6 +303,7 @@ impl Flood {
             private: Mutex::default(),
             aliases: Mutex::default(),
             counts: Mutex::default(),
+            turns: Mutex::default(),
         }
     }
 
@@ -290,12 +318,22 @@ impl Flood {
     /// Reads every bot's settings from the store (a row that does not parse is skipped).
     pub async fn load(&self, store: &dyn store::BotStore) -> Result<usize, store::StoreError> {
         let rows = store.flood_settings().await?;
-        let parsed: HashMap<BotId, Settings> = rows
+        let parsed: Vec<(BotId, Settings)> = rows
             .into_iter()
-            .filter_map(|(bot, json)| Some((bot, serde_json::from_str(&json).ok()?)))
+            .filter_map(|(bot, json)| Some((bot, serde_json::from_str::<Settings>(&json).ok()?)))
+            .filter(|(_, s)| s.limits.sane())
             .collect();
         let n = parsed.len();
-        *lock(&self.settings) = parsed;
+        let mut settings = lock(&self.settings);
+        for (bot, read) in parsed {
+            // A setFloodControl answered here while the store was read is not undone.
+            match settings.get(&bot) {
+                Some(mine) if mine.at_ms > read.at_ms => {}
+                _ => {
+                    settings.insert(bot, read);
+                }
+            }
+        }
         Ok(n)
     }
 
@@ -360,6 +398,20 @@ impl Flood {
         })
     }
 
+    /// The fair lock a bot's calls take in turn for the bot's bucket (or its paid lane's).
+    fn bot_turn(&self, bot: BotId, paid: bool) -> Arc<tokio::sync::Mutex<()>> {
+        let key = if paid {
+            BotLane::Paid(bot)
+        } else {
+            BotLane::Plain(bot)
+        };
+        let mut turns = lock(&self.turns);
+        if turns.len() >= KEEP_LANES && !turns.contains_key(&key) {
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
+        }
+        turns.entry(key).or_default().clone()
+    }
+
     fn count(&self, bot: BotId, f: impl FnOnce(&mut Counts)) {
         let mut counts = lock(&self.counts);
         // Bounded: the counts of many bots are forgotten together (getFloodControl starts
@@ -402,9 +454,12 @@ impl Flood {
             let idle = Arc::strong_count(lane) == 1 && b.paused_until.is_none_or(|u| u <= now);
             !(idle && full)
         });
-        let mut private = lock(&self.private);
-        if private.len() >= KEEP_LANES * 10 {
-            private.clear();
+        // One map at a time (`learn` takes them too).
+        {
+            let mut private = lock(&self.private);
+            if private.len() >= KEEP_LANES * 10 {
+                private.clear();
+            }
         }
         let mut aliases = lock(&self.aliases);
         if aliases.len() >= KEEP_LANES * 10 {
@@ -418,11 +473,19 @@ impl Flood {
             return None;
         }
         let named = chat_of(call)?;
-        // A public chat's @username and its id are one chat, in one queue.
-        let chat = lock(&self.aliases)
-            .get(&(bot, named.clone()))
-            .cloned()
-            .unwrap_or_else(|| named.clone());
+        // A public chat's @username and its id are one chat, in one queue: the id's, once an
+        // answer told it and no call waits in the @username's own (it would be overtaken).
+        let alias = lock(&self.aliases).get(&(bot, named.clone())).cloned();
+        let chat = match alias {
+            Some(id)
+                if lock(&self.lanes)
+                    .get(&(bot, named.clone()))
+                    .is_none_or(|lane| Arc::strong_count(lane) == 1) =>
+            {
+                id
+            }
+            _ => named.clone(),
+        };
         let lane = self.lane(bot, &chat, self.is_private(bot, &chat));
         let number = {
             let mut q = lock(&lane.queue);
@@ -488,9 +551,7 @@ impl Flood {
         let ticket = TICKET
             .try_with(|t| {
                 let mut t = t.borrow_mut();
-                let mine = t
-                    .as_ref()
-                    .is_some_and(|t| t.bot == bot && Some(&t.named) == chat.as_ref());
+                let mine = t.as_ref().is_some_and(|t| t.is_for(bot, chat.as_deref()));
                 if mine {
                     t.take()
                 } else {
@@ -522,18 +583,41 @@ impl Flood {
         }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
         let private = self.is_private(bot, &chat);
+        let expired = |wait: Duration| {
+            crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+            self.count(bot, |c| c.expired += 1);
+            let after = wait.as_secs_f64().ceil().max(1.0) as u64;
+            Response::from_error(&ApiError::too_many_requests(after))
+        };
         loop {
-            let wait = self.take(bot, &lane, private, paid);
+            // The chat's own bucket first (a 429's pause included), taking nothing: only this
+            // call sends to its chat now, and waiting here holds up no other chat.
+            let wait = lock(&lane.bucket).wait(self.rule(bot, private), Instant::now());
             if !wait.is_zero() {
                 if wait >= left() {
-                    crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
-                    self.count(bot, |c| c.expired += 1);
-                    let after = wait.as_secs_f64().ceil().max(1.0) as u64;
-                    return Response::from_error(&ApiError::too_many_requests(after));
+                    return expired(wait);
                 }
                 tokio::time::sleep(wait).await;
                 continue;
             }
+            // Then the bot's bucket, in arrival order among its chats (a fair lock held while
+            // the token comes): a thousand chats' calls racing for thirty tokens a second would
+            // leave some waiting until their deadline.
+            let turn = self.bot_turn(bot, paid);
+            let Ok(_turn) = tokio::time::timeout(left(), turn.lock()).await else {
+                return expired(Duration::from_secs(1));
+            };
+            let wait = loop {
+                let wait = self.take(bot, &lane, private, paid);
+                if wait.is_zero() || wait >= left() {
+                    break wait;
+                }
+                tokio::time::sleep(wait).await;
+            };
+            if !wait.is_zero() {
+                return expired(wait);
+            }
+            drop(_turn);
             crate::metrics::FLOOD_WAIT.observe(queued_at.elapsed().as_secs_f64());
             let answer = crate::passthrough::execute_once(deps, env).await;
             if answer.status == 429 {
@@ -579,15 +663,16 @@ impl Flood {
         }
         if let Some(id) = told["id"].as_i64() {
             let id = id.to_string();
+            if let Some(kind) = told["type"].as_str() {
+                lock(&self.private).insert((bot, id.clone()), kind == "private");
+            }
+            // One map at a time (`forget_idle` takes them too).
             let mut aliases = lock(&self.aliases);
             if named.starts_with('@') {
                 aliases.insert((bot, named.to_owned()), id.clone());
             }
             if let Some(name) = told["username"].as_str() {
-                aliases.insert((bot, format!("@{}", name.to_ascii_lowercase())), id.clone());
-            }
-            if let Some(kind) = told["type"].as_str() {
-                lock(&self.private).insert((bot, id), kind == "private");
+                aliases.insert((bot, format!("@{}", name.to_ascii_lowercase())), id);
             }
         }
     }
@@ -620,6 +705,7 @@ pub(crate) async fn set_flood_control(
     let settings = Settings {
         enabled: set.enabled,
         limits: set.limits,
+        at_ms: schemas::now_ms(),
     };
     match flood
         .set(deps.store.as_ref(), env.header.bot_id, settings)
@@ -715,6 +801,7 @@ mod tests {
             Settings {
                 enabled: false,
                 limits: Limits::default(),
+                at_ms: 1,
             },
         );
         assert!(f.ticket(bot, &call("sendMessage", "5")).is_some());
@@ -725,8 +812,18 @@ mod tests {
             200,
             &serde_json::json!({"ok": true, "result": {"chat": {"id": -100, "type": "channel", "username": "Chan"}}}),
         );
+        let waiting = f.ticket(bot, &call("sendMessage", "@chan")).unwrap();
         f.learn(bot, "@chan", "@chan", &answer);
+        let behind = f.ticket(bot, &call("sendMessage", "@chan")).unwrap();
+        assert!(
+            Arc::ptr_eq(&waiting.lane, &behind.lane),
+            "while a call waits in @chan's queue, the next stays behind it"
+        );
+        drop((waiting, behind));
         let by_name = f.ticket(bot, &call("sendMessage", "@Chan")).unwrap();
+        // The call as resolution left it (the id) still holds the place its @name took.
+        assert!(by_name.is_for(bot, Some("-100")) && by_name.is_for(bot, Some("@chan")));
+        assert!(!by_name.is_for(bot, Some("-101")) && !by_name.is_for(BotId(9), Some("-100")));
         let by_id = f.ticket(bot, &call("sendMessage", "-100")).unwrap();
         assert!(Arc::ptr_eq(&by_name.lane, &by_id.lane));
         assert_eq!(by_id.number, by_name.number + 1, "in arrival order");

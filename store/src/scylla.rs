@@ -1460,9 +1460,11 @@ impl BotStore for ScyllaStore {
             .into_rows_result()
             .map_err(err)?;
         let mut out = Vec::new();
-        for r in result.rows::<(i64, String)>().map_err(err)? {
-            let (bot, settings) = r.map_err(err)?;
-            out.push((BotId(bot), settings));
+        // A row without settings (CQL cells may be null) is not one to keep.
+        for r in result.rows::<(i64, Option<String>)>().map_err(err)? {
+            if let (bot, Some(settings)) = r.map_err(err)? {
+                out.push((BotId(bot), settings));
+            }
         }
         Ok(out)
     }

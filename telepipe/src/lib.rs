@@ -364,10 +364,10 @@ pub async fn run(
             Default::default(),
             args.flood_control,
         ));
-        flood
-            .load(store.as_ref())
-            .await
-            .context("reading the bots' flood control settings")?;
+        if let Err(error) = flood.load(store.as_ref()).await {
+            // Read again within 10 s (`keep_loaded`); meanwhile the gateway's default holds.
+            tracing::warn!(%error, "could not read the bots' flood control settings");
+        }
         tasks.spawn(
             "flood-settings",
             flood.clone().keep_loaded(store.clone(), pipeline.clone()),

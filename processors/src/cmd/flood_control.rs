@@ -70,6 +70,12 @@ pub(super) fn parse_set(call: &Call) -> Result<Command, ApiError> {
             per_second: s,
         };
     }
+    // A bucket must hold a whole message, and fill within hours, not centuries.
+    if !limits.sane() {
+        return Err(bad(
+            "each burst must be at least 1, and each rate at least 0.006 a minute",
+        ));
+    }
     Ok(Command::SetFloodControl(SetFloodControl {
         enabled,
         limits,
@@ -101,6 +107,15 @@ mod tests {
         assert_eq!((s.limits.bot.burst, s.limits.bot.per_second), (10.0, 10.0));
         assert!(set("").unwrap_err().contains("required"));
         assert!(set("enabled=maybe").unwrap_err().contains("Boolean"));
+        assert!(set("enabled=1&group_burst=0.5")
+            .unwrap_err()
+            .contains("burst"));
+        assert!(set("enabled=1&bot_per_second=0.5")
+            .unwrap_err()
+            .contains("burst"));
+        assert!(set("enabled=1&private_chat_per_minute=1e-300")
+            .unwrap_err()
+            .contains("rate"));
         for bad in ["-1", "0", "NaN", "inf", "1e9", "x"] {
             let e = set(&format!("enabled=1&group_per_minute={bad}")).unwrap_err();
             assert!(e.contains("group_per_minute"), "{bad}: {e}");
