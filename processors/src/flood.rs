@@ -307,6 +307,17 @@ impl Flood {
         }
     }
 
+    /// Whether flood control is on for a bot (checked first on every call: one lookup).
+    pub fn on_for(&self, bot: BotId) -> bool {
+        let settings = lock(&self.settings);
+        if settings.is_empty() {
+            return self.default.enabled;
+        }
+        settings
+            .get(&bot)
+            .map_or(self.default.enabled, |s| s.enabled)
+    }
+
     /// A bot's settings: its own, or the gateway's.
     pub fn settings(&self, bot: BotId) -> Settings {
         lock(&self.settings)
@@ -469,7 +480,7 @@ impl Flood {
 
     /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
     pub(crate) fn ticket(&self, bot: BotId, call: &Call) -> Option<Ticket> {
-        if !queued(&call.method) || !self.settings(bot).enabled {
+        if !self.on_for(bot) || !queued(&call.method) {
             return None;
         }
         let named = chat_of(call)?;

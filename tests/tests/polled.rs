@@ -48,12 +48,21 @@ async fn a_bot_that_was_down_gets_every_update_once_in_order() {
     let bot = 51_001;
     let base = format!("{}/bot{}", gw.url, token(bot));
 
-    // Kept by Telegram before the gateway ever polled for this bot: the first call has them.
+    // Kept by Telegram before the gateway ever polled for this bot: the first calls have them
+    // (the first waits for the gateway's first round; a busy machine may split the two into
+    // two rounds, and nothing is confirmed without an offset, so the next call has both).
     let before = control.push_update(bot, message("a")).await.unwrap();
     control.push_update(bot, message("b")).await.unwrap();
     let first = get(&http, format!("{base}/getUpdates")).await;
-    assert_eq!(texts(&first), ["a", "b"], "{first}");
+    assert!(!texts(&first).is_empty(), "{first}");
     assert_eq!(ids(&first)[0], before);
+    let both = eventually(Duration::from_secs(10), || async {
+        let v = get(&http, format!("{base}/getUpdates?timeout=1")).await;
+        (texts(&v).len() == 2).then_some(v)
+    })
+    .await
+    .expect("both kept");
+    assert_eq!(texts(&both), ["a", "b"]);
 
     // The bot is down: the gateway keeps polling and keeping.
     for t in ["c", "d", "e"] {
