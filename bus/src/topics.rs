@@ -17,6 +17,11 @@ pub const UPDATES: &str = "updates";
 /// each processor reads all of it in a group of its own, to wake the getUpdates waiting there.
 pub const UPDATES_KEPT: &str = "updates.kept";
 
+/// Calls whose client went away before their answer (`Envelope<CallCancelled>`, keyed by bot):
+/// each processor reads all of it in a group of its own, to drop such a call from its flood
+/// control queues before it is sent.
+pub const CALLS_CANCEL: &str = "calls.cancel";
+
 /// Answers for the ingest instance `instance`: it alone consumes this topic, so its egress
 /// can resolve the HTTP requests it holds.
 pub fn responses(instance: &str) -> String {
@@ -29,6 +34,8 @@ pub fn label(topic: &str) -> &'static str {
         "calls"
     } else if topic == CALLS_FILES {
         "calls.files"
+    } else if topic == CALLS_CANCEL {
+        "calls.cancel"
     } else if topic == UPDATES_RAW {
         "updates.raw"
     } else if topic == UPDATES {

@@ -111,6 +111,7 @@ impl Ingest {
     pub fn topics(&self) -> Vec<String> {
         vec![
             bus::topics::CALLS.to_owned(),
+            bus::topics::CALLS_CANCEL.to_owned(),
             self.inner.reply_topic.clone(),
         ]
     }
@@ -201,7 +202,15 @@ impl Ingest {
             metrics::observe(label, "unavailable", started);
             return error_response(&not_queued(&error, &target.method));
         }
-        match waiter.wait(timeout + REPLY_GRACE).await {
+        // Dropped with the request when its client goes away first: a send still waiting in a
+        // flood control queue is then not sent.
+        let gone = schemas::catalogue::puts_in_chat(&target.method)
+            .then(|| ClientGone::arm(me, call_id, bot_id));
+        let reply = waiter.wait(timeout + REPLY_GRACE).await;
+        if let Some(gone) = gone {
+            gone.disarm();
+        }
+        match reply {
             Some(reply) => {
                 let mut r = reply.payload;
                 if let Some(secret) = secret
@@ -260,6 +269,50 @@ impl Ingest {
         builder
             .body(body)
             .unwrap_or_else(|_| error_response(&ApiError::internal("bad answer headers")))
+    }
+}
+
+/// Publishes a call's `CallCancelled` when dropped armed: its request ended before the answer
+/// came, which (the deadline aside, after which it is disarmed) is its client going away.
+struct ClientGone {
+    bus: Arc<dyn Bus>,
+    env: Option<Envelope<schemas::CallCancelled>>,
+}
+
+impl ClientGone {
+    fn arm(me: &Inner, call_id: CallId, bot_id: schemas::BotId) -> Self {
+        Self {
+            bus: me.bus.clone(),
+            env: Some(Envelope::new(
+                call_id,
+                bot_id,
+                &me.producer,
+                None,
+                schemas::CallCancelled::default(),
+            )),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.env = None;
+    }
+}
+
+impl Drop for ClientGone {
+    fn drop(&mut self) {
+        let (Some(env), Ok(rt)) = (self.env.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        metrics::CLIENTS_GONE.inc();
+        let bus = self.bus.clone();
+        rt.spawn(async move {
+            if let Err(error) =
+                bus::publish_envelope(bus.as_ref(), bus::topics::CALLS_CANCEL, &env).await
+            {
+                // The call then waits its turn and is sent: what happened before this existed.
+                tracing::warn!(%error, call_id = %env.header.call_id, "could not publish a client's going away");
+            }
+        });
     }
 }
 

@@ -1,7 +1,10 @@
 //! Ingest metrics: calls by method and outcome, end-to-end latency, in-flight calls.
 //! Labels are bounded: methods outside the catalogue count as `other`.
 
-use prometheus::{register_int_counter_vec, register_int_gauge, IntCounterVec, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -18,6 +21,14 @@ pub static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "telepipe_calls_in_flight",
         "Calls accepted and not yet answered."
+    )
+    .expect("metric registers once")
+});
+
+pub static CLIENTS_GONE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "telepipe_clients_gone_total",
+        "Sends and edits whose client went away before their answer (each announced on calls.cancel)."
     )
     .expect("metric registers once")
 });

@@ -18,16 +18,22 @@
 //! a split deployment's stages agree); getFloodControl shows its settings, its queues and its
 //! counts. A public chat's `@username` shares its id's bucket once an answer told the id.
 //!
-//! Not yet (issue 16): a client's disconnect cancelling its queued call, and in a split
-//! deployment the files stage keeps buckets of its own beside the router's.
+//! A client that goes away cancels its call while it waits: the ingest announces it on
+//! `calls.cancel`, which every processor reads ([`watch`]), and the call is recorded with a
+//! 499 and never sent. Chat kinds are learnt from sends' answers, getChat answers and the
+//! bots' updates (the `updates` topic, read by the same task).
+//!
+//! Not yet (issue 16): in a split deployment the files stage keeps buckets of its own beside
+//! the router's.
 
 use crate::Deps;
-use schemas::{ApiError, BotId, Call, Envelope, Response};
+use schemas::{ApiError, BotId, Call, CallId, Envelope, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// A bucket's size and how fast it fills.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,17 +102,24 @@ struct Counts {
     sent: u64,
     absorbed: u64,
     expired: u64,
+    cancelled: u64,
 }
 
 /// How often every process reads the bots' settings again.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
 
-/// Added to every wait for a token.
+/// How much sooner than the one before it a request may reach Telegram (which counts on
+/// arrival): each bucket keeps what fills in that time in reserve, so a burst whose first
+/// requests took longer to get there than its last is still within Telegram's count.
 const SLACK: Duration = Duration::from_millis(100);
 
 /// The longest pause a 429 sets (Telegram's `retry_after` can be days after abuse; the calls
 /// are still answered with it).
 const MAX_PAUSE_S: u64 = 7 * 24 * 3600;
+
+/// How long a cancel for a call not (yet) queued here is remembered at least (unless ten
+/// thousand more come first): the call may be read after its cancel.
+const CANCEL_KEPT: Duration = Duration::from_secs(600);
 
 /// Above this many chats, idle ones (nobody queued, bucket full, no pause) are forgotten.
 const KEEP_LANES: usize = 10_000;
@@ -136,15 +149,14 @@ impl Bucket {
             .paused_until
             .map(|u| u.saturating_duration_since(now))
             .unwrap_or_default();
-        let fill = if self.tokens >= 1.0 {
+        // The reserve, never more than the burst leaves (a burst of one keeps none).
+        let need = 1.0 + (rule.per_second * SLACK.as_secs_f64()).min(rule.burst - 1.0);
+        let fill = if self.tokens >= need {
             Duration::ZERO
         } else {
-            // A little more than the bucket says: Telegram counts when a request reaches
-            // it, and requests do not all take the same time to get there.
-            Duration::try_from_secs_f64((1.0 - self.tokens) / rule.per_second)
+            Duration::try_from_secs_f64((need - self.tokens) / rule.per_second)
                 .unwrap_or(Duration::from_secs(MAX_PAUSE_S))
                 .min(Duration::from_secs(MAX_PAUSE_S))
-                + SLACK
         };
         paused.max(fill)
     }
@@ -172,6 +184,8 @@ struct Queue {
 /// it lets the next one go.
 pub struct Ticket {
     lane: Arc<Lane>,
+    /// Every bot's count of tickets held ([`Flood::held`]).
+    held: Arc<Mutex<HashMap<BotId, usize>>>,
     number: u64,
     bot: BotId,
     chat: String,
@@ -187,7 +201,7 @@ impl Ticket {
     }
 
     /// Waits until it is this call's turn.
-    async fn turn(&self) {
+    pub(crate) async fn turn(&self) {
         loop {
             let moved = self.lane.moved.notified();
             tokio::pin!(moved);
@@ -203,6 +217,15 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         crate::metrics::FLOOD_QUEUED.dec();
+        {
+            let mut held = lock(&self.held);
+            if let Some(n) = held.get_mut(&self.bot) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&self.bot);
+                }
+            }
+        }
         let mut q = lock(&self.lane.queue);
         if q.serving == self.number {
             q.serving += 1;
@@ -218,6 +241,67 @@ impl Drop for Ticket {
         }
         drop(q);
         self.lane.moved.notify_waiters();
+    }
+}
+
+/// A queued call's watch for its client going away ([`Flood::watch`]).
+struct Watch<'a> {
+    flood: &'a Flood,
+    call: CallId,
+    gone: CancellationToken,
+}
+
+impl Watch<'_> {
+    /// Runs `f` unless the client goes away first (`None`).
+    async fn or_gone<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            _ = self.gone.cancelled() => None,
+            out = f => Some(out),
+        }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        lock(&self.flood.cancels).waiting.remove(&self.call);
+    }
+}
+
+/// The calls queued here that a cancel can reach, and the cancels of calls not queued here:
+/// one read before its call, or one of a call queued in another process or already sent.
+/// Those are kept in two generations, the older dropped whole when the recent one is full or
+/// [`CANCEL_KEPT`] old, so they take bounded room and constant time.
+struct Cancels {
+    waiting: HashMap<CallId, CancellationToken>,
+    recent: std::collections::HashSet<CallId>,
+    older: std::collections::HashSet<CallId>,
+    since: Instant,
+}
+
+impl Default for Cancels {
+    fn default() -> Self {
+        Self {
+            waiting: HashMap::new(),
+            recent: Default::default(),
+            older: Default::default(),
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Cancels {
+    fn remember(&mut self, call: CallId) {
+        if self.recent.len() >= KEEP_LANES || self.since.elapsed() >= CANCEL_KEPT {
+            self.older = std::mem::take(&mut self.recent);
+            self.since = Instant::now();
+        }
+        self.recent.insert(call);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.waiting.len() + self.recent.len() + self.older.len()
     }
 }
 
@@ -256,18 +340,20 @@ pub struct Flood {
     counts: Mutex<HashMap<BotId, Counts>>,
     /// Each bot lane's turn for its bucket ([`Flood::bot_turn`]).
     turns: Mutex<HashMap<BotLane, Arc<tokio::sync::Mutex<()>>>>,
+    /// How many tickets each bot holds here: a bot that turned flood control off still queues
+    /// its new calls behind those (they would overtake them otherwise).
+    held: Arc<Mutex<HashMap<BotId, usize>>>,
+    /// Calls waiting here whose client may go away, and cancels that came before their call.
+    cancels: Mutex<Cancels>,
+    /// Tickets of calls the router handed to the files stage of this process, until it takes
+    /// them ([`Flood::park`]); only when that stage is here and the bus in-process.
+    parked: Option<Mutex<HashMap<CallId, Ticket>>>,
 }
 
-/// Whether a method puts or changes a message in a chat: what is queued. Reads, and the
-/// administration of chats (`editForumTopic`, `editChatInviteLink`), pass at once.
+/// Whether a method is queued: a send or an edit ([`schemas::catalogue::puts_in_chat`]).
+/// Reads pass at once.
 pub fn queued(method: &str) -> bool {
-    let m = method.to_ascii_lowercase();
-    (m.starts_with("send") && m != "sendchataction")
-        || m.starts_with("editmessage")
-        || matches!(
-            m.as_str(),
-            "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
-        )
+    schemas::catalogue::puts_in_chat(method)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -304,6 +390,68 @@ impl Flood {
             aliases: Mutex::default(),
             counts: Mutex::default(),
             turns: Mutex::default(),
+            held: Arc::default(),
+            cancels: Mutex::default(),
+            parked: None,
+        }
+    }
+
+    /// Keeps a file call's place across the hand-over from the router to the files stage
+    /// (both in this process, on the in-process bus, which hands over every record): the
+    /// call keeps the place it took when the router read it, so a file send and a later
+    /// plain send to one chat leave in arrival order, under one set of buckets.
+    pub fn keeping_places_across_hand_over(mut self) -> Self {
+        self.parked = Some(Mutex::default());
+        self
+    }
+
+    /// Keeps a handed-over call's ticket for the files stage here; false (and the ticket
+    /// dropped) when that stage is elsewhere.
+    pub(crate) fn park(&self, call: CallId, ticket: Ticket) -> bool {
+        match &self.parked {
+            Some(parked) => {
+                lock(parked).insert(call, ticket);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ticket the router kept for a call it handed over.
+    pub(crate) fn unpark(&self, call: CallId) -> Option<Ticket> {
+        lock(self.parked.as_ref()?).remove(&call)
+    }
+
+    /// Whether a bot's sends go through flood control: it is on for the bot, or the bot still
+    /// has calls queued from when it was (checked first on every call: a lookup or two).
+    pub fn applies(&self, bot: BotId) -> bool {
+        self.on_for(bot) || {
+            let held = lock(&self.held);
+            !held.is_empty() && held.contains_key(&bot)
+        }
+    }
+
+    /// A call's client went away: if the call waits here, or comes to, it is not sent.
+    pub fn cancel(&self, call: CallId) {
+        let mut cancels = lock(&self.cancels);
+        match cancels.waiting.get(&call) {
+            Some(gone) => gone.cancel(),
+            None => cancels.remember(call),
+        }
+    }
+
+    /// The token that says a queued call's client went away, until the guard is dropped.
+    fn watch(&self, call: CallId) -> Watch<'_> {
+        let gone = CancellationToken::new();
+        let mut cancels = lock(&self.cancels);
+        if cancels.recent.remove(&call) || cancels.older.remove(&call) {
+            gone.cancel();
+        }
+        cancels.waiting.insert(call, gone.clone());
+        Watch {
+            flood: self,
+            call,
+            gone,
         }
     }
 
@@ -366,6 +514,16 @@ impl Flood {
         }
     }
 
+    #[cfg(test)]
+    fn set_local(&self, bot: BotId, enabled: bool) {
+        let settings = Settings {
+            enabled,
+            limits: Limits::default(),
+            at_ms: schemas::now_ms(),
+        };
+        lock(&self.settings).insert(bot, settings);
+    }
+
     /// Keeps a bot's settings (store first, then here).
     pub(crate) async fn set(
         &self,
@@ -406,6 +564,7 @@ impl Flood {
             "sent": c.sent,
             "absorbed_429": c.absorbed,
             "expired": c.expired,
+            "cancelled": c.cancelled,
         })
     }
 
@@ -480,7 +639,7 @@ impl Flood {
 
     /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
     pub(crate) fn ticket(&self, bot: BotId, call: &Call) -> Option<Ticket> {
-        if !self.on_for(bot) || !queued(&call.method) {
+        if !queued(&call.method) || !self.applies(bot) {
             return None;
         }
         let named = chat_of(call)?;
@@ -504,8 +663,10 @@ impl Flood {
             q.next - 1
         };
         crate::metrics::FLOOD_QUEUED.inc();
+        *lock(&self.held).entry(bot).or_default() += 1;
         Some(Ticket {
             lane,
+            held: self.held.clone(),
             number,
             bot,
             chat,
@@ -581,16 +742,33 @@ impl Flood {
             .get("allow_paid_broadcast")
             .is_some_and(|v| v == true || v == "true" || v == "1");
         let queued_at = Instant::now();
+        // Its client may go away while it waits: then it is not sent.
+        let watch = self.watch(env.header.call_id);
+        let gone = || {
+            crate::metrics::FLOOD
+                .with_label_values(&["cancelled"])
+                .inc();
+            self.count(bot, |c| c.cancelled += 1);
+            tracing::info!(call_id = %env.header.call_id, "its client went away while it waited; not sent");
+            Response::from_error(&ApiError::client_closed())
+        };
         // The client's deadline, less the margin its answer needs to get back in time.
         let left = || {
             Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64)
                 .saturating_sub(crate::passthrough::DEADLINE_MARGIN)
         };
-        if tokio::time::timeout(left(), ticket.turn()).await.is_err() {
-            // Its turn would come too late: Telegram's 429, as if sent now.
-            crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
-            self.count(bot, |c| c.expired += 1);
-            return Response::from_error(&ApiError::too_many_requests(1));
+        match watch
+            .or_gone(tokio::time::timeout(left(), ticket.turn()))
+            .await
+        {
+            None => return gone(),
+            Some(Err(_)) => {
+                // Its turn would come too late: Telegram's 429, as if sent now.
+                crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+                self.count(bot, |c| c.expired += 1);
+                return Response::from_error(&ApiError::too_many_requests(1));
+            }
+            Some(Ok(())) => {}
         }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
         let private = self.is_private(bot, &chat);
@@ -608,27 +786,42 @@ impl Flood {
                 if wait >= left() {
                     return expired(wait);
                 }
-                tokio::time::sleep(wait).await;
+                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
+                    return gone();
+                }
                 continue;
             }
             // Then the bot's bucket, in arrival order among its chats (a fair lock held while
             // the token comes): a thousand chats' calls racing for thirty tokens a second would
             // leave some waiting until their deadline.
             let turn = self.bot_turn(bot, paid);
-            let Ok(_turn) = tokio::time::timeout(left(), turn.lock()).await else {
-                return expired(Duration::from_secs(1));
+            let _turn = match watch
+                .or_gone(tokio::time::timeout(left(), turn.lock()))
+                .await
+            {
+                None => return gone(),
+                Some(Err(_)) => return expired(Duration::from_secs(1)),
+                Some(Ok(turn)) => turn,
             };
             let wait = loop {
                 let wait = self.take(bot, &lane, private, paid);
                 if wait.is_zero() || wait >= left() {
-                    break wait;
+                    break Some(wait);
                 }
-                tokio::time::sleep(wait).await;
+                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
+                    break None;
+                }
+            };
+            let Some(wait) = wait else {
+                return gone();
             };
             if !wait.is_zero() {
                 return expired(wait);
             }
             drop(_turn);
+            if watch.gone.is_cancelled() {
+                return gone();
+            }
             crate::metrics::FLOOD_WAIT.observe(queued_at.elapsed().as_secs_f64());
             let answer = crate::passthrough::execute_once(deps, env).await;
             if answer.status == 429 {
@@ -653,40 +846,104 @@ impl Flood {
     /// Remembers whether a chat is private from a Message in an answer, and which id a public
     /// chat's @username (as the call named it, `named`) is.
     fn learn(&self, bot: BotId, named: &str, chat: &str, answer: &Response) {
-        if answer.status != 200 {
-            return;
-        }
-        let Some(body) = answer.body.inline_bytes() else {
-            return;
-        };
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        let Some(v) = ok_result(answer) else {
             return;
         };
         let message = match &v["result"] {
             Value::Array(a) => a.first(),
             m => Some(m),
         };
-        let Some(told) = message.map(|m| &m["chat"]) else {
-            return;
-        };
-        if let Some(kind) = told["type"].as_str() {
-            lock(&self.private).insert((bot, chat.to_owned()), kind == "private");
-        }
-        if let Some(id) = told["id"].as_i64() {
-            let id = id.to_string();
+        if let Some(told) = message.map(|m| &m["chat"]) {
             if let Some(kind) = told["type"].as_str() {
-                lock(&self.private).insert((bot, id.clone()), kind == "private");
+                lock(&self.private).insert((bot, chat.to_owned()), kind == "private");
             }
-            // One map at a time (`forget_idle` takes them too).
-            let mut aliases = lock(&self.aliases);
-            if named.starts_with('@') {
-                aliases.insert((bot, named.to_owned()), id.clone());
-            }
-            if let Some(name) = told["username"].as_str() {
-                aliases.insert((bot, format!("@{}", name.to_ascii_lowercase())), id);
+            self.learn_chat(bot, Some(named), told);
+        }
+    }
+
+    /// Learns from a getChat answer: the chat's kind, and the id of the @username it was asked
+    /// by.
+    pub(crate) fn learn_from_get_chat(&self, bot: BotId, call: &Call, answer: &Response) {
+        if let Some(v) = ok_result(answer) {
+            self.learn_chat(bot, chat_of(call).as_deref(), &v["result"]);
+        }
+    }
+
+    /// Learns from an update of a bot: the kind (and @username) of every chat it shows.
+    pub fn learn_from_update(&self, bot: BotId, update: &Value) {
+        if !self.applies(bot) {
+            return;
+        }
+        for part in update.as_object().into_iter().flat_map(|m| m.values()) {
+            for told in [&part["chat"], &part["message"]["chat"]] {
+                if told.is_object() {
+                    self.learn_chat(bot, None, told);
+                }
             }
         }
     }
+
+    /// Learns from a Chat object: whether it is private, and which id its @username (and the
+    /// @username a call named it by, `named`) is.
+    fn learn_chat(&self, bot: BotId, named: Option<&str>, told: &Value) {
+        let Some(id) = told["id"].as_i64() else {
+            return;
+        };
+        let id = id.to_string();
+        if let Some(kind) = told["type"].as_str() {
+            lock(&self.private).insert((bot, id.clone()), kind == "private");
+        }
+        // One map at a time (`forget_idle` takes them too).
+        let mut aliases = lock(&self.aliases);
+        if let Some(named) = named.filter(|n| n.starts_with('@')) {
+            aliases.insert((bot, named.to_owned()), id.clone());
+        }
+        if let Some(name) = told["username"].as_str() {
+            aliases.insert((bot, format!("@{}", name.to_ascii_lowercase())), id);
+        }
+    }
+}
+
+/// An answer's JSON when it is a success.
+fn ok_result(answer: &Response) -> Option<Value> {
+    if answer.status != 200 {
+        return None;
+    }
+    serde_json::from_slice(&answer.body.inline_bytes()?).ok()
+}
+
+/// Reads `calls.cancel` and `updates` whole, in a group of this process's own, until
+/// `shutdown`: a call whose client went away is dropped from the queues here
+/// ([`Flood::cancel`]), and the updates tell chat kinds ([`Flood::learn_from_update`]).
+pub async fn watch(
+    flood: Arc<Flood>,
+    bus: Arc<dyn bus::Bus>,
+    group: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), crate::ProcessorError> {
+    let topics = [
+        bus::topics::CALLS_CANCEL.to_owned(),
+        bus::topics::UPDATES.to_owned(),
+    ];
+    bus.ensure_topics(&topics).await?;
+    let consumer = bus.subscribe(&group, &topics).await?;
+    let opts = bus::stage::Options {
+        batch: 512,
+        ..bus::stage::Options::sequential("flood-watch")
+    };
+    bus::stage::run(consumer, opts, shutdown, |records, _slot| {
+        for record in &records {
+            if record.topic == bus::topics::CALLS_CANCEL {
+                if let Some(env) = bus::decode_or_skip::<schemas::CallCancelled>(record) {
+                    flood.cancel(env.header.call_id);
+                }
+            } else if let Some(env) = bus::decode_or_skip::<schemas::Update>(record) {
+                flood.learn_from_update(env.header.bot_id, &env.payload.update);
+            }
+        }
+        async { Ok::<(), crate::ProcessorError>(()) }
+    })
+    .await
 }
 
 /// A bot's limits as getFloodControl shows them (setFloodControl's parameter names).
@@ -755,12 +1012,21 @@ mod tests {
         let f = Flood::new(Limits::default(), true);
         let bot = BotId(1);
         let lane = f.lane(bot, "5", true);
-        for _ in 0..3 {
+        // Two at once; the third after the reserve's 100 ms (Telegram may see the first two
+        // arrive that much later); then one a second.
+        for _ in 0..2 {
             assert!(f.take(bot, &lane, true, false).is_zero());
         }
         let wait = f.take(bot, &lane, true, false);
         assert!(
-            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1) + SLACK,
+            wait > Duration::from_millis(90) && wait <= SLACK,
+            "{wait:?}"
+        );
+        lock(&lane.bucket).tokens += 0.1;
+        assert!(f.take(bot, &lane, true, false).is_zero());
+        let wait = f.take(bot, &lane, true, false);
+        assert!(
+            wait > Duration::from_millis(990) && wait <= Duration::from_secs(1) + SLACK,
             "{wait:?}"
         );
         // A 429's pause holds the chat whatever its tokens.
@@ -773,7 +1039,8 @@ mod tests {
     fn the_bot_takes_thirty_a_second_and_paid_broadcasts_their_own_lane() {
         let f = Flood::new(Limits::default(), true);
         let bot = BotId(1);
-        for chat in 0..30 {
+        // Thirty less the 100 ms reserve.
+        for chat in 0..27 {
             let lane = f.lane(bot, &chat.to_string(), true);
             assert!(f.take(bot, &lane, true, false).is_zero());
         }
@@ -842,5 +1109,80 @@ mod tests {
         assert_eq!(state["queued"], 2, "{state}");
         assert_eq!(state["set_by"], "gateway");
         assert_eq!(f.state(other)["enabled"], false);
+    }
+
+    #[test]
+    fn a_bot_that_turns_it_off_still_queues_behind_its_waiting_calls() {
+        let f = Flood::new(Limits::default(), false);
+        let bot = BotId(1);
+        f.set_local(bot, true);
+        let waiting = f.ticket(bot, &call("sendMessage", "5")).unwrap();
+        f.set_local(bot, false);
+        assert!(f.applies(bot));
+        let behind = f
+            .ticket(bot, &call("sendMessage", "5"))
+            .expect("queued behind the waiting one");
+        assert_eq!(behind.number, waiting.number + 1);
+        drop((waiting, behind));
+        assert!(!f.applies(bot), "nothing queued: it passes at once");
+        assert!(f.ticket(bot, &call("sendMessage", "5")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_reaches_a_waiting_call_or_one_that_comes_after_it() {
+        let f = Flood::new(Limits::default(), true);
+        let (early, late) = (CallId::new(), CallId::new());
+        // The cancel read before the call: the call's watch finds it.
+        f.cancel(early);
+        let w = f.watch(early);
+        assert!(w.or_gone(std::future::pending::<()>()).await.is_none());
+        drop(w);
+        // The call waiting when the cancel comes.
+        {
+            let w = f.watch(late);
+            let sleeping = w.or_gone(tokio::time::sleep(Duration::from_secs(30)));
+            tokio::pin!(sleeping);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), sleeping.as_mut())
+                    .await
+                    .is_err()
+            );
+            f.cancel(late);
+            assert!(sleeping.await.is_none());
+        }
+        assert_eq!(lock(&f.cancels).len(), 0, "a watch takes its entry with it");
+        // Many cancels for calls never queued here: bounded.
+        for _ in 0..KEEP_LANES * 3 + 5 {
+            f.cancel(CallId::new());
+        }
+        assert!(lock(&f.cancels).len() <= KEEP_LANES * 2);
+    }
+
+    #[test]
+    fn updates_and_get_chat_answers_tell_chat_kinds_and_names() {
+        let f = Flood::new(Limits::default(), true);
+        let bot = BotId(1);
+        // A (made-up) positive id that is a group, and a channel known by its @name.
+        f.learn_from_update(
+            bot,
+            &serde_json::json!({"update_id": 1, "message": {"message_id": 1,
+                "chat": {"id": 77, "type": "group", "title": "g"}}}),
+        );
+        assert!(!f.is_private(bot, "77"));
+        f.learn_from_update(
+            bot,
+            &serde_json::json!({"update_id": 2, "callback_query": {"id": "q",
+                "message": {"chat": {"id": -5, "type": "private"}}}}),
+        );
+        assert!(f.is_private(bot, "-5"));
+        let answer = Response::gateway_json(
+            200,
+            &serde_json::json!({"ok": true, "result": {"id": -100, "type": "channel", "username": "News"}}),
+        );
+        f.learn_from_get_chat(bot, &call("getChat", "@news"), &answer);
+        let by_name = f.ticket(bot, &call("sendMessage", "@NEWS")).unwrap();
+        assert_eq!(by_name.chat, "-100");
+        // Another bot's chats are its own.
+        assert!(f.is_private(BotId(2), "77"));
     }
 }

@@ -276,14 +276,16 @@ pub async fn run(
         let polls = polls.clone();
         let running = running.clone();
         let env = records.first().and_then(bus::decode_or_skip::<Call>);
-        // With flood control, a send or an edit the router runs takes its place in its chat's
-        // queue now, in the order calls are read, so calls to one chat leave in that order. (The
-        // files stage's calls take theirs when they are ready to send: their work before that
-        // keeps the stage's bounds.)
-        let ticket = env.as_ref().filter(|_| stage == Stage::Router).and_then(|e| {
-            deps.flood
-                .as_ref()
-                .and_then(|f| f.ticket(e.header.bot_id, &e.payload))
+        // With flood control, a send or an edit takes its place in its chat's queue as the
+        // router reads it, so calls to one chat leave in that order. A file call keeps it
+        // across the hand-over when the files stage is in this process ([`flood::Flood::park`]);
+        // one handed to another process takes its place when it is ready to send.
+        let ticket = env.as_ref().and_then(|e| {
+            let flood = deps.flood.as_ref()?;
+            match stage {
+                Stage::Router => flood.ticket(e.header.bot_id, &e.payload),
+                Stage::Files => flood.unpark(e.header.call_id),
+            }
         });
         async move {
             let Some(env) = env else {
@@ -318,7 +320,15 @@ pub async fn run(
                 && command.as_ref().is_ok_and(|c| c.stage() == Stage::Files)
             {
                 // Handed over as the ingest published it, its token still masked.
-                hand_over(&deps, &run, &env).await;
+                let kept = match (ticket, &deps.flood) {
+                    (Some(ticket), Some(flood)) => flood.park(env.header.call_id, ticket),
+                    _ => false,
+                };
+                if !hand_over(&deps, &run, &env).await && kept {
+                    deps.flood
+                        .as_ref()
+                        .and_then(|f| f.unpark(env.header.call_id));
+                }
                 return Ok(());
             }
             let env = match unmasked {
@@ -347,6 +357,15 @@ pub async fn run(
                         }
                     }
                     metrics::POLLS_WAITING.dec();
+                } else if stage == Stage::Files && ticket.is_some() {
+                    // A file call keeps its chat's turn through its work: it waits for the turn
+                    // before it takes the bot's share, so a share is only held by calls whose
+                    // turn it is, and a later send to the chat waits for it.
+                    if let Some(t) = &ticket {
+                        t.turn().await;
+                    }
+                    let _share = shares.acquire(env.header.bot_id).await;
+                    flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                 } else if ticket.is_some() {
                     // A plain send queued by flood control mostly waits for its turn and its
                     // tokens: like a long poll it holds neither a slot nor the bot's share (a
@@ -374,9 +393,12 @@ pub async fn run(
 /// (its own retries spent), the call is answered with a 500: nothing of it was executed, so
 /// the bot may safely send it again; if the bus could not confirm it, the files stage may
 /// still run it, and the answer is the 409 of an unknown outcome.
-async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) -> bool {
     match bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS_FILES, env).await {
-        Ok(()) => metrics::HANDED_OVER.inc(),
+        Ok(()) => {
+            metrics::HANDED_OVER.inc();
+            true
+        }
         Err(error) => {
             tracing::error!(%error, call_id = %env.header.call_id, "could not hand a call to the files stage");
             let error = if error.may_have_been_stored() {
@@ -387,6 +409,7 @@ async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) {
                 )
             };
             outcome::finish(deps, run, env, schemas::Response::from_error(&error)).await;
+            false
         }
     }
 }

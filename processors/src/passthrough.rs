@@ -38,11 +38,16 @@ pub(crate) fn time_left(call: &Call) -> Duration {
 /// limits first ([`crate::flood`]).
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
     match &deps.flood {
-        // A bot without flood control pays one lookup, not a parse of its call.
-        Some(flood)
-            if flood.on_for(env.header.bot_id) && crate::flood::queued(&env.payload.method) =>
-        {
-            flood.send(deps, env).await
+        // A bot without flood control pays a lookup or two, not a parse of its call.
+        Some(flood) if flood.applies(env.header.bot_id) => {
+            if crate::flood::queued(&env.payload.method) {
+                return flood.send(deps, env).await;
+            }
+            let answer = execute_once(deps, env).await;
+            if env.payload.method.eq_ignore_ascii_case("getChat") {
+                flood.learn_from_get_chat(env.header.bot_id, &env.payload, &answer);
+            }
+            answer
         }
         _ => execute_once(deps, env).await,
     }

@@ -559,3 +559,14 @@ mod recorded_tests {
         }
     }
 }
+
+/// On `calls.cancel`: the client of the call in the header (`call_id`, keyed by its bot) went
+/// away before its answer came. A call still waiting in a flood control queue is then not sent
+/// (ENHANCED.md, "Flood control"); one already sent keeps its outcome. Every processor reads
+/// all of the topic, since the call may wait in any stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCancelled {}
+
+impl Payload for CallCancelled {
+    const KIND: RecordKind = RecordKind::CallCancelled;
+}

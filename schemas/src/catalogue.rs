@@ -49,6 +49,20 @@ pub fn only_reads(method: &str) -> bool {
     canonical(method).is_some_and(|m| m.starts_with("get"))
 }
 
+/// Whether a method puts or changes a message in a chat (sends, edits, copies, forwards): what
+/// Telegram's flood limits count and flood control queues. By its name, not the catalogue, so a
+/// send that a later Bot API adds is one too. Reads, chat actions and the administration of
+/// chats (`editForumTopic`, `editChatInviteLink`) are not.
+pub fn puts_in_chat(method: &str) -> bool {
+    let m = method.to_ascii_lowercase();
+    (m.starts_with("send") && m != "sendchataction")
+        || m.starts_with("editmessage")
+        || matches!(
+            m.as_str(),
+            "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
+        )
+}
+
 /// A metric label for a method: its canonical name, or `other` (bounded cardinality).
 pub fn label(method: &str) -> &'static str {
     canonical(method).unwrap_or("other")
@@ -65,6 +79,12 @@ mod tests {
         assert_eq!(canonical("SENDMESSAGE"), Some("sendMessage"));
         assert_eq!(label("sendmessage"), "sendMessage");
         assert_eq!(label("../../etc"), "other");
+        assert!(puts_in_chat("sendMessage") && puts_in_chat("EDITMESSAGETEXT"));
+        assert!(
+            puts_in_chat("sendLivePhoto"),
+            "a send the catalogue does not know yet"
+        );
+        assert!(!puts_in_chat("sendChatAction") && !puts_in_chat("editForumTopic"));
         assert_eq!(returns("getupdates"), Some("Array of Update"));
         assert_eq!(returns("editMessageText"), Some("Message | Boolean"));
     }

@@ -30,6 +30,7 @@ pub enum RecordKind {
     Response,
     Update,
     UpdatesKept,
+    CallCancelled,
 }
 
 impl RecordKind {
@@ -39,6 +40,7 @@ impl RecordKind {
             RecordKind::Response => "response",
             RecordKind::Update => "update",
             RecordKind::UpdatesKept => "updates_kept",
+            RecordKind::CallCancelled => "call_cancelled",
         }
     }
 }

@@ -94,6 +94,16 @@ impl ApiError {
         }
     }
 
+    /// What is recorded for a call whose client went away while it waited in a flood control
+    /// queue: it was not sent. Nobody reads it but the audit (nginx's 499, Client Closed
+    /// Request, says the same in access logs).
+    pub fn client_closed() -> Self {
+        Self::new(
+            499,
+            "Client Closed Request: the client went away while the call waited its turn; it was not sent",
+        )
+    }
+
     /// The 409 of a call that may or may not have been executed (ENHANCED.md): never a 5xx,
     /// on which clients resend, and a message would go out twice.
     pub fn unknown_outcome(why: UnknownOutcome) -> Self {

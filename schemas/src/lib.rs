@@ -29,7 +29,9 @@ pub mod token;
 pub mod update;
 
 pub use body::{BlobRef, BodyBytes};
-pub use call::{Call, CallBody, Encoding, Part, RecordedRequest, RecordedRequestError};
+pub use call::{
+    Call, CallBody, CallCancelled, Encoding, Part, RecordedRequest, RecordedRequestError,
+};
 pub use envelope::{
     DecodeError, Envelope, Header, Payload, RecordKind, OLDEST_READ, SCHEMA_VERSION,
 };

@@ -360,10 +360,14 @@ pub async fn run(
         };
         // Flood control: on for every bot with --flood-control; each bot's own settings
         // (setFloodControl) read before the stages start, and again every 10 s.
-        let flood = Arc::new(processors::flood::Flood::new(
-            Default::default(),
-            args.flood_control,
-        ));
+        let flood = processors::flood::Flood::new(Default::default(), args.flood_control);
+        // A file call's place in its chat's queue crosses to a files stage in this process
+        // (the in-process bus hands every record to it); across processes it cannot.
+        let flood = Arc::new(if stages.router && stages.files && !args.bus.durable() {
+            flood.keeping_places_across_hand_over()
+        } else {
+            flood
+        });
         if let Err(error) = flood.load(store.as_ref()).await {
             // Read again within 10 s (`keep_loaded`); meanwhile the gateway's default holds.
             tracing::warn!(%error, "could not read the bots' flood control settings");
@@ -371,6 +375,21 @@ pub async fn run(
         tasks.spawn(
             "flood-settings",
             flood.clone().keep_loaded(store.clone(), pipeline.clone()),
+        );
+        // Clients gone (their queued calls are not sent) and the chats the updates show: read
+        // whole by each process, since a bot's call may wait in any of its stages.
+        tasks.spawn(
+            "flood-watch",
+            processors::flood::watch(
+                flood.clone(),
+                bus.clone(),
+                format!(
+                    "flood.{}.{}",
+                    args.instance,
+                    if stages.router { "router" } else { "files" }
+                ),
+                pipeline.clone(),
+            ),
         );
         let deps = processors::Deps {
             bus: bus.clone(),

@@ -181,3 +181,195 @@ async fn a_bot_turns_flood_control_on_for_itself() {
         "{kept:?}"
     );
 }
+
+/// A client that goes away while its send waits in the queue cancels it: it is never sent,
+/// the record says so (499), and the call behind it takes its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_its_queued_send() {
+    let (_sandbox, control, gw) = world().await;
+    let bot = 1703;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    // One message at once, then one each 3 s: the second waits long enough to be left.
+    let v = get_json(&format!(
+        "{base}/setFloodControl?enabled=true&private_chat_burst=1&private_chat_per_minute=20"
+    ))
+    .await;
+    assert_eq!(v["result"], true, "{v}");
+    assert_eq!(
+        get_json(&format!("{base}/sendMessage?chat_id=42&text=m0")).await["ok"],
+        true
+    );
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    let left = tokio::spawn(
+        impatient
+            .get(format!("{base}/sendMessage?chat_id=42&text=m1"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let behind = tokio::spawn(get_json_owned(format!(
+        "{base}/sendMessage?chat_id=42&text=m2"
+    )));
+    assert!(left.await.unwrap().is_err(), "the client gave up");
+    let v = behind.await.unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let texts: Vec<String> = control
+        .calls(bot, Some("sendMessage"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c["params"]["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(texts, ["m0", "m2"], "the call left behind was not sent");
+    let v = get_json(&format!("{base}/getFloodControl")).await;
+    assert_eq!(v["result"]["cancelled"], 1, "{v}");
+    let rows = gw.audit(bot, 5).await.unwrap();
+    let gone = rows
+        .iter()
+        .find(|r| r.params.get("text").is_some_and(|t| t == "m1"))
+        .expect("the cancelled call is recorded");
+    assert_eq!(gone.error_code, Some(499), "{gone:?}");
+}
+
+async fn get_json_owned(url: String) -> serde_json::Value {
+    get_json(&url).await
+}
+
+/// A supergroup takes twenty messages a minute, by its id and its @username alike (one queue,
+/// once getChat told the id): twenty-two at once are all answered, in order, the last two
+/// about 3 and 6 s in, and Telegram never had to refuse one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_takes_twenty_a_minute_by_id_or_username() {
+    let (_sandbox, control, gw) = world().await;
+    let bot = 1704;
+    let group = -1_001_234_567_890i64;
+    let r = client()
+        .post(format!("{}/control/chats", control.base))
+        .json(&json!({"id": group, "type": "supergroup", "title": "Flood", "username": "floodgrp"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let v = get_json(&format!("{base}/getChat?chat_id=@floodgrp")).await;
+    assert_eq!(v["result"]["id"], group, "{v}");
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for n in 0..22 {
+        let chat = if n % 2 == 0 {
+            "@floodgrp".to_owned()
+        } else {
+            group.to_string()
+        };
+        let url = format!("{base}/sendMessage?chat_id={chat}&text=g{n}");
+        sends.push(tokio::spawn(async move {
+            client().get(url).send().await.unwrap().status().as_u16()
+        }));
+        // Apart enough that they arrive in this order.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(5_500),
+        "{:?}",
+        started.elapsed()
+    );
+    let texts: Vec<String> = control
+        .calls(bot, Some("sendMessage"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c["params"]["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let expected: Vec<String> = (0..22).map(|n| format!("g{n}")).collect();
+    assert_eq!(texts, expected);
+    let v = get_json(&format!("{base}/getFloodControl")).await;
+    assert_eq!(v["result"]["absorbed_429"], 0, "{v}");
+    assert_eq!(v["result"]["sent"], 22, "{v}");
+}
+
+/// A file send keeps the place it took when it arrived, through its download: a message sent
+/// to the chat after it leaves after it. (On the in-process bus, where the router and the
+/// files stage share one process; a split deployment's files stage takes its place when it is
+/// ready to send.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_send_and_a_later_message_leave_in_arrival_order() {
+    if telepipe_tests::split() {
+        return;
+    }
+    let app = axum::Router::new().route(
+        "/slow.pdf",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            telepipe_tests::testdata("notes.pdf")
+        }),
+    );
+    let files = telepipe_tests::public_server(app).await;
+    let sandbox = Proc::sandbox(&["--flood-limits"]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(
+        &sandbox.url,
+        &["--flood-control", "--allow-url-networks", "127.0.0.2/32"],
+    )
+    .await
+    .unwrap();
+    let bot = 1705;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let document = tokio::spawn(get_json_owned(format!(
+        "{base}/sendDocument?chat_id=42&document={files}/slow.pdf"
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = get_json(&format!("{base}/sendMessage?chat_id=42&text=after")).await;
+    assert_eq!(v["ok"], true, "{v}");
+    let v = document.await.unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let methods: Vec<String> = control
+        .calls(bot, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c["method"].as_str().unwrap_or("").to_owned())
+        .filter(|m| m != "getMe")
+        .collect();
+    assert_eq!(methods, ["sendDocument", "sendMessage"]);
+}
+
+/// A broadcast: one message to each of 45 chats at once. The bot's thirty a second hold:
+/// every message is answered 200, Telegram refuses none, and the last leaves about half a
+/// second after the first thirty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_to_many_chats_holds_the_bots_thirty_a_second() {
+    let (_sandbox, control, gw) = world().await;
+    let bot = 1706;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let started = Instant::now();
+    let sends: Vec<_> = (0..45)
+        .map(|n| {
+            let url = format!("{base}/sendMessage?chat_id={}&text=b", 5000 + n);
+            tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let v = get_json(&format!("{base}/getFloodControl")).await;
+    let calls = control.calls(bot, Some("sendMessage")).await.unwrap();
+    if calls.len() != 45 {
+        for c in &calls {
+            eprintln!("{}", c);
+        }
+        eprintln!("{v}");
+    }
+    assert_eq!(calls.len(), 45);
+    assert_eq!(v["result"]["absorbed_429"], 0, "{v}");
+    assert_eq!(v["result"]["sent"], 45, "{v}");
+}
