@@ -22,6 +22,11 @@ pub const UPDATES_KEPT: &str = "updates.kept";
 /// control queues before it is sent.
 pub const CALLS_CANCEL: &str = "calls.cancel";
 
+/// Turns a files stage takes from the router that keeps its call's place in flood control
+/// (`Envelope<FloodTurn>`, keyed by bot): every processor reads all of it, with
+/// `calls.cancel`.
+pub const FLOOD_TURNS: &str = "flood.turns";
+
 /// Answers for the ingest instance `instance`: it alone consumes this topic, so its egress
 /// can resolve the HTTP requests it holds.
 pub fn responses(instance: &str) -> String {
@@ -36,6 +41,8 @@ pub fn label(topic: &str) -> &'static str {
         "calls.files"
     } else if topic == CALLS_CANCEL {
         "calls.cancel"
+    } else if topic == FLOOD_TURNS {
+        "flood.turns"
     } else if topic == UPDATES_RAW {
         "updates.raw"
     } else if topic == UPDATES {

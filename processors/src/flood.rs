@@ -23,11 +23,14 @@
 //! 499 and never sent. Chat kinds are learnt from sends' answers, getChat answers and the
 //! bots' updates (the `updates` topic, read by the same task).
 //!
-//! Not yet (issue 16): in a split deployment the files stage keeps buckets of its own beside
-//! the router's.
+//! A file call keeps the place the router took for it across the hand-over to the files
+//! stage: parked for it in this process ([`Flood::park`]), or kept by a task of the router
+//! ([`Flood::serve_place`]) that a files stage in another process takes its turn and its
+//! tokens from over `flood.turns` ([`Place`]). So a bot's sends share one order per chat and
+//! one set of buckets, whichever stage sends them.
 
 use crate::Deps;
-use schemas::{ApiError, BotId, Call, CallId, Envelope, Response};
+use schemas::{ApiError, BotId, Call, CallId, Envelope, FloodTurn, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -264,7 +267,13 @@ impl Watch<'_> {
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        lock(&self.flood.cancels).waiting.remove(&self.call);
+        let mut cancels = lock(&self.flood.cancels);
+        if let Some((_, watchers)) = cancels.waiting.get_mut(&self.call) {
+            *watchers -= 1;
+            if *watchers == 0 {
+                cancels.waiting.remove(&self.call);
+            }
+        }
     }
 }
 
@@ -273,7 +282,8 @@ impl Drop for Watch<'_> {
 /// Those are kept in two generations, the older dropped whole when the recent one is full or
 /// [`CANCEL_KEPT`] old, so they take bounded room and constant time.
 struct Cancels {
-    waiting: HashMap<CallId, CancellationToken>,
+    /// Each watched call's token, and how many watch it.
+    waiting: HashMap<CallId, (CancellationToken, usize)>,
     recent: std::collections::HashSet<CallId>,
     older: std::collections::HashSet<CallId>,
     since: Instant,
@@ -303,6 +313,119 @@ impl Cancels {
     fn len(&self) -> usize {
         self.waiting.len() + self.recent.len() + self.older.len()
     }
+}
+
+/// A files stage's side of the place a router elsewhere keeps for its call (the hand-over's
+/// header says `flood_place`): it asks for its turn before its work and for each send, and
+/// says how the send went; dropped, it says the call is over.
+pub struct Place {
+    flood: Arc<Flood>,
+    bus: Arc<dyn bus::Bus>,
+    producer: String,
+    call: CallId,
+    bot: BotId,
+    /// The chat as the call named it.
+    named: Option<String>,
+    answers: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<FloodTurn>>,
+}
+
+impl Place {
+    pub fn open(
+        flood: &Arc<Flood>,
+        bus: &Arc<dyn bus::Bus>,
+        producer: &str,
+        env: &Envelope<Call>,
+    ) -> Arc<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        lock(&flood.waiting_places).insert(env.header.call_id, tx);
+        Arc::new(Self {
+            flood: flood.clone(),
+            bus: bus.clone(),
+            producer: producer.to_owned(),
+            call: env.header.call_id,
+            bot: env.header.bot_id,
+            named: chat_of(&env.payload),
+            answers: tokio::sync::Mutex::new(rx),
+        })
+    }
+
+    /// The place of the call running in this task, if it is `call`'s and `chat` is its chat
+    /// (as named, or the id a user's @name was resolved to).
+    fn of(call: CallId, chat: Option<&str>) -> Option<Arc<Place>> {
+        let place = PLACE.try_with(|p| p.clone()).ok()?;
+        let covers = match (place.named.as_deref(), chat) {
+            (Some(named), Some(chat)) => {
+                named == chat || (named.starts_with('@') && chat.parse::<i64>().is_ok())
+            }
+            _ => false,
+        };
+        (place.call == call && covers).then_some(place)
+    }
+
+    /// Whether the call running in this task has a place kept elsewhere.
+    pub fn held_for(call: CallId) -> bool {
+        PLACE.try_with(|p| p.call == call).unwrap_or(false)
+    }
+
+    async fn tell(&self, step: FloodTurn) {
+        let env = Envelope::new(self.call, self.bot, &self.producer, None, step);
+        if let Err(error) =
+            bus::publish_envelope(self.bus.as_ref(), bus::topics::FLOOD_TURNS, &env).await
+        {
+            tracing::warn!(%error, call_id = %self.call, "could not reach the router keeping a call's place");
+        }
+    }
+
+    /// Asks the router, and waits for its answer up to `within`.
+    async fn ask(&self, step: FloodTurn, within: Duration) -> Option<FloodTurn> {
+        let mut answers = self.answers.lock().await;
+        self.tell(step).await;
+        tokio::time::timeout(within, answers.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for the call's turn in its chat, before its work: the answer to record instead
+    /// when it will not come (the client gone, or the deadline first).
+    pub async fn turn(&self, call: &Call) -> Result<(), Response> {
+        let watch = self.flood.watch(self.call);
+        match watch
+            .or_gone(self.ask(FloodTurn::AskTurn, time_left(call)))
+            .await
+        {
+            None => Err(self.flood.gone(self.bot, self.call)),
+            Some(Some(FloodTurn::Turn)) => Ok(()),
+            Some(Some(FloodTurn::Late { retry_after })) => Err(Response::from_error(
+                &ApiError::too_many_requests(retry_after),
+            )),
+            Some(_) => Err(Response::from_error(&ApiError::too_many_requests(1))),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        lock(&self.flood.waiting_places).remove(&self.call);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let env = Envelope::new(self.call, self.bot, &self.producer, None, FloodTurn::Over);
+        let bus = self.bus.clone();
+        rt.spawn(async move {
+            // Unsaid, the router gives the place up past the call's deadline.
+            let _ = bus::publish_envelope(bus.as_ref(), bus::topics::FLOOD_TURNS, &env).await;
+        });
+    }
+}
+
+/// Runs a handed-over call with the place a router elsewhere keeps for it.
+pub async fn with_place<F: std::future::Future>(place: Arc<Place>, fut: F) -> F::Output {
+    PLACE.scope(place, fut).await
+}
+
+tokio::task_local! {
+    static PLACE: Arc<Place>;
 }
 
 tokio::task_local! {
@@ -348,6 +471,53 @@ pub struct Flood {
     /// Tickets of calls the router handed to the files stage of this process, until it takes
     /// them ([`Flood::park`]); only when that stage is here and the bus in-process.
     parked: Option<Mutex<HashMap<CallId, Ticket>>>,
+    /// Router: places kept for calls handed to a files stage elsewhere, by call: where their
+    /// steps go ([`Flood::serve_place`]).
+    places: Mutex<HashMap<CallId, Steps>>,
+    /// Files stage: calls here whose place a router keeps: where its answers go ([`Place`]).
+    waiting_places: Mutex<HashMap<CallId, Steps>>,
+}
+
+type Steps = tokio::sync::mpsc::UnboundedSender<FloodTurn>;
+
+/// What became of a handed-over call's place ([`Flood::keep_place`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Parked for the files stage of this process.
+    Here,
+    /// Kept by a task here for a files stage elsewhere.
+    Elsewhere,
+}
+
+/// How a wait for tokens ended.
+enum Wait {
+    Go,
+    /// The wait would pass the call's deadline: this long.
+    Late(Duration),
+    /// The call's client went away.
+    Gone,
+}
+
+/// How long a router keeps a place past its call's deadline, for a files stage that never
+/// said it was over (it died).
+const PLACE_GRACE: Duration = Duration::from_secs(10);
+
+/// A wait as Telegram's `retry_after`: whole seconds, at least one.
+fn seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// Whether a send asks for the paid broadcast lane.
+fn paid(call: &Call) -> bool {
+    call.params()
+        .get("allow_paid_broadcast")
+        .is_some_and(|v| v == true || v == "true" || v == "1")
+}
+
+/// The call's deadline, less the margin its answer needs to get back in time.
+fn time_left(call: &Call) -> Duration {
+    Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64)
+        .saturating_sub(crate::passthrough::DEADLINE_MARGIN)
 }
 
 /// Whether a method is queued: a send or an edit ([`schemas::catalogue::puts_in_chat`]).
@@ -393,6 +563,8 @@ impl Flood {
             held: Arc::default(),
             cancels: Mutex::default(),
             parked: None,
+            places: Mutex::default(),
+            waiting_places: Mutex::default(),
         }
     }
 
@@ -435,19 +607,23 @@ impl Flood {
     pub fn cancel(&self, call: CallId) {
         let mut cancels = lock(&self.cancels);
         match cancels.waiting.get(&call) {
-            Some(gone) => gone.cancel(),
+            Some((gone, _)) => gone.cancel(),
             None => cancels.remember(call),
         }
     }
 
     /// The token that says a queued call's client went away, until the guard is dropped.
     fn watch(&self, call: CallId) -> Watch<'_> {
-        let gone = CancellationToken::new();
         let mut cancels = lock(&self.cancels);
-        if cancels.recent.remove(&call) || cancels.older.remove(&call) {
+        let early = cancels.recent.remove(&call) || cancels.older.remove(&call);
+        // A router and a files stage of one process may watch one call at once.
+        let (gone, watchers) = cancels.waiting.entry(call).or_default();
+        *watchers += 1;
+        if early {
             gone.cancel();
         }
-        cancels.waiting.insert(call, gone.clone());
+        let gone = gone.clone();
+        drop(cancels);
         Watch {
             flood: self,
             call,
@@ -713,13 +889,95 @@ impl Flood {
         wait
     }
 
+    /// Waits for a token from the chat's bucket and then the bot's (a 429's pause included).
+    async fn tokens(
+        &self,
+        bot: BotId,
+        lane: &Lane,
+        private: bool,
+        paid: bool,
+        left: &(dyn Fn() -> Duration + Sync),
+        watch: &Watch<'_>,
+    ) -> Wait {
+        loop {
+            // The chat's own bucket first, taking nothing: only this call sends to its chat
+            // now, and waiting here holds up no other chat.
+            let wait = lock(&lane.bucket).wait(self.rule(bot, private), Instant::now());
+            if !wait.is_zero() {
+                if wait >= left() {
+                    return Wait::Late(wait);
+                }
+                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
+                    return Wait::Gone;
+                }
+                continue;
+            }
+            // Then the bot's bucket, in arrival order among its chats (a fair lock held while
+            // the token comes): a thousand chats' calls racing for thirty tokens a second would
+            // leave some waiting until their deadline.
+            let turn = self.bot_turn(bot, paid);
+            let _turn = match watch
+                .or_gone(tokio::time::timeout(left(), turn.lock()))
+                .await
+            {
+                None => return Wait::Gone,
+                Some(Err(_)) => return Wait::Late(Duration::from_secs(1)),
+                Some(Ok(turn)) => turn,
+            };
+            loop {
+                let wait = self.take(bot, lane, private, paid);
+                if wait.is_zero() {
+                    return Wait::Go;
+                }
+                if wait >= left() {
+                    return Wait::Late(wait);
+                }
+                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
+                    return Wait::Gone;
+                }
+            }
+        }
+    }
+
+    fn gone(&self, bot: BotId, call: CallId) -> Response {
+        crate::metrics::FLOOD
+            .with_label_values(&["cancelled"])
+            .inc();
+        self.count(bot, |c| c.cancelled += 1);
+        tracing::info!(call_id = %call, "its client went away while it waited; not sent");
+        Response::from_error(&ApiError::client_closed())
+    }
+
+    /// Telegram's 429, for a call whose turn or token would come after its deadline.
+    fn late(&self, bot: BotId, wait: Duration) -> Response {
+        crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
+        self.count(bot, |c| c.expired += 1);
+        Response::from_error(&ApiError::too_many_requests(seconds(wait)))
+    }
+
+    /// A 429's pause on a chat; whether the call may go again before its deadline.
+    fn paused(&self, bot: BotId, bucket: &Mutex<Bucket>, after: u64, left: Duration) -> bool {
+        let pause = Duration::from_secs(after.min(MAX_PAUSE_S));
+        lock(bucket).paused_until = Some(Instant::now() + pause);
+        let again = pause < left;
+        if again {
+            crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
+            self.count(bot, |c| c.absorbed += 1);
+        }
+        again
+    }
+
     /// Sends a queued call when its turn and its tokens come; retries it after a 429.
     pub(crate) async fn send(&self, deps: &Deps, env: &Envelope<Call>) -> Response {
         let call = &env.payload;
         let bot = env.header.bot_id;
+        let chat = chat_of(call);
+        // A call whose place a router in another process keeps takes its turns from there.
+        if let Some(place) = Place::of(env.header.call_id, chat.as_deref()) {
+            return self.send_by_place(deps, env, &place).await;
+        }
         // The place the call took when it arrived; a call sent from within another (an
         // upload's post to the storage chat) takes one now.
-        let chat = chat_of(call);
         let ticket = TICKET
             .try_with(|t| {
                 let mut t = t.borrow_mut();
@@ -737,109 +995,204 @@ impl Flood {
             // Inline messages (edits by inline_message_id) have no chat to queue in.
             return crate::passthrough::execute_once(deps, env).await;
         };
-        let paid = call
-            .params()
-            .get("allow_paid_broadcast")
-            .is_some_and(|v| v == true || v == "true" || v == "1");
+        let paid = paid(call);
         let queued_at = Instant::now();
         // Its client may go away while it waits: then it is not sent.
         let watch = self.watch(env.header.call_id);
-        let gone = || {
-            crate::metrics::FLOOD
-                .with_label_values(&["cancelled"])
-                .inc();
-            self.count(bot, |c| c.cancelled += 1);
-            tracing::info!(call_id = %env.header.call_id, "its client went away while it waited; not sent");
-            Response::from_error(&ApiError::client_closed())
-        };
-        // The client's deadline, less the margin its answer needs to get back in time.
-        let left = || {
-            Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64)
-                .saturating_sub(crate::passthrough::DEADLINE_MARGIN)
-        };
+        let left = || time_left(call);
         match watch
             .or_gone(tokio::time::timeout(left(), ticket.turn()))
             .await
         {
-            None => return gone(),
-            Some(Err(_)) => {
-                // Its turn would come too late: Telegram's 429, as if sent now.
-                crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
-                self.count(bot, |c| c.expired += 1);
-                return Response::from_error(&ApiError::too_many_requests(1));
-            }
+            None => return self.gone(bot, env.header.call_id),
+            // Its turn would come too late: Telegram's 429, as if sent now.
+            Some(Err(_)) => return self.late(bot, Duration::from_secs(1)),
             Some(Ok(())) => {}
         }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
         let private = self.is_private(bot, &chat);
-        let expired = |wait: Duration| {
-            crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
-            self.count(bot, |c| c.expired += 1);
-            let after = wait.as_secs_f64().ceil().max(1.0) as u64;
-            Response::from_error(&ApiError::too_many_requests(after))
-        };
         loop {
-            // The chat's own bucket first (a 429's pause included), taking nothing: only this
-            // call sends to its chat now, and waiting here holds up no other chat.
-            let wait = lock(&lane.bucket).wait(self.rule(bot, private), Instant::now());
-            if !wait.is_zero() {
-                if wait >= left() {
-                    return expired(wait);
-                }
-                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
-                    return gone();
-                }
-                continue;
+            match self.tokens(bot, &lane, private, paid, &left, &watch).await {
+                Wait::Go => {}
+                Wait::Late(wait) => return self.late(bot, wait),
+                Wait::Gone => return self.gone(bot, env.header.call_id),
             }
-            // Then the bot's bucket, in arrival order among its chats (a fair lock held while
-            // the token comes): a thousand chats' calls racing for thirty tokens a second would
-            // leave some waiting until their deadline.
-            let turn = self.bot_turn(bot, paid);
-            let _turn = match watch
-                .or_gone(tokio::time::timeout(left(), turn.lock()))
-                .await
-            {
-                None => return gone(),
-                Some(Err(_)) => return expired(Duration::from_secs(1)),
-                Some(Ok(turn)) => turn,
-            };
-            let wait = loop {
-                let wait = self.take(bot, &lane, private, paid);
-                if wait.is_zero() || wait >= left() {
-                    break Some(wait);
-                }
-                if watch.or_gone(tokio::time::sleep(wait)).await.is_none() {
-                    break None;
-                }
-            };
-            let Some(wait) = wait else {
-                return gone();
-            };
-            if !wait.is_zero() {
-                return expired(wait);
-            }
-            drop(_turn);
             if watch.gone.is_cancelled() {
-                return gone();
+                return self.gone(bot, env.header.call_id);
             }
             crate::metrics::FLOOD_WAIT.observe(queued_at.elapsed().as_secs_f64());
             let answer = crate::passthrough::execute_once(deps, env).await;
             if answer.status == 429 {
-                if let Some(after) = retry_after(&answer) {
-                    // Telegram executed nothing: this chat waits, then the call goes again.
-                    let pause = Duration::from_secs(after.min(MAX_PAUSE_S));
-                    lock(&lane.bucket).paused_until = Some(Instant::now() + pause);
-                    if pause < left() {
-                        crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
-                        self.count(bot, |c| c.absorbed += 1);
-                        continue;
-                    }
+                // Telegram executed nothing: this chat waits, then the call goes again.
+                match retry_after(&answer) {
+                    Some(after) if self.paused(bot, &lane.bucket, after, left()) => continue,
+                    _ => return answer,
                 }
-                return answer;
             }
             self.count(bot, |c| c.sent += 1);
             self.learn(bot, &ticket.named, &chat, &answer);
             return answer;
+        }
+    }
+
+    /// [`Flood::send`] for a call whose place a router in another process keeps: asks it
+    /// for each send, tells it how the send went.
+    async fn send_by_place(&self, deps: &Deps, env: &Envelope<Call>, place: &Place) -> Response {
+        let (bot, call_id) = (env.header.bot_id, env.header.call_id);
+        let watch = self.watch(call_id);
+        let left = || time_left(&env.payload);
+        loop {
+            match watch.or_gone(place.ask(FloodTurn::AskSend, left())).await {
+                None => return self.gone(bot, call_id),
+                Some(Some(FloodTurn::Send)) => {}
+                Some(Some(FloodTurn::Late { retry_after })) => {
+                    return Response::from_error(&ApiError::too_many_requests(retry_after))
+                }
+                // No word from the router before the deadline (it may have died).
+                Some(_) => return Response::from_error(&ApiError::too_many_requests(1)),
+            }
+            if watch.gone.is_cancelled() {
+                return self.gone(bot, call_id);
+            }
+            let answer = crate::passthrough::execute_once(deps, env).await;
+            let retry = (answer.status == 429)
+                .then(|| retry_after(&answer))
+                .flatten();
+            place.tell(FloodTurn::Sent { retry_after: retry }).await;
+            match retry {
+                // The router pauses the chat; the call asks again.
+                Some(after) if Duration::from_secs(after) < left() => continue,
+                _ => return answer,
+            }
+        }
+    }
+
+    /// The router's side of a place it keeps for a call handed to a files stage elsewhere
+    /// ([`Flood::keep_place`]): answers its asks until it is over, its client goes away, or
+    /// its deadline is well past.
+    async fn serve_place(
+        self: Arc<Self>,
+        bus: Arc<dyn bus::Bus>,
+        producer: String,
+        env: Envelope<Call>,
+        ticket: Ticket,
+        mut asks: tokio::sync::mpsc::UnboundedReceiver<FloodTurn>,
+    ) {
+        let (bot, call_id) = (env.header.bot_id, env.header.call_id);
+        let watch = self.watch(call_id);
+        let left = || time_left(&env.payload);
+        let paid = paid(&env.payload);
+        let reply = |step: FloodTurn| {
+            let env = Envelope::new(call_id, bot, &producer, None, step);
+            let bus = bus.clone();
+            async move {
+                if let Err(error) =
+                    bus::publish_envelope(bus.as_ref(), bus::topics::FLOOD_TURNS, &env).await
+                {
+                    // The files stage then waits until the call's deadline.
+                    tracing::warn!(%error, %call_id, "could not give a files stage its turn");
+                }
+            }
+        };
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = watch.gone.cancelled() => break,
+                step = asks.recv() => step,
+                _ = tokio::time::sleep(left() + PLACE_GRACE) => None,
+            };
+            match step {
+                None | Some(FloodTurn::Over) => break,
+                Some(FloodTurn::AskTurn) => {
+                    match watch
+                        .or_gone(tokio::time::timeout(left(), ticket.turn()))
+                        .await
+                    {
+                        None => break,
+                        Some(Err(_)) => {
+                            let _ = self.late(bot, Duration::from_secs(1));
+                            reply(FloodTurn::Late { retry_after: 1 }).await;
+                        }
+                        Some(Ok(())) => reply(FloodTurn::Turn).await,
+                    }
+                }
+                Some(FloodTurn::AskSend) => {
+                    let private = self.is_private(bot, &ticket.chat);
+                    let lane = &ticket.lane;
+                    let answer = match watch
+                        .or_gone(tokio::time::timeout(left(), ticket.turn()))
+                        .await
+                    {
+                        None => break,
+                        Some(Err(_)) => Wait::Late(Duration::from_secs(1)),
+                        Some(Ok(())) => self.tokens(bot, lane, private, paid, &left, &watch).await,
+                    };
+                    match answer {
+                        Wait::Go => reply(FloodTurn::Send).await,
+                        Wait::Late(wait) => {
+                            let _ = self.late(bot, wait);
+                            reply(FloodTurn::Late {
+                                retry_after: seconds(wait),
+                            })
+                            .await;
+                        }
+                        Wait::Gone => break,
+                    }
+                }
+                Some(FloodTurn::Sent {
+                    retry_after: Some(after),
+                }) => {
+                    self.paused(bot, &ticket.lane.bucket, after, left());
+                }
+                Some(FloodTurn::Sent { retry_after: None }) => self.count(bot, |c| c.sent += 1),
+                Some(_) => {}
+            }
+        }
+        lock(&self.places).remove(&call_id);
+    }
+
+    /// Keeps a handed-over call's place: here for a files stage in this process
+    /// ([`Flood::park`]), else for one elsewhere, which then takes its turns over
+    /// `flood.turns` (the hand-over's header says `flood_place`). What was done.
+    pub(crate) fn keep_place(
+        self: &Arc<Self>,
+        bus: &Arc<dyn bus::Bus>,
+        producer: &str,
+        env: &Envelope<Call>,
+        ticket: Ticket,
+    ) -> Kept {
+        if self.parked.is_some() {
+            self.park(env.header.call_id, ticket);
+            return Kept::Here;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        lock(&self.places).insert(env.header.call_id, tx);
+        tokio::spawn(self.clone().serve_place(
+            bus.clone(),
+            producer.to_owned(),
+            env.clone(),
+            ticket,
+            rx,
+        ));
+        Kept::Elsewhere
+    }
+
+    /// Gives up a place kept for a call whose hand-over failed.
+    pub(crate) fn drop_place(&self, call: CallId) {
+        self.unpark(call);
+        if let Some(place) = lock(&self.places).remove(&call) {
+            let _ = place.send(FloodTurn::Over);
+        }
+    }
+
+    /// A step of `flood.turns`: to the router's place, or to the files stage's call, here.
+    fn turn_step(&self, call: CallId, step: FloodTurn) {
+        let to = match step {
+            FloodTurn::Turn | FloodTurn::Send | FloodTurn::Late { .. } => &self.waiting_places,
+            _ => &self.places,
+        };
+        if let Some(tx) = lock(to).get(&call) {
+            let _ = tx.send(step);
         }
     }
 
@@ -923,6 +1276,7 @@ pub async fn watch(
 ) -> Result<(), crate::ProcessorError> {
     let topics = [
         bus::topics::CALLS_CANCEL.to_owned(),
+        bus::topics::FLOOD_TURNS.to_owned(),
         bus::topics::UPDATES.to_owned(),
     ];
     bus.ensure_topics(&topics).await?;
@@ -936,6 +1290,10 @@ pub async fn watch(
             if record.topic == bus::topics::CALLS_CANCEL {
                 if let Some(env) = bus::decode_or_skip::<schemas::CallCancelled>(record) {
                     flood.cancel(env.header.call_id);
+                }
+            } else if record.topic == bus::topics::FLOOD_TURNS {
+                if let Some(env) = bus::decode_or_skip::<FloodTurn>(record) {
+                    flood.turn_step(env.header.call_id, env.payload);
                 }
             } else if let Some(env) = bus::decode_or_skip::<schemas::Update>(record) {
                 flood.learn_from_update(env.header.bot_id, &env.payload.update);

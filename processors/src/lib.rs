@@ -320,14 +320,26 @@ pub async fn run(
                 && command.as_ref().is_ok_and(|c| c.stage() == Stage::Files)
             {
                 // Handed over as the ingest published it, its token still masked.
+                // With its place in its chat's queue kept for the files stage: parked for it
+                // here, or kept by a task here that a files stage elsewhere takes its turns
+                // from (the record then says so).
                 let kept = match (ticket, &deps.flood) {
-                    (Some(ticket), Some(flood)) => flood.park(env.header.call_id, ticket),
-                    _ => false,
+                    (Some(ticket), Some(flood)) => {
+                        Some(flood.keep_place(&deps.bus, &run.producer, &env, ticket))
+                    }
+                    _ => None,
                 };
-                if !hand_over(&deps, &run, &env).await && kept {
-                    deps.flood
-                        .as_ref()
-                        .and_then(|f| f.unpark(env.header.call_id));
+                let handed = if kept == Some(flood::Kept::Elsewhere) {
+                    let mut marked = env.clone();
+                    marked.header.flood_place = true;
+                    std::borrow::Cow::Owned(marked)
+                } else {
+                    std::borrow::Cow::Borrowed(&env)
+                };
+                if !hand_over(&deps, &run, &handed).await && kept.is_some() {
+                    if let Some(flood) = &deps.flood {
+                        flood.drop_place(env.header.call_id);
+                    }
                 }
                 return Ok(());
             }
@@ -357,6 +369,21 @@ pub async fn run(
                         }
                     }
                     metrics::POLLS_WAITING.dec();
+                } else if let Some(flood) = deps
+                    .flood
+                    .clone()
+                    .filter(|_| stage == Stage::Files && env.header.flood_place)
+                {
+                    // The same, when the router keeping the call's place is in another
+                    // process: the turn is asked for over the bus.
+                    let place = flood::Place::open(&flood, &deps.bus, &run.producer, &env);
+                    match place.turn(&env.payload).await {
+                        Ok(()) => {
+                            let _share = shares.acquire(env.header.bot_id).await;
+                            flood::with_place(place, guarded(&deps, &run, &env, command)).await;
+                        }
+                        Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
+                    }
                 } else if stage == Stage::Files && ticket.is_some() {
                     // A file call keeps its chat's turn through its work: it waits for the turn
                     // before it takes the bot's share, so a share is only held by calls whose

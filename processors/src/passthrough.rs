@@ -39,7 +39,10 @@ pub(crate) fn time_left(call: &Call) -> Duration {
 pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
     match &deps.flood {
         // A bot without flood control pays a lookup or two, not a parse of its call.
-        Some(flood) if flood.applies(env.header.bot_id) => {
+        Some(flood)
+            if flood.applies(env.header.bot_id)
+                || crate::flood::Place::held_for(env.header.call_id) =>
+        {
             if crate::flood::queued(&env.payload.method) {
                 return flood.send(deps, env).await;
             }

@@ -570,3 +570,32 @@ pub struct CallCancelled {}
 impl Payload for CallCancelled {
     const KIND: RecordKind = RecordKind::CallCancelled;
 }
+
+/// On `flood.turns` (keyed by bot; every processor reads all of it): how a files stage in one
+/// process takes its turns from the router that keeps its call's place in its chat's flood
+/// control queue (the call's header says `flood_place`). The header's `call_id` is the call's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum FloodTurn {
+    /// Files stage: the call is about to start its work; it waits for its chat's turn.
+    AskTurn,
+    /// Router: it is the call's turn in its chat.
+    Turn,
+    /// Files stage: the call is ready to send to its chat.
+    AskSend,
+    /// Router: the chat's and the bot's buckets gave it a token: send now.
+    Send,
+    /// Router: the call's deadline would pass first; it gets Telegram's 429.
+    Late { retry_after: u64 },
+    /// Files stage: sent; `retry_after` when Telegram answered 429 (nothing executed).
+    Sent {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after: Option<u64>,
+    },
+    /// Files stage: the call is over; its place is given up.
+    Over,
+}
+
+impl Payload for FloodTurn {
+    const KIND: RecordKind = RecordKind::FloodTurn;
+}

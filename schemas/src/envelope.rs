@@ -31,6 +31,7 @@ pub enum RecordKind {
     Update,
     UpdatesKept,
     CallCancelled,
+    FloodTurn,
 }
 
 impl RecordKind {
@@ -41,6 +42,7 @@ impl RecordKind {
             RecordKind::Update => "update",
             RecordKind::UpdatesKept => "updates_kept",
             RecordKind::CallCancelled => "call_cancelled",
+            RecordKind::FloodTurn => "flood_turn",
         }
     }
 }
@@ -67,6 +69,11 @@ pub struct Header {
     /// client's connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// On a call the router handed to the files stage: the router keeps the call's place in
+    /// its chat's flood control queue, and the files stage takes its turns from it over
+    /// `flood.turns` ([`crate::FloodTurn`]). Absent (false) everywhere else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flood_place: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,6 +112,7 @@ impl<P: Payload> Envelope<P> {
                 producer: producer.to_owned(),
                 time_ms: crate::now_ms(),
                 reply_to,
+                flood_place: false,
             },
             payload,
         }

@@ -30,7 +30,7 @@ pub mod update;
 
 pub use body::{BlobRef, BodyBytes};
 pub use call::{
-    Call, CallBody, CallCancelled, Encoding, Part, RecordedRequest, RecordedRequestError,
+    Call, CallBody, CallCancelled, Encoding, FloodTurn, Part, RecordedRequest, RecordedRequestError,
 };
 pub use envelope::{
     DecodeError, Envelope, Header, Payload, RecordKind, OLDEST_READ, SCHEMA_VERSION,

@@ -14,6 +14,7 @@ fn header(schema: u16, kind: RecordKind, reply_to: Option<&str>) -> Header {
         producer: "ingest/a1".into(),
         time_ms: 1_764_000_000_000,
         reply_to: reply_to.map(str::to_owned),
+        flood_place: false,
     }
 }
 
