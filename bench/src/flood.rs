@@ -17,14 +17,14 @@ use std::time::Instant;
 /// The bot that broadcasts.
 const BOT: i64 = 1_600_001;
 
-/// `telepipe_flood_total{what="absorbed"}` of the gateway.
+/// `telepipe_flood_total{what="absorbed"}` of the gateway, over every bot.
 async fn absorbed(gw: &str) -> anyhow::Result<f64> {
     let text = reqwest::get(format!("{gw}/metrics")).await?.text().await?;
     Ok(text
         .lines()
-        .find(|l| l.starts_with("telepipe_flood_total{what=\"absorbed\"}"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0.0))
+        .filter(|l| l.starts_with("telepipe_flood_total{") && l.contains("what=\"absorbed\""))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum())
 }
 
 pub async fn run(bin: std::path::PathBuf, messages: usize, in_flight: usize) -> anyhow::Result<()> {

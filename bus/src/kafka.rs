@@ -176,6 +176,52 @@ impl KafkaBus {
     }
 }
 
+impl KafkaBus {
+    /// Joins `group` on `topics`; a new group starts where `reset` says (`earliest`, `latest`).
+    fn join(
+        &self,
+        group: &str,
+        topics: &[String],
+        reset: &str,
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        let context = LagContext {
+            group: group.to_owned(),
+            prefix: self.cfg.prefix.clone(),
+            lags: self.lags.clone(),
+        };
+        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("client.id", &self.cfg.client_id)
+            .set("group.id", self.full(group))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", COMMIT_INTERVAL_MS.to_string())
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", reset)
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", fetch_wait_ms(topics).to_string())
+            .set("socket.nagle.disable", "true")
+            .set(
+                "session.timeout.ms",
+                self.cfg.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.cfg.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .set("statistics.interval.ms", "2000")
+            .create_with_context(context)
+            .map_err(backend)?;
+        let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs).map_err(backend)?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            prefix: self.cfg.prefix.clone(),
+            stored: false,
+        }))
+    }
+}
+
 #[async_trait]
 impl Bus for KafkaBus {
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
@@ -222,41 +268,15 @@ impl Bus for KafkaBus {
         group: &str,
         topics: &[String],
     ) -> Result<Box<dyn Consumer>, BusError> {
-        let context = LagContext {
-            group: group.to_owned(),
-            prefix: self.cfg.prefix.clone(),
-            lags: self.lags.clone(),
-        };
-        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.cfg.brokers)
-            .set("client.id", &self.cfg.client_id)
-            .set("group.id", self.full(group))
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", COMMIT_INTERVAL_MS.to_string())
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", fetch_wait_ms(topics).to_string())
-            .set("socket.nagle.disable", "true")
-            .set(
-                "session.timeout.ms",
-                self.cfg.session_timeout_ms.to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (self.cfg.session_timeout_ms / 4).max(100).to_string(),
-            )
-            .set("statistics.interval.ms", "2000")
-            .create_with_context(context)
-            .map_err(backend)?;
-        let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        consumer.subscribe(&refs).map_err(backend)?;
-        Ok(Box::new(KafkaConsumer {
-            consumer,
-            prefix: self.cfg.prefix.clone(),
-            stored: false,
-        }))
+        self.join(group, topics, "earliest")
+    }
+
+    async fn subscribe_from_end(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        self.join(group, topics, "latest")
     }
 
     fn depth(&self) -> Vec<Depth> {

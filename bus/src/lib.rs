@@ -111,6 +111,15 @@ pub trait Bus: Send + Sync + 'static {
         topics: &[String],
     ) -> Result<Box<dyn Consumer>, BusError>;
 
+    /// Joins `group` on `topics` as [`Bus::subscribe`] does, but a new group starts after the
+    /// last record: it reads only what is published from then on (notices that matter only
+    /// while they are fresh, read by a group of one process's own).
+    async fn subscribe_from_end(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, BusError>;
+
     /// Records not yet committed, per topic and group (for the bus depth gauge).
     fn depth(&self) -> Vec<Depth> {
         Vec::new()

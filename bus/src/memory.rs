@@ -146,6 +146,49 @@ impl Topic {
     }
 }
 
+impl MemoryBus {
+    /// Joins `group` on `topics`; a new group starts at the earliest record held, or after the
+    /// last (`from_end`).
+    fn join(&self, group: &str, topics: &[String], from_end: bool) -> Box<dyn Consumer> {
+        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
+        let mut subs = Vec::new();
+        for name in topics {
+            let t = self.topic(name);
+            {
+                let mut groups = lock(&t.groups);
+                let start: Vec<u64> = t
+                    .logs
+                    .iter()
+                    .map(|l| {
+                        let l = lock(l);
+                        l.base + if from_end { l.records.len() as u64 } else { 0 }
+                    })
+                    .collect();
+                let g = groups.entry(group.to_owned()).or_insert_with(|| Group {
+                    committed: start,
+                    members: Vec::new(),
+                    generation: 0,
+                });
+                g.members.push(member);
+                g.generation += 1;
+            }
+            t.bump();
+            subs.push(Subscription {
+                changed: t.changed.subscribe(),
+                topic: t,
+                generation: 0,
+                positions: Vec::new(),
+                next: 0,
+            });
+        }
+        Box::new(MemoryConsumer {
+            group: group.to_owned(),
+            member,
+            subs,
+        })
+    }
+}
+
 #[async_trait]
 impl Bus for MemoryBus {
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
@@ -174,35 +217,15 @@ impl Bus for MemoryBus {
         group: &str,
         topics: &[String],
     ) -> Result<Box<dyn Consumer>, BusError> {
-        let member = self.inner.next_member.fetch_add(1, Ordering::Relaxed);
-        let mut subs = Vec::new();
-        for name in topics {
-            let t = self.topic(name);
-            {
-                let mut groups = lock(&t.groups);
-                let earliest: Vec<u64> = t.logs.iter().map(|l| lock(l).base).collect();
-                let g = groups.entry(group.to_owned()).or_insert_with(|| Group {
-                    committed: earliest,
-                    members: Vec::new(),
-                    generation: 0,
-                });
-                g.members.push(member);
-                g.generation += 1;
-            }
-            t.bump();
-            subs.push(Subscription {
-                changed: t.changed.subscribe(),
-                topic: t,
-                generation: 0,
-                positions: Vec::new(),
-                next: 0,
-            });
-        }
-        Ok(Box::new(MemoryConsumer {
-            group: group.to_owned(),
-            member,
-            subs,
-        }))
+        Ok(self.join(group, topics, false))
+    }
+
+    async fn subscribe_from_end(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, BusError> {
+        Ok(self.join(group, topics, true))
     }
 
     fn depth(&self) -> Vec<Depth> {

@@ -22,6 +22,7 @@ pub async fn run_all(bus: Arc<dyn Bus>, ns: &str) {
     waits_for_records(bus.clone(), &format!("{ns}wait")).await;
     uncommitted_records_are_redelivered(bus.as_ref(), &format!("{ns}redeliver")).await;
     groups_each_see_everything(bus.as_ref(), &format!("{ns}groups")).await;
+    a_group_from_the_end_reads_only_what_comes_after(bus.as_ref(), &format!("{ns}fromend")).await;
 }
 
 /// Records of one key come out in the order they went in, from a new group's start.
@@ -114,4 +115,28 @@ async fn groups_each_see_everything(bus: &dyn Bus, topic: &str) {
         shared.insert(r.payload[0]);
     }
     assert_eq!(shared.len(), 40, "the group saw every record");
+}
+
+/// A new group that subscribes from the end reads what is published after it joined, never
+/// what was there before. (A Kafka group joins a moment after `subscribe_from_end` returns:
+/// records are published until one arrives.)
+async fn a_group_from_the_end_reads_only_what_comes_after(bus: &dyn Bus, topic: &str) {
+    let t = vec![topic.to_owned()];
+    bus.ensure_topics(&t).await.unwrap();
+    for _ in 0..3 {
+        bus.publish(topic, "k", b"before".to_vec()).await.unwrap();
+    }
+    let mut c = bus.subscribe_from_end("fresh", &t).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let r = loop {
+        assert!(tokio::time::Instant::now() < deadline, "nothing read");
+        bus.publish(topic, "k", b"after".to_vec()).await.unwrap();
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), c.next()).await {
+            break r.unwrap();
+        }
+    };
+    assert_eq!(&r.payload[..], b"after");
+    // An old group, from the start: it reads what was there.
+    let mut old = bus.subscribe("old", &t).await.unwrap();
+    assert_eq!(&next(&mut old).await.payload[..], b"before");
 }

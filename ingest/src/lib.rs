@@ -205,7 +205,7 @@ impl Ingest {
         // Dropped with the request when its client goes away first: a send still waiting in a
         // flood control queue is then not sent.
         let gone = schemas::catalogue::puts_in_chat(&target.method)
-            .then(|| ClientGone::arm(me, call_id, bot_id));
+            .then(|| ClientGone::arm(&self.inner, call_id, bot_id));
         let reply = waiter.wait(timeout + REPLY_GRACE).await;
         if let Some(gone) = gone {
             gone.disarm();
@@ -275,42 +275,44 @@ impl Ingest {
 /// Publishes a call's `CallCancelled` when dropped armed: its request ended before the answer
 /// came, which (the deadline aside, after which it is disarmed) is its client going away.
 struct ClientGone {
-    bus: Arc<dyn Bus>,
-    env: Option<Envelope<schemas::CallCancelled>>,
+    /// Armed: the ingest, and the call. Only a call whose client went away pays for its
+    /// record.
+    armed: Option<(Arc<Inner>, CallId, schemas::BotId)>,
 }
 
 impl ClientGone {
-    fn arm(me: &Inner, call_id: CallId, bot_id: schemas::BotId) -> Self {
+    fn arm(me: &Arc<Inner>, call_id: CallId, bot_id: schemas::BotId) -> Self {
         Self {
-            bus: me.bus.clone(),
-            env: Some(Envelope::new(
-                call_id,
-                bot_id,
-                &me.producer,
-                None,
-                schemas::CallCancelled::default(),
-            )),
+            armed: Some((me.clone(), call_id, bot_id)),
         }
     }
 
     fn disarm(mut self) {
-        self.env = None;
+        self.armed = None;
     }
 }
 
 impl Drop for ClientGone {
     fn drop(&mut self) {
-        let (Some(env), Ok(rt)) = (self.env.take(), tokio::runtime::Handle::try_current()) else {
+        let (Some((me, call_id, bot_id)), Ok(rt)) =
+            (self.armed.take(), tokio::runtime::Handle::try_current())
+        else {
             return;
         };
         metrics::CLIENTS_GONE.inc();
-        let bus = self.bus.clone();
         rt.spawn(async move {
+            let env = Envelope::new(
+                call_id,
+                bot_id,
+                &me.producer,
+                None,
+                schemas::CallCancelled::default(),
+            );
             if let Err(error) =
-                bus::publish_envelope(bus.as_ref(), bus::topics::CALLS_CANCEL, &env).await
+                bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS_CANCEL, &env).await
             {
                 // The call then waits its turn and is sent: what happened before this existed.
-                tracing::warn!(%error, call_id = %env.header.call_id, "could not publish a client's going away");
+                tracing::warn!(%error, %call_id, "could not publish a client's going away");
             }
         });
     }

@@ -10,7 +10,8 @@
 //! answers said (`result.chat.type`), else what its id's sign says (users are positive).
 //!
 //! An upstream 429 pauses that chat's bucket for `retry_after` and the call is sent again: a
-//! 429 means Telegram executed nothing. When the wait would pass the call's deadline, the bot
+//! 429 means Telegram executed nothing. When the chat had sent nothing for a while (its
+//! bucket was full), the limit Telegram meant is the bot's: the bot's lane is paused too. When the wait would pass the call's deadline, the bot
 //! gets Telegram's own 429 with the seconds left to wait, never an invented 5xx.
 //!
 //! On for every bot with `--flood-control`; a bot turns it on or off for itself, with limits of
@@ -26,8 +27,9 @@
 //! A file call keeps the place the router took for it across the hand-over to the files
 //! stage: parked for it in this process ([`Flood::park`]), or kept by a task of the router
 //! ([`Flood::serve_place`]) that a files stage in another process takes its turn and its
-//! tokens from over `flood.turns` ([`Place`]). So a bot's sends share one order per chat and
-//! one set of buckets, whichever stage sends them.
+//! tokens from over `flood.turns` ([`Place`]). So a bot's sends to a chat share one order and
+//! one set of buckets, whichever stage sends them (an upload's post to the storage chat from a
+//! files stage apart takes that process's own).
 
 use crate::Deps;
 use schemas::{ApiError, BotId, Call, CallId, Envelope, FloodTurn, Response};
@@ -99,6 +101,26 @@ impl Limits {
     }
 }
 
+/// What became of a call in flood control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    Sent,
+    Absorbed,
+    Expired,
+    Cancelled,
+}
+
+impl Counted {
+    fn label(self) -> &'static str {
+        match self {
+            Counted::Sent => "sent",
+            Counted::Absorbed => "absorbed",
+            Counted::Expired => "expired",
+            Counted::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// What flood control did for a bot (getFloodControl).
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -132,6 +154,9 @@ struct Bucket {
     at: Instant,
     /// Set by a 429: nothing leaves before then.
     paused_until: Option<Instant>,
+    /// Whether the bucket was full when its last token was taken: a chat that had sent
+    /// nothing for a while, so a 429 on that send was not the chat's limit.
+    was_full: bool,
 }
 
 impl Bucket {
@@ -140,6 +165,7 @@ impl Bucket {
             tokens: rule.burst,
             at: Instant::now(),
             paused_until: None,
+            was_full: false,
         }
     }
 
@@ -187,6 +213,12 @@ struct Queue {
 /// it lets the next one go.
 pub struct Ticket {
     lane: Arc<Lane>,
+    /// Taken with flood control on for the bot: it waits for tokens. One taken only because
+    /// the bot still had calls queued (it turned flood control off) keeps its order and no
+    /// more, and does not keep the bot queueing.
+    metered: bool,
+    /// The bot's label in the metrics.
+    label: String,
     /// Every bot's count of tickets held ([`Flood::held`]).
     held: Arc<Mutex<HashMap<BotId, usize>>>,
     number: u64,
@@ -219,8 +251,10 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        crate::metrics::FLOOD_QUEUED.dec();
-        {
+        crate::metrics::FLOOD_QUEUED
+            .with_label_values(&[&self.label])
+            .dec();
+        if self.metered {
             let mut held = lock(&self.held);
             if let Some(n) = held.get_mut(&self.bot) {
                 *n -= 1;
@@ -272,6 +306,11 @@ impl Drop for Watch<'_> {
             *watchers -= 1;
             if *watchers == 0 {
                 cancels.waiting.remove(&self.call);
+                // A cancel that came while nobody awaited it still holds for the call's next
+                // wait (an upload's storage post, then its send).
+                if self.gone.is_cancelled() {
+                    cancels.remember(self.call);
+                }
             }
         }
     }
@@ -351,11 +390,14 @@ impl Place {
 
     /// The place of the call running in this task, if it is `call`'s and `chat` is its chat
     /// (as named, or the id a user's @name was resolved to).
-    fn of(call: CallId, chat: Option<&str>) -> Option<Arc<Place>> {
+    /// Not `storage`'s: an upload's post to the storage chat is a send of its own.
+    fn of(call: CallId, chat: Option<&str>, storage: Option<i64>) -> Option<Arc<Place>> {
         let place = PLACE.try_with(|p| p.clone()).ok()?;
         let covers = match (place.named.as_deref(), chat) {
             (Some(named), Some(chat)) => {
-                named == chat || (named.starts_with('@') && chat.parse::<i64>().is_ok())
+                named == chat
+                    || (named.starts_with('@')
+                        && chat.parse::<i64>().is_ok_and(|id| Some(id) != storage))
             }
             _ => false,
         };
@@ -376,14 +418,23 @@ impl Place {
         }
     }
 
-    /// Asks the router, and waits for its answer up to `within`.
-    async fn ask(&self, step: FloodTurn, within: Duration) -> Option<FloodTurn> {
+    /// Asks the router, and waits up to `within` for its answer to this ask (answers to any
+    /// other, stale or another process's, are passed over).
+    async fn ask(&self, ask: impl FnOnce(u32) -> FloodTurn, within: Duration) -> Option<FloodTurn> {
         let mut answers = self.answers.lock().await;
-        self.tell(step).await;
-        tokio::time::timeout(within, answers.recv())
-            .await
-            .ok()
-            .flatten()
+        let n = next_ask();
+        self.tell(ask(n)).await;
+        tokio::time::timeout(within, async {
+            loop {
+                let answer = answers.recv().await?;
+                if answer.answers() == Some(n) {
+                    return Some(answer);
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Waits for the call's turn in its chat, before its work: the answer to record instead
@@ -391,12 +442,12 @@ impl Place {
     pub async fn turn(&self, call: &Call) -> Result<(), Response> {
         let watch = self.flood.watch(self.call);
         match watch
-            .or_gone(self.ask(FloodTurn::AskTurn, time_left(call)))
+            .or_gone(self.ask(|n| FloodTurn::AskTurn { n }, time_left(call)))
             .await
         {
             None => Err(self.flood.gone(self.bot, self.call)),
-            Some(Some(FloodTurn::Turn)) => Ok(()),
-            Some(Some(FloodTurn::Late { retry_after })) => Err(Response::from_error(
+            Some(Some(FloodTurn::Turn { .. })) => Ok(()),
+            Some(Some(FloodTurn::Late { retry_after, .. })) => Err(Response::from_error(
                 &ApiError::too_many_requests(retry_after),
             )),
             Some(_) => Err(Response::from_error(&ApiError::too_many_requests(1))),
@@ -417,6 +468,21 @@ impl Drop for Place {
             let _ = bus::publish_envelope(bus.as_ref(), bus::topics::FLOOD_TURNS, &env).await;
         });
     }
+}
+
+/// A new ask's number: distinct within the process, and unlikely to match another process's.
+fn next_ask() -> u32 {
+    static NEXT: std::sync::LazyLock<std::sync::atomic::AtomicU32> =
+        std::sync::LazyLock::new(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+            std::sync::atomic::AtomicU32::new(
+                std::process::id().wrapping_mul(2_654_435_761) ^ nanos,
+            )
+        });
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Runs a handed-over call with the place a router elsewhere keeps for it.
@@ -758,14 +824,26 @@ impl Flood {
         turns.entry(key).or_default().clone()
     }
 
-    fn count(&self, bot: BotId, f: impl FnOnce(&mut Counts)) {
+    /// Counts what became of a bot's call, for getFloodControl and the metrics.
+    fn count(&self, bot: BotId, what: Counted) {
+        if what != Counted::Sent {
+            crate::metrics::FLOOD
+                .with_label_values(&[&crate::metrics::bot_label(bot), what.label()])
+                .inc();
+        }
         let mut counts = lock(&self.counts);
         // Bounded: the counts of many bots are forgotten together (getFloodControl starts
         // counting again).
         if counts.len() >= KEEP_LANES * 10 && !counts.contains_key(&bot) {
             counts.clear();
         }
-        f(counts.entry(bot).or_default());
+        let c = counts.entry(bot).or_default();
+        match what {
+            Counted::Sent => c.sent += 1,
+            Counted::Absorbed => c.absorbed += 1,
+            Counted::Expired => c.expired += 1,
+            Counted::Cancelled => c.cancelled += 1,
+        }
     }
 
     fn lane(&self, bot: BotId, chat: &str, private: bool) -> Arc<Lane> {
@@ -838,10 +916,18 @@ impl Flood {
             q.next += 1;
             q.next - 1
         };
-        crate::metrics::FLOOD_QUEUED.inc();
-        *lock(&self.held).entry(bot).or_default() += 1;
+        let label = crate::metrics::bot_label(bot);
+        crate::metrics::FLOOD_QUEUED
+            .with_label_values(&[&label])
+            .inc();
+        let metered = self.on_for(bot);
+        if metered {
+            *lock(&self.held).entry(bot).or_default() += 1;
+        }
         Some(Ticket {
             lane,
+            metered,
+            label,
             held: self.held.clone(),
             number,
             bot,
@@ -879,10 +965,10 @@ impl Flood {
         let mut chat = lock(&lane.bucket);
         let mut bots = lock(&self.bots);
         let mine = bots.entry(key).or_insert_with(|| Bucket::new(bot_rule));
-        let wait = chat
-            .wait(self.rule(bot, private), now)
-            .max(mine.wait(bot_rule, now));
+        let chat_rule = self.rule(bot, private);
+        let wait = chat.wait(chat_rule, now).max(mine.wait(bot_rule, now));
         if wait.is_zero() {
+            chat.was_full = chat.tokens >= chat_rule.burst - 1e-6;
             chat.tokens -= 1.0;
             mine.tokens -= 1.0;
         }
@@ -940,29 +1026,49 @@ impl Flood {
     }
 
     fn gone(&self, bot: BotId, call: CallId) -> Response {
-        crate::metrics::FLOOD
-            .with_label_values(&["cancelled"])
-            .inc();
-        self.count(bot, |c| c.cancelled += 1);
+        self.count(bot, Counted::Cancelled);
         tracing::info!(call_id = %call, "its client went away while it waited; not sent");
         Response::from_error(&ApiError::client_closed())
     }
 
     /// Telegram's 429, for a call whose turn or token would come after its deadline.
     fn late(&self, bot: BotId, wait: Duration) -> Response {
-        crate::metrics::FLOOD.with_label_values(&["expired"]).inc();
-        self.count(bot, |c| c.expired += 1);
+        self.count(bot, Counted::Expired);
         Response::from_error(&ApiError::too_many_requests(seconds(wait)))
     }
 
-    /// A 429's pause on a chat; whether the call may go again before its deadline.
-    fn paused(&self, bot: BotId, bucket: &Mutex<Bucket>, after: u64, left: Duration) -> bool {
+    /// A 429's pause; whether the call may go again before its deadline. It pauses the chat;
+    /// and the bot's lane too when the chat had sent nothing for a while (its bucket was full),
+    /// since then the limit Telegram meant is the bot's, not the chat's.
+    fn paused(
+        &self,
+        bot: BotId,
+        bucket: &Mutex<Bucket>,
+        paid: bool,
+        after: u64,
+        left: Duration,
+    ) -> bool {
         let pause = Duration::from_secs(after.min(MAX_PAUSE_S));
-        lock(bucket).paused_until = Some(Instant::now() + pause);
+        let until = Instant::now() + pause;
+        let global = {
+            let mut chat = lock(bucket);
+            chat.paused_until = Some(until);
+            chat.was_full
+        };
+        if global {
+            let key = if paid {
+                BotLane::Paid(bot)
+            } else {
+                BotLane::Plain(bot)
+            };
+            if let Some(lane) = lock(&self.bots).get_mut(&key) {
+                lane.paused_until = Some(until);
+            }
+            tracing::info!(bot_id = %bot, seconds = after, "a 429 on an idle chat: the bot's own limit; all its chats wait");
+        }
         let again = pause < left;
         if again {
-            crate::metrics::FLOOD.with_label_values(&["absorbed"]).inc();
-            self.count(bot, |c| c.absorbed += 1);
+            self.count(bot, Counted::Absorbed);
         }
         again
     }
@@ -973,7 +1079,11 @@ impl Flood {
         let bot = env.header.bot_id;
         let chat = chat_of(call);
         // A call whose place a router in another process keeps takes its turns from there.
-        if let Some(place) = Place::of(env.header.call_id, chat.as_deref()) {
+        if let Some(place) = Place::of(
+            env.header.call_id,
+            chat.as_deref(),
+            deps.files.storage_chat(),
+        ) {
             return self.send_by_place(deps, env, &place).await;
         }
         // The place the call took when it arrived; a call sent from within another (an
@@ -1009,6 +1119,9 @@ impl Flood {
             Some(Err(_)) => return self.late(bot, Duration::from_secs(1)),
             Some(Ok(())) => {}
         }
+        if !ticket.metered {
+            return crate::passthrough::execute_once(deps, env).await;
+        }
         let (lane, chat) = (ticket.lane.clone(), ticket.chat.clone());
         let private = self.is_private(bot, &chat);
         loop {
@@ -1020,16 +1133,18 @@ impl Flood {
             if watch.gone.is_cancelled() {
                 return self.gone(bot, env.header.call_id);
             }
-            crate::metrics::FLOOD_WAIT.observe(queued_at.elapsed().as_secs_f64());
+            crate::metrics::FLOOD_WAIT
+                .with_label_values(&[&ticket.label])
+                .observe(queued_at.elapsed().as_secs_f64());
             let answer = crate::passthrough::execute_once(deps, env).await;
             if answer.status == 429 {
                 // Telegram executed nothing: this chat waits, then the call goes again.
                 match retry_after(&answer) {
-                    Some(after) if self.paused(bot, &lane.bucket, after, left()) => continue,
+                    Some(after) if self.paused(bot, &lane.bucket, paid, after, left()) => continue,
                     _ => return answer,
                 }
             }
-            self.count(bot, |c| c.sent += 1);
+            self.count(bot, Counted::Sent);
             self.learn(bot, &ticket.named, &chat, &answer);
             return answer;
         }
@@ -1042,10 +1157,13 @@ impl Flood {
         let watch = self.watch(call_id);
         let left = || time_left(&env.payload);
         loop {
-            match watch.or_gone(place.ask(FloodTurn::AskSend, left())).await {
+            match watch
+                .or_gone(place.ask(|n| FloodTurn::AskSend { n }, left()))
+                .await
+            {
                 None => return self.gone(bot, call_id),
-                Some(Some(FloodTurn::Send)) => {}
-                Some(Some(FloodTurn::Late { retry_after })) => {
+                Some(Some(FloodTurn::Send { .. })) => {}
+                Some(Some(FloodTurn::Late { retry_after, .. })) => {
                     return Response::from_error(&ApiError::too_many_requests(retry_after))
                 }
                 // No word from the router before the deadline (it may have died).
@@ -1076,7 +1194,7 @@ impl Flood {
         producer: String,
         env: Envelope<Call>,
         ticket: Ticket,
-        mut asks: tokio::sync::mpsc::UnboundedReceiver<FloodTurn>,
+        (mine, mut asks): (Steps, tokio::sync::mpsc::UnboundedReceiver<FloodTurn>),
     ) {
         let (bot, call_id) = (env.header.bot_id, env.header.call_id);
         let watch = self.watch(call_id);
@@ -1103,7 +1221,7 @@ impl Flood {
             };
             match step {
                 None | Some(FloodTurn::Over) => break,
-                Some(FloodTurn::AskTurn) => {
+                Some(FloodTurn::AskTurn { n }) => {
                     match watch
                         .or_gone(tokio::time::timeout(left(), ticket.turn()))
                         .await
@@ -1111,12 +1229,12 @@ impl Flood {
                         None => break,
                         Some(Err(_)) => {
                             let _ = self.late(bot, Duration::from_secs(1));
-                            reply(FloodTurn::Late { retry_after: 1 }).await;
+                            reply(FloodTurn::Late { n, retry_after: 1 }).await;
                         }
-                        Some(Ok(())) => reply(FloodTurn::Turn).await,
+                        Some(Ok(())) => reply(FloodTurn::Turn { n }).await,
                     }
                 }
-                Some(FloodTurn::AskSend) => {
+                Some(FloodTurn::AskSend { n }) => {
                     let private = self.is_private(bot, &ticket.chat);
                     let lane = &ticket.lane;
                     let answer = match watch
@@ -1125,13 +1243,15 @@ impl Flood {
                     {
                         None => break,
                         Some(Err(_)) => Wait::Late(Duration::from_secs(1)),
+                        Some(Ok(())) if !ticket.metered => Wait::Go,
                         Some(Ok(())) => self.tokens(bot, lane, private, paid, &left, &watch).await,
                     };
                     match answer {
-                        Wait::Go => reply(FloodTurn::Send).await,
+                        Wait::Go => reply(FloodTurn::Send { n }).await,
                         Wait::Late(wait) => {
                             let _ = self.late(bot, wait);
                             reply(FloodTurn::Late {
+                                n,
                                 retry_after: seconds(wait),
                             })
                             .await;
@@ -1142,13 +1262,38 @@ impl Flood {
                 Some(FloodTurn::Sent {
                     retry_after: Some(after),
                 }) => {
-                    self.paused(bot, &ticket.lane.bucket, after, left());
+                    self.paused(bot, &ticket.lane.bucket, paid, after, left());
                 }
-                Some(FloodTurn::Sent { retry_after: None }) => self.count(bot, |c| c.sent += 1),
+                Some(FloodTurn::Sent { retry_after: None }) => self.count(bot, Counted::Sent),
                 Some(_) => {}
             }
         }
-        lock(&self.places).remove(&call_id);
+        // Unless a later place of the same call (a hand-over delivered again) took the entry.
+        let mut places = lock(&self.places);
+        if places
+            .get(&call_id)
+            .is_some_and(|tx| tx.same_channel(&mine))
+        {
+            places.remove(&call_id);
+        }
+    }
+
+    /// Waits for a parked call's turn in its chat, before its work in the files stage: the
+    /// answer to record instead when it will not come (the client gone, the deadline first).
+    pub(crate) async fn wait_turn(
+        &self,
+        ticket: &Ticket,
+        env: &Envelope<Call>,
+    ) -> Result<(), Response> {
+        let watch = self.watch(env.header.call_id);
+        match watch
+            .or_gone(tokio::time::timeout(time_left(&env.payload), ticket.turn()))
+            .await
+        {
+            None => Err(self.gone(env.header.bot_id, env.header.call_id)),
+            Some(Err(_)) => Err(self.late(env.header.bot_id, Duration::from_secs(1))),
+            Some(Ok(())) => Ok(()),
+        }
     }
 
     /// Keeps a handed-over call's place: here for a files stage in this process
@@ -1166,13 +1311,13 @@ impl Flood {
             return Kept::Here;
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        lock(&self.places).insert(env.header.call_id, tx);
+        lock(&self.places).insert(env.header.call_id, tx.clone());
         tokio::spawn(self.clone().serve_place(
             bus.clone(),
             producer.to_owned(),
             env.clone(),
             ticket,
-            rx,
+            (tx, rx),
         ));
         Kept::Elsewhere
     }
@@ -1187,9 +1332,9 @@ impl Flood {
 
     /// A step of `flood.turns`: to the router's place, or to the files stage's call, here.
     fn turn_step(&self, call: CallId, step: FloodTurn) {
-        let to = match step {
-            FloodTurn::Turn | FloodTurn::Send | FloodTurn::Late { .. } => &self.waiting_places,
-            _ => &self.places,
+        let to = match step.answers() {
+            Some(_) => &self.waiting_places,
+            None => &self.places,
         };
         if let Some(tx) = lock(to).get(&call) {
             let _ = tx.send(step);
@@ -1244,10 +1389,19 @@ impl Flood {
         };
         let id = id.to_string();
         if let Some(kind) = told["type"].as_str() {
-            lock(&self.private).insert((bot, id.clone()), kind == "private");
+            let mut private = lock(&self.private);
+            // Bounded: updates show every chat of every bot (forgotten together; the sign
+            // guesses again meanwhile).
+            if private.len() >= KEEP_LANES * 10 {
+                private.clear();
+            }
+            private.insert((bot, id.clone()), kind == "private");
         }
         // One map at a time (`forget_idle` takes them too).
         let mut aliases = lock(&self.aliases);
+        if aliases.len() >= KEEP_LANES * 10 {
+            aliases.clear();
+        }
         if let Some(named) = named.filter(|n| n.starts_with('@')) {
             aliases.insert((bot, named.to_owned()), id.clone());
         }
@@ -1265,43 +1419,67 @@ fn ok_result(answer: &Response) -> Option<Value> {
     serde_json::from_slice(&answer.body.inline_bytes()?).ok()
 }
 
-/// Reads `calls.cancel` and `updates` whole, in a group of this process's own, until
-/// `shutdown`: a call whose client went away is dropped from the queues here
-/// ([`Flood::cancel`]), and the updates tell chat kinds ([`Flood::learn_from_update`]).
+/// Reads `calls.cancel` and `flood.turns` whole, in group `<group>` (this process's own:
+/// every processor needs its own `--instance` on Kafka), and `updates` in `<group>.updates`,
+/// until `shutdown`: a call whose client went away is dropped from the queues here
+/// ([`Flood::cancel`]), a place's steps reach it ([`Flood::turn_step`]), and the updates tell
+/// chat kinds ([`Flood::learn_from_update`]). The updates are read apart, from the end when
+/// the group is new, so a backlog of them never holds up a turn.
 pub async fn watch(
     flood: Arc<Flood>,
     bus: Arc<dyn bus::Bus>,
     group: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), crate::ProcessorError> {
-    let topics = [
+    let notices = [
         bus::topics::CALLS_CANCEL.to_owned(),
         bus::topics::FLOOD_TURNS.to_owned(),
-        bus::topics::UPDATES.to_owned(),
     ];
-    bus.ensure_topics(&topics).await?;
-    let consumer = bus.subscribe(&group, &topics).await?;
-    let opts = bus::stage::Options {
+    let updates = [bus::topics::UPDATES.to_owned()];
+    bus.ensure_topics(&notices).await?;
+    bus.ensure_topics(&updates).await?;
+    let opts = |name| bus::stage::Options {
         batch: 512,
-        ..bus::stage::Options::sequential("flood-watch")
+        ..bus::stage::Options::sequential(name)
     };
-    bus::stage::run(consumer, opts, shutdown, |records, _slot| {
-        for record in &records {
-            if record.topic == bus::topics::CALLS_CANCEL {
-                if let Some(env) = bus::decode_or_skip::<schemas::CallCancelled>(record) {
-                    flood.cancel(env.header.call_id);
-                }
-            } else if record.topic == bus::topics::FLOOD_TURNS {
-                if let Some(env) = bus::decode_or_skip::<FloodTurn>(record) {
+    let consumer = bus.subscribe(&group, &notices).await?;
+    let read_notices = bus::stage::run(
+        consumer,
+        opts("flood-notices"),
+        shutdown.clone(),
+        |records, _slot| {
+            for record in &records {
+                if record.topic == bus::topics::CALLS_CANCEL {
+                    if let Some(env) = bus::decode_or_skip::<schemas::CallCancelled>(record) {
+                        flood.cancel(env.header.call_id);
+                    }
+                } else if let Some(env) = bus::decode_or_skip::<FloodTurn>(record) {
                     flood.turn_step(env.header.call_id, env.payload);
                 }
-            } else if let Some(env) = bus::decode_or_skip::<schemas::Update>(record) {
+            }
+            async { Ok::<(), crate::ProcessorError>(()) }
+        },
+    );
+    let consumer = bus
+        .subscribe_from_end(&format!("{group}.updates"), &updates)
+        .await?;
+    let read_updates = bus::stage::run(
+        consumer,
+        opts("flood-updates"),
+        shutdown,
+        |records, _slot| {
+            // Only the updates of bots under flood control are read (the key is the bot's id).
+            for env in records
+                .iter()
+                .filter(|r| r.key.parse().map_or(true, |id| flood.applies(BotId(id))))
+                .filter_map(bus::decode_or_skip::<schemas::Update>)
+            {
                 flood.learn_from_update(env.header.bot_id, &env.payload.update);
             }
-        }
-        async { Ok::<(), crate::ProcessorError>(()) }
-    })
-    .await
+            async { Ok::<(), crate::ProcessorError>(()) }
+        },
+    );
+    tokio::try_join!(read_notices, read_updates).map(|_| ())
 }
 
 /// A bot's limits as getFloodControl shows them (setFloodControl's parameter names).
@@ -1508,7 +1686,19 @@ mod tests {
             f.cancel(late);
             assert!(sleeping.await.is_none());
         }
-        assert_eq!(lock(&f.cancels).len(), 0, "a watch takes its entry with it");
+        assert!(
+            lock(&f.cancels).waiting.is_empty(),
+            "a watch takes its entry with it"
+        );
+        // The cancel still holds for the call's next wait.
+        assert!(f
+            .watch(late)
+            .or_gone(std::future::pending::<()>())
+            .await
+            .is_none());
+        let other = CallId::new();
+        drop(f.watch(other));
+        assert!(!lock(&f.cancels).recent.contains(&other), "nothing to keep");
         // Many cancels for calls never queued here: bounded.
         for _ in 0..KEEP_LANES * 3 + 5 {
             f.cancel(CallId::new());
@@ -1542,5 +1732,48 @@ mod tests {
         assert_eq!(by_name.chat, "-100");
         // Another bot's chats are its own.
         assert!(f.is_private(BotId(2), "77"));
+    }
+
+    #[test]
+    fn metrics_label_a_hundred_bots_and_the_rest_as_other() {
+        let labels: Vec<String> = (0..200)
+            .map(|n| crate::metrics::bot_label(BotId(7_000_000 + n)))
+            .collect();
+        let own = labels.iter().filter(|l| *l != "other").count();
+        assert!(own <= 100 && labels.iter().any(|l| l == "other"), "{own}");
+        // A bot keeps the label it was given.
+        let first = labels.iter().position(|l| l != "other").unwrap();
+        assert_eq!(
+            crate::metrics::bot_label(BotId(7_000_000 + first as i64)),
+            labels[first]
+        );
+    }
+
+    #[test]
+    fn a_429_on_an_idle_chat_pauses_the_bot_and_on_a_busy_one_the_chat() {
+        let f = Flood::new(Limits::default(), true);
+        let bot = BotId(1);
+        let (idle, busy, other) = (
+            f.lane(bot, "5", true),
+            f.lane(bot, "6", true),
+            f.lane(bot, "7", true),
+        );
+        assert!(f.take(bot, &busy, true, false).is_zero());
+        assert!(f.take(bot, &busy, true, false).is_zero());
+        // The busy chat's second send meets a 429: that chat's limit.
+        assert!(f.paused(bot, &busy.bucket, false, 5, Duration::from_secs(60)));
+        assert!(f.take(bot, &busy, true, false) > Duration::from_secs(4));
+        assert!(
+            f.take(bot, &other, true, false).is_zero(),
+            "other chats go on"
+        );
+        // The idle chat's first send meets one: the bot's; every chat waits.
+        assert!(f.take(bot, &idle, true, false).is_zero());
+        assert!(!f.paused(bot, &idle.bucket, false, 90, Duration::from_secs(60)));
+        assert!(f.take(bot, &other, true, false) > Duration::from_secs(80));
+        assert!(
+            f.take(bot, &other, true, true).is_zero(),
+            "not the paid lane"
+        );
     }
 }

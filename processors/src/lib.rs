@@ -377,7 +377,14 @@ pub async fn run(
                     // The same, when the router keeping the call's place is in another
                     // process: the turn is asked for over the bus.
                     let place = flood::Place::open(&flood, &deps.bus, &run.producer, &env);
-                    match place.turn(&env.payload).await {
+                    // A copy delivered again after its first run reached upstream is answered
+                    // from the record (`process`), never with a turn's refusal over it.
+                    let turn = if run.durable && ran_before(&deps, env.header.call_id).await {
+                        Ok(())
+                    } else {
+                        place.turn(&env.payload).await
+                    };
+                    match turn {
                         Ok(()) => {
                             let _share = shares.acquire(env.header.bot_id).await;
                             flood::with_place(place, guarded(&deps, &run, &env, command)).await;
@@ -388,11 +395,18 @@ pub async fn run(
                     // A file call keeps its chat's turn through its work: it waits for the turn
                     // before it takes the bot's share, so a share is only held by calls whose
                     // turn it is, and a later send to the chat waits for it.
-                    if let Some(t) = &ticket {
-                        t.turn().await;
+                    let turn = match (&ticket, &deps.flood) {
+                        (Some(t), Some(flood)) => flood.wait_turn(t, &env).await,
+                        _ => Ok(()),
+                    };
+                    match turn {
+                        Ok(()) => {
+                            let _share = shares.acquire(env.header.bot_id).await;
+                            flood::with_ticket(ticket, guarded(&deps, &run, &env, command))
+                                .await;
+                        }
+                        Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
                     }
-                    let _share = shares.acquire(env.header.bot_id).await;
-                    flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                 } else if ticket.is_some() {
                     // A plain send queued by flood control mostly waits for its turn and its
                     // tokens: like a long poll it holds neither a slot nor the bot's share (a
@@ -439,6 +453,12 @@ async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) -> bool {
             false
         }
     }
+}
+
+/// Whether a call has run before here: its outcome recorded, or its attempt begun.
+async fn ran_before(deps: &Deps, call: schemas::CallId) -> bool {
+    matches!(deps.store.get_result(call).await, Ok(Some(_)))
+        || matches!(deps.store.attempted(call).await, Ok(true))
 }
 
 /// The calls a stage is running, by id (on a durable bus only).

@@ -18,30 +18,52 @@ pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static FLOOD: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_flood_total",
-        "Flood control (--flood-control): upstream 429s absorbed (the call sent again after \
-         retry_after), and calls whose deadline passed in the queue (answered Telegram's 429).",
-        &["what"]
+        "Flood control (--flood-control), by bot (its id for the first 100 bots, then \
+         \"other\"): upstream 429s absorbed (the call sent again after retry_after), calls \
+         whose deadline passed in the queue (answered Telegram's 429), calls whose client went \
+         away while they waited (not sent).",
+        &["bot", "what"]
     )
     .expect("metric registers once")
 });
 
-pub static FLOOD_QUEUED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
-    prometheus::register_int_gauge!(
+pub static FLOOD_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
         "telepipe_flood_queued",
-        "Sends and edits waiting in flood control's queues in this process (per bot: \
-         getFloodControl)."
+        "Sends and edits waiting in flood control's queues in this process, by bot (its id \
+         for the first 100 bots, then \"other\").",
+        &["bot"]
     )
     .expect("metric registers once")
 });
 
-pub static FLOOD_WAIT: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
-    prometheus::register_histogram!(
+pub static FLOOD_WAIT: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    prometheus::register_histogram_vec!(
         "telepipe_flood_wait_seconds",
-        "How long a queued send or edit waited for its turn and its tokens (--flood-control).",
+        "How long a queued send or edit waited for its turn and its tokens (--flood-control), \
+         by bot (its id for the first 100 bots, then \"other\").",
+        &["bot"],
         vec![0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0]
     )
     .expect("metric registers once")
 });
+
+/// How many bots get a label of their own in the flood control metrics.
+const LABELLED_BOTS: usize = 100;
+
+/// A bot's label in the flood control metrics: its id (public: a bot's user id, not its
+/// token) for the first [`LABELLED_BOTS`] bots seen, `other` for the rest, so the series stay
+/// bounded however many bots a gateway hosts.
+pub fn bot_label(bot: schemas::BotId) -> String {
+    static SEEN: LazyLock<std::sync::Mutex<std::collections::HashSet<i64>>> =
+        LazyLock::new(Default::default);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(&bot.0) || (seen.len() < LABELLED_BOTS && seen.insert(bot.0)) {
+        bot.0.to_string()
+    } else {
+        "other".to_owned()
+    }
+}
 
 pub static USERNAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

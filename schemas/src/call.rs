@@ -577,16 +577,17 @@ impl Payload for CallCancelled {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum FloodTurn {
-    /// Files stage: the call is about to start its work; it waits for its chat's turn.
-    AskTurn,
+    /// Files stage: the call is about to start its work; it waits for its chat's turn. `n`
+    /// tells the answer to this ask from any other (a stale one, or another process's).
+    AskTurn { n: u32 },
     /// Router: it is the call's turn in its chat.
-    Turn,
+    Turn { n: u32 },
     /// Files stage: the call is ready to send to its chat.
-    AskSend,
+    AskSend { n: u32 },
     /// Router: the chat's and the bot's buckets gave it a token: send now.
-    Send,
+    Send { n: u32 },
     /// Router: the call's deadline would pass first; it gets Telegram's 429.
-    Late { retry_after: u64 },
+    Late { n: u32, retry_after: u64 },
     /// Files stage: sent; `retry_after` when Telegram answered 429 (nothing executed).
     Sent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -594,6 +595,16 @@ pub enum FloodTurn {
     },
     /// Files stage: the call is over; its place is given up.
     Over,
+}
+
+impl FloodTurn {
+    /// The ask an answer of the router answers.
+    pub fn answers(&self) -> Option<u32> {
+        match self {
+            FloodTurn::Turn { n } | FloodTurn::Send { n } | FloodTurn::Late { n, .. } => Some(*n),
+            _ => None,
+        }
+    }
 }
 
 impl Payload for FloodTurn {

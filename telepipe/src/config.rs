@@ -231,7 +231,9 @@ pub struct ServeArgs {
     pub kafka_session_timeout_ms: u32,
 
     /// Name of this instance (its reply topic is `responses.<instance>`). On Kafka every
-    /// ingest instance needs its own.
+    /// ingest instance needs its own, and so does every processor process of one stage (a
+    /// router's waiting polls and each process's flood control notices are read in groups
+    /// named after it).
     #[arg(long, env = "TELEPIPE_INSTANCE", default_value = "local")]
     pub instance: String,
 

@@ -59,7 +59,8 @@ async fn a_burst_to_one_chat_leaves_within_the_limits_in_order() {
 
 /// An upstream 429 pauses the chat for its retry_after and the call goes again: the bot gets
 /// the eventual 200. A pause past the call's deadline is answered with Telegram's 429 at once,
-/// for that call and the next to the same chat (which is not sent); other chats go on.
+/// for that call and the next to the same chat (which is not sent); other chats go on. A 429
+/// on a chat that had sent nothing for a while is the bot's limit: every chat waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_429_is_absorbed_or_passed_on_when_the_deadline_is_nearer() {
     let (_sandbox, control, gw) = world().await;
@@ -83,6 +84,9 @@ async fn an_upstream_429_is_absorbed_or_passed_on_when_the_deadline_is_nearer() 
         2
     );
 
+    // Chat 8 has sent, so a 429 there is the chat's own limit.
+    let v = get_json(&format!("{base}/sendMessage?chat_id=8&text=warm")).await;
+    assert_eq!(v["ok"], true, "{v}");
     control
         .fault(json!({"method": "sendMessage", "bot_id": bot, "times": 1,
             "action": {"kind": "status", "status": 429, "retry_after": 5000}}))
@@ -99,9 +103,29 @@ async fn an_upstream_429_is_absorbed_or_passed_on_when_the_deadline_is_nearer() 
         assert!((4_990..=5_000).contains(&after), "{v}");
     }
     let sent = control.calls(bot, Some("sendMessage")).await.unwrap();
-    assert_eq!(sent.len(), 3, "the second was not sent: {sent:?}");
+    assert_eq!(sent.len(), 4, "the second was not sent: {sent:?}");
     let v = get_json(&format!("{base}/sendMessage?chat_id=9&text=elsewhere")).await;
     assert_eq!(v["ok"], true, "{v}");
+
+    // A 429 on the first send to chat 10: the bot's limit, so chat 11 waits out its 2 s too.
+    control
+        .fault(json!({"method": "sendMessage", "bot_id": bot, "times": 1,
+            "action": {"kind": "status", "status": 429, "retry_after": 2}}))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let first = tokio::spawn(get_json_owned(format!(
+        "{base}/sendMessage?chat_id=10&text=idle"
+    )));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v = get_json(&format!("{base}/sendMessage?chat_id=11&text=waits")).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1_900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(first.await.unwrap()["ok"], true);
 }
 
 /// Six messages at once to one private chat, each answered; how many the sandbox refused.
