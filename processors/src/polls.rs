@@ -313,17 +313,19 @@ impl Reader {
     ) -> Result<Reader, StoreError> {
         let stored = readers.into_iter().find(|r| r.reader == get.reader);
         let own = get.reader.is_empty();
-        let earliest = deps
-            .store
-            .pending_updates(bot, 1)
-            .await?
-            .first()
-            .map(|u| u.0);
         // A new named reader starts at the bot's first unconfirmed update, or at the next
-        // one to come.
+        // one to come (the own reader's place is shown as that too). A positive offset says
+        // the place itself, so the common call (the own reader confirming) reads no more.
         let mut next = match (&stored, own) {
             (Some(s), false) => s.next_update_id,
-            _ => earliest.unwrap_or_else(|| row.map_or(0, |w| w.poll_offset)),
+            _ if get.offset.is_some_and(|o| o > 0) => 0,
+            _ => deps
+                .store
+                .pending_updates(bot, 1)
+                .await?
+                .first()
+                .map(|u| u.0)
+                .unwrap_or_else(|| row.map_or(0, |w| w.poll_offset)),
         };
         match get.offset {
             Some(offset) if offset > 0 => next = offset,

@@ -326,7 +326,7 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         bot.poll_generation += 1;
         let g = bot.poll_generation;
         if let Some(Value::Array(kinds)) = r.json("allowed_updates") {
-            // An empty list: every kind again (the sandbox has no default exclusions).
+            // An empty list: Telegram's default again.
             bot.allowed_updates = (!kinds.is_empty()).then(|| {
                 kinds
                     .iter()
@@ -362,12 +362,14 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             if bot.poll_generation != generation {
                 return fail(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
             }
-            if let Some(kinds) = &bot.allowed_updates {
-                bot.updates.retain(|u| {
-                    u.as_object()
-                        .is_some_and(|o| o.keys().any(|k| kinds.iter().any(|a| a == k)))
-                });
-            }
+            let kinds = bot.allowed_updates.clone();
+            bot.updates.retain(|u| {
+                u.as_object().is_some_and(|o| match &kinds {
+                    Some(kinds) => o.keys().any(|k| kinds.iter().any(|a| a == k)),
+                    // Telegram's default: every kind but these, which a bot must ask for.
+                    None => !o.keys().any(|k| OPT_IN_UPDATES.contains(&k.as_str())),
+                })
+            });
             if !bot.updates.is_empty() || tokio::time::Instant::now() >= deadline {
                 let out: Vec<Value> = bot.updates.iter().take(limit).cloned().collect();
                 return ok(Value::Array(out));
@@ -376,6 +378,9 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
         let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
     }
 }
+
+/// Update kinds Telegram sends only to a bot that names them in `allowed_updates`.
+const OPT_IN_UPDATES: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
 
 fn set_webhook(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
     let url = r.str("url").unwrap_or_default();

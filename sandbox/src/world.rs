@@ -73,8 +73,9 @@ pub struct Bot {
     pub webhook: Option<Webhook>,
     /// Bumped by every getUpdates: an older poll still waiting sees it and ends with 409.
     pub poll_generation: u64,
-    /// The update kinds the bot last asked for (getUpdates' `allowed_updates`); `None`: every
-    /// kind. Others are dropped, as Telegram does not keep them.
+    /// The update kinds the bot last asked for (getUpdates' `allowed_updates`); `None`:
+    /// Telegram's default, every kind but `chat_member`, `message_reaction` and
+    /// `message_reaction_count`. Others are dropped, as Telegram does not keep them.
     pub allowed_updates: Option<Vec<String>>,
     /// Last message id of the bot's private chats and basic groups.
     pub next_message_id: i64,

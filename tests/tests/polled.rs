@@ -388,3 +388,27 @@ async fn many_waiting_polls_leave_other_bots_their_latency() {
         p.abort();
     }
 }
+
+/// As at Telegram, a bot that never named them gets no `chat_member` or reaction updates:
+/// they stay out of what the gateway polls and keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_and_reaction_updates_come_only_when_asked_for() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let http = client();
+    let bot = 51_009;
+    let base = format!("{}/bot{}", gw.url, token(bot));
+    let reaction = json!({"message_reaction": {"chat": {"id": 10, "type": "private"},
+        "message_id": 1, "date": 0, "old_reaction": [], "new_reaction": []}});
+    control.push_update(bot, reaction).await.unwrap();
+    control.push_update(bot, message("kept")).await.unwrap();
+    let got = eventually(Duration::from_secs(10), || async {
+        let v = get(&http, format!("{base}/getUpdates?timeout=5")).await;
+        (!texts(&v).is_empty()).then_some(v)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got["result"].as_array().unwrap().len(), 1, "{got}");
+    assert_eq!(texts(&got), ["kept"]);
+}
