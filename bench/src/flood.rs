@@ -24,7 +24,8 @@ async fn absorbed(gw: &str) -> anyhow::Result<f64> {
         .lines()
         .filter(|l| l.starts_with("telepipe_flood_total{") && l.contains("what=\"absorbed\""))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum())
+        // A float sum of nothing is -0, which would print as "-0".
+        .fold(0.0, |sum, n| sum + n))
 }
 
 pub async fn run(bin: std::path::PathBuf, messages: usize, in_flight: usize) -> anyhow::Result<()> {
