@@ -289,6 +289,18 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    /// Waits for `ticket`'s turn in its chat, up to `left`.
+    async fn turn(&self, ticket: &Ticket, left: Duration) -> Wait {
+        match self
+            .or_gone(tokio::time::timeout(left, ticket.turn()))
+            .await
+        {
+            None => Wait::Gone,
+            Some(Err(_)) => Wait::Late(Duration::from_secs(1)),
+            Some(Ok(())) => Wait::Go,
+        }
+    }
+
     /// Runs `f` unless the client goes away first (`None`).
     async fn or_gone<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
         tokio::select! {
@@ -580,16 +592,11 @@ fn paid(call: &Call) -> bool {
         .is_some_and(|v| v == true || v == "true" || v == "1")
 }
 
-/// The call's deadline, less the margin its answer needs to get back in time.
-fn time_left(call: &Call) -> Duration {
+/// The call's deadline, less the margin its answer needs to get back in time (zero when it
+/// has passed: a wait that long is already too late).
+pub(crate) fn time_left(call: &Call) -> Duration {
     Duration::from_millis((call.deadline_ms - schemas::now_ms()).max(0) as u64)
         .saturating_sub(crate::passthrough::DEADLINE_MARGIN)
-}
-
-/// Whether a method is queued: a send or an edit ([`schemas::catalogue::puts_in_chat`]).
-/// Reads pass at once.
-pub fn queued(method: &str) -> bool {
-    schemas::catalogue::puts_in_chat(method)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -645,13 +652,9 @@ impl Flood {
 
     /// Keeps a handed-over call's ticket for the files stage here; false (and the ticket
     /// dropped) when that stage is elsewhere.
-    pub(crate) fn park(&self, call: CallId, ticket: Ticket) -> bool {
-        match &self.parked {
-            Some(parked) => {
-                lock(parked).insert(call, ticket);
-                true
-            }
-            None => false,
+    fn park(&self, call: CallId, ticket: Ticket) {
+        if let Some(parked) = &self.parked {
+            lock(parked).insert(call, ticket);
         }
     }
 
@@ -893,7 +896,7 @@ impl Flood {
 
     /// A place in the queue of the call's chat, when the call is a send or an edit to a chat.
     pub(crate) fn ticket(&self, bot: BotId, call: &Call) -> Option<Ticket> {
-        if !queued(&call.method) || !self.applies(bot) {
+        if !schemas::catalogue::puts_in_chat(&call.method) || !self.applies(bot) {
             return None;
         }
         let named = chat_of(call)?;
@@ -1110,14 +1113,11 @@ impl Flood {
         // Its client may go away while it waits: then it is not sent.
         let watch = self.watch(env.header.call_id);
         let left = || time_left(call);
-        match watch
-            .or_gone(tokio::time::timeout(left(), ticket.turn()))
-            .await
-        {
-            None => return self.gone(bot, env.header.call_id),
+        match watch.turn(&ticket, left()).await {
+            Wait::Gone => return self.gone(bot, env.header.call_id),
             // Its turn would come too late: Telegram's 429, as if sent now.
-            Some(Err(_)) => return self.late(bot, Duration::from_secs(1)),
-            Some(Ok(())) => {}
+            Wait::Late(wait) => return self.late(bot, wait),
+            Wait::Go => {}
         }
         if !ticket.metered {
             return crate::passthrough::execute_once(deps, env).await;
@@ -1221,35 +1221,31 @@ impl Flood {
             };
             match step {
                 None | Some(FloodTurn::Over) => break,
-                Some(FloodTurn::AskTurn { n }) => {
-                    match watch
-                        .or_gone(tokio::time::timeout(left(), ticket.turn()))
-                        .await
-                    {
-                        None => break,
-                        Some(Err(_)) => {
-                            let _ = self.late(bot, Duration::from_secs(1));
-                            reply(FloodTurn::Late { n, retry_after: 1 }).await;
-                        }
-                        Some(Ok(())) => reply(FloodTurn::Turn { n }).await,
+                Some(FloodTurn::AskTurn { n }) => match watch.turn(&ticket, left()).await {
+                    Wait::Gone => break,
+                    Wait::Late(wait) => {
+                        self.count(bot, Counted::Expired);
+                        reply(FloodTurn::Late {
+                            n,
+                            retry_after: seconds(wait),
+                        })
+                        .await;
                     }
-                }
+                    Wait::Go => reply(FloodTurn::Turn { n }).await,
+                },
                 Some(FloodTurn::AskSend { n }) => {
                     let private = self.is_private(bot, &ticket.chat);
                     let lane = &ticket.lane;
-                    let answer = match watch
-                        .or_gone(tokio::time::timeout(left(), ticket.turn()))
-                        .await
-                    {
-                        None => break,
-                        Some(Err(_)) => Wait::Late(Duration::from_secs(1)),
-                        Some(Ok(())) if !ticket.metered => Wait::Go,
-                        Some(Ok(())) => self.tokens(bot, lane, private, paid, &left, &watch).await,
+                    let answer = match watch.turn(&ticket, left()).await {
+                        Wait::Go if ticket.metered => {
+                            self.tokens(bot, lane, private, paid, &left, &watch).await
+                        }
+                        other => other,
                     };
                     match answer {
                         Wait::Go => reply(FloodTurn::Send { n }).await,
                         Wait::Late(wait) => {
-                            let _ = self.late(bot, wait);
+                            self.count(bot, Counted::Expired);
                             reply(FloodTurn::Late {
                                 n,
                                 retry_after: seconds(wait),
@@ -1286,13 +1282,10 @@ impl Flood {
         env: &Envelope<Call>,
     ) -> Result<(), Response> {
         let watch = self.watch(env.header.call_id);
-        match watch
-            .or_gone(tokio::time::timeout(time_left(&env.payload), ticket.turn()))
-            .await
-        {
-            None => Err(self.gone(env.header.bot_id, env.header.call_id)),
-            Some(Err(_)) => Err(self.late(env.header.bot_id, Duration::from_secs(1))),
-            Some(Ok(())) => Ok(()),
+        match watch.turn(ticket, time_left(&env.payload)).await {
+            Wait::Gone => Err(self.gone(env.header.bot_id, env.header.call_id)),
+            Wait::Late(wait) => Err(self.late(env.header.bot_id, wait)),
+            Wait::Go => Ok(()),
         }
     }
 
@@ -1425,19 +1418,21 @@ fn ok_result(answer: &Response) -> Option<Value> {
 /// ([`Flood::cancel`]), a place's steps reach it ([`Flood::turn_step`]), and the updates tell
 /// chat kinds ([`Flood::learn_from_update`]). The updates are read apart, from the end when
 /// the group is new, so a backlog of them never holds up a turn.
+///
+/// `updates`: whether to read them (a process with the router: a files stage alone takes its
+/// turns and tokens from a router, and needs no chat kinds).
 pub async fn watch(
     flood: Arc<Flood>,
     bus: Arc<dyn bus::Bus>,
     group: String,
+    updates: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), crate::ProcessorError> {
     let notices = [
         bus::topics::CALLS_CANCEL.to_owned(),
         bus::topics::FLOOD_TURNS.to_owned(),
     ];
-    let updates = [bus::topics::UPDATES.to_owned()];
     bus.ensure_topics(&notices).await?;
-    bus.ensure_topics(&updates).await?;
     let opts = |name| bus::stage::Options {
         batch: 512,
         ..bus::stage::Options::sequential(name)
@@ -1460,15 +1455,21 @@ pub async fn watch(
             async { Ok::<(), crate::ProcessorError>(()) }
         },
     );
+    if !updates {
+        return read_notices.await;
+    }
+    let topics = [bus::topics::UPDATES.to_owned()];
+    bus.ensure_topics(&topics).await?;
     let consumer = bus
-        .subscribe_from_end(&format!("{group}.updates"), &updates)
+        .subscribe_from_end(&format!("{group}.updates"), &topics)
         .await?;
     let read_updates = bus::stage::run(
         consumer,
         opts("flood-updates"),
         shutdown,
         |records, _slot| {
-            // Only the updates of bots under flood control are read (the key is the bot's id).
+            // Only the updates of bots under flood control are read (the key is the bot's id;
+            // `learn_from_update` asks again for a key that does not parse).
             for env in records
                 .iter()
                 .filter(|r| r.key.parse().map_or(true, |id| flood.applies(BotId(id))))
@@ -1597,8 +1598,8 @@ mod tests {
         );
         f.learn(bot, "-7", "-7", &answer);
         assert!(f.is_private(bot, "-7"));
-        assert!(queued("sendMessage") && queued("editMessageText") && !queued("getChat"));
-        assert!(!queued("editForumTopic") && !queued("editChatInviteLink"));
+        assert!(schemas::catalogue::puts_in_chat("editMessageText"));
+        assert!(!schemas::catalogue::puts_in_chat("editChatInviteLink"));
     }
 
     fn call(method: &str, chat: &str) -> Call {

@@ -377,8 +377,9 @@ pub async fn run(
                     // The same, when the router keeping the call's place is in another
                     // process: the turn is asked for over the bus.
                     let place = flood::Place::open(&flood, &deps.bus, &run.producer, &env);
-                    // A copy delivered again after its first run reached upstream is answered
-                    // from the record (`process`), never with a turn's refusal over it.
+                    // A copy delivered again after its first run reached upstream is answered as
+                    // `process` answers such copies (its recorded outcome, or the 409 of an
+                    // unknown outcome), never with a turn's refusal recorded over it.
                     let turn = if run.durable && ran_before(&deps, env.header.call_id).await {
                         Ok(())
                     } else {

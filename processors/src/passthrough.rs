@@ -27,11 +27,9 @@ pub(crate) fn open_token(deps: &Deps, env: &Envelope<Call>) -> Result<BotToken, 
 }
 
 /// Time left before the client's deadline, less a margin for the answer to travel back.
+/// At least a second, so a request upstream is never given no time at all.
 pub(crate) fn time_left(call: &Call) -> Duration {
-    let left_ms = (call.deadline_ms - schemas::now_ms()).max(0) as u64;
-    Duration::from_millis(left_ms)
-        .saturating_sub(DEADLINE_MARGIN)
-        .max(Duration::from_secs(1))
+    crate::flood::time_left(call).max(Duration::from_secs(1))
 }
 
 /// Forwards the call; with flood control, a send or an edit waits its turn within Telegram's
@@ -43,7 +41,7 @@ pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
             if flood.applies(env.header.bot_id)
                 || crate::flood::Place::held_for(env.header.call_id) =>
         {
-            if crate::flood::queued(&env.payload.method) {
+            if schemas::catalogue::puts_in_chat(&env.payload.method) {
                 return flood.send(deps, env).await;
             }
             let answer = execute_once(deps, env).await;

@@ -316,9 +316,9 @@ impl Reader {
         // A new named reader starts at the bot's first unconfirmed update, or at the next
         // one to come (the own reader's place is shown as that too). A positive offset says
         // the place itself, so the common call (the own reader confirming) reads no more.
-        let mut next = match (&stored, own) {
-            (Some(s), false) => s.next_update_id,
-            _ if get.offset.is_some_and(|o| o > 0) => 0,
+        let mut next = match (get.offset, &stored, own) {
+            (Some(offset), _, _) if offset > 0 => offset,
+            (_, Some(s), false) => s.next_update_id,
             _ => deps
                 .store
                 .pending_updates(bot, 1)
@@ -327,24 +327,20 @@ impl Reader {
                 .map(|u| u.0)
                 .unwrap_or_else(|| row.map_or(0, |w| w.poll_offset)),
         };
-        match get.offset {
-            Some(offset) if offset > 0 => next = offset,
-            Some(offset) => {
-                // The last `-offset` updates stay; everything before is forgotten.
-                let keep = offset.unsigned_abs() as usize;
-                let ids: Vec<i64> = if own {
-                    deps.store.pending_updates(bot, usize::MAX).await?
-                } else {
-                    deps.store.updates_from(bot, next, usize::MAX).await?
-                }
-                .into_iter()
-                .map(|u| u.0)
-                .collect();
-                if ids.len() > keep {
-                    next = ids[ids.len() - keep];
-                }
+        if let Some(offset) = get.offset.filter(|o| *o < 0) {
+            // The last `-offset` updates stay; everything before is forgotten.
+            let keep = offset.unsigned_abs() as usize;
+            let ids: Vec<i64> = if own {
+                deps.store.pending_updates(bot, usize::MAX).await?
+            } else {
+                deps.store.updates_from(bot, next, usize::MAX).await?
             }
-            None => {}
+            .into_iter()
+            .map(|u| u.0)
+            .collect();
+            if ids.len() > keep {
+                next = ids[ids.len() - keep];
+            }
         }
         if own && get.offset.is_some() {
             deps.store.confirm_updates(bot, next).await?;

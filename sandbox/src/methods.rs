@@ -362,9 +362,9 @@ async fn get_updates(sb: &Sandbox, r: &BotRequest) -> Response<Body> {
             if bot.poll_generation != generation {
                 return fail(409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running");
             }
-            let kinds = bot.allowed_updates.clone();
+            let kinds = &bot.allowed_updates;
             bot.updates.retain(|u| {
-                u.as_object().is_some_and(|o| match &kinds {
+                u.as_object().is_some_and(|o| match kinds {
                     Some(kinds) => o.keys().any(|k| kinds.iter().any(|a| a == k)),
                     // Telegram's default: every kind but these, which a bot must ask for.
                     None => !o.keys().any(|k| OPT_IN_UPDATES.contains(&k.as_str())),

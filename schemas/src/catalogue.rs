@@ -54,13 +54,23 @@ pub fn only_reads(method: &str) -> bool {
 /// send that a later Bot API adds is one too. Reads, chat actions and the administration of
 /// chats (`editForumTopic`, `editChatInviteLink`) are not.
 pub fn puts_in_chat(method: &str) -> bool {
-    let m = method.to_ascii_lowercase();
-    (m.starts_with("send") && m != "sendchataction")
-        || m.starts_with("editmessage")
-        || matches!(
-            m.as_str(),
-            "copymessage" | "copymessages" | "forwardmessage" | "forwardmessages"
-        )
+    // Asked of every call the ingest takes: compared without allocating.
+    let starts = |prefix: &str| {
+        method
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let is = |name: &str| method.eq_ignore_ascii_case(name);
+    (starts("send") && !is("sendChatAction"))
+        || starts("editMessage")
+        || [
+            "copyMessage",
+            "copyMessages",
+            "forwardMessage",
+            "forwardMessages",
+        ]
+        .iter()
+        .any(|m| is(m))
 }
 
 /// A metric label for a method: its canonical name, or `other` (bounded cardinality).

@@ -388,6 +388,7 @@ pub async fn run(
                     args.instance,
                     if stages.router { "router" } else { "files" }
                 ),
+                stages.router,
                 pipeline.clone(),
             ),
         );
