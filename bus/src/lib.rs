@@ -61,6 +61,18 @@ impl BusError {
 /// [carries values](Bus::carries_values).
 pub type Value = Arc<dyn Any + Send + Sync>;
 
+/// A stage that takes a topic's records from their publishers directly ([`Bus::push_to`]).
+#[derive(Clone)]
+pub struct Push {
+    /// The stage's consumer group: what it would read the topic as (the depth gauge's label).
+    pub group: String,
+    /// Records handed over and not done yet (waiting for a slot, or running): the depth.
+    pub pending: Arc<std::sync::atomic::AtomicU64>,
+    /// Takes a record: starts its work, or queues it for the next free slot. Never waits, so a
+    /// publisher is never held up (nor a record lost with a publisher that goes away).
+    pub take: Arc<dyn Fn(Record) + Send + Sync>,
+}
+
 /// One record as a consumer sees it.
 #[derive(Clone)]
 pub struct Record {
@@ -132,6 +144,22 @@ pub trait Bus: Send + Sync + 'static {
     /// them. Buses between processes carry bytes.
     fn carries_values(&self) -> bool {
         false
+    }
+
+    /// Whether a stage in this process may take a topic's records from their publishers as they
+    /// are published ([`Bus::push_to`]) rather than through a consumer: the in-process bus,
+    /// where the records die with the process whichever way they go, so keeping each in a log
+    /// only for a task to be woken to read it costs a call two task hand-offs and buys nothing.
+    fn pushes(&self) -> bool {
+        false
+    }
+
+    /// From now on, hands each record published to `topic` to `to` as it is published, first
+    /// the records held now, in order (`None`: stops). Records are kept only for the topic's
+    /// groups, if it has any besides the stage. Only on a bus that [pushes](Bus::pushes)
+    /// ([`stage::run_pushed`]).
+    fn push_to(&self, topic: &str, to: Option<Push>) {
+        let _ = (topic, to);
     }
 
     /// Appends a value; only on a bus that [carries values](Bus::carries_values).

@@ -9,8 +9,12 @@
 //! Its readers share the producer's memory, so it [carries values](crate::Bus::carries_values):
 //! an envelope goes in and comes out as the value it is, never encoded. Bytes published with
 //! [`crate::Bus::publish`] are carried as bytes.
+//!
+//! A topic whose reader is a stage in this process may be [pushed](crate::Bus::push_to): its
+//! records then go from the publisher's task straight to the stage ([`crate::stage::run_pushed`])
+//! and are not kept, so no consumer task has to be woken to read them.
 
-use crate::{Bus, BusError, Consumer, Depth, Record, Value};
+use crate::{Bus, BusError, Consumer, Depth, Push, Record, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +39,8 @@ struct Topic {
     groups: Mutex<HashMap<String, Group>>,
     /// Bumped on every publish and membership change; consumers wait on it.
     changed: watch::Sender<u64>,
+    /// The stage taking this topic's records as they are published, if one does.
+    push: Mutex<Option<Push>>,
 }
 
 #[derive(Default)]
@@ -87,8 +93,38 @@ impl MemoryBus {
         self.inner.topic(name)
     }
 
-    fn append(&self, topic: &str, key: &str, payload: Bytes, value: Option<Value>) {
+    /// Whether `topic`'s records go to a stage as they are published ([`Bus::push_to`]).
+    pub fn pushed(&self, topic: &str) -> bool {
+        lock(&self.topic(topic).push).is_some()
+    }
+
+    /// Hands a record to the stage the topic is pushed to (and keeps it for the topic's groups,
+    /// if any), or appends it to its log. Under the topic's push lock, so a stage registering
+    /// meanwhile ([`Bus::push_to`]) gets it either in its backlog or from here, never neither.
+    fn deliver(&self, topic: &str, key: &str, payload: Bytes, value: Option<Value>) {
         let t = self.topic(topic);
+        let guard = lock(&t.push);
+        let Some(push) = guard.clone() else {
+            self.append(&t, key, payload, value);
+            return;
+        };
+        let record = Record {
+            topic: t.name.clone(),
+            partition: partition_of(key, t.logs.len() as u32),
+            // Kept only for other groups: the stage's copy is at no offset.
+            offset: 0,
+            key: key.to_owned(),
+            payload: payload.clone(),
+            value: value.clone(),
+        };
+        if !lock(&t.groups).is_empty() {
+            self.append(&t, key, payload, value);
+        }
+        drop(guard);
+        (push.take)(record);
+    }
+
+    fn append(&self, t: &Topic, key: &str, payload: Bytes, value: Option<Value>) {
         let p = partition_of(key, t.logs.len() as u32) as usize;
         let no_groups = lock(&t.groups).is_empty();
         {
@@ -122,6 +158,7 @@ impl Inner {
                     logs: (0..self.partitions).map(|_| Mutex::default()).collect(),
                     groups: Mutex::new(HashMap::new()),
                     changed: watch::channel(0).0,
+                    push: Mutex::new(None),
                 })
             })
             .clone()
@@ -199,7 +236,7 @@ impl Bus for MemoryBus {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
-        self.append(topic, key, Bytes::from(payload), None);
+        self.deliver(topic, key, Bytes::from(payload), None);
         Ok(())
     }
 
@@ -208,8 +245,50 @@ impl Bus for MemoryBus {
     }
 
     async fn publish_value(&self, topic: &str, key: &str, value: Value) -> Result<(), BusError> {
-        self.append(topic, key, Bytes::new(), Some(value));
+        self.deliver(topic, key, Bytes::new(), Some(value));
         Ok(())
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn push_to(&self, topic: &str, to: Option<Push>) {
+        let t = self.topic(topic);
+        let mut push = lock(&t.push);
+        *push = to.clone();
+        let Some(to) = to else {
+            return;
+        };
+        // Records held now (published before the stage came: it starts on a task of its own)
+        // go to it first, before any new one (the push lock keeps publishers out meanwhile);
+        // copies when groups still read them, else they leave the log.
+        let others = !lock(&t.groups).is_empty();
+        for (p, log) in t.logs.iter().enumerate() {
+            let mut log = lock(log);
+            let base = log.base;
+            let held: Vec<Record> = log
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Record {
+                    topic: t.name.clone(),
+                    partition: p as u32,
+                    offset: base + i as u64,
+                    key: e.key.to_string(),
+                    payload: e.payload.clone(),
+                    value: e.value.clone(),
+                })
+                .collect();
+            if !others {
+                log.base += log.records.len() as u64;
+                log.records.clear();
+            }
+            drop(log);
+            for r in held {
+                (to.take)(r);
+            }
+        }
     }
 
     async fn subscribe(
@@ -232,6 +311,13 @@ impl Bus for MemoryBus {
         let topics: Vec<Arc<Topic>> = lock(&self.inner.topics).values().cloned().collect();
         let mut out = Vec::new();
         for t in topics {
+            if let Some(push) = lock(&t.push).as_ref() {
+                out.push(Depth {
+                    topic: t.name.clone(),
+                    group: push.group.clone(),
+                    records: push.pending.load(Ordering::Relaxed),
+                });
+            }
             let ends: Vec<u64> = t
                 .logs
                 .iter()
@@ -411,6 +497,57 @@ mod tests {
         for v in seen.values() {
             assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
         }
+    }
+
+    /// A pushed topic's records go to its stage as they are published, and none is kept; those
+    /// published before the stage came are handed to it when it comes.
+    #[tokio::test]
+    async fn a_pushed_topic_hands_its_records_over_and_keeps_none() {
+        let bus = MemoryBus::new(2);
+        bus.publish("calls", "early", vec![0]).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let push = Push {
+            group: "g".into(),
+            pending: Arc::default(),
+            take: Arc::new(move |r: Record| {
+                let _ = tx.send((r.key, r.payload[0]));
+            }),
+        };
+        bus.push_to("calls", Some(push));
+        for i in 1..=3u8 {
+            bus.publish("calls", "bot", vec![i]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(
+                tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                    .await
+                    .expect("handed over")
+                    .unwrap(),
+            );
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("bot".to_owned(), 1),
+                ("bot".to_owned(), 2),
+                ("bot".to_owned(), 3),
+                ("early".to_owned(), 0)
+            ]
+        );
+        let logs: usize = bus
+            .topic("calls")
+            .logs
+            .iter()
+            .map(|l| lock(l).records.len())
+            .sum();
+        assert_eq!(logs, 0, "nothing kept");
+        // Stopped: records are kept again, for a group to read.
+        bus.push_to("calls", None);
+        bus.publish("calls", "bot", vec![9]).await.unwrap();
+        let mut c = bus.subscribe("g", &t("calls")).await.unwrap();
+        assert_eq!(next(&mut c).await.payload[0], 9);
     }
 
     /// A consumer waiting on an empty topic wakes when a record arrives.

@@ -12,9 +12,12 @@
 //! that cannot finish (stopping, its store down) abandons its batch ([`Slot::abandon`]): not
 //! committed, not waited for. On shutdown the stage takes nothing new, waits up to `drain` for
 //! what is running (committing as it finishes), then makes the commits durable.
+//!
+//! [`run_pushed`] is the same stage on a bus that hands records over as they are published
+//! (the in-process bus): no consumer, no commits, the same handler.
 
 use crate::offsets::OffsetTracker;
-use crate::{BusError, Consumer, Record};
+use crate::{Bus, BusError, Consumer, Push, Record};
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How a stage runs.
 #[derive(Clone, Debug)]
@@ -201,6 +205,145 @@ where
     }
     consumer.flush().await?;
     Ok(())
+}
+
+/// Runs a stage whose records their publishers hand over as they publish them
+/// ([`Bus::push_to`]; the in-process bus): the work of [`run`] without its hops (a consumer
+/// task woken for each record, which then starts the record's task). A record that finds a
+/// free slot has `handle` called on the publisher's task and its work spawned; one that finds
+/// none waits for one on a task of its own, in turn (the slots are handed out first come,
+/// first served), so a publisher never waits and a record never depends on its publisher
+/// staying. Nothing is kept, so nothing is committed: a panic is logged and counted, and its
+/// slot freed. Until `shutdown` or a handler's error; then records are no longer taken (those
+/// still waiting for a slot are dropped, as a stopping consumer leaves its records unread),
+/// and what runs is waited for up to `drain`.
+pub async fn run_pushed<E, F, Fut>(
+    bus: &dyn Bus,
+    topic: &str,
+    group: &str,
+    opts: Options,
+    shutdown: CancellationToken,
+    handle: F,
+) -> Result<(), E>
+where
+    E: From<BusError> + Send + 'static,
+    F: Fn(Vec<Record>, Slot) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let running = TaskTracker::new();
+    let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<E>();
+    let stage = opts.name;
+    // A record with its slot: the handler called here, the work on a task of its own.
+    let start = {
+        let running = running.clone();
+        Arc::new(
+            move |record: Record, permit: OwnedSemaphorePermit, done: Pending| {
+                let slot = Slot {
+                    permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+                    // Nothing waits on this: records waiting for a slot wait on the semaphore.
+                    freed: Arc::new(Notify::new()),
+                    abandoned: Arc::default(),
+                };
+                // Boxed, as in `run`: a pointer is cheap to move into the task.
+                let work = Box::pin(handle(vec![record], slot.clone()));
+                let fail = fail_tx.clone();
+                running.spawn(async move {
+                    match AssertUnwindSafe(work).catch_unwind().await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            let _ = fail.send(e);
+                        }
+                        Err(panic) => {
+                            crate::metrics::STAGE_PANICS.with_label_values(&[stage]).inc();
+                            let panic = lifecycle::panic_message(&*panic);
+                            tracing::error!(stage, %panic, "a stage's handler panicked; its record is released");
+                        }
+                    }
+                    slot.release();
+                    drop(done);
+                });
+            },
+        )
+    };
+    let pending = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let push = Push {
+        group: group.to_owned(),
+        pending: pending.clone(),
+        take: Arc::new({
+            let (slots, running) = (slots.clone(), running.clone());
+            move |record| {
+                let done = Pending::start(pending.clone());
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => start(record, permit, done),
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {
+                        let (slots, start) = (slots.clone(), start.clone());
+                        running.spawn(async move {
+                            if let Ok(permit) = slots.acquire_owned().await {
+                                start(record, permit, done);
+                            }
+                        });
+                    }
+                    // Stopping.
+                    Err(tokio::sync::TryAcquireError::Closed) => {}
+                }
+            }
+        }),
+    };
+    let registered = Registered::new(bus, topic, push);
+    let failed = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        Some(e) = fail_rx.recv() => Some(e),
+    };
+    drop(registered);
+    slots.close();
+    running.close();
+    if tokio::time::timeout(opts.drain, running.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            stage,
+            running = running.len(),
+            "drain timed out; the unfinished calls are lost with the process"
+        );
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// A stage pushed to, until dropped (however [`run_pushed`] ends).
+struct Registered<'a> {
+    bus: &'a dyn Bus,
+    topic: &'a str,
+}
+
+impl<'a> Registered<'a> {
+    fn new(bus: &'a dyn Bus, topic: &'a str, push: Push) -> Self {
+        bus.push_to(topic, Some(push));
+        Self { bus, topic }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.bus.push_to(self.topic, None);
+    }
+}
+
+/// A pushed record counted in its stage's depth until dropped (its work done, or never begun).
+struct Pending(Arc<std::sync::atomic::AtomicU64>);
+
+impl Pending {
+    fn start(n: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 async fn finish(
@@ -426,5 +569,89 @@ mod tests {
         release_first.notify_one();
         running.await.unwrap().unwrap();
         assert!(left_over(&bus).await.is_empty());
+    }
+
+    /// A pushed stage: a record waits while every slot is taken (here the one), its publisher
+    /// does not; a released slot lets the next in, a panic ends its record and not the stage,
+    /// and shutdown waits for the work still running.
+    #[tokio::test]
+    async fn a_pushed_stage_bounds_its_work_survives_a_panic_and_drains() {
+        let bus = Arc::new(MemoryBus::new(1));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let stop = CancellationToken::new();
+        let (s, g) = (seen.clone(), gate.clone());
+        let stage = tokio::spawn({
+            let (bus, stop) = (bus.clone(), stop.clone());
+            async move {
+                run_pushed::<BusError, _, _>(
+                    bus.as_ref(),
+                    TOPIC,
+                    "g",
+                    opts(1, 1),
+                    stop,
+                    move |records, slot| {
+                        let (s, g) = (s.clone(), g.clone());
+                        async move {
+                            let v = records[0].payload[0];
+                            assert_ne!(v, 1, "a handler that panics");
+                            if v == 2 {
+                                slot.release();
+                            }
+                            if v != 3 {
+                                g.notified().await;
+                            }
+                            s.lock().unwrap().push(v);
+                            Ok(())
+                        }
+                    },
+                )
+                .await
+            }
+        });
+        // The stage registers on its task.
+        while !bus.pushed(TOPIC) {
+            tokio::task::yield_now().await;
+        }
+        bus.publish(TOPIC, "k", vec![0]).await.unwrap();
+        // The one slot is 0's: 1 waits for it, but not its publisher.
+        tokio::time::timeout(Duration::from_secs(1), bus.publish(TOPIC, "k", vec![1]))
+            .await
+            .expect("a publisher never waits")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let depth = |bus: &MemoryBus| -> Vec<(String, u64)> {
+            bus.depth()
+                .into_iter()
+                .filter(|d| d.topic == TOPIC)
+                .map(|d| (d.group, d.records))
+                .collect()
+        };
+        assert_eq!(
+            depth(&bus),
+            vec![("g".to_owned(), 2)],
+            "one running, one waiting"
+        );
+        assert!(seen.lock().unwrap().is_empty());
+        gate.notify_one();
+        // 1 panics once it has the slot; the slot is free again: 2 takes it and gives it back
+        // while it waits.
+        bus.publish(TOPIC, "k", vec![2]).await.unwrap();
+        bus.publish(TOPIC, "k", vec![3]).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("0 and 3 done");
+        // Shutdown waits for 2.
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stage.is_finished(), "the drain waits for the work running");
+        gate.notify_one();
+        stage.await.unwrap().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![0, 3, 2]);
+        assert!(depth(&bus).is_empty(), "stopped: no longer pushed");
     }
 }

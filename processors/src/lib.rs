@@ -245,10 +245,7 @@ pub async fn run(
             bus::topics::CALLS_FILES.to_owned(),
         ])
         .await?;
-    let consumer = deps
-        .bus
-        .subscribe(stage.group(), &[stage.input().to_owned()])
-        .await?;
+    let bus = deps.bus.clone();
     let run = Arc::new(Run {
         producer: format!("processor/{}", cfg.instance),
         result_ttl: cfg.result_ttl,
@@ -269,7 +266,7 @@ pub async fn run(
         batch: 1,
         drain: cfg.drain_timeout,
     };
-    bus::stage::run(consumer, opts, shutdown, |records, slot| {
+    let handle = move |records: Vec<bus::Record>, slot: bus::stage::Slot| {
         let deps = deps.clone();
         let shares = shares.clone();
         let run = run.clone();
@@ -344,7 +341,10 @@ pub async fn run(
                 return Ok(());
             }
             let env = match unmasked {
-                Some(call) => Envelope { payload: call, ..env },
+                Some(call) => Envelope {
+                    payload: call,
+                    ..env
+                },
                 None => env,
             };
             // A long poll mostly waits: it gives its slot back and takes neither the bot's
@@ -403,8 +403,7 @@ pub async fn run(
                     match turn {
                         Ok(()) => {
                             let _share = shares.acquire(env.header.bot_id).await;
-                            flood::with_ticket(ticket, guarded(&deps, &run, &env, command))
-                                .await;
+                            flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                         }
                         Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
                     }
@@ -424,8 +423,24 @@ pub async fn run(
             .instrument(span)
             .await
         }
-    })
-    .await
+    };
+    // On the in-process bus the stage takes its calls from their publishers directly: a call
+    // then runs without waking a consumer task first, as it would through Kafka.
+    if bus.pushes() {
+        return bus::stage::run_pushed(
+            bus.as_ref(),
+            stage.input(),
+            stage.group(),
+            opts,
+            shutdown,
+            handle,
+        )
+        .await;
+    }
+    let consumer = bus
+        .subscribe(stage.group(), &[stage.input().to_owned()])
+        .await?;
+    bus::stage::run(consumer, opts, shutdown, handle).await
 }
 
 /// Hands a call to the files stage: the record as the ingest published it (its token still

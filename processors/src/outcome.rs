@@ -54,7 +54,7 @@ fn scrub_value(v: &mut serde_json::Value, secret: &str) {
 }
 
 /// The response as the record keeps it: the token, if the answer echoes it, replaced.
-fn scrubbed(response: &Response, secret: Option<&str>) -> Response {
+fn scrubbed(response: Response, secret: Option<&str>) -> Response {
     let echoed = secret.filter(|secret| {
         response
             .body
@@ -62,7 +62,7 @@ fn scrubbed(response: &Response, secret: Option<&str>) -> Response {
             .is_some_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
     });
     let Some(secret) = echoed else {
-        return response.clone();
+        return response;
     };
     let text = response
         .body
@@ -71,7 +71,7 @@ fn scrubbed(response: &Response, secret: Option<&str>) -> Response {
         .unwrap_or_default();
     Response {
         body: schemas::BodyBytes::inline(text.as_bytes()),
-        ..response.clone()
+        ..response
     }
 }
 
@@ -135,7 +135,7 @@ fn answer_digest(response: &Response) -> Option<String> {
 
 /// Records the outcome (the audit row, and the result for redeliveries when the bus can
 /// redeliver) and answers, concurrently. Without redeliveries nothing waits for the audit row:
-/// it is queued for the store's next batch.
+/// the caller is answered, then the row is made and queued for the store's next batch.
 pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, response: Response) {
     let outcome = if response.status < 400 {
         Outcome::Ok
@@ -144,32 +144,34 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
     };
     learn_username(deps, env, &response).await;
     let secret = token_secret(deps, env);
-    let row = audit_row(deps, env, outcome, &response, secret.as_deref());
     let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
     if !run.durable {
-        // Nothing waits for the record: it is queued, the answer kept beside it while
-        // results are.
-        let kept = (!run.result_ttl.is_zero()).then(|| scrubbed(&response, secret.as_deref()));
-        let queue = async {
-            match kept {
-                Some(kept) => deps.store.queue_outcome(row, kept, expires).await,
-                None => deps.store.queue_call(row).await,
-            }
+        // Nothing waits for the record, so the caller is answered first and the record (its
+        // request sealed, its answer hashed) made after: it is queued, the answer kept beside
+        // it while results are.
+        let answered = response.clone();
+        reply(deps, &run.producer, env, response).await;
+        let row = audit_row(deps, env, outcome, &answered, secret.as_deref());
+        let queued = if run.result_ttl.is_zero() {
+            deps.store.queue_call(row).await
+        } else {
+            let kept = scrubbed(answered, secret.as_deref());
+            deps.store.queue_outcome(row, kept, expires).await
         };
-        let (queued, ()) = tokio::join!(queue, reply(deps, &run.producer, env, response));
         if let Err(error) = queued {
             metrics::STORE_ERRORS.inc();
             tracing::error!(%error, "could not queue the audit row");
         }
         return;
     }
+    let row = audit_row(deps, env, outcome, &response, secret.as_deref());
     // A redelivered call is answered from this: with the token scrubbed if it was echoed.
-    let kept = scrubbed(&response, secret.as_deref());
+    let kept = scrubbed(response.clone(), secret.as_deref());
     tokio::join!(
         retry("outcome", || deps
             .store
             .record_outcome(&row, &kept, expires)),
-        reply(deps, &run.producer, env, response.clone()),
+        reply(deps, &run.producer, env, response),
     );
 }
 
@@ -274,10 +276,10 @@ mod tests {
             origin: schemas::Origin::Upstream,
             stages: Default::default(),
         };
-        let kept = scrubbed(&answer, Some(secret));
+        let kept = scrubbed(answer.clone(), Some(secret));
         let text = String::from_utf8(kept.body.inline_bytes().unwrap().to_vec()).unwrap();
         assert_eq!(text, r#"{"ok":true,"result":{"url":"https://h/<token>"}}"#);
-        assert_eq!(scrubbed(&kept, Some(secret)), kept);
-        assert_eq!(scrubbed(&answer, None), answer);
+        assert_eq!(scrubbed(kept.clone(), Some(secret)), kept);
+        assert_eq!(scrubbed(answer.clone(), None), answer);
     }
 }

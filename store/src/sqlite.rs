@@ -74,6 +74,8 @@ thread_local! {
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    /// The writer thread, woken from its linger by an urgent job.
+    writer_thread: std::thread::Thread,
     readers: Arc<Vec<Mutex<Connection>>>,
 }
 
@@ -152,7 +154,7 @@ impl Job {
 /// commit cost a fiftieth of the disk writes of one row a commit.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// A lingering batch this large is committed without waiting longer.
+/// A batch this large when it is taken (or after a wake-up) is committed without lingering.
 const LINGER_ENOUGH: usize = 128;
 
 impl SqliteStore {
@@ -204,7 +206,7 @@ impl SqliteStore {
             Ok(())
         }));
         let (tx, rx) = mpsc::channel(4096);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 writer(conn, rx, checkpoints);
@@ -219,6 +221,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok(Self {
             writer: tx,
+            writer_thread: thread.thread().clone(),
             readers: Arc::new(readers),
         })
     }
@@ -242,6 +245,9 @@ impl SqliteStore {
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?;
+        if urgent {
+            self.writer_thread.unpark();
+        }
         wait.await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?
     }
@@ -338,11 +344,13 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
         let mut batch = vec![first];
         drain(&mut rx, &mut batch);
         let started = std::time::Instant::now();
-        while batch.len() < LINGER_ENOUGH
-            && !batch.iter().any(|j| j.urgent)
-            && started.elapsed() < LINGER
-        {
-            std::thread::sleep(LINGER / 8);
+        // One wake-up a batch: asleep for the rest of the linger, unless an urgent job comes
+        // (its sender wakes this thread).
+        while batch.len() < LINGER_ENOUGH && !batch.iter().any(|j| j.urgent) {
+            let Some(left) = LINGER.checked_sub(started.elapsed()) else {
+                break;
+            };
+            std::thread::park_timeout(left);
             drain(&mut rx, &mut batch);
         }
         let together = (|| -> rusqlite::Result<Vec<u64>> {

@@ -5,13 +5,13 @@
 //! upstream stays silent past the call's deadline.
 //!
 //! Calls whose body is already bytes (none, JSON, a form, raw) take the hot path: hyper's
-//! client straight, which costs about half of reqwest's CPU per call (no URL crate parsing,
-//! no redirect and timeout layers; measured in `bench/`). Multipart bodies, which stream files,
+//! HTTP/1.1 connections, each driven by the call using it ([`crate::conns`]), which costs
+//! about half of reqwest's CPU per call (no URL crate parsing, no redirect and timeout layers,
+//! no connection task; measured in `bench/`). Multipart bodies, which stream files,
 //! and downloads go through reqwest.
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
 use schemas::BotToken;
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ fn short(e: &reqwest::Error) -> String {
 }
 
 /// `what`, then the chain of underlying causes (none of which holds the URL).
-fn chain(what: &str, e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(what: &str, e: &dyn std::error::Error) -> String {
     let mut s = what.to_owned();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -98,16 +98,11 @@ pub struct UpstreamAnswer {
     pub body: Bytes,
 }
 
-type Fast = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
 #[derive(Clone)]
 pub struct BotApi {
     http: reqwest::Client,
-    /// The hot path's client (see the module docs).
-    fast: Fast,
+    /// The hot path's connections (see the module docs).
+    fast: std::sync::Arc<crate::conns::Conns>,
     base: String,
     max_answer: usize,
 }
@@ -126,17 +121,13 @@ impl BotApi {
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
         tcp.enforce_http(false);
+        // HTTP/1.1 only: the hot path's connections speak it (`conns`).
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
-            .enable_all_versions()
+            .enable_http1()
             .wrap_connector(tcp);
-        let fast =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .build(tls);
+        let fast = std::sync::Arc::new(crate::conns::Conns::new(tls));
         Ok(Self {
             http,
             fast,
@@ -221,41 +212,22 @@ impl BotApi {
                 return self.call_slow(verb, url, body, timeout).await;
             }
         };
-        let mut req = http::Request::builder().method(verb).uri(uri);
-        if let Some(ct) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, ct);
-        }
-        let req = req
-            .body(Full::new(data))
-            .map_err(|e| UpstreamError::Request(e.to_string()))?;
-        let exchange = async {
-            let resp = self.fast.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::Connect(chain("connection failed", &e))
-                } else {
-                    UpstreamError::Request(chain("request error", &e))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            let content_type = resp
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            // One frame (the usual answer) is handed on without a copy.
-            let body = http_body_util::Limited::new(resp.into_body(), self.max_answer)
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Answer(e.to_string()))?
-                .to_bytes();
-            Ok(UpstreamAnswer {
-                status,
-                content_type,
-                body,
-            })
-        };
+        let exchange = self
+            .fast
+            .exchange(verb, &uri, content_type, data, self.max_answer);
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(answer) => answer,
+            Ok(Ok(a)) => Ok(UpstreamAnswer {
+                status: a.status,
+                content_type: a
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: a.body,
+            }),
+            Ok(Err(crate::conns::Failure::Connect(e))) => Err(UpstreamError::Connect(e)),
+            Ok(Err(crate::conns::Failure::Request(e))) => Err(UpstreamError::Request(e)),
+            Ok(Err(crate::conns::Failure::Answer(e))) => Err(UpstreamError::Answer(e)),
             Err(_) => Err(UpstreamError::Timeout),
         }
     }

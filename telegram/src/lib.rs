@@ -12,6 +12,7 @@
 //! - `uploader`: MTProto uploads over connections of their own (no gzip, parts in parallel).
 
 pub mod botapi;
+mod conns;
 pub mod file_id;
 pub mod grammers;
 pub mod message;
