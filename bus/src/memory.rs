@@ -108,19 +108,20 @@ impl MemoryBus {
             self.append(&t, key, payload, value);
             return;
         };
+        // Kept only for other groups (copies: the record's value is shared, not copied).
+        if !lock(&t.groups).is_empty() {
+            self.append(&t, key, payload.clone(), value.clone());
+        }
+        drop(guard);
         let record = Record {
             topic: t.name.clone(),
             partition: partition_of(key, t.logs.len() as u32),
-            // Kept only for other groups: the stage's copy is at no offset.
+            // The stage's own copy is at no offset.
             offset: 0,
             key: key.to_owned(),
-            payload: payload.clone(),
-            value: value.clone(),
+            payload,
+            value,
         };
-        if !lock(&t.groups).is_empty() {
-            self.append(&t, key, payload, value);
-        }
-        drop(guard);
         (push.take)(record);
     }
 
