@@ -47,6 +47,7 @@ async fn fill(dir: &Path, n: u64) -> anyhow::Result<f64> {
             },
             deadline_ms: 0,
             rejected: None,
+            staged: None,
         };
         let failed = i % 50 == 0;
         let answer = if failed {

@@ -1,6 +1,6 @@
 //! `stages`: what a long upload costs everyone else. On Kafka, the ingest and the processing
 //! stages run as separate processes of the release binary, in two topologies: the router and
-//! the files stage apart (`processor router updates` + `processor files`), and together
+//! the file stages apart (`processor router updates` + `processor files media send`), and together
 //! (`processor all`). In each, another bot's sendMessage at a steady rate is timed while idle
 //! and again while four big URL uploads (past the Bot API's 50 MB, so over MTProto) run; the
 //! figure is the loaded p99 over the idle p99 (issue 12: within 1.5x when apart). Apart, the
@@ -15,7 +15,10 @@ use std::time::Instant;
 
 /// The processes of one topology: the ingest first, then each processor's stage list.
 const TOPOLOGIES: [(&str, &[&[&str]]); 2] = [
-    ("apart", &[&["router", "updates"], &["files"]]),
+    (
+        "apart",
+        &[&["router", "updates"], &["files", "media", "send"]],
+    ),
     ("together", &[&["all"]]),
 ];
 

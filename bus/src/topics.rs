@@ -3,9 +3,16 @@
 /// Every call a bot makes.
 pub const CALLS: &str = "calls";
 
-/// Calls the router hands to the files stage (uploads, getFile, media groups, inline answers
-/// with files): the very records of `calls`, keyed by bot as there.
+/// Calls the router hands to the files stage (sends and uploads of files, getFile, media
+/// groups, inline answers with files): the very records of `calls`, keyed by bot as there.
 pub const CALLS_FILES: &str = "calls.files";
+
+/// Sends and uploads whose file the files stage found and kept (`Envelope<Call>` with
+/// `Call::staged`, keyed by bot), for the media stage to read.
+pub const CALLS_MEDIA: &str = "calls.media";
+
+/// Sends and uploads ready to go (their file found and read), for the send stage.
+pub const CALLS_SEND: &str = "calls.send";
 
 /// Updates as received from Telegram (the gateway's polling, or its `/hook/` endpoint).
 pub const UPDATES_RAW: &str = "updates.raw";
@@ -39,6 +46,10 @@ pub fn label(topic: &str) -> &'static str {
         "calls"
     } else if topic == CALLS_FILES {
         "calls.files"
+    } else if topic == CALLS_MEDIA {
+        "calls.media"
+    } else if topic == CALLS_SEND {
+        "calls.send"
     } else if topic == CALLS_CANCEL {
         "calls.cancel"
     } else if topic == FLOOD_TURNS {

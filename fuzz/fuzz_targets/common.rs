@@ -65,6 +65,7 @@ pub fn request(path: &str, query: &str, content_type: &[u8], body: Vec<u8>) {
         body,
         deadline_ms: 0,
         rejected: None,
+        staged: None,
     };
     let _ = ingest::parse::long_poll(&call);
     let _ = call.audit_params();

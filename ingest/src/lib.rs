@@ -142,6 +142,7 @@ impl Ingest {
             body: CallBody::Empty,
             deadline_ms: 0,
             rejected: None,
+            staged: None,
         };
         let label = schemas::catalogue::label(&call.method);
         let _in_flight = metrics::InFlight::start();

@@ -199,7 +199,7 @@ pub async fn answer_inline_query(
                 };
                 let key = source.key(env.header.bot_id, kind, None);
                 let given = r.as_object().cloned().unwrap_or_default();
-                match keep(deps, env, &token, &source, &key, &given, meta).await {
+                match keep(deps, env, &token, &source, &key, &given, Some(meta)).await {
                     Ok((fid, _)) => cached(r, kind, &fid.encode(), &source.file_name),
                     Err(answer) => return answer,
                 }

@@ -1,14 +1,24 @@
 //! Processors: take calls off the bus, do the work, answer.
 //!
-//! Two stages, each its own consumer group, runnable apart ([`Stage`]):
+//! Four stages, each its own consumer group, runnable apart ([`Stage`]):
 //! - **router** (group `processors`, reads `calls`): executes every plain method itself
 //!   (the passthrough, webhooks, getUpdates from the kept updates), so the common call gets no
 //!   extra hop, and hands
 //!   the calls that need file work to the files stage by publishing the very record to
 //!   `calls.files` (keyed by bot, as on `calls`) before committing its own input.
-//! - **files** (group `files`, reads `calls.files`): uploads from a URL, a multipart part or a
-//!   file_id, getFile downloads, media groups and inline answers with files. A 2 GB upload
-//!   holds a slot here, never one of the router's.
+//! - **files** (group `files`, reads `calls.files`): finds the file of a send or an upload (a
+//!   URL fetched, a multipart part, a file_id's bytes) and keeps it in the blob store, then
+//!   publishes the call with a reference to it to `calls.media`; getFile downloads, media
+//!   groups and inline answers with files run here whole. A 2 GB upload holds a slot here,
+//!   never one of the router's.
+//! - **media** (group `media`, reads `calls.media`): reads the file (libmediainfo), decides the
+//!   kind of a `sendFile` or `uploadFile`, and publishes the call with what it read to
+//!   `calls.send`.
+//! - **send** (group `send`, reads `calls.send`): sends the file, as a multipart part or
+//!   uploaded over MTProto, or by the file_id the bot's earlier send of it left; answers.
+//!
+//! Records between stages carry references (blob keys, the sealed token), never file bytes;
+//! each stage publishes its output before its input is committed.
 //!
 //! In each stage, each call runs on its own task, at most `per_bot` at once for one bot and
 //! `total` overall, so a bot's 50-second long poll does not hold up its sendMessage and one
@@ -162,20 +172,36 @@ pub const GROUP: &str = "processors";
 /// The files stage's consumer group.
 pub const FILES_GROUP: &str = "files";
 
+/// The media stage's consumer group.
+pub const MEDIA_GROUP: &str = "media";
+
+/// The send stage's consumer group.
+pub const SEND_GROUP: &str = "send";
+
 /// A processing stage: its own input topic and consumer group, scaled on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// Reads `calls`: executes plain methods, hands file work to [`Stage::Files`].
     Router,
-    /// Reads `calls.files`: uploads, getFile, media groups, inline answers with files.
+    /// Reads `calls.files`: finds and keeps the files of sends and uploads (then on to
+    /// [`Stage::Media`]); getFile, media groups, inline answers with files.
     Files,
+    /// Reads `calls.media`: reads a send's or an upload's file, decides its kind (then on to
+    /// [`Stage::Send`]).
+    Media,
+    /// Reads `calls.send`: uploads and sends the file; answers.
+    Send,
 }
 
 impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Router, Stage::Files, Stage::Media, Stage::Send];
+
     pub fn name(self) -> &'static str {
         match self {
             Stage::Router => "router",
             Stage::Files => "files",
+            Stage::Media => "media",
+            Stage::Send => "send",
         }
     }
 
@@ -183,6 +209,8 @@ impl Stage {
         match self {
             Stage::Router => GROUP,
             Stage::Files => FILES_GROUP,
+            Stage::Media => MEDIA_GROUP,
+            Stage::Send => SEND_GROUP,
         }
     }
 
@@ -190,6 +218,8 @@ impl Stage {
         match self {
             Stage::Router => bus::topics::CALLS,
             Stage::Files => bus::topics::CALLS_FILES,
+            Stage::Media => bus::topics::CALLS_MEDIA,
+            Stage::Send => bus::topics::CALLS_SEND,
         }
     }
 }
@@ -205,6 +235,8 @@ pub(crate) struct Run {
     pub result_ttl: Duration,
     /// The bus can deliver a call again (see [`ProcessorConfig::durable_bus`]).
     pub durable: bool,
+    /// The stage this run is.
+    pub stage: Stage,
 }
 
 /// Per-bot concurrency shares, created on first use.
@@ -238,18 +270,15 @@ pub async fn run(
     deps: Deps,
     shutdown: CancellationToken,
 ) -> Result<(), ProcessorError> {
-    // Both ends of the hand-over make sure of its topic: either stage may start first.
-    deps.bus
-        .ensure_topics(&[
-            bus::topics::CALLS.to_owned(),
-            bus::topics::CALLS_FILES.to_owned(),
-        ])
-        .await?;
+    // Both ends of each hand-over make sure of its topic: any stage may start first.
+    let topics: Vec<String> = Stage::ALL.iter().map(|s| s.input().to_owned()).collect();
+    deps.bus.ensure_topics(&topics).await?;
     let bus = deps.bus.clone();
     let run = Arc::new(Run {
         producer: format!("processor/{}", cfg.instance),
         result_ttl: cfg.result_ttl,
         durable: cfg.durable_bus,
+        stage,
     });
     let shares = Arc::new(Shares {
         per_bot: cfg.per_bot.max(1),
@@ -260,7 +289,7 @@ pub async fn run(
     let opts = bus::stage::Options {
         name: match stage {
             Stage::Router => "processors",
-            Stage::Files => "files",
+            other => other.name(),
         },
         concurrency: cfg.total.max(1),
         batch: 1,
@@ -281,7 +310,7 @@ pub async fn run(
             let flood = deps.flood.as_ref()?;
             match stage {
                 Stage::Router => flood.ticket(e.header.bot_id, &e.payload),
-                Stage::Files => flood.unpark(e.header.call_id),
+                _ => None,
             }
         });
         async move {
@@ -333,7 +362,7 @@ pub async fn run(
                 } else {
                     std::borrow::Cow::Borrowed(&env)
                 };
-                if !hand_over(&deps, &run, &handed).await && kept.is_some() {
+                if !hand_over(&deps, &run, &handed, Stage::Files).await && kept.is_some() {
                     if let Some(flood) = &deps.flood {
                         flood.drop_place(env.header.call_id);
                     }
@@ -346,6 +375,15 @@ pub async fn run(
                     ..env
                 },
                 None => env,
+            };
+            // A file call takes its chat's turn in the stage that sends it: the files and
+            // media stages before it fetch and read without holding up the chat's order, which
+            // the router fixed when it read the call (its place is kept until then).
+            let sends_here =
+                stage != Stage::Router && command.as_ref().map_or(true, |c| c.sends_in() == stage);
+            let ticket = match (&deps.flood, sends_here) {
+                (Some(flood), true) => flood.unpark(env.header.call_id),
+                _ => ticket,
             };
             // A long poll mostly waits: it gives its slot back and takes neither the bot's
             // share, so no number of waiting polls holds up anyone's calls (they have a bound
@@ -372,7 +410,7 @@ pub async fn run(
                 } else if let Some(flood) = deps
                     .flood
                     .clone()
-                    .filter(|_| stage == Stage::Files && env.header.flood_place)
+                    .filter(|_| sends_here && env.header.flood_place)
                 {
                     // The same, when the router keeping the call's place is in another
                     // process: the turn is asked for over the bus.
@@ -392,7 +430,7 @@ pub async fn run(
                         }
                         Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
                     }
-                } else if stage == Stage::Files && ticket.is_some() {
+                } else if sends_here && ticket.is_some() {
                     // A file call keeps its chat's turn through its work: it waits for the turn
                     // before it takes the bot's share, so a share is only held by calls whose
                     // turn it is, and a later send to the chat waits for it.
@@ -416,7 +454,12 @@ pub async fn run(
                     flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
                 } else {
                     let _share = shares.acquire(env.header.bot_id).await;
-                    guarded(&deps, &run, &env, command).await;
+                    let passed_on = guarded(&deps, &run, &env, command).await;
+                    if stage != Stage::Router && !sends_here && !passed_on {
+                        // Answered before the stage that sends it: its place in its chat's
+                        // queue is given up, or the chat would wait for it until its deadline.
+                        release_place(&deps, &run, &env);
+                    }
                 }
                 Ok::<(), ProcessorError>(())
             }
@@ -443,31 +486,82 @@ pub async fn run(
     bus::stage::run(consumer, opts, shutdown, handle).await
 }
 
-/// Hands a call to the files stage: the record as the ingest published it (its token still
-/// masked), keyed by bot. The router's offset is committed only after this returns, so a crash
-/// in between delivers the call to the router again and it is handed over again; the files
-/// stage's attempt record then keeps it from being sent twice. If the bus refuses the record
-/// (its own retries spent), the call is answered with a 500: nothing of it was executed, so
-/// the bot may safely send it again; if the bus could not confirm it, the files stage may
-/// still run it, and the answer is the 409 of an unknown outcome.
-async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>) -> bool {
-    match bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS_FILES, env).await {
+/// Hands a call to the `next` stage: the record as the ingest published it (its token still
+/// masked), keyed by bot, with what the stages so far found. A stage's offset is committed
+/// only after this returns, so a crash in between delivers the call to the stage again and it
+/// is handed over again; the attempt record of the stage that sends keeps it from being sent
+/// twice. If the bus refuses the record (its own retries spent), the call is answered with a
+/// 500: nothing of it was executed, so the bot may safely send it again; if the bus could not
+/// confirm it, the next stage may still run it, and the answer is the 409 of an unknown
+/// outcome.
+async fn hand_over(deps: &Deps, run: &Run, env: &Envelope<Call>, next: Stage) -> bool {
+    match bus::publish_envelope(deps.bus.as_ref(), next.input(), env).await {
         Ok(()) => {
             metrics::HANDED_OVER.inc();
             true
         }
         Err(error) => {
-            tracing::error!(%error, call_id = %env.header.call_id, "could not hand a call to the files stage");
+            tracing::error!(%error, call_id = %env.header.call_id, stage = next.name(), "could not hand a call to its next stage");
             let error = if error.may_have_been_stored() {
                 schemas::ApiError::unknown_outcome(schemas::UnknownOutcome::Unconfirmed)
             } else {
-                schemas::ApiError::internal(
-                    "the gateway could not hand this call to its files stage; it was not executed",
-                )
+                schemas::ApiError::internal(format!(
+                    "the gateway could not hand this call to its {} stage; it was not executed",
+                    next.name()
+                ))
             };
             outcome::finish(deps, run, env, schemas::Response::from_error(&error)).await;
             false
         }
+    }
+}
+
+/// Hands a call on to `next` with what this stage found (`None`: as it came).
+async fn pass_on(
+    deps: &Deps,
+    run: &Run,
+    env: &Envelope<Call>,
+    staged: Option<schemas::Staged>,
+    next: Stage,
+) -> bool {
+    let mut onward = env.clone();
+    if staged.is_some() {
+        onward.payload.staged = staged;
+    }
+    remask(deps, &mut onward);
+    hand_over(deps, run, &onward, next).await
+}
+
+/// A call going on to the next stage, its token's secret marked again where the ingest had
+/// marked it (the stage worked on the call as the bot sent it): no token in clear on the bus.
+fn remask(deps: &Deps, env: &mut Envelope<Call>) {
+    let Some(token) = env
+        .payload
+        .token
+        .as_ref()
+        .and_then(|t| deps.sealer.open(env.header.bot_id, t).ok())
+    else {
+        return;
+    };
+    let Some((_, secret)) = token.expose().split_once(':') else {
+        return;
+    };
+    if schemas::mask::call_contains(&env.payload, secret) {
+        let mark = deps.sealer.token_mark(env.header.call_id);
+        schemas::mask::replace_in_call(&mut env.payload, secret, &mark);
+    }
+}
+
+/// Gives up the place a call answered before its sending stage kept in its chat's flood
+/// control queue: parked in this process, or kept by the router elsewhere (told it is over).
+fn release_place(deps: &Deps, run: &Run, env: &Envelope<Call>) {
+    let Some(flood) = &deps.flood else {
+        return;
+    };
+    if env.header.flood_place {
+        drop(flood::Place::open(flood, &deps.bus, &run.producer, env));
+    } else {
+        drop(flood.unpark(env.header.call_id));
     }
 }
 
@@ -506,13 +600,14 @@ impl Drop for Claim {
 /// answer and an audit row, and returns (so its offset is released and its slots freed). The
 /// answer is a 500 when nothing went upstream (or the method only reads); otherwise the 409
 /// of an unknown outcome, since the call may have been executed and a 5xx invites a resend.
-async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) {
+async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) -> bool {
     use futures_util::FutureExt;
     use std::panic::AssertUnwindSafe;
     let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let work = AssertUnwindSafe(process(deps, run, env, command)).catch_unwind();
-    let Err(panic) = telegram::sent::track(sent.clone(), work).await else {
-        return;
+    let panic = match telegram::sent::track(sent.clone(), work).await {
+        Ok(passed_on) => return passed_on,
+        Err(panic) => panic,
     };
     let method = &env.payload.method;
     let reached = sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -532,6 +627,7 @@ async fn guarded(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
     if AssertUnwindSafe(answer).catch_unwind().await.is_err() {
         tracing::error!(%method, "answering a call that panicked panicked too");
     }
+    false
 }
 
 /// Test builds only: `TELEPIPE_TEST_PANIC=<method>` makes that method's handler panic before
@@ -566,8 +662,9 @@ fn attempt_expires(run: &Run) -> i64 {
     schemas::now_ms() + run.result_ttl.max(RESULT_TTL).as_millis() as i64
 }
 
-/// One call, start to finish. Never fails: every failure becomes an answer.
-async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) {
+/// One call, start to finish, or this stage's part of it. Never fails: every failure becomes
+/// an answer. True when the call went on to the next stage (no answer made here).
+async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) -> bool {
     forced_panic(&env.payload.method, false);
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
     bus::metrics::STAGE_SECONDS
@@ -576,7 +673,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
 
     if let Some(err) = &env.payload.rejected {
         outcome::record_rejected(deps, env, err).await;
-        return;
+        return false;
     }
     // A parameter the gateway refuses: answered before anything is asked of upstream or the
     // store (a redelivery would be refused alike).
@@ -586,12 +683,12 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
             let mut response = schemas::Response::from_error(&error);
             response.stages.queue_ms = queued_ms;
             outcome::finish(deps, run, env, response).await;
-            return;
+            return false;
         }
     };
     // The files stage records its attempt only when the call is about to reach upstream
     // ([`gate`]): until then a run that dies has sent nothing, and the next may start over.
-    let gated = run.durable && command.stage() == Stage::Files;
+    let gated = run.durable && run.stage != Stage::Router;
     let begin = match run.durable {
         // Nothing can deliver this call again: it is new.
         false => store::Begin::Fresh,
@@ -634,7 +731,16 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
             metrics::REDELIVERED.with_label_values(&["answered"]).inc();
             stored.origin = schemas::Origin::Stored;
             outcome::reply(deps, &run.producer, env, stored).await;
-            return;
+            return false;
+        }
+        // A copy of a call whose send began (its first copy may still be sending, in
+        // the send stage): passed on as it is, unworked, for the send stage to tell apart (its
+        // claim leaves it to a first copy running there; otherwise the 409 below). Answered
+        // here, it could reach the bot before the first copy's answer.
+        store::Begin::InFlight if command.after(run.stage).is_some() => {
+            let next = command.after(run.stage).unwrap_or(Stage::Send);
+            metrics::REDELIVERED.with_label_values(&["passed_on"]).inc();
+            return pass_on(deps, run, env, None, next).await;
         }
         store::Begin::InFlight if !router::safe_to_repeat(&env.payload.method) => {
             // Its processor stopped after handing it to upstream: it may have been executed.
@@ -650,6 +756,16 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
         other => {
             if other == store::Begin::InFlight {
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
+            }
+            // A send or an upload crossing the file stages: this stage's part, then on.
+            if let Some(next) = command.after(run.stage) {
+                let mut answer = match command.step(deps, env, run.stage).await {
+                    Ok(staged) => return pass_on(deps, run, env, Some(staged), next).await,
+                    Err(answer) => answer,
+                };
+                answer.stages.queue_ms = queued_ms;
+                outcome::finish(deps, run, env, answer).await;
+                return false;
             }
             // Users and bots named by @username, by id from here on (the record keeps the
             // call as the bot sent it).
@@ -667,10 +783,10 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
                     let mut answer = answer;
                     answer.stages.queue_ms = queued_ms;
                     outcome::finish(deps, run, env, answer).await;
-                    return;
+                    return false;
                 }
             };
-            let response = if gated {
+            let response = if gated && run.stage == command.sends_in() {
                 let gate = gate::Gate::new(
                     deps.store.clone(),
                     env.header.call_id,
@@ -687,6 +803,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
     };
     response.stages.queue_ms = queued_ms;
     outcome::finish(deps, run, env, response).await;
+    false
 }
 
 #[cfg(test)]

@@ -26,10 +26,12 @@
 //! (`messages.uploadMedia` to the bot itself), or, without MTProto, by posting it to the
 //! `--storage-chat-id` chat, taking the file_id and deleting the message.
 
-use crate::cmd::{SendTarget, UploadOnly};
+use crate::cmd::{Command, SendTarget, UploadOnly};
 use crate::Deps;
 use fetch::FetchError;
-use schemas::{ApiError, BlobRef, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{
+    ApiError, BlobRef, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response, Staged,
+};
 use serde_json::Value;
 use store::blobs::BlobError;
 use telegram::file_id::{FileId, FileType};
@@ -155,6 +157,26 @@ impl Source {
             sha256: self.blob.sha256.clone(),
             kind,
             file_name: renamed.unwrap_or_else(|| self.file_name.clone()),
+        }
+    }
+}
+
+impl From<Source> for schemas::FoundFile {
+    fn from(s: Source) -> Self {
+        Self {
+            blob: s.blob,
+            file_name: s.file_name,
+            content_type: s.content_type,
+        }
+    }
+}
+
+impl From<schemas::FoundFile> for Source {
+    fn from(f: schemas::FoundFile) -> Self {
+        Self {
+            blob: f.blob,
+            file_name: f.file_name,
+            content_type: f.content_type,
         }
     }
 }
@@ -471,46 +493,165 @@ pub(crate) async fn settle(
     !used.is_empty()
 }
 
+/// The file a send or an upload names, found (a URL fetched, an uploaded part, a file_id's
+/// bytes) and kept in the blob store: the files stage's part. `Err`: the call's answer, made
+/// here (a URL refused; an upload of a file_id already of its kind, or of nothing).
+pub(crate) async fn find(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: &BotToken,
+    command: &Command,
+) -> Result<Staged, Response> {
+    let call = &env.payload;
+    let params = call.params();
+    let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
+    let found = |source: Source| Staged {
+        file: Some(source.into()),
+        ..Default::default()
+    };
+    match command {
+        Command::Send(target) => {
+            let (method, detect, param) = (target.method, target.kind.is_none(), target.param());
+            let from_part = !params
+                .get(param)
+                .and_then(Value::as_str)
+                .is_some_and(is_url);
+            let oversized =
+                file_part(call, param).is_some_and(|(b, ..)| b.size > bot_api_limit(method));
+            if !detect
+                && from_part
+                && oversized
+                && deps.files.mtproto().is_none()
+                && !deps.files.local_mode()
+            {
+                // Nothing the gateway can add: upstream's own answer (413) stands, as without
+                // it.
+                return Ok(Staged::default());
+            }
+            let source =
+                source_of(deps, token, call, param, Some(method), renamed.is_some()).await?;
+            Ok(source.map(found).unwrap_or_default())
+        }
+        Command::UploadOnly(UploadOnly { param, kind }) => {
+            if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
+                return Err(Response::from_error(&ApiError::bad_request(
+                    "upload methods need MTProto (TELEGRAM_API_ID and TELEGRAM_API_HASH) or a storage chat (--storage-chat-id)",
+                )));
+            }
+            let retype_as = kind.map_or("sendFile", MediaKind::send_method);
+            match source_of(deps, token, call, param, Some(retype_as), renamed.is_some()).await? {
+                Some(source) => Ok(found(source)),
+                // A file_id already of the kind asked: nothing to upload, it is kept already.
+                None => Err(
+                    match params
+                        .get(*param)
+                        .and_then(Value::as_str)
+                        .map(FileId::decode)
+                    {
+                        Some(Ok(fid)) => upload_answer(&fid, None),
+                        Some(Err(_)) => Response::from_error(&ApiError::bad_request(
+                            "wrong file identifier/HTTP URL specified",
+                        )),
+                        None => Response::from_error(&ApiError::bad_request(format!(
+                            "there is no {param} in the request"
+                        ))),
+                    },
+                ),
+            }
+        }
+        // No other command is staged ([`Command::after`]).
+        _ => Ok(Staged::default()),
+    }
+}
+
+/// What the media stage adds to a found file: its metadata (libmediainfo, read from the blob
+/// store by ranges) and, where the call left the kind to the gateway, the kind. A file the bot
+/// sent as the same kind before is not read: its cached file_id goes instead (the send stage
+/// reads it after all if that id no longer works).
+pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, command: &Command) -> Staged {
+    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    let Some(file) = staged.file.clone() else {
+        return staged;
+    };
+    let fixed = match command {
+        Command::Send(target) => target.kind,
+        Command::UploadOnly(upload) => upload.kind,
+        _ => return staged,
+    };
+    let source = Source::from(file);
+    let meta = match fixed {
+        Some(kind) => {
+            let renamed = env
+                .payload
+                .params()
+                .get("file_name")
+                .map(text)
+                .filter(|n| !n.is_empty());
+            let key = source.key(env.header.bot_id, kind, renamed);
+            if matches!(deps.store.cached_upload(&key).await, Ok(Some(_))) {
+                return staged;
+            }
+            probe(deps, &source.blob).await
+        }
+        None => {
+            let m = probe(deps, &source.blob).await;
+            let kind = media::detect(&m);
+            tracing::info!(kind = kind.param(), format = ?m.format, "kind detected");
+            staged.kind = Some(kind);
+            m
+        }
+    };
+    staged.meta = Some(meta);
+    staged
+}
+
+/// What the files and media stages found for a call: carried with it, or (a call that came to
+/// the send stage some other way) found and read here.
+async fn staged(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: &BotToken,
+    command: &Command,
+) -> Result<Staged, Response> {
+    if env.payload.staged.is_some() {
+        return Ok(env.payload.staged.clone().unwrap_or_default());
+    }
+    let mut env = env.clone();
+    env.payload.staged = Some(find(deps, &env, token, command).await?);
+    Ok(read(deps, &env, command).await)
+}
+
+/// A send of a file the gateway handles: the send stage's part, with the file found and read
+/// ([`find`], [`read`]).
 pub async fn send_file(
     deps: &Deps,
     env: &Envelope<Call>,
     token: BotToken,
     target: SendTarget,
 ) -> Response {
+    let staged = match staged(deps, env, &token, &Command::Send(target)).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
     let call = &env.payload;
-    let (method, fixed) = (target.method, target.kind);
-    let detect = fixed.is_none();
+    let detect = target.kind.is_none();
     let param = target.param();
     let params = call.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
-
-    let from_part = !params
-        .get(param)
-        .and_then(Value::as_str)
-        .is_some_and(is_url);
-    let oversized = file_part(call, param).is_some_and(|(b, ..)| b.size > bot_api_limit(method));
-    if !detect
-        && from_part
-        && oversized
-        && deps.files.mtproto().is_none()
-        && !deps.files.local_mode()
-    {
-        // Nothing the gateway can add: upstream's own answer (413) stands, as without it.
-        return crate::passthrough::execute(deps, env).await;
-    }
-    let source = match source_of(deps, &token, call, param, Some(method), renamed.is_some()).await {
-        Ok(Some(s)) => s,
-        Ok(None) if detect => return send_file_by_id(deps, env, &params).await,
-        Ok(None) => return crate::passthrough::execute(deps, env).await,
-        Err(answer) => return answer,
+    let Some(file) = staged.file else {
+        return match detect {
+            true => send_file_by_id(deps, env, &params).await,
+            false => crate::passthrough::execute(deps, env).await,
+        };
     };
-    let mut meta = None;
-    let kind = match fixed {
+    let source = Source::from(file);
+    let mut meta = staged.meta;
+    let kind = match target.kind.or(staged.kind) {
         Some(kind) => kind,
+        // Not decided on the way (a record without it): read here.
         None => {
             let m = probe(deps, &source.blob).await;
             let kind = media::detect(&m);
-            tracing::info!(kind = kind.param(), format = ?m.format, "sendFile: kind detected");
             meta = Some(m);
             kind
         }
@@ -771,54 +912,36 @@ fn media_for(
 
 /// `upload<Type>` and `uploadFile`: the file is uploaded and kept, sent to nobody
 /// (ENHANCED.md): over MTProto (`messages.uploadMedia` to the bot itself), else through the
-/// storage chat. Chat, reply and markup parameters are ignored.
+/// storage chat; the send stage's part, with the file found and read ([`find`], [`read`]).
+/// Chat, reply and markup parameters are ignored.
 pub async fn upload_only(
     deps: &Deps,
     env: &Envelope<Call>,
     token: BotToken,
     upload: UploadOnly,
 ) -> Response {
-    let UploadOnly { param, kind: fixed } = upload;
-    let call = &env.payload;
-    let params = call.params();
-    if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
-        return Response::from_error(&ApiError::bad_request(
-            "upload methods need MTProto (TELEGRAM_API_ID and TELEGRAM_API_HASH) or a storage chat (--storage-chat-id)",
-        ));
-    }
-    let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
-    let retype_as = fixed.map_or("sendFile", MediaKind::send_method);
-    let source = match source_of(
-        deps,
-        &token,
-        call,
-        param,
-        Some(retype_as),
-        renamed.is_some(),
-    )
-    .await
-    {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            // A file_id already of the kind asked: nothing to upload, it is kept already.
-            return match params
-                .get(param)
-                .and_then(Value::as_str)
-                .map(FileId::decode)
-            {
-                Some(Ok(fid)) => upload_answer(&fid, None),
-                Some(Err(_)) => Response::from_error(&ApiError::bad_request(
-                    "wrong file identifier/HTTP URL specified",
-                )),
-                None => Response::from_error(&ApiError::bad_request(format!(
-                    "there is no {param} in the request"
-                ))),
-            };
-        }
+    let fixed = upload.kind;
+    let staged = match staged(deps, env, &token, &Command::UploadOnly(upload)).await {
+        Ok(s) => s,
         Err(answer) => return answer,
     };
-    let meta = probe(deps, &source.blob).await;
-    let kind = fixed.unwrap_or_else(|| media::detect(&meta));
+    let Some(file) = staged.file else {
+        // `find` answers every call without a file.
+        return Response::from_error(&ApiError::internal("the file to upload was not found"));
+    };
+    let params = env.payload.params();
+    let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
+    let source = Source::from(file);
+    let mut meta = staged.meta;
+    let kind = match fixed.or(staged.kind) {
+        Some(kind) => kind,
+        None => {
+            let m = probe(deps, &source.blob).await;
+            let kind = media::detect(&m);
+            meta = Some(m);
+            kind
+        }
+    };
     let key = source.key(env.header.bot_id, kind, renamed);
     match keep(deps, env, &token, &source, &key, &params, meta).await {
         Ok((fid, size)) => upload_answer(&fid, Some(size)),
@@ -836,7 +959,7 @@ pub(crate) async fn keep(
     source: &Source,
     key: &store::UploadKey,
     given: &serde_json::Map<String, Value>,
-    meta: media::Metadata,
+    meta: Option<media::Metadata>,
 ) -> Result<(FileId, u64), Response> {
     if let Ok(Some(cached)) = deps.store.cached_upload(key).await {
         if let Ok(fid) = FileId::decode(&cached) {
@@ -846,6 +969,10 @@ pub(crate) async fn keep(
             return Ok((fid, source.blob.size));
         }
     }
+    let meta = match meta {
+        Some(meta) => meta,
+        None => probe(deps, &source.blob).await,
+    };
     let kind = key.kind;
     let extra = missing_metadata(&meta, kind, given);
     let ctype = content_type(source.content_type.clone(), &meta);

@@ -41,8 +41,9 @@ impl World {
 /// Every stage running.
 async fn world() -> World {
     let w = idle_world().await;
-    w.start(Stage::Router);
-    w.start(Stage::Files);
+    for stage in Stage::ALL {
+        w.start(stage);
+    }
     w
 }
 
@@ -100,6 +101,7 @@ fn call(w: &World, bot: i64, method: &str, query: &str) -> Call {
         body: CallBody::Empty,
         deadline_ms: now_ms() + 30_000,
         rejected: None,
+        staged: None,
     }
 }
 
@@ -461,5 +463,144 @@ async fn a_file_call_that_reached_upstream_is_not_worked_on_again() {
     let reply = next_reply(&mut replies).await;
     assert_eq!(reply.payload.status, 409, "{:?}", reply.payload);
     assert_eq!(sandbox_calls(&w, 61).await, 0);
+    w.shutdown.cancel();
+}
+
+/// A send of a file crosses three stages, each its own group: the files stage keeps the file
+/// and publishes the call on `calls.media` with a reference to it (no bytes, no token in
+/// clear), the media stage adds what it read and publishes on `calls.send`, and the send stage
+/// sends it once. Nothing is answered or sent upstream before the send stage runs, and the
+/// send stage's input delivered again (a crash before its commit) is answered from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_send_crosses_files_media_and_send_once() {
+    let w = idle_world().await;
+    w.start(Stage::Router);
+    w.start(Stage::Files);
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    let mut to_media = w
+        .bus
+        .subscribe("peek-media", &[bus::topics::CALLS_MEDIA.to_owned()])
+        .await
+        .unwrap();
+    let mut to_send = w
+        .bus
+        .subscribe("peek-send", &[bus::topics::CALLS_SEND.to_owned()])
+        .await
+        .unwrap();
+    let blob = w
+        .deps
+        .blobs
+        .put_bytes(
+            bytes::Bytes::from_static(b"%PDF-1.4 not much of a pdf"),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    let token = sandbox::token_for(61);
+    let mut env = envelope(&w, 61, "sendDocument", "");
+    env.payload.http_method = "POST".into();
+    let mark = w.sealer.token_mark(env.header.call_id);
+    env.payload.body = CallBody::Multipart {
+        parts: vec![
+            Part::Text {
+                name: "chat_id".into(),
+                value: "61001".into(),
+            },
+            Part::Text {
+                name: "file_name".into(),
+                value: "report.pdf".into(),
+            },
+            // The bot quoting its own token: the ingest marked it (schemas::mask).
+            Part::Text {
+                name: "caption".into(),
+                value: format!("mine: {mark}"),
+            },
+            Part::File {
+                name: "document".into(),
+                file_name: Some("upload.bin".into()),
+                content_type: None,
+                blob: blob.clone(),
+            },
+        ],
+    };
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+
+    let record = tokio::time::timeout(Duration::from_secs(10), to_media.next())
+        .await
+        .expect("on calls.media within 10 s")
+        .unwrap();
+    let secret = token.split_once(':').unwrap().1;
+    let found: Envelope<Call> = bus::decode_or_skip(&record).unwrap();
+    let text = serde_json::to_string(&found).unwrap();
+    assert!(!text.contains(secret), "no token in clear on the bus");
+    assert!(text.contains(&mark), "marked again as the ingest marked it");
+    assert_eq!(found.header.call_id, env.header.call_id);
+    let staged = found
+        .payload
+        .staged
+        .clone()
+        .expect("what the files stage found");
+    let file = staged.file.expect("the file, by reference");
+    assert_eq!(file.blob, blob);
+    assert!(staged.meta.is_none(), "not read yet");
+
+    w.start(Stage::Media);
+    let record = tokio::time::timeout(Duration::from_secs(10), to_send.next())
+        .await
+        .expect("on calls.send within 10 s")
+        .unwrap();
+    let read: Envelope<Call> = bus::decode_or_skip(&record).unwrap();
+    let staged = read
+        .payload
+        .staged
+        .clone()
+        .expect("what the media stage read");
+    assert_eq!(staged.meta.expect("metadata").size, blob.size);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), replies.next())
+            .await
+            .is_err(),
+        "nothing is answered before the send stage"
+    );
+    assert_eq!(
+        sandbox_calls(&w, 61).await,
+        0,
+        "nothing sent before the send stage"
+    );
+
+    w.start(Stage::Send);
+    let answer = next_reply(&mut replies).await;
+    assert_eq!(answer.header.call_id, env.header.call_id);
+    assert_eq!(answer.payload.status, 200, "{:?}", answer.payload);
+    finished(&w, env.header.call_id).await;
+    assert_eq!(sandbox_calls(&w, 61).await, 1);
+    let sent: serde_json::Value = reqwest::get(format!(
+        "{}/control/calls?bot_id=61&method=sendDocument",
+        w.sandbox_url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        sent[0]["params"]["caption"],
+        format!("mine: {secret}"),
+        "the bot's text as it sent it"
+    );
+
+    bus::publish_envelope(w.bus.as_ref(), bus::topics::CALLS_SEND, &read)
+        .await
+        .unwrap();
+    let again = next_reply(&mut replies).await;
+    assert_eq!(again.header.call_id, env.header.call_id);
+    assert_eq!(again.payload.origin, Origin::Stored);
+    assert_eq!(sandbox_calls(&w, 61).await, 1, "sent once");
     w.shutdown.cancel();
 }

@@ -33,6 +33,10 @@ pub struct Call {
     /// body): the record exists for the audit log and must not be executed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<ApiError>,
+    /// What the file stages found so far, on a call crossing them (`calls.media`,
+    /// `calls.send`; [`crate::staged`]). Absent everywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<crate::staged::Staged>,
 }
 
 impl Payload for Call {
@@ -460,6 +464,7 @@ mod recorded_tests {
             body,
             deadline_ms: 0,
             rejected: None,
+            staged: None,
         }
     }
 

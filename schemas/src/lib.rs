@@ -24,6 +24,7 @@ pub mod mask;
 pub mod media;
 pub mod response;
 pub mod seal;
+pub mod staged;
 mod tagged;
 pub mod token;
 pub mod update;
@@ -40,6 +41,7 @@ pub use ids::{BotId, CallId};
 pub use media::MediaKind;
 pub use response::{Origin, Response, Stages};
 pub use seal::{Purpose, SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
+pub use staged::{FoundFile, Staged};
 pub use token::{BotToken, TokenError};
 pub use update::{Update, UpdateSource, UpdatesKept};
 

@@ -58,7 +58,8 @@ pub fn mark_answer(sealer: &Sealer, env: &Envelope<Call>, response: &mut Respons
     }
 }
 
-/// Replaces `from` by `to` in the call's query and body; whether anything was replaced.
+/// Replaces `from` by `to` in the call's query and body (and the name of a file the stages
+/// found for it); whether anything was replaced.
 pub fn replace_in_call(call: &mut Call, from: &str, to: &str) -> bool {
     if from.is_empty() {
         return false;
@@ -80,6 +81,10 @@ pub fn replace_in_call(call: &mut Call, from: &str, to: &str) -> bool {
             }
         }
         CallBody::Other { data, .. } => changed |= replace_body(data, from, to),
+    }
+    // A fetched file's name comes from its URL, which may carry the token.
+    if let Some(file) = call.staged.as_mut().and_then(|s| s.file.as_mut()) {
+        changed |= replace_text(&mut file.file_name, from, to);
     }
     changed
 }
@@ -107,6 +112,11 @@ pub fn call_contains(call: &Call, needle: &str) -> bool {
                 .any(|p| matches!(p, Part::Text { value, .. } if value.contains(needle))),
             CallBody::Other { data, .. } => body_contains(data, needle),
         }
+        || call
+            .staged
+            .as_ref()
+            .and_then(|s| s.file.as_ref())
+            .is_some_and(|f| f.file_name.contains(needle))
 }
 
 /// Whether `needle` is in the body's text (JSON or UTF-8; binary bodies are not looked into).
@@ -186,6 +196,7 @@ mod tests {
             body,
             deadline_ms: 0,
             rejected: None,
+            staged: None,
         }
     }
 
@@ -219,6 +230,24 @@ mod tests {
         plain.query = "chat_id=1".into();
         assert!(!replace_in_call(&mut plain, secret, "m"));
         assert!(!call_contains(&plain, "tpmaskabc"));
+
+        // The name of a file fetched for the call (from its URL) between the file stages.
+        plain.staged = Some(crate::staged::Staged {
+            file: Some(crate::staged::FoundFile {
+                blob: crate::body::BlobRef {
+                    sha256: "0".repeat(64),
+                    size: 1,
+                    key: "k".into(),
+                },
+                file_name: "SECRET_x-1".into(),
+                content_type: None,
+            }),
+            ..Default::default()
+        });
+        assert!(call_contains(&plain, secret));
+        assert!(replace_in_call(&mut plain, secret, "tpmaskabc"));
+        assert!(!serde_json::to_string(&plain).unwrap().contains(secret));
+        assert!(call_contains(&plain, "tpmaskabc"));
     }
 
     #[test]

@@ -137,3 +137,136 @@ mod tests {
         assert_eq!(MediaKind::of_upload_method("uploadFile"), None);
     }
 }
+
+/// What was read from a file. Every field is what the file says; absent when it says nothing.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    pub size: u64,
+    /// libmediainfo's name of the container or format: "MPEG-4", "Matroska", "WebM", "Ogg",
+    /// "MPEG Audio", "JPEG", "PNG", "WebP", "GIF", "GZip", ...
+    pub format: Option<String>,
+    /// "QuickTime" for a .mov in the MPEG-4 family.
+    pub format_profile: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub title: Option<String>,
+    pub performer: Option<String>,
+    /// Whether an mp4 can be played before it has all arrived (its index comes first).
+    pub streamable: Option<bool>,
+    pub video: Option<Video>,
+    /// The first audio track's format: "AAC", "Opus", "Vorbis", "MPEG Audio", "FLAC", "PCM".
+    pub audio: Option<String>,
+    pub image: Option<Image>,
+    /// A gzip'd Lottie animation (Telegram's `.tgs` animated sticker).
+    pub lottie: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Video {
+    /// "AVC", "HEVC", "VP9", "AV1", ...
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Image {
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
+    /// A WebP with an alpha channel.
+    pub alpha: bool,
+}
+
+impl Metadata {
+    /// Seconds, as the Bot API counts them.
+    pub fn duration_s(&self) -> Option<u64> {
+        let ms = self
+            .duration_ms
+            .or(self.video.as_ref().and_then(|v| v.duration_ms))?;
+        Some((ms + 500) / 1000)
+    }
+
+    /// Width and height of the picture (video or image).
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        let (w, h) = match (&self.video, &self.image) {
+            (Some(v), _) => (v.width, v.height),
+            (None, Some(i)) => (i.width, i.height),
+            _ => return None,
+        };
+        (w > 0 && h > 0).then_some((w, h))
+    }
+
+    /// The MIME type the content has, when it is one this crate knows.
+    pub fn mime_type(&self) -> Option<&'static str> {
+        let video = self.video.is_some();
+        Some(match self.format.as_deref()? {
+            "MPEG-4" if self.format_profile.as_deref() == Some("QuickTime") => "video/quicktime",
+            "MPEG-4" if video => "video/mp4",
+            "MPEG-4" => "audio/mp4",
+            "Matroska" => "video/x-matroska",
+            "WebM" => "video/webm",
+            "Ogg" => "audio/ogg",
+            "MPEG Audio" => "audio/mpeg",
+            "FLAC" => "audio/flac",
+            "Wave" => "audio/x-wav",
+            "JPEG" => "image/jpeg",
+            "PNG" => "image/png",
+            "WebP" => "image/webp",
+            "GIF" => "image/gif",
+            "GZip" if self.lottie => "application/x-tgsticker",
+            "PDF" => "application/pdf",
+            _ => return None,
+        })
+    }
+
+    /// The Bot API parameters a send of `kind` takes from the file, as text values. The caller
+    /// adds those the request lacks.
+    pub fn params_for(&self, kind: MediaKind) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let dims = self.dimensions();
+        let duration = self.duration_s();
+        match kind {
+            MediaKind::Video | MediaKind::Animation => {
+                if let Some((w, h)) = dims {
+                    out.push(("width", w.to_string()));
+                    out.push(("height", h.to_string()));
+                }
+                if let Some(d) = duration {
+                    out.push(("duration", d.to_string()));
+                }
+                let h264_mp4 = self.format.as_deref() == Some("MPEG-4")
+                    && self.video.as_ref().is_some_and(|v| v.format == "AVC");
+                if kind == MediaKind::Video && h264_mp4 && self.streamable != Some(false) {
+                    out.push(("supports_streaming", "true".into()));
+                }
+            }
+            MediaKind::VideoNote => {
+                if let Some((w, h)) = dims {
+                    out.push(("length", w.min(h).to_string()));
+                }
+                if let Some(d) = duration {
+                    out.push(("duration", d.to_string()));
+                }
+            }
+            MediaKind::Audio | MediaKind::Voice => {
+                if let Some(d) = duration {
+                    out.push(("duration", d.to_string()));
+                }
+                if kind == MediaKind::Audio {
+                    if let Some(p) = &self.performer {
+                        out.push(("performer", p.clone()));
+                    }
+                    if let Some(t) = &self.title {
+                        out.push(("title", t.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}

@@ -53,6 +53,7 @@ fn call(schema: u16) -> Envelope<Call> {
             },
             deadline_ms: 1_764_000_060_000,
             rejected: None,
+            staged: None,
         },
     }
 }

@@ -33,13 +33,13 @@ pub enum Command {
     /// `--listen`. Each stage is its own consumer group: run as many of each as the load needs.
     #[command(after_long_help = STAGES_HELP)]
     Processor {
-        /// The stages to run: router, files, updates, or all (`passthrough` is an old name
-        /// for all).
+        /// The stages to run: router, files, media, send, updates, or all (`passthrough` is an
+        /// old name for all).
         #[arg(
             required = true,
             value_name = "STAGE",
             ignore_case = true,
-            value_parser = ["router", "files", "updates", "all", "passthrough"]
+            value_parser = ["router", "files", "media", "send", "updates", "all", "passthrough"]
         )]
         stages: Vec<String>,
         #[command(flatten)]
@@ -68,16 +68,24 @@ pub enum Command {
 
 /// What each stage of `telepipe processor` consumes and produces.
 const STAGES_HELP: &str = "\
-Stages (each its own consumer group; records between them carry references, never file bytes):
+Stages (each its own consumer group; records between them carry references, never file bytes;
+each publishes its output before it commits its input):
   router   consumes `calls` (group `processors`). Executes plain methods itself (passthrough,
            setWebhook/deleteWebhook/getWebhookInfo, getUpdates) and publishes their answers to
            the caller's `responses.<ingest>`; hands calls that need file work to `calls.files`.
            Answers getUpdates from the updates kept in the store, woken by `updates.kept`
            (group `polls.<instance>`, every record). Also forgets what is past retention.
-  files    consumes `calls.files` (group `files`). URL fetches, uploads of any size (Bot API
-           multipart or MTProto), re-typed and renamed file_ids, media metadata, getFile
-           downloads into the blob store, media groups and inline answers with files; answers
-           to `responses.<ingest>`.
+  files    consumes `calls.files` (group `files`). Finds the file of a send or an upload (URL
+           fetch, uploaded part, re-typed or renamed file_id) and keeps it in the blob store,
+           then publishes the call with a reference to it to `calls.media`. Runs getFile
+           downloads, media groups and inline answers with files whole; answers to
+           `responses.<ingest>`.
+  media    consumes `calls.media` (group `media`). Reads the file's metadata (libmediainfo, by
+           ranges from the blob store) and decides the kind of sendFile/uploadFile; publishes
+           the call with what it read to `calls.send`.
+  send     consumes `calls.send` (group `send`). Uploads and sends the file (Bot API multipart,
+           MTProto, or the file_id an earlier send of it left) and answers to
+           `responses.<ingest>`. Takes the chat's flood control turn.
   updates  consumes `updates.raw` (group `updates`). The updates filter: what each bot asked
            for, to `updates` (webhook delivery).
   all      every stage in this process (`passthrough`: the same, its name from before).";

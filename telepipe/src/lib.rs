@@ -153,8 +153,14 @@ impl Roles {
 pub struct Stages {
     /// Reads `calls`: plain methods executed, file work handed to `files`.
     pub router: bool,
-    /// Reads `calls.files`: uploads, getFile, media groups, inline answers with files.
+    /// Reads `calls.files`: finds and keeps the files of sends and uploads (on to `media`);
+    /// getFile, media groups, inline answers with files.
     pub files: bool,
+    /// Reads `calls.media`: reads a send's file (libmediainfo), decides its kind (on to
+    /// `send`).
+    pub media: bool,
+    /// Reads `calls.send`: uploads and sends files (Bot API multipart or MTProto).
+    pub send: bool,
     /// Reads `updates.raw`: the updates filter, feeding `updates` (webhook delivery).
     pub updates: bool,
 }
@@ -163,13 +169,31 @@ impl Stages {
     pub const ALL: Stages = Stages {
         router: true,
         files: true,
+        media: true,
+        send: true,
         updates: true,
     };
     pub const NONE: Stages = Stages {
         router: false,
         files: false,
+        media: false,
+        send: false,
         updates: false,
     };
+
+    /// The processing stages among them, in the order a call crosses them.
+    pub fn processing(self) -> Vec<processors::Stage> {
+        use processors::Stage;
+        [
+            (self.router, Stage::Router),
+            (self.files, Stage::Files),
+            (self.media, Stage::Media),
+            (self.send, Stage::Send),
+        ]
+        .into_iter()
+        .filter_map(|(on, stage)| on.then_some(stage))
+        .collect()
+    }
 
     /// The stages named on the command line. `all` (and `passthrough`, its name from before
     /// the stages) is every stage.
@@ -180,15 +204,17 @@ impl Stages {
                 "all" | "passthrough" => stages = Stages::ALL,
                 "router" => stages.router = true,
                 "files" => stages.files = true,
+                "media" => stages.media = true,
+                "send" => stages.send = true,
                 "updates" => stages.updates = true,
                 other => anyhow::bail!(
-                    "no stage named {other:?}: use router, files, updates or all \
+                    "no stage named {other:?}: use router, files, media, send, updates or all \
                      (`telepipe processor --help` says what each does)"
                 ),
             }
         }
         if stages == Stages::NONE {
-            anyhow::bail!("name at least one stage: router, files, updates or all");
+            anyhow::bail!("name at least one stage: router, files, media, send, updates or all");
         }
         Ok(stages)
     }
@@ -302,11 +328,22 @@ pub async fn run(
         )
     });
     let stages = roles.stages();
-    if stages.router && !stages.files {
-        tracing::warn!(
-            "this process runs the router without the files stage: calls that need file work \
-             wait on calls.files until a `telepipe processor files` runs (`processor router` \
-             meant every stage before the stages were split)"
+    let processing = stages.processing();
+    // A stage whose calls go on to one this process does not run: said once at the start,
+    // since another process must run it.
+    let all = processors::Stage::ALL;
+    let missing: Vec<&str> = all
+        .windows(2)
+        .filter(|w| processing.contains(&w[0]) && !processing.contains(&w[1]))
+        .map(|w| w[1].name())
+        .collect();
+    if !missing.is_empty() {
+        // Said, not warned: running each stage in a process of its own is the point.
+        tracing::info!(
+            missing = missing.join(","),
+            "this process hands calls on to stages it does not run: they wait on the bus until \
+             a `telepipe processor` runs each (`processor router` meant every stage before the \
+             stages were split)"
         );
     }
     if stages.updates {
@@ -326,7 +363,7 @@ pub async fn run(
             ),
         );
     }
-    if stages.router || stages.files {
+    if !processing.is_empty() {
         let files = processors::files::Files::new(
             processors::files::FilesConfig {
                 public_url: args
@@ -363,11 +400,13 @@ pub async fn run(
         let flood = processors::flood::Flood::new(Default::default(), args.flood_control);
         // A file call's place in its chat's queue crosses to a files stage in this process
         // (the in-process bus hands every record to it); across processes it cannot.
-        let flood = Arc::new(if stages.router && stages.files && !args.bus.durable() {
-            flood.keeping_places_across_hand_over()
-        } else {
-            flood
-        });
+        let flood = Arc::new(
+            if stages.router && stages.files && stages.media && stages.send && !args.bus.durable() {
+                flood.keeping_places_across_hand_over()
+            } else {
+                flood
+            },
+        );
         if let Err(error) = flood.load(store.as_ref()).await {
             // Read again within 10 s (`keep_loaded`); meanwhile the gateway's default holds.
             tracing::warn!(%error, "could not read the bots' flood control settings");
@@ -383,10 +422,20 @@ pub async fn run(
             processors::flood::watch(
                 flood.clone(),
                 bus.clone(),
+                // A process with the router keeps the group it had before the file stages
+                // were split (a new group would read the topics' history again).
                 format!(
                     "flood.{}.{}",
                     args.instance,
-                    if stages.router { "router" } else { "files" }
+                    if stages.router {
+                        "router".to_owned()
+                    } else {
+                        processing
+                            .iter()
+                            .map(|s| s.name())
+                            .collect::<Vec<_>>()
+                            .join("-")
+                    }
                 ),
                 stages.router,
                 pipeline.clone(),
@@ -410,15 +459,18 @@ pub async fn run(
             flood: Some(flood.clone()),
             polls: Default::default(),
         };
-        if stages.files {
+        for stage in processing
+            .iter()
+            .filter(|s| **s != processors::Stage::Router)
+        {
+            let name = match stage {
+                processors::Stage::Files => "files-stage",
+                processors::Stage::Media => "media-stage",
+                _ => "send-stage",
+            };
             tasks.spawn(
-                "files-stage",
-                processors::run(
-                    processors::Stage::Files,
-                    cfg.clone(),
-                    deps.clone(),
-                    pipeline.clone(),
-                ),
+                name,
+                processors::run(*stage, cfg.clone(), deps.clone(), pipeline.clone()),
             );
         }
         if stages.router {
@@ -661,6 +713,16 @@ mod tests {
         assert_eq!(parse(&["passthrough"]).unwrap(), Stages::ALL);
         assert!(parse(&["Files", "ROUTER"]).unwrap().router);
         assert!(parse(&[]).is_err());
-        assert!(parse(&["media"]).is_err());
+        let s = parse(&["files", "media", "send"]).unwrap();
+        assert!(s.files && s.media && s.send && !s.router);
+        assert_eq!(
+            s.processing(),
+            [
+                processors::Stage::Files,
+                processors::Stage::Media,
+                processors::Stage::Send
+            ]
+        );
+        assert!(parse(&["metadata"]).is_err());
     }
 }

@@ -255,12 +255,13 @@ impl Proc {
         }
         // Split mode: the same flags for the stages' processes and an ingest process, which
         // share the data dir and the seal key. Every stage runs in a process of its own:
-        // helper 0 the router, helper 1 the files stage, helper 2 the updates filter; every
-        // call that needs file work crosses from one process to another on the bus.
+        // helper 0 the router, helper 1 the files stage, helper 2 the updates filter, helper 3
+        // the media stage, helper 4 the send stage; every call that needs file work crosses
+        // from one process to another on the bus (a send of a file: four hand-overs).
         let key = hex::encode(rand::random::<[u8; 32]>());
         let common = &args[1..];
         let mut helpers = Vec::new();
-        for stages in [["router"], ["files"], ["updates"]] {
+        for stages in [["router"], ["files"], ["updates"], ["media"], ["send"]] {
             let mut p: Vec<&str> = vec!["processor"];
             p.extend(stages);
             p.extend(["--seal-key", &key]);

@@ -395,6 +395,7 @@ async fn reply_call(deps: &Deps, producer: &str, row: &WebhookRow, reply: &[u8])
         },
         deadline_ms: schemas::now_ms() + 60_000,
         rejected: None,
+        staged: None,
     };
     let env = Envelope::new(schemas::CallId::new(), row.bot_id, producer, None, call);
     if let Err(error) = bus::publish_envelope(deps.bus.as_ref(), bus::topics::CALLS, &env).await {

@@ -146,6 +146,44 @@ impl Command {
         }
     }
 
+    /// The stage that sends the command upstream, where it takes its chat's turn: a send or
+    /// an upload crosses the files and media stages first ([`Command::after`]).
+    pub fn sends_in(&self) -> Stage {
+        match self {
+            Command::Send(_) | Command::UploadOnly(_) => Stage::Send,
+            other => other.stage(),
+        }
+    }
+
+    /// The stage a command goes on to after its part in `stage`, when it does not end there:
+    /// files (find and keep the file), media (read it), send.
+    pub fn after(&self, stage: Stage) -> Option<Stage> {
+        match (self, stage) {
+            (Command::Send(_) | Command::UploadOnly(_), Stage::Files) => Some(Stage::Media),
+            (Command::Send(_) | Command::UploadOnly(_), Stage::Media) => Some(Stage::Send),
+            _ => None,
+        }
+    }
+
+    /// A staged command's part in `stage` ([`Command::after`]): what it found, to go on with,
+    /// or the answer when the call ends here (a URL refused, nothing to upload).
+    pub async fn step(
+        &self,
+        deps: &Deps,
+        env: &Envelope<Call>,
+        stage: Stage,
+    ) -> Result<schemas::Staged, Response> {
+        match stage {
+            Stage::Files => {
+                let token = passthrough::open_token(deps, env)?;
+                uploads::find(deps, env, &token, self).await
+            }
+            Stage::Media => Ok(uploads::read(deps, env, self).await),
+            // Nothing else stops on the way.
+            Stage::Router | Stage::Send => Ok(env.payload.staged.clone().unwrap_or_default()),
+        }
+    }
+
     /// A getUpdates with a timeout: a call that mostly waits.
     pub fn is_long_poll(&self) -> bool {
         matches!(
@@ -234,6 +272,7 @@ pub(crate) mod tests {
             body: CallBody::Empty,
             deadline_ms: 0,
             rejected: None,
+            staged: None,
         }
     }
 
