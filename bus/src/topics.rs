@@ -7,11 +7,12 @@ pub const CALLS: &str = "calls";
 /// groups, inline answers with files): the very records of `calls`, keyed by bot as there.
 pub const CALLS_FILES: &str = "calls.files";
 
-/// Sends and uploads whose file the files stage found and kept (`Envelope<Call>` with
-/// `Call::staged`, keyed by bot), for the media stage to read.
+/// Sends, uploads, media groups and inline answers whose files the files stage found and kept
+/// (`Envelope<Call>` with `Call::staged`, keyed by bot), for the media stage to read.
 pub const CALLS_MEDIA: &str = "calls.media";
 
-/// Sends and uploads ready to go (their file found and read), for the send stage.
+/// Sends, uploads, media groups and inline answers ready to go (their files found and read),
+/// for the send stage.
 pub const CALLS_SEND: &str = "calls.send";
 
 /// Updates as received from Telegram (the gateway's polling, or its `/hook/` endpoint).

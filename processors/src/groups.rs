@@ -6,10 +6,10 @@
 //! group goes upstream once, and the answer is the Bot API's own array of Messages.
 
 use crate::uploads::{
-    as_call, is_url, prepare, retyped, settle, source_from, text, Prepared, Source,
+    as_call, is_url, prepare, probe, retyped, settle, source_from, text, Prepared, Source,
 };
 use crate::Deps;
-use schemas::{BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{BotToken, Call, CallBody, Envelope, MediaKind, Part, Response, Staged, StagedItem};
 use serde_json::{Map, Value};
 
 /// The media items of a call, when `media` is a JSON array.
@@ -43,53 +43,95 @@ pub fn takes_over(items: &[Value]) -> bool {
     })
 }
 
-/// Where one item's file is, and under what key it would be cached.
+/// Where one item's file is, under what key it would be cached, and what was read of it.
 struct Item {
     source: Source,
     key: store::UploadKey,
+    meta: Option<media::Metadata>,
 }
 
+/// The upload cache's key of an item's file.
+fn key_of(bot: schemas::BotId, item: &Value, kind: MediaKind, source: &Source) -> store::UploadKey {
+    let renamed = item["file_name"].as_str().filter(|n| !n.is_empty());
+    source.key(bot, kind, renamed.map(str::to_owned))
+}
+
+/// Every item's file found (fetched, a part, a file_id's bytes) and kept in the blob store:
+/// the files stage's part, so neither a later stage nor a retry fetches again. `Err`: the
+/// call's answer (a URL refused).
+pub(crate) async fn find(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: &BotToken,
+    items: &[Value],
+) -> Result<Staged, Response> {
+    let mut staged = Vec::with_capacity(items.len());
+    for item in items {
+        let renamed = item["file_name"].as_str().filter(|n| !n.is_empty());
+        // Only what the item names: a bare part of the same name is not this item's.
+        let file = match (kind(item), item["media"].as_str()) {
+            (Some(kind), Some(media)) => source_from(
+                deps,
+                token,
+                &env.payload,
+                Some(media),
+                "",
+                Some(kind.send_method()),
+                renamed.is_some(),
+            )
+            .await?
+            .map(Into::into),
+            _ => None,
+        };
+        staged.push(StagedItem { file, meta: None });
+    }
+    Ok(Staged {
+        items: staged,
+        ..Default::default()
+    })
+}
+
+/// What the media stage adds to a group: each found file read, but for those the bot already
+/// sent as the same kind (their cached file_id goes instead).
+pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, items: &[Value]) -> Staged {
+    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    for (item, s) in items.iter().zip(staged.items.iter_mut()) {
+        let (Some(kind), Some(file)) = (kind(item), &s.file) else {
+            continue;
+        };
+        let source = Source::from(file.clone());
+        let key = key_of(env.header.bot_id, item, kind, &source);
+        if !matches!(deps.store.cached_upload(&key).await, Ok(Some(_))) {
+            s.meta = Some(probe(deps, &source.blob).await);
+        }
+    }
+    staged
+}
+
+/// sendMediaGroup with the items' files found and read ([`find`], [`read`]): each prepared,
+/// the group sent once.
 pub async fn send_media_group(
     deps: &Deps,
     env: &Envelope<Call>,
     token: BotToken,
     items: Vec<Value>,
+    staged: Staged,
 ) -> Response {
     let call = &env.payload;
-    // Every file first (fetched, found or downloaded), so a retry never fetches again.
-    let mut found: Vec<Option<Item>> = Vec::with_capacity(items.len());
-    for item in &items {
-        let Some(kind) = kind(item) else {
-            found.push(None);
-            continue;
-        };
-        let renamed = item["file_name"].as_str().filter(|n| !n.is_empty());
-        let media = item["media"].as_str();
-        // Only what the item names: a bare part of the same name is not this item's.
-        let source = match media {
-            Some(m) => {
-                source_from(
-                    deps,
-                    &token,
-                    call,
-                    Some(m),
-                    "",
-                    Some(kind.send_method()),
-                    renamed.is_some(),
-                )
-                .await
-            }
-            None => Ok(None),
-        };
-        match source {
-            Ok(Some(source)) => found.push(Some(Item {
-                key: source.key(env.header.bot_id, kind, renamed.map(str::to_owned)),
+    let found: Vec<Option<Item>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let s = staged.items.get(i)?;
+            let (kind, file) = (kind(item)?, s.file.clone()?);
+            let source = Source::from(file);
+            Some(Item {
+                key: key_of(env.header.bot_id, item, kind, &source),
                 source,
-            })),
-            Ok(None) => found.push(None),
-            Err(answer) => return answer,
-        }
-    }
+                meta: s.meta.clone(),
+            })
+        })
+        .collect();
     // Parts the items named by attach:// are replaced by the gateway's own; others (thumbnails)
     // go along as they came.
     let consumed: Vec<String> = items
@@ -128,7 +170,7 @@ pub async fn send_media_group(
                 &f.key,
                 &given,
                 &name,
-                None,
+                f.meta.clone(),
                 use_cache,
             )
             .await;

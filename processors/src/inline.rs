@@ -11,7 +11,9 @@
 
 use crate::uploads::{file_part, keep, keep_fetched, probe, Source};
 use crate::Deps;
-use schemas::{ApiError, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response};
+use schemas::{
+    ApiError, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response, Staged, StagedItem,
+};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use telegram::file_id::FileId;
@@ -155,12 +157,22 @@ async fn plan(deps: &Deps, call: &Call, n: usize, r: &Value) -> Result<Plan, Res
     keep_fetched(deps, fetched).await.map(Plan::Upload)
 }
 
-pub async fn answer_inline_query(
+/// The kind a result's file goes as: the result type's own, else what the file is.
+fn kind_of(r: &Value, meta: &media::Metadata) -> MediaKind {
+    match url_field(r["type"].as_str().unwrap_or("")) {
+        Some((_, Some(kind), _)) => kind,
+        _ => media::detect(meta),
+    }
+}
+
+/// Every result planned: the files to keep found (an `inline_file` part, a URL over
+/// Telegram's limits fetched) and kept in the blob store, one [`StagedItem`] per result, the
+/// call's errors found (the files stage's part). `Err`: the call's answer.
+pub(crate) async fn find(
     deps: &Deps,
     env: &Envelope<Call>,
-    token: BotToken,
-    results: Vec<Value>,
-) -> Response {
+    results: &[Value],
+) -> Result<Staged, Response> {
     let call = &env.payload;
     let plans = futures_util::future::join_all(
         results
@@ -169,34 +181,72 @@ pub async fn answer_inline_query(
             .map(|(n, r)| plan(deps, call, n, r)),
     )
     .await;
-    let mut out = Vec::with_capacity(results.len());
-    for ((n, r), plan) in results.iter().enumerate().zip(plans) {
-        let plan = match plan {
-            Ok(p) => p,
-            Err(answer) => return answer,
-        };
-        let result = match plan {
-            Plan::Keep => r.clone(),
-            Plan::ById(id) => match FileId::decode(&id) {
-                Ok(fid) => cached(r, fid.file_type.sent_as(), &id, "file"),
-                Err(_) => {
-                    return Response::from_error(&ApiError::bad_request(format!(
+    let mut items = Vec::with_capacity(results.len());
+    for (n, plan) in plans.into_iter().enumerate() {
+        let file = match plan? {
+            Plan::Keep => None,
+            Plan::ById(id) => {
+                if FileId::decode(&id).is_err() {
+                    return Err(Response::from_error(&ApiError::bad_request(format!(
                         "result {n}: wrong file identifier specified"
-                    )))
+                    ))));
                 }
-            },
+                None
+            }
             Plan::Upload(source) => {
                 if deps.files.mtproto().is_none() && deps.files.storage_chat().is_none() {
-                    return Response::from_error(&ApiError::bad_request(
+                    return Err(Response::from_error(&ApiError::bad_request(
                         "inline results with files to upload need MTProto (TELEGRAM_API_ID and TELEGRAM_API_HASH) or a storage chat (--storage-chat-id)",
-                    ));
+                    )));
                 }
-                let meta = probe(deps, &source.blob).await;
-                let t = r["type"].as_str().unwrap_or("");
-                let kind = match url_field(t) {
-                    Some((_, Some(kind), _)) => kind,
-                    _ => media::detect(&meta),
+                Some(source.into())
+            }
+        };
+        items.push(StagedItem { file, meta: None });
+    }
+    Ok(Staged {
+        items,
+        ..Default::default()
+    })
+}
+
+/// What the media stage adds: each file to keep read (its kind follows from it when the
+/// result's type does not say).
+pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>) -> Staged {
+    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    for item in &mut staged.items {
+        if let Some(file) = &item.file {
+            item.meta = Some(probe(deps, &file.blob).await);
+        }
+    }
+    staged
+}
+
+/// answerInlineQuery with its results planned and their files found and read ([`find`],
+/// [`read`]): each file kept, its result rewritten as the cached counterpart, the answer sent.
+pub async fn answer_inline_query(
+    deps: &Deps,
+    env: &Envelope<Call>,
+    token: BotToken,
+    results: Vec<Value>,
+    staged: Staged,
+) -> Response {
+    let call = &env.payload;
+    let mut out = Vec::with_capacity(results.len());
+    for (n, r) in results.iter().enumerate() {
+        let item = staged.items.get(n).cloned().unwrap_or_default();
+        let by_id = (r["type"].as_str() == Some("file"))
+            .then(|| r["file_id"].as_str())
+            .flatten()
+            .filter(|_| item.file.is_none());
+        let result = match (item.file, by_id) {
+            (Some(file), _) => {
+                let source = Source::from(file);
+                let meta = match item.meta {
+                    Some(meta) => meta,
+                    None => probe(deps, &source.blob).await,
                 };
+                let kind = kind_of(r, &meta);
                 let key = source.key(env.header.bot_id, kind, None);
                 let given = r.as_object().cloned().unwrap_or_default();
                 match keep(deps, env, &token, &source, &key, &given, Some(meta)).await {
@@ -204,6 +254,15 @@ pub async fn answer_inline_query(
                     Err(answer) => return answer,
                 }
             }
+            (None, Some(id)) => match FileId::decode(id) {
+                Ok(fid) => cached(r, fid.file_type.sent_as(), id, "file"),
+                Err(_) => {
+                    return Response::from_error(&ApiError::bad_request(format!(
+                        "result {n}: wrong file identifier specified"
+                    )))
+                }
+            },
+            (None, None) => r.clone(),
         };
         out.push(result);
     }

@@ -6,12 +6,12 @@
 //!   extra hop, and hands
 //!   the calls that need file work to the files stage by publishing the very record to
 //!   `calls.files` (keyed by bot, as on `calls`) before committing its own input.
-//! - **files** (group `files`, reads `calls.files`): finds the file of a send or an upload (a
-//!   URL fetched, a multipart part, a file_id's bytes) and keeps it in the blob store, then
-//!   publishes the call with a reference to it to `calls.media`; getFile downloads, media
-//!   groups and inline answers with files run here whole. A 2 GB upload holds a slot here,
-//!   never one of the router's.
-//! - **media** (group `media`, reads `calls.media`): reads the file (libmediainfo), decides the
+//! - **files** (group `files`, reads `calls.files`): finds the file of a send or an upload,
+//!   or each item's of a media group or an inline answer (a URL fetched, a multipart part, a
+//!   file_id's bytes) and keeps it in the blob store, then publishes the call with a reference
+//!   to it to `calls.media`; getFile downloads run here whole. A 2 GB upload holds a slot
+//!   here, never one of the router's.
+//! - **media** (group `media`, reads `calls.media`): reads the files (libmediainfo), decides the
 //!   kind of a `sendFile` or `uploadFile`, and publishes the call with what it read to
 //!   `calls.send`.
 //! - **send** (group `send`, reads `calls.send`): sends the file, as a multipart part or
@@ -183,8 +183,8 @@ pub const SEND_GROUP: &str = "send";
 pub enum Stage {
     /// Reads `calls`: executes plain methods, hands file work to [`Stage::Files`].
     Router,
-    /// Reads `calls.files`: finds and keeps the files of sends and uploads (then on to
-    /// [`Stage::Media`]); getFile, media groups, inline answers with files.
+    /// Reads `calls.files`: finds and keeps the files of sends, uploads, media groups and
+    /// inline answers (then on to [`Stage::Media`]); getFile.
     Files,
     /// Reads `calls.media`: reads a send's or an upload's file, decides its kind (then on to
     /// [`Stage::Send`]).
@@ -528,28 +528,9 @@ async fn pass_on(
     if staged.is_some() {
         onward.payload.staged = staged;
     }
-    remask(deps, &mut onward);
+    // The stage worked on the call as the bot sent it: marked again as the ingest marked it.
+    schemas::mask::remask(&deps.sealer, &mut onward);
     hand_over(deps, run, &onward, next).await
-}
-
-/// A call going on to the next stage, its token's secret marked again where the ingest had
-/// marked it (the stage worked on the call as the bot sent it): no token in clear on the bus.
-fn remask(deps: &Deps, env: &mut Envelope<Call>) {
-    let Some(token) = env
-        .payload
-        .token
-        .as_ref()
-        .and_then(|t| deps.sealer.open(env.header.bot_id, t).ok())
-    else {
-        return;
-    };
-    let Some((_, secret)) = token.expose().split_once(':') else {
-        return;
-    };
-    if schemas::mask::call_contains(&env.payload, secret) {
-        let mark = deps.sealer.token_mark(env.header.call_id);
-        schemas::mask::replace_in_call(&mut env.payload, secret, &mark);
-    }
 }
 
 /// Gives up the place a call answered before its sending stage kept in its chat's flood
@@ -689,6 +670,8 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
     // The files stage records its attempt only when the call is about to reach upstream
     // ([`gate`]): until then a run that dies has sent nothing, and the next may start over.
     let gated = run.durable && run.stage != Stage::Router;
+    // Where a staged command goes from here (files → media → send), if it does not end here.
+    let next = command.after(run.stage);
     let begin = match run.durable {
         // Nothing can deliver this call again: it is new.
         false => store::Begin::Fresh,
@@ -737,8 +720,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
         // the send stage): passed on as it is, unworked, for the send stage to tell apart (its
         // claim leaves it to a first copy running there; otherwise the 409 below). Answered
         // here, it could reach the bot before the first copy's answer.
-        store::Begin::InFlight if command.after(run.stage).is_some() => {
-            let next = command.after(run.stage).unwrap_or(Stage::Send);
+        store::Begin::InFlight if let Some(next) = next => {
             metrics::REDELIVERED.with_label_values(&["passed_on"]).inc();
             return pass_on(deps, run, env, None, next).await;
         }
@@ -758,7 +740,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
                 metrics::REDELIVERED.with_label_values(&["repeated"]).inc();
             }
             // A send or an upload crossing the file stages: this stage's part, then on.
-            if let Some(next) = command.after(run.stage) {
+            if let Some(next) = next {
                 let mut answer = match command.step(deps, env, run.stage).await {
                     Ok(staged) => return pass_on(deps, run, env, Some(staged), next).await,
                     Err(answer) => answer,

@@ -594,9 +594,7 @@ pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, command: &Command) -
             probe(deps, &source.blob).await
         }
         None => {
-            let m = probe(deps, &source.blob).await;
-            let kind = media::detect(&m);
-            tracing::info!(kind = kind.param(), format = ?m.format, "kind detected");
+            let (kind, m) = read_kind(deps, &source.blob).await;
             staged.kind = Some(kind);
             m
         }
@@ -605,20 +603,29 @@ pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, command: &Command) -
     staged
 }
 
-/// What the files and media stages found for a call: carried with it, or (a call that came to
-/// the send stage some other way) found and read here.
-async fn staged(
+/// A file read and its kind decided from what it is (`sendFile`, `uploadFile`).
+async fn read_kind(deps: &Deps, blob: &BlobRef) -> (MediaKind, media::Metadata) {
+    let m = probe(deps, blob).await;
+    let kind = media::detect(&m);
+    tracing::info!(kind = kind.param(), format = ?m.format, "kind detected");
+    (kind, m)
+}
+
+/// The kind a found file goes as, with what was read of it: the call's own kind or the media
+/// stage's decision; read and decided here for a record that did not cross the media stage.
+async fn kind_of(
     deps: &Deps,
-    env: &Envelope<Call>,
-    token: &BotToken,
-    command: &Command,
-) -> Result<Staged, Response> {
-    if env.payload.staged.is_some() {
-        return Ok(env.payload.staged.clone().unwrap_or_default());
+    source: &Source,
+    given: Option<MediaKind>,
+    staged: &Staged,
+) -> (MediaKind, Option<media::Metadata>) {
+    match given.or(staged.kind) {
+        Some(kind) => (kind, staged.meta.clone()),
+        None => {
+            let (kind, m) = read_kind(deps, &source.blob).await;
+            (kind, Some(m))
+        }
     }
-    let mut env = env.clone();
-    env.payload.staged = Some(find(deps, &env, token, command).await?);
-    Ok(read(deps, &env, command).await)
 }
 
 /// A send of a file the gateway handles: the send stage's part, with the file found and read
@@ -628,34 +635,21 @@ pub async fn send_file(
     env: &Envelope<Call>,
     token: BotToken,
     target: SendTarget,
+    staged: Staged,
 ) -> Response {
-    let staged = match staged(deps, env, &token, &Command::Send(target)).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
     let call = &env.payload;
     let detect = target.kind.is_none();
     let param = target.param();
     let params = call.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
-    let Some(file) = staged.file else {
+    let Some(file) = staged.file.clone() else {
         return match detect {
             true => send_file_by_id(deps, env, &params).await,
             false => crate::passthrough::execute(deps, env).await,
         };
     };
     let source = Source::from(file);
-    let mut meta = staged.meta;
-    let kind = match target.kind.or(staged.kind) {
-        Some(kind) => kind,
-        // Not decided on the way (a record without it): read here.
-        None => {
-            let m = probe(deps, &source.blob).await;
-            let kind = media::detect(&m);
-            meta = Some(m);
-            kind
-        }
-    };
+    let (kind, meta) = kind_of(deps, &source, target.kind, &staged).await;
     let key = source.key(env.header.bot_id, kind, renamed);
     let mut use_cache = true;
     loop {
@@ -919,29 +913,17 @@ pub async fn upload_only(
     env: &Envelope<Call>,
     token: BotToken,
     upload: UploadOnly,
+    staged: Staged,
 ) -> Response {
     let fixed = upload.kind;
-    let staged = match staged(deps, env, &token, &Command::UploadOnly(upload)).await {
-        Ok(s) => s,
-        Err(answer) => return answer,
-    };
-    let Some(file) = staged.file else {
+    let Some(file) = staged.file.clone() else {
         // `find` answers every call without a file.
         return Response::from_error(&ApiError::internal("the file to upload was not found"));
     };
     let params = env.payload.params();
     let renamed = params.get("file_name").map(text).filter(|n| !n.is_empty());
     let source = Source::from(file);
-    let mut meta = staged.meta;
-    let kind = match fixed.or(staged.kind) {
-        Some(kind) => kind,
-        None => {
-            let m = probe(deps, &source.blob).await;
-            let kind = media::detect(&m);
-            meta = Some(m);
-            kind
-        }
-    };
+    let (kind, meta) = kind_of(deps, &source, fixed, &staged).await;
     let key = source.key(env.header.bot_id, kind, renamed);
     match keep(deps, env, &token, &source, &key, &params, meta).await {
         Ok((fid, size)) => upload_answer(&fid, Some(size)),

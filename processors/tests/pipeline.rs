@@ -604,3 +604,79 @@ async fn a_file_send_crosses_files_media_and_send_once() {
     assert_eq!(sandbox_calls(&w, 61).await, 1, "sent once");
     w.shutdown.cancel();
 }
+
+/// A media group crosses the same stages: each item's file found once in the files stage and
+/// read in the media stage, the group sent once by the send stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_group_crosses_the_file_stages_with_each_item() {
+    let w = world().await;
+    let mut replies = w
+        .bus
+        .subscribe("test", &["responses.t".to_owned()])
+        .await
+        .unwrap();
+    let mut to_send = w
+        .bus
+        .subscribe("peek-send", &[bus::topics::CALLS_SEND.to_owned()])
+        .await
+        .unwrap();
+    let mut parts = vec![Part::Text {
+        name: "chat_id".into(),
+        value: "62001".into(),
+    }];
+    let mut media = Vec::new();
+    for (i, body) in [&b"first document"[..], &b"second document"[..]]
+        .into_iter()
+        .enumerate()
+    {
+        let blob = w
+            .deps
+            .blobs
+            .put_bytes(bytes::Bytes::copy_from_slice(body), 1 << 20)
+            .await
+            .unwrap();
+        parts.push(Part::File {
+            name: format!("f{i}"),
+            file_name: Some(format!("f{i}.txt")),
+            content_type: None,
+            blob,
+        });
+        media.push(serde_json::json!({
+            "type": "document", "media": format!("attach://f{i}"), "file_name": format!("renamed{i}.txt"),
+        }));
+    }
+    parts.push(Part::Text {
+        name: "media".into(),
+        value: serde_json::Value::Array(media).to_string(),
+    });
+    let mut env = envelope(&w, 62, "sendMediaGroup", "");
+    env.payload.http_method = "POST".into();
+    env.payload.body = CallBody::Multipart { parts };
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+
+    let record = tokio::time::timeout(Duration::from_secs(10), to_send.next())
+        .await
+        .expect("on calls.send within 10 s")
+        .unwrap();
+    let read: Envelope<Call> = bus::decode_or_skip(&record).unwrap();
+    let staged = read.payload.staged.expect("what the stages found");
+    assert_eq!(staged.items.len(), 2);
+    for item in &staged.items {
+        assert!(item.file.is_some() && item.meta.is_some(), "{item:?}");
+    }
+    let answer = next_reply(&mut replies).await;
+    assert_eq!(answer.payload.status, 200, "{:?}", answer.payload);
+    let sent: serde_json::Value = reqwest::get(format!(
+        "{}/control/calls?bot_id=62&method=sendMediaGroup",
+        w.sandbox_url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(sent.as_array().unwrap().len(), 1, "sent once");
+    w.shutdown.cancel();
+}

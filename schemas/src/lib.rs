@@ -41,7 +41,7 @@ pub use ids::{BotId, CallId};
 pub use media::MediaKind;
 pub use response::{Origin, Response, Stages};
 pub use seal::{Purpose, SealError, SealKey, SealedToken, Sealer, TokenFingerprint};
-pub use staged::{FoundFile, Staged};
+pub use staged::{FoundFile, Staged, StagedItem};
 pub use token::{BotToken, TokenError};
 pub use update::{Update, UpdateSource, UpdatesKept};
 

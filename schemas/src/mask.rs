@@ -36,6 +36,27 @@ pub fn unmasked(sealer: &Sealer, env: &Envelope<Call>) -> Option<Call> {
     Some(call)
 }
 
+/// The reverse of [`unmasked`], for a call a processing stage hands on to the next: the
+/// token's secret, wherever the call (or what the stages found for it) carries it, replaced
+/// by the call's mark again. The call stays as it is when its token does not open.
+pub fn remask(sealer: &Sealer, env: &mut Envelope<Call>) {
+    let Some(token) = env
+        .payload
+        .token
+        .as_ref()
+        .and_then(|t| sealer.open(env.header.bot_id, t).ok())
+    else {
+        return;
+    };
+    let Some((_, secret)) = token.expose().split_once(':') else {
+        return;
+    };
+    if call_contains(&env.payload, secret) {
+        let mark = sealer.token_mark(env.header.call_id);
+        replace_in_call(&mut env.payload, secret, &mark);
+    }
+}
+
 /// An answer on its way onto the bus: the call's token secret, if the answer echoes it,
 /// replaced by the call's mark.
 pub fn mark_answer(sealer: &Sealer, env: &Envelope<Call>, response: &mut Response) {
@@ -83,8 +104,10 @@ pub fn replace_in_call(call: &mut Call, from: &str, to: &str) -> bool {
         CallBody::Other { data, .. } => changed |= replace_body(data, from, to),
     }
     // A fetched file's name comes from its URL, which may carry the token.
-    if let Some(file) = call.staged.as_mut().and_then(|s| s.file.as_mut()) {
-        changed |= replace_text(&mut file.file_name, from, to);
+    if let Some(staged) = call.staged.as_mut() {
+        for file in staged.files_mut() {
+            changed |= replace_text(&mut file.file_name, from, to);
+        }
     }
     changed
 }
@@ -115,8 +138,7 @@ pub fn call_contains(call: &Call, needle: &str) -> bool {
         || call
             .staged
             .as_ref()
-            .and_then(|s| s.file.as_ref())
-            .is_some_and(|f| f.file_name.contains(needle))
+            .is_some_and(|s| s.files().any(|f| f.file_name.contains(needle)))
 }
 
 /// Whether `needle` is in the body's text (JSON or UTF-8; binary bodies are not looked into).
@@ -248,6 +270,30 @@ mod tests {
         assert!(replace_in_call(&mut plain, secret, "tpmaskabc"));
         assert!(!serde_json::to_string(&plain).unwrap().contains(secret));
         assert!(call_contains(&plain, "tpmaskabc"));
+    }
+
+    #[test]
+    fn a_call_handed_on_is_marked_again_as_the_ingest_marked_it() {
+        let sealer = Sealer::new(&crate::seal::SealKey::generate());
+        let token =
+            crate::token::BotToken::parse("123456:AAsecret-part_xyz0123456789abcdefghij").unwrap();
+        let mut c = call(CallBody::Empty);
+        c.token = Some(sealer.seal(&token));
+        let id = crate::ids::CallId::new();
+        let mark = sealer.token_mark(id);
+        c.query = format!("text=mine {mark}");
+        let masked = Envelope::new(id, crate::ids::BotId(123456), "ingest/t", None, c);
+        let mut onward = masked.clone();
+        onward.payload = unmasked(&sealer, &masked).expect("the mark undone");
+        assert!(onward
+            .payload
+            .query
+            .contains("AAsecret-part_xyz0123456789abcdefghij"));
+        remask(&sealer, &mut onward);
+        assert_eq!(onward, masked);
+        // Nothing to mark: left as it is.
+        remask(&sealer, &mut onward);
+        assert_eq!(onward, masked);
     }
 
     #[test]

@@ -75,10 +75,10 @@ each publishes its output before it commits its input):
            the caller's `responses.<ingest>`; hands calls that need file work to `calls.files`.
            Answers getUpdates from the updates kept in the store, woken by `updates.kept`
            (group `polls.<instance>`, every record). Also forgets what is past retention.
-  files    consumes `calls.files` (group `files`). Finds the file of a send or an upload (URL
-           fetch, uploaded part, re-typed or renamed file_id) and keeps it in the blob store,
-           then publishes the call with a reference to it to `calls.media`. Runs getFile
-           downloads, media groups and inline answers with files whole; answers to
+  files    consumes `calls.files` (group `files`). Finds the file of a send or an upload, or
+           of each item of a media group or an inline answer (URL fetch, uploaded part,
+           re-typed or renamed file_id) and keeps it in the blob store, then publishes the call
+           with a reference to it to `calls.media`. Runs getFile downloads whole; answers to
            `responses.<ingest>`.
   media    consumes `calls.media` (group `media`). Reads the file's metadata (libmediainfo, by
            ranges from the blob store) and decides the kind of sendFile/uploadFile; publishes

@@ -153,8 +153,8 @@ impl Roles {
 pub struct Stages {
     /// Reads `calls`: plain methods executed, file work handed to `files`.
     pub router: bool,
-    /// Reads `calls.files`: finds and keeps the files of sends and uploads (on to `media`);
-    /// getFile, media groups, inline answers with files.
+    /// Reads `calls.files`: finds and keeps the files of sends, uploads, media groups and
+    /// inline answers (on to `media`); getFile.
     pub files: bool,
     /// Reads `calls.media`: reads a send's file (libmediainfo), decides its kind (on to
     /// `send`).

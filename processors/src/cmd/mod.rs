@@ -150,7 +150,10 @@ impl Command {
     /// an upload crosses the files and media stages first ([`Command::after`]).
     pub fn sends_in(&self) -> Stage {
         match self {
-            Command::Send(_) | Command::UploadOnly(_) => Stage::Send,
+            Command::Send(_)
+            | Command::UploadOnly(_)
+            | Command::MediaGroup(_)
+            | Command::InlineAnswer(_) => Stage::Send,
             other => other.stage(),
         }
     }
@@ -158,9 +161,16 @@ impl Command {
     /// The stage a command goes on to after its part in `stage`, when it does not end there:
     /// files (find and keep the file), media (read it), send.
     pub fn after(&self, stage: Stage) -> Option<Stage> {
-        match (self, stage) {
-            (Command::Send(_) | Command::UploadOnly(_), Stage::Files) => Some(Stage::Media),
-            (Command::Send(_) | Command::UploadOnly(_), Stage::Media) => Some(Stage::Send),
+        let staged = matches!(
+            self,
+            Command::Send(_)
+                | Command::UploadOnly(_)
+                | Command::MediaGroup(_)
+                | Command::InlineAnswer(_)
+        );
+        match stage {
+            Stage::Files if staged => Some(Stage::Media),
+            Stage::Media if staged => Some(Stage::Send),
             _ => None,
         }
     }
@@ -173,14 +183,37 @@ impl Command {
         env: &Envelope<Call>,
         stage: Stage,
     ) -> Result<schemas::Staged, Response> {
-        match stage {
-            Stage::Files => {
+        match (stage, self) {
+            (Stage::Files, Command::MediaGroup(group)) => {
+                let token = passthrough::open_token(deps, env)?;
+                groups::find(deps, env, &token, &group.items).await
+            }
+            (Stage::Files, Command::InlineAnswer(answer)) => {
+                // A token that does not open is answered before any URL is fetched.
+                passthrough::open_token(deps, env)?;
+                inline::find(deps, env, &answer.results).await
+            }
+            (Stage::Files, _) => {
                 let token = passthrough::open_token(deps, env)?;
                 uploads::find(deps, env, &token, self).await
             }
-            Stage::Media => Ok(uploads::read(deps, env, self).await),
+            (Stage::Media, Command::MediaGroup(group)) => {
+                Ok(groups::read(deps, env, &group.items).await)
+            }
+            (Stage::Media, Command::InlineAnswer(_)) => Ok(inline::read(deps, env).await),
+            (Stage::Media, _) => Ok(uploads::read(deps, env, self).await),
             // Nothing else stops on the way.
-            Stage::Router | Stage::Send => Ok(env.payload.staged.clone().unwrap_or_default()),
+            (Stage::Router | Stage::Send, _) => Ok(env.payload.staged.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Whether what the file stages found is this command's: one item per item of a group or
+    /// per result of an inline answer (a record shaped otherwise is worked on again).
+    fn fits(&self, staged: &schemas::Staged) -> bool {
+        match self {
+            Command::MediaGroup(group) => staged.items.len() == group.items.len(),
+            Command::InlineAnswer(answer) => staged.items.len() == answer.results.len(),
+            _ => true,
         }
     }
 
@@ -211,18 +244,24 @@ impl Command {
             Command::GetFile(get) => Box::pin(as_bot(deps, env, move |token| {
                 files::get_file(deps, env, token, get)
             })),
-            Command::Send(target) => Box::pin(as_bot(deps, env, move |token| {
-                uploads::send_file(deps, env, token, target)
+            Command::Send(target) => Box::pin(staged_as_bot(self, deps, env, move |token, s| {
+                uploads::send_file(deps, env, token, target, s)
             })),
-            Command::UploadOnly(upload) => Box::pin(as_bot(deps, env, move |token| {
-                uploads::upload_only(deps, env, token, upload)
+            Command::UploadOnly(upload) => Box::pin(staged_as_bot(self, deps, env, move |t, s| {
+                uploads::upload_only(deps, env, t, upload, s)
             })),
-            Command::MediaGroup(group) => Box::pin(as_bot(deps, env, move |token| {
-                groups::send_media_group(deps, env, token, group.items)
-            })),
-            Command::InlineAnswer(answer) => Box::pin(as_bot(deps, env, move |token| {
-                inline::answer_inline_query(deps, env, token, answer.results)
-            })),
+            Command::MediaGroup(ref group) => {
+                let items = group.items.clone();
+                Box::pin(staged_as_bot(self, deps, env, move |token, s| {
+                    groups::send_media_group(deps, env, token, items, s)
+                }))
+            }
+            Command::InlineAnswer(ref answer) => {
+                let results = answer.results.clone();
+                Box::pin(staged_as_bot(self, deps, env, move |token, s| {
+                    inline::answer_inline_query(deps, env, token, results, s)
+                }))
+            }
             Command::SetWebhook(set) => Box::pin(webhooks::set_webhook(deps, env, set)),
             Command::DeleteWebhook(delete) => Box::pin(webhooks::delete_webhook(deps, env, delete)),
             Command::WebhookInfo => Box::pin(webhooks::webhook_info(deps, env)),
@@ -241,6 +280,42 @@ impl Command {
             })),
         }
     }
+}
+
+/// Runs a staged command in its sending stage ([`Command::sends_in`]) as the bot, with what
+/// the files and media stages found: carried with the call, or, for a call that reached the
+/// stage some other way (or whose record does not fit it), found and read here as those
+/// stages would.
+async fn staged_as_bot<F, Fut>(
+    command: Command,
+    deps: &Deps,
+    env: &Envelope<Call>,
+    run: F,
+) -> Response
+where
+    F: FnOnce(BotToken, schemas::Staged) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let token = match passthrough::open_token(deps, env) {
+        Ok(token) => token,
+        Err(answer) => return answer,
+    };
+    let staged = match &env.payload.staged {
+        Some(staged) if command.fits(staged) => staged.clone(),
+        _ => {
+            let mut env = env.clone();
+            let found = match command.step(deps, &env, Stage::Files).await {
+                Ok(found) => found,
+                Err(answer) => return answer,
+            };
+            env.payload.staged = Some(found);
+            match command.step(deps, &env, Stage::Media).await {
+                Ok(read) => read,
+                Err(answer) => return answer,
+            }
+        }
+    };
+    run(token, staged).await
 }
 
 /// Runs a command that acts as the bot itself (file downloads, MTProto uploads) with its token
@@ -278,6 +353,26 @@ pub(crate) mod tests {
 
     fn parse(method: &str, query: &str) -> Command {
         Command::parse(&call(method, query)).expect("parses")
+    }
+
+    #[test]
+    fn staged_commands_cross_files_media_and_send_and_a_record_must_fit() {
+        let group = Command::MediaGroup(MediaGroup {
+            items: vec![serde_json::json!({"type": "photo", "media": "http://x/1"}); 2],
+        });
+        assert_eq!(group.after(Stage::Router), None);
+        assert_eq!(group.after(Stage::Files), Some(Stage::Media));
+        assert_eq!(group.after(Stage::Media), Some(Stage::Send));
+        assert_eq!(group.after(Stage::Send), None);
+        assert_eq!(
+            (group.stage(), group.sends_in()),
+            (Stage::Files, Stage::Send)
+        );
+        assert_eq!(Command::Passthrough.sends_in(), Stage::Router);
+        let mut staged = schemas::Staged::default();
+        assert!(!group.fits(&staged), "no item for the group's two");
+        staged.items = vec![Default::default(); 2];
+        assert!(group.fits(&staged));
     }
 
     #[test]
