@@ -81,19 +81,22 @@ impl Handle {
         unsafe { MediaInfoA_Open_Buffer_Init(self.0.as_ptr(), size, offset) };
     }
 
-    pub fn feed(&mut self, buf: &[u8]) -> Next {
+    /// Gives the next bytes; says what the parser wants next and whether it has recognised a
+    /// format yet (libmediainfo's "accepted" bit).
+    pub fn feed(&mut self, buf: &[u8]) -> (Next, bool) {
         // SAFETY: valid handle; the library reads `len` bytes from `buf` during the call only.
         let status =
             unsafe { MediaInfoA_Open_Buffer_Continue(self.0.as_ptr(), buf.as_ptr(), buf.len()) };
         // SAFETY: valid handle.
         let goto = unsafe { MediaInfoA_Open_Buffer_Continue_GoTo_Get(self.0.as_ptr()) };
-        if goto != u64::MAX {
+        let next = if goto != u64::MAX {
             Next::Seek(goto)
         } else if status & 0x08 != 0 {
             Next::Done
         } else {
             Next::More
-        }
+        };
+        (next, status & 0x01 != 0)
     }
 
     pub fn finish(&mut self) {

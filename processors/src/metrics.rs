@@ -96,7 +96,7 @@ pub static POLLS_WAITING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 pub static HANDED_OVER: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "telepipe_calls_handed_over_total",
-        "Calls the router handed to the files stage (on calls.files)."
+        "Hand-overs from one stage to the next (to calls.files, calls.media, calls.send): a file send counts three."
     )
     .expect("metric registers once")
 });

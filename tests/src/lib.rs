@@ -129,7 +129,9 @@ pub async fn spawn_command(mut cmd: Command, log: &std::path::Path) -> Result<(C
         .create(true)
         .append(true)
         .open(log)?;
-    cmd.env("TELEPIPE_LOG", "info")
+    // `TELEPIPE_TEST_LOG` (a `TELEPIPE_LOG` filter) for more detail while chasing a failure.
+    let filter = std::env::var("TELEPIPE_TEST_LOG").unwrap_or_else(|_| "info".into());
+    cmd.env("TELEPIPE_LOG", filter)
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true);
