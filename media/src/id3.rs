@@ -34,44 +34,88 @@ pub fn read(head: &[u8]) -> Option<Tag> {
         end: 10 + size + footer,
         ..Tag::default()
     };
-    // Unsynchronised or extended tags are stepped over without their text: rare, and their
-    // frames are not where a plain walk expects them.
-    if flags & 0xc0 == 0 {
-        let frames = &head[10..head.len().min(10 + size as usize)];
-        walk(major, frames, &mut tag);
+    // An unsynchronised tag (or, in v2.2, a compressed one) is stepped over without its text:
+    // rare, and its frames are not where a plain walk expects them.
+    let unreadable = flags & 0x80 != 0 || (major == 2 && flags & 0x40 != 0);
+    let frames = head.get(10..head.len().min(10 + size as usize));
+    if let (false, Some(frames)) = (unreadable, frames) {
+        let frames = if major > 2 && flags & 0x40 != 0 {
+            extended_header(major, frames).and_then(|skip| frames.get(skip..))
+        } else {
+            Some(frames)
+        };
+        if let Some(frames) = frames {
+            walk(major, frames, &mut tag);
+        }
     }
     Some(tag)
+}
+
+/// How long the extended header `frames` starts with is: in v2.3 its size does not count
+/// itself, in v2.4 it does (and is synchsafe).
+fn extended_header(major: u8, frames: &[u8]) -> Option<usize> {
+    let bytes = frames.get(..4)?;
+    let n = if major == 3 {
+        u64::from(u32::from_be_bytes(bytes.try_into().ok()?)) + 4
+    } else {
+        synchsafe(bytes)?
+    };
+    usize::try_from(n).ok()
+}
+
+/// Whether a frame can start at `at` of `frames`: an ID of capitals and digits, padding, the
+/// end, or past what is at hand (which cannot be told).
+fn lands(frames: &[u8], at: usize, id_len: usize) -> bool {
+    match frames.get(at..) {
+        None | Some([]) | Some([0, ..]) => true,
+        Some(rest) => rest
+            .iter()
+            .take(id_len)
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+    }
 }
 
 fn walk(major: u8, mut frames: &[u8], tag: &mut Tag) {
     let (id_len, header) = if major == 2 { (3, 6) } else { (4, 10) };
     while frames.len() >= header && frames[0] != 0 {
         let id = &frames[..id_len];
+        let plain = |b: &[u8]| b.iter().fold(0usize, |acc, &x| acc << 8 | x as usize);
         let size = match major {
-            2 => u32::from_be_bytes([0, frames[3], frames[4], frames[5]]) as u64,
-            3 => u32::from_be_bytes(frames[4..8].try_into().expect("four bytes")) as u64,
-            _ => match synchsafe(&frames[4..8]) {
-                Some(s) => s,
-                None => return,
-            },
+            2 => plain(&frames[3..6]),
+            3 => plain(&frames[4..8]),
+            // v2.4 sizes are synchsafe, but some taggers (iTunes) write plain ones: the reading
+            // that lands on a next frame wins.
+            _ => {
+                let safe = synchsafe(&frames[4..8]).and_then(|s| usize::try_from(s).ok());
+                let written = plain(&frames[4..8]);
+                match safe {
+                    Some(s) if lands(frames, header.saturating_add(s), id_len) => s,
+                    _ if lands(frames, header.saturating_add(written), id_len) => written,
+                    Some(s) => s,
+                    None => return,
+                }
+            }
         };
         // Compressed, encrypted, grouped or unsynchronised frames are not plain text.
-        let plain = match major {
+        let text_frame = match major {
             2 => true,
             3 => frames[9] & 0xe0 == 0,
             _ => frames[9] & 0x4f == 0,
         };
-        let Some(body) = frames.get(header..header + size as usize) else {
+        let Some(body) = header
+            .checked_add(size)
+            .and_then(|end| frames.get(header..end))
+        else {
             return;
         };
-        if plain {
+        if text_frame {
             match id {
                 b"TIT2" | b"TT2" => tag.title = tag.title.take().or_else(|| text(body)),
                 b"TPE1" | b"TP1" => tag.performer = tag.performer.take().or_else(|| text(body)),
                 _ => {}
             }
         }
-        frames = &frames[header + size as usize..];
+        frames = &frames[header + body.len()..];
     }
 }
 
@@ -189,6 +233,51 @@ pub(crate) mod tests {
         assert_eq!(read(&latin1).unwrap().title.as_deref(), Some("Café"));
         let be = tag(4, &[(b"TPE1", b"\x02\x00A\x00B".to_vec())], 0);
         assert_eq!(read(&be).unwrap().performer.as_deref(), Some("AB"));
+    }
+
+    /// A tag header (`flags`) around `body`.
+    fn around(major: u8, flags: u8, body: &[u8]) -> Vec<u8> {
+        let n = body.len() as u32;
+        let mut t = vec![b'I', b'D', b'3', major, 0, flags];
+        t.extend_from_slice(&[
+            (n >> 21) as u8 & 0x7f,
+            (n >> 14) as u8 & 0x7f,
+            (n >> 7) as u8 & 0x7f,
+            n as u8 & 0x7f,
+        ]);
+        t.extend_from_slice(body);
+        t
+    }
+
+    #[test]
+    fn extended_headers_are_stepped_over() {
+        let title = frame(3, b"TIT2", b"\x03Song");
+        // v2.3: a size (6) that does not count itself, flags, the padding size.
+        let v3 = around(
+            3,
+            0x40,
+            &[&[0, 0, 0, 6, 0, 0, 0, 0, 0, 0][..], &title].concat(),
+        );
+        assert_eq!(read(&v3).unwrap().title.as_deref(), Some("Song"));
+        // v2.4: a synchsafe size (6) that counts itself, one flag byte, no flags.
+        let title = frame(4, b"TIT2", b"\x03Song");
+        let v4 = around(4, 0x40, &[&[0, 0, 0, 6, 1, 0][..], &title].concat());
+        assert_eq!(read(&v4).unwrap().title.as_deref(), Some("Song"));
+    }
+
+    /// iTunes writes v2.4 frame sizes as plain integers: read either way, the one that lands on
+    /// the next frame is taken.
+    #[test]
+    fn plain_sizes_in_a_v24_tag_are_understood() {
+        let mut other = b"TXXX".to_vec();
+        other.extend_from_slice(&300u32.to_be_bytes());
+        other.extend_from_slice(&[0, 0]);
+        other.extend_from_slice(&[b'x'; 300]);
+        let body = [other, frame(4, b"TIT2", b"\x03Song")].concat();
+        assert_eq!(
+            read(&around(4, 0, &body)).unwrap().title.as_deref(),
+            Some("Song")
+        );
     }
 
     #[test]

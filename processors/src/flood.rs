@@ -498,8 +498,11 @@ fn next_ask() -> u32 {
 }
 
 /// Runs a handed-over call with the place a router elsewhere keeps for it.
-pub async fn with_place<F: std::future::Future>(place: Arc<Place>, fut: F) -> F::Output {
-    PLACE.scope(place, fut).await
+pub fn with_place<F: std::future::Future>(
+    place: Arc<Place>,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    PLACE.scope(place, fut)
 }
 
 tokio::task_local! {
@@ -511,14 +514,13 @@ tokio::task_local! {
 }
 
 /// Runs a call with the place it took in its chat's queue.
-pub(crate) async fn with_ticket<F: std::future::Future>(
+/// Not an `async fn`, which would hold `fut` twice ([`telegram::sent::track`]); without a
+/// ticket the scope holds none.
+pub(crate) fn with_ticket<F: std::future::Future>(
     ticket: Option<Ticket>,
     fut: F,
-) -> F::Output {
-    match ticket {
-        Some(t) => TICKET.scope(std::cell::RefCell::new(Some(t)), fut).await,
-        None => fut.await,
-    }
+) -> impl std::future::Future<Output = F::Output> {
+    TICKET.scope(std::cell::RefCell::new(ticket), fut)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -51,9 +51,10 @@ tokio::task_local! {
     static GATE: Arc<Gate>;
 }
 
-/// Runs `fut` behind `gate`.
-pub(crate) async fn scope<F: Future>(gate: Arc<Gate>, fut: F) -> F::Output {
-    GATE.scope(gate, fut).await
+/// Runs `fut` behind `gate`. Not an `async fn`, which would hold `fut` twice
+/// ([`telegram::sent::track`]).
+pub(crate) fn scope<F: Future>(gate: Arc<Gate>, fut: F) -> impl Future<Output = F::Output> {
+    GATE.scope(gate, fut)
 }
 
 /// Whether the current call may go upstream now: `Err` carries its answer when another run

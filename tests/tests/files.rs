@@ -77,7 +77,7 @@ async fn a_60_mb_chunked_upload_streams_with_flat_memory() {
     // and allocator pages that path needs at all are then counted in it. With transparent huge
     // pages always on, those alone grew the peak by tens of MB on some machines, after a
     // warm-up with getMe only. What is left to measure is what grows with the file.
-    send_chunked(&gw, bot, 6 * 1024 * 1024).await;
+    send_chunked(&gw, bot, 1024 * 1024).await;
     let before = gw.status_kb("VmHWM");
 
     let mut hasher = Sha256::new();

@@ -176,8 +176,19 @@ impl Command {
     }
 
     /// A staged command's part in `stage` ([`Command::after`]): what it found, to go on with,
-    /// or the answer when the call ends here (a URL refused, nothing to upload).
-    pub async fn step(
+    /// or the answer when the call ends here (a URL refused, nothing to upload). Boxed, as
+    /// [`Command::apply`] boxes every command but the passthrough: inline, the finding and
+    /// reading of files made every call's future 67 KB, copied whole into its task.
+    pub fn step<'a>(
+        &'a self,
+        deps: &'a Deps,
+        env: &'a Envelope<Call>,
+        stage: Stage,
+    ) -> BoxFuture<'a, Result<schemas::Staged, Response>> {
+        Box::pin(self.step_inline(deps, env, stage))
+    }
+
+    async fn step_inline(
         &self,
         deps: &Deps,
         env: &Envelope<Call>,
