@@ -173,12 +173,7 @@ pub(crate) mod tests {
         match major {
             2 => f.extend_from_slice(&n.to_be_bytes()[1..]),
             3 => f.extend_from_slice(&n.to_be_bytes()),
-            _ => f.extend_from_slice(&[
-                (n >> 21) as u8 & 0x7f,
-                (n >> 14) as u8 & 0x7f,
-                (n >> 7) as u8 & 0x7f,
-                n as u8 & 0x7f,
-            ]),
+            _ => f.extend_from_slice(&synchsafe_bytes(body.len())),
         }
         if major > 2 {
             f.extend_from_slice(&[0, 0]);
@@ -195,16 +190,12 @@ pub(crate) mod tests {
         }
         let pic_id: &[u8] = if major == 2 { b"PIC" } else { b"APIC" };
         body.extend(frame(major, pic_id, &vec![0x55; picture]));
-        let n = body.len() as u32;
-        let mut t = vec![b'I', b'D', b'3', major, 0, 0];
-        t.extend_from_slice(&[
-            (n >> 21) as u8 & 0x7f,
-            (n >> 14) as u8 & 0x7f,
-            (n >> 7) as u8 & 0x7f,
-            n as u8 & 0x7f,
-        ]);
-        t.extend(body);
-        t
+        around(major, 0, &body)
+    }
+
+    /// `n` written 7 bits a byte.
+    fn synchsafe_bytes(n: usize) -> [u8; 4] {
+        [21, 14, 7, 0].map(|shift| (n >> shift) as u8 & 0x7f)
     }
 
     #[test]
@@ -237,14 +228,8 @@ pub(crate) mod tests {
 
     /// A tag header (`flags`) around `body`.
     fn around(major: u8, flags: u8, body: &[u8]) -> Vec<u8> {
-        let n = body.len() as u32;
         let mut t = vec![b'I', b'D', b'3', major, 0, flags];
-        t.extend_from_slice(&[
-            (n >> 21) as u8 & 0x7f,
-            (n >> 14) as u8 & 0x7f,
-            (n >> 7) as u8 & 0x7f,
-            n as u8 & 0x7f,
-        ]);
+        t.extend_from_slice(&synchsafe_bytes(body.len()));
         t.extend_from_slice(body);
         t
     }

@@ -809,6 +809,35 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
 mod tests {
     use super::*;
 
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, R>(_: impl Fn(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// A future of 4 KB or more.
+    async fn big() {
+        let held = [7u8; 4096];
+        tokio::task::yield_now().await;
+        std::hint::black_box(&held);
+    }
+
+    /// The task-local scopes a call runs in add little to its future, not a second copy of
+    /// it (which an `async fn` wrapper holds): every call's task carries them.
+    #[test]
+    fn scopes_add_little_to_a_calls_future() {
+        let inner = returned_size(|(): ()| big());
+        assert!(inner >= 4096, "{inner}");
+        let sizes = [
+            ("track", returned_size(|f| telegram::sent::track(f, big()))),
+            ("gate", returned_size(|g| gate::scope(g, big()))),
+            ("place", returned_size(|p| flood::with_place(p, big()))),
+            ("ticket", returned_size(|t| flood::with_ticket(t, big()))),
+        ];
+        for (scope, size) in sizes {
+            assert!(size < inner + 256, "{scope}: {inner} -> {size}");
+        }
+    }
+
     #[test]
     fn a_call_is_claimed_once_while_it_runs() {
         let running = Running::default();

@@ -8,15 +8,15 @@ use crate::blobs::{check_key, BlobError, BlobReader, Blobs, ByteStream, LocalBlo
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayloadMut, WriteMultipart};
 use schemas::BlobRef;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Part size of multipart uploads: S3's least. An upload holds at most the part being filled
 /// and two being sent, so its memory is three parts whatever the file's size. With 8 MiB
-/// parts, the chunks copied into the part being filled and the first part gathered in a
-/// buffer that grew by doubling, a 60 MB upload grew the peak by 31 MB.
+/// parts and the first part gathered in a buffer that grew by doubling, a 60 MB upload grew
+/// the peak by 31 MB.
 const PART: usize = 5 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
@@ -94,8 +94,9 @@ impl Blobs for ObjectBlobs {
         let tmp = Path::from(format!("tmp/{:032x}", rand::random::<u128>()));
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
-        // The chunks as they came (no copy), until there is a part's worth.
-        let (mut first, mut gathered): (Vec<bytes::Bytes>, usize) = (Vec::new(), 0);
+        // Copied into fixed blocks until there is a part's worth: a chunk kept as it came would
+        // keep its reader's whole buffer alive (hyper's reads pin up to 3x their length).
+        let mut first = PutPayloadMut::new();
         let mut multipart: Option<WriteMultipart> = None;
         let written = async {
             while let Some(chunk) = stream.next().await {
@@ -108,17 +109,20 @@ impl Blobs for ObjectBlobs {
                 match &mut multipart {
                     Some(w) => {
                         // At most one part in flight before this chunk, which may complete
-                        // a second: with the part filling, memory stays at three parts.
+                        // a second: with the part filling, memory stays at three parts (for
+                        // chunks smaller than a part, as streams give).
                         w.wait_for_capacity(2).await.map_err(io)?;
-                        w.put(chunk);
+                        w.write(&chunk);
                     }
                     None => {
-                        gathered += chunk.len();
-                        first.push(chunk);
-                        if gathered >= PART {
+                        first.extend_from_slice(&chunk);
+                        if first.content_length() >= PART {
                             let upload = self.store.put_multipart(&tmp).await.map_err(io)?;
                             let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-                            first.drain(..).for_each(|c| w.put(c));
+                            std::mem::take(&mut first)
+                                .freeze()
+                                .into_iter()
+                                .for_each(|block| w.put(block));
                             multipart = Some(w);
                         }
                     }
@@ -130,7 +134,7 @@ impl Blobs for ObjectBlobs {
                 }
                 None => {
                     self.store
-                        .put(&tmp, first.drain(..).collect::<PutPayload>())
+                        .put(&tmp, std::mem::take(&mut first).freeze())
                         .await
                         .map_err(io)?;
                 }
