@@ -88,6 +88,23 @@ impl ObjectBlobs {
     }
 }
 
+/// A multipart upload not yet completed: aborted if dropped so (its `put` dropped, its client
+/// gone), since the parts sent would stay stored, unlisted and billed. Only the last part's
+/// failure inside `WriteMultipart::finish` is left to the bucket's lifecycle rule.
+struct Unfinished(Option<WriteMultipart>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let (Some(w), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(error) = w.abort().await {
+                    tracing::warn!(%error, "could not abort an unfinished multipart upload");
+                }
+            });
+        }
+    }
+}
+
 #[async_trait]
 impl Blobs for ObjectBlobs {
     async fn put(&self, mut stream: ByteStream<'_>, limit: u64) -> Result<BlobRef, BlobError> {
@@ -97,7 +114,8 @@ impl Blobs for ObjectBlobs {
         // Copied into fixed blocks until there is a part's worth: a chunk kept as it came would
         // keep its reader's whole buffer alive (hyper's reads pin up to 3x their length).
         let mut first = PutPayloadMut::new();
-        let mut multipart: Option<WriteMultipart> = None;
+        let mut upload = Unfinished(None);
+        let multipart = &mut upload.0;
         let written = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(BlobError::Source)?;
@@ -106,7 +124,7 @@ impl Blobs for ObjectBlobs {
                     return Err(BlobError::TooLarge { limit });
                 }
                 hasher.update(&chunk);
-                match &mut multipart {
+                match multipart {
                     Some(w) => {
                         // At most one part in flight before this chunk, which may complete
                         // a second: with the part filling, memory stays at three parts (for
@@ -123,10 +141,15 @@ impl Blobs for ObjectBlobs {
                                 .freeze()
                                 .into_iter()
                                 .for_each(|block| w.put(block));
-                            multipart = Some(w);
+                            *multipart = Some(w);
                         }
                     }
                 }
+            }
+            // Every part sent while the upload is still held here (a failed part aborts it),
+            // then the last part and the completion.
+            if let Some(w) = multipart {
+                w.wait_for_capacity(0).await.map_err(io)?;
             }
             match multipart.take() {
                 Some(w) => {
@@ -143,7 +166,7 @@ impl Blobs for ObjectBlobs {
         }
         .await;
         if let Err(e) = written {
-            if let Some(w) = multipart {
+            if let Some(w) = upload.0.take() {
                 let _ = w.abort().await;
             }
             let _ = self.store.delete(&tmp).await;
@@ -235,6 +258,153 @@ mod tests {
     async fn in_memory_object_store_passes_the_blob_suite() {
         let b = ObjectBlobs::new(Arc::new(object_store::memory::InMemory::new()));
         crate::blobs::testsuite::run_all(&b).await;
+    }
+
+    /// An in-memory store whose multipart uploads count their aborts and fail part
+    /// `fail_part` (0: none).
+    #[derive(Debug)]
+    struct Watched {
+        inner: object_store::memory::InMemory,
+        aborts: Arc<std::sync::atomic::AtomicUsize>,
+        fail_part: usize,
+    }
+
+    impl std::fmt::Display for Watched {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Watched")
+        }
+    }
+
+    #[derive(Debug)]
+    struct WatchedUpload {
+        inner: Box<dyn object_store::MultipartUpload>,
+        aborts: Arc<std::sync::atomic::AtomicUsize>,
+        parts: usize,
+        fail_part: usize,
+    }
+
+    #[async_trait]
+    impl object_store::MultipartUpload for WatchedUpload {
+        fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
+            self.parts += 1;
+            if self.parts == self.fail_part {
+                return Box::pin(async {
+                    Err(object_store::Error::Generic {
+                        store: "Watched",
+                        source: "a part failed".into(),
+                    })
+                });
+            }
+            self.inner.put_part(data)
+        }
+        async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+            self.inner.complete().await
+        }
+        async fn abort(&mut self) -> object_store::Result<()> {
+            self.aborts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Watched {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            Ok(Box::new(WatchedUpload {
+                inner: self.inner.put_multipart_opts(location, opts).await?,
+                aborts: self.aborts.clone(),
+                parts: 0,
+                fail_part: self.fail_part,
+            }))
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &Path) -> object_store::Result<()> {
+            self.inner.delete(location).await
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    /// A multipart upload that does not complete is aborted: a part that fails, or a `put`
+    /// dropped mid-way (its client gone); one that completes is not.
+    #[tokio::test]
+    async fn an_unfinished_multipart_upload_is_aborted() {
+        let watched = |fail_part| {
+            let aborts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let store = Watched {
+                inner: object_store::memory::InMemory::new(),
+                aborts: aborts.clone(),
+                fail_part,
+            };
+            (ObjectBlobs::new(Arc::new(store)), aborts)
+        };
+        let chunks = |n: usize| -> ByteStream<'static> {
+            Box::pin(futures_util::stream::iter(
+                (0..n).map(|i| Ok(bytes::Bytes::from(vec![i as u8; 1024 * 1024]))),
+            ))
+        };
+        let aborted =
+            |a: &Arc<std::sync::atomic::AtomicUsize>| a.load(std::sync::atomic::Ordering::SeqCst);
+        // Completed: 12 MB, three parts.
+        let (blobs, aborts) = watched(0);
+        blobs.put(chunks(12), u64::MAX).await.unwrap();
+        assert_eq!(aborted(&aborts), 0);
+        // The second part fails.
+        let (blobs, aborts) = watched(2);
+        assert!(blobs.put(chunks(12), u64::MAX).await.is_err());
+        assert_eq!(aborted(&aborts), 1);
+        // Dropped after its first part went: the stream stalls once 6 MB have come.
+        let (blobs, aborts) = watched(0);
+        let stalled: ByteStream<'static> =
+            Box::pin(chunks(6).chain(futures_util::stream::pending()));
+        let put = blobs.put(stalled, u64::MAX);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), put)
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while aborted(&aborts) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the dropped upload is aborted");
     }
 
     #[tokio::test]
