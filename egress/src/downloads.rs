@@ -11,7 +11,8 @@
 //!
 //! Every download gets an audit row (method `file` or `storage`).
 
-use crate::storage::{self, error_response};
+use crate::storage;
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use store::blobs::Blobs;
@@ -100,7 +101,7 @@ impl Downloads {
             None
         };
         let Some(row) = row else {
-            return error_response(&ApiError::not_found());
+            return ApiError::not_found().into_response();
         };
         let response = storage::serve(self.blobs.as_ref(), &row, req.method(), req.headers()).await;
         self.audit(
@@ -124,14 +125,14 @@ impl Downloads {
             .decode_utf8_lossy()
             .into_owned();
         let Ok(token) = BotToken::parse(&token_str) else {
-            return error_response(&ApiError::unauthorized());
+            return ApiError::unauthorized().into_response();
         };
         if file_path.is_empty() {
-            return error_response(&ApiError::not_found());
+            return ApiError::not_found().into_response();
         }
         let head = req.method() == http::Method::HEAD;
         if !head && req.method() != http::Method::GET {
-            return error_response(&ApiError::method_not_allowed());
+            return ApiError::method_not_allowed().into_response();
         }
         let file_path = percent_decode_str(file_path)
             .decode_utf8_lossy()
@@ -148,7 +149,7 @@ impl Downloads {
         let found = match found {
             Some(row) if row.bot_id != bot => {
                 self.audit(bot, fingerprint, "file", &file_path, received_ms, 404);
-                return error_response(&ApiError::not_found());
+                return ApiError::not_found().into_response();
             }
             Some(row) => Some(row),
             None => self.stored(&official_key(bot, &file_path)).await,
@@ -181,12 +182,9 @@ impl Downloads {
             }
             Err(error) => {
                 tracing::warn!(%error, "file download from upstream failed");
-                let e = if error.forwarded() {
-                    ApiError::gateway_timeout("upstream did not answer in time")
-                } else {
-                    ApiError::bad_gateway("upstream is unreachable")
-                };
-                (error_response(&e), e.status())
+                let e = ApiError::from(&error);
+                let status = e.status();
+                (e.into_response(), status)
             }
         };
         self.audit(bot, fingerprint, "file", &file_path, received_ms, status);
@@ -256,7 +254,7 @@ impl Downloads {
         let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         builder
             .body(Body::from_stream(body))
-            .unwrap_or_else(|_| error_response(&ApiError::internal("bad upstream headers")))
+            .unwrap_or_else(|_| ApiError::internal("bad upstream headers").into_response())
     }
 
     async fn relay(&self, up: reqwest::Response) -> Response<Body> {
@@ -269,7 +267,7 @@ impl Downloads {
         if status.as_u16() >= 400 && !is_json {
             // An error page is no use to a Bot API client: give it the shape it knows.
             let reason = status.canonical_reason().unwrap_or("Error");
-            return error_response(&ApiError::new(status.as_u16(), reason));
+            return ApiError::new(status.as_u16(), reason).into_response();
         }
         let mut builder = Response::builder().status(status.as_u16());
         for h in FORWARDED_RESPONSE {
@@ -279,7 +277,7 @@ impl Downloads {
         }
         builder
             .body(Body::from_stream(up.bytes_stream()))
-            .unwrap_or_else(|_| error_response(&ApiError::internal("bad upstream headers")))
+            .unwrap_or_else(|_| ApiError::internal("bad upstream headers").into_response())
     }
 
     /// Writes the audit row off the request path.

@@ -4,19 +4,12 @@
 //! blob store; nothing holds the file.
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use schemas::ApiError;
 use store::blobs::Blobs;
 use store::FileRow;
-
-pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(e.to_json()))
-        .expect("static headers are valid")
-}
 
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,7 +100,7 @@ pub async fn serve(
 ) -> Response<Body> {
     let head = method == Method::HEAD;
     if !head && method != Method::GET {
-        return error_response(&ApiError::method_not_allowed());
+        return ApiError::method_not_allowed().into_response();
     }
     let size = row.blob.size;
     let etag = format!("\"{}\"", row.blob.sha256);
@@ -130,14 +123,11 @@ pub async fn serve(
         Wanted::Whole => (StatusCode::OK, 0, size),
         Wanted::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         Wanted::Unsatisfiable => {
-            return Response::builder()
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(
-                    ApiError::new(416, "Requested Range Not Satisfiable").to_json(),
-                ))
-                .expect("valid headers");
+            let mut refused = ApiError::new(416, "Requested Range Not Satisfiable").into_response();
+            if let Ok(range) = format!("bytes */{size}").parse() {
+                refused.headers_mut().insert(header::CONTENT_RANGE, range);
+            }
+            return refused;
         }
     };
     let mut b = Response::builder()
@@ -169,11 +159,11 @@ pub async fn serve(
         Ok(c) => c,
         Err(error) => {
             tracing::error!(%error, path = %row.path, "a stored file is missing from the blob store");
-            return error_response(&ApiError::not_found());
+            return ApiError::not_found().into_response();
         }
     };
     b.body(Body::from_stream(chunks))
-        .unwrap_or_else(|_| error_response(&ApiError::internal("bad headers")))
+        .unwrap_or_else(|_| ApiError::internal("bad headers").into_response())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod parse;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use bus::reply::Correlator;
 use bus::Bus;
 use http::{header, Request, Response, StatusCode};
@@ -186,7 +187,7 @@ impl Ingest {
                 tracing::warn!(%error, "could not record a rejected call");
             }
             metrics::observe(label, "rejected", started);
-            return error_response(&err);
+            return err.into_response();
         }
 
         // Register before publishing: the answer may come back before `publish` returns.
@@ -201,7 +202,7 @@ impl Ingest {
         if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
             tracing::error!(%error, "could not publish a call");
             metrics::observe(label, "unavailable", started);
-            return error_response(&not_queued(&error, &target.method));
+            return not_queued(&error, &target.method).into_response();
         }
         // Dropped with the request when its client goes away first: a send still waiting in a
         // flood control queue is then not sent.
@@ -232,11 +233,9 @@ impl Ingest {
                 // The call is on the bus: it may have been sent, or be sent yet. A 5xx would
                 // invite a resend (ENHANCED.md), so only a read gets one.
                 if schemas::catalogue::only_reads(&target.method) {
-                    error_response(&ApiError::gateway_timeout("the call took too long"))
+                    ApiError::gateway_timeout("the call took too long").into_response()
                 } else {
-                    error_response(&ApiError::unknown_outcome(
-                        schemas::UnknownOutcome::NoAnswer,
-                    ))
+                    ApiError::unknown_outcome(schemas::UnknownOutcome::NoAnswer).into_response()
                 }
             }
         }
@@ -258,18 +257,19 @@ impl Ingest {
                 Err(error) => {
                     tracing::error!(%error, "answer blob is missing");
                     // The call went upstream: no 5xx for one that may have changed something.
-                    return error_response(&if reads {
+                    return if reads {
                         ApiError::internal("the answer was lost")
                     } else {
                         ApiError::unknown_outcome(schemas::UnknownOutcome::AnswerLost)
-                    });
+                    }
+                    .into_response();
                 }
             },
             inline => Body::from(inline.inline_bytes().unwrap_or_default().into_owned()),
         };
         builder
             .body(body)
-            .unwrap_or_else(|_| error_response(&ApiError::internal("bad answer headers")))
+            .unwrap_or_else(|_| ApiError::internal("bad answer headers").into_response())
     }
 }
 
@@ -317,15 +317,6 @@ impl Drop for ClientGone {
             }
         });
     }
-}
-
-/// A Bot API-shaped error as an HTTP response.
-pub fn error_response(e: &ApiError) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(e.to_json()))
-        .expect("static headers are valid")
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Bot API: getBackend, getProfilePhotos, getChatByFile, getMessage.
 
 use crate::cmd::{GetMessage, GetProfilePhotos};
+use crate::failures;
 use crate::passthrough::execute;
 use crate::uploads::{as_call, text};
 use crate::Deps;
@@ -9,13 +10,6 @@ use schemas::{ApiError, BotToken, Call, CallBody, Envelope, Response};
 use serde_json::{json, Value};
 use telegram::file_id::FileId;
 use telegram::mtproto::tl;
-
-/// What a method that needs MTProto answers without it.
-fn needs_mtproto(method: &str) -> Response {
-    Response::from_error(&ApiError::bad_request(format!(
-        "{method} needs MTProto: set TELEGRAM_API_ID and TELEGRAM_API_HASH (--api-id, --api-hash)"
-    )))
-}
 
 /// getBackend: the Chat of the identity the gateway uses on MTProto for this bot (the bot
 /// itself: it logs in as the bot), or else the storage chat.
@@ -92,7 +86,7 @@ pub(crate) async fn get_profile_photos(
     which: GetProfilePhotos,
 ) -> Response {
     let Some(mtproto) = deps.files.mtproto() else {
-        return needs_mtproto("getProfilePhotos");
+        return failures::needs_mtproto("getProfilePhotos").into();
     };
     let not_found = || Response::from_error(&ApiError::bad_request("chat not found"));
     let id = match chat_named(deps, &token, env, &["chat_id", "user_id"]).await {
@@ -126,7 +120,7 @@ pub(crate) async fn get_profile_photos(
             )
         }
         Err(e) if e.is_bad_request() => not_found(),
-        Err(e) => Response::from_error(&ApiError::bad_gateway(e.to_string())),
+        Err(e) => failures::mtproto(e).into(),
     }
 }
 
@@ -157,7 +151,7 @@ pub(crate) async fn get_message(
     which: GetMessage,
 ) -> Response {
     let Some(mtproto) = deps.files.mtproto() else {
-        return needs_mtproto("getMessage");
+        return failures::needs_mtproto("getMessage").into();
     };
     let not_found = |what: &str| Response::from_error(&ApiError::bad_request(what));
     let chat = match chat_named(deps, &token, env, &["chat_id"]).await {
@@ -186,7 +180,7 @@ pub(crate) async fn get_message(
         Ok(Some(found)) => found,
         Ok(None) => return not_found("message not found"),
         Err(e) if e.is_bad_request() => return not_found("chat not found"),
-        Err(e) => return Response::from_error(&ApiError::bad_gateway(e.to_string())),
+        Err(e) => return failures::mtproto(e).into(),
     };
     let reply = match telegram::message::reply_to_id(&message) {
         Some(id) => match read(id).await {

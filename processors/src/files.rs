@@ -14,6 +14,7 @@
 //! running downloads can live in memory; after a rebalance the worst case is a second
 //! download of the same bytes, which the content address folds into one blob.
 
+use crate::failures::{self, Origin};
 use crate::passthrough::{from_answer, time_left};
 use crate::Deps;
 use futures_util::StreamExt;
@@ -24,11 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::blobs::{BlobError, ByteStream};
+use store::blobs::ByteStream;
 use store::FileRow;
 use telegram::botapi::UpstreamBody;
 use telegram::file_id::FileId;
-use telegram::mtproto::{Mtproto, MtprotoError};
+use telegram::mtproto::Mtproto;
 use tokio::sync::watch;
 
 /// Bot API getFile answers are small: anything this big is not one.
@@ -328,12 +329,7 @@ async fn official_get_file(deps: &Deps, job: &Job) -> Official {
         .await;
     let answer = match answer {
         Ok(a) => a,
-        Err(error) => {
-            tracing::warn!(%error, "getFile upstream failed");
-            return Official::Answer(Response::from_error(&ApiError::bad_gateway(
-                "upstream is unreachable",
-            )));
-        }
+        Err(error) => return Official::Answer(failures::upstream(error).into()),
     };
     let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     if v["ok"] == true {
@@ -382,19 +378,7 @@ async fn download(deps: &Deps, job: &Job) -> Result<FileRow, Response> {
         .blobs
         .put(Box::pin(counted), cfg.max_file)
         .await
-        .map_err(|e| match e {
-            BlobError::TooLarge { .. } => {
-                Response::from_error(&ApiError::bad_request("file is too big"))
-            }
-            BlobError::Source(error) => {
-                tracing::warn!(%error, "the download broke off");
-                Response::from_error(&ApiError::bad_gateway("the download broke off"))
-            }
-            other => {
-                tracing::error!(error = %other, "could not store a download");
-                Response::from_error(&ApiError::internal("the file could not be stored"))
-            }
-        })?;
+        .map_err(failures::not_kept(Origin::Telegram))?;
     crate::metrics::FILE_BYTES.inc_by(blob.size);
     let file_name = official_path
         .as_deref()
@@ -419,12 +403,10 @@ async fn download(deps: &Deps, job: &Job) -> Result<FileRow, Response> {
         blob,
         stored_ms: schemas::now_ms(),
     };
-    if let Err(error) = deps.store.put_file(&row).await {
-        tracing::error!(%error, "could not record a stored file");
-        return Err(Response::from_error(&ApiError::internal(
-            "the file could not be recorded",
-        )));
-    }
+    deps.store
+        .put_file(&row)
+        .await
+        .map_err(failures::store("the file could not be recorded"))?;
     Ok(row)
 }
 
@@ -437,10 +419,7 @@ async fn bot_api_stream(
         .upstream
         .download(&job.token, job.test_env, path, false, &[])
         .await
-        .map_err(|error| {
-            tracing::warn!(%error, "file download from upstream failed");
-            Response::from_error(&ApiError::bad_gateway("upstream is unreachable"))
-        })?;
+        .map_err(failures::upstream)?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         tracing::warn!(status, "upstream refused the file download");
@@ -469,19 +448,10 @@ async fn mtproto_stream(
     let stream = mtproto
         .download(&job.token, &job.fid, 0)
         .await
-        .map_err(|e| mtproto_answer(&e))?;
+        .map_err(failures::mtproto)?;
     Ok(Box::pin(stream.map(|c| {
         c.map_err(|e| std::io::Error::other(e.to_string()))
     })))
-}
-
-fn mtproto_answer(e: &MtprotoError) -> Response {
-    tracing::warn!(error = %e, "MTProto download failed");
-    if e.is_bad_request() {
-        Response::from_error(&ApiError::bad_request(e.to_string()))
-    } else {
-        Response::from_error(&ApiError::bad_gateway(e.to_string()))
-    }
 }
 
 /// A file of the local Bot API server, read from the folder both share. The path must lie
@@ -543,7 +513,7 @@ pub(crate) async fn username(
             ANSWER_TIMEOUT,
         )
         .await
-        .map_err(|_| Response::from_error(&ApiError::bad_gateway("upstream is unreachable")))?;
+        .map_err(failures::upstream)?;
     let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     let Some(name) = schemas::me_username(&v, bot.0) else {
         return Err(from_answer(deps, answer).await);

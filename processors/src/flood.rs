@@ -31,6 +31,7 @@
 //! one set of buckets, whichever stage sends them (an upload's post to the storage chat from a
 //! files stage apart takes that process's own).
 
+use crate::failures;
 use crate::Deps;
 use schemas::{ApiError, BotId, Call, CallId, Envelope, FloodTurn, Response};
 use serde::{Deserialize, Serialize};
@@ -1519,12 +1520,7 @@ pub(crate) async fn set_flood_control(
         .await
     {
         Ok(()) => Response::gateway_json(200, &json!({"ok": true, "result": true})),
-        Err(error) => {
-            tracing::error!(%error, "could not keep flood control settings");
-            Response::from_error(&ApiError::internal(
-                "the flood control settings could not be kept",
-            ))
-        }
+        Err(error) => failures::store("the flood control settings could not be kept")(error).into(),
     }
 }
 

@@ -146,7 +146,7 @@ async fn plan(deps: &Deps, call: &Call, n: usize, r: &Value) -> Result<Plan, Res
     let opened = tokio::time::timeout(SIZE_CHECK, deps.files.fetcher().open(url)).await;
     let fetched = match opened {
         Ok(Ok(f)) => f,
-        Ok(Err(e)) if t == "file" => return Err(crate::uploads::bad_url(&e)),
+        Ok(Err(e)) if t == "file" => return Err(crate::failures::url(&e).into()),
         // Telegram gets the URL as the bot gave it, and says what it thinks of it.
         Ok(Err(_)) | Err(_) => return Ok(Plan::Keep),
     };

@@ -50,6 +50,7 @@ mod chats;
 pub mod flood;
 pub use actions::ChatActions;
 pub mod cmd;
+mod failures;
 pub mod files;
 mod gate;
 mod groups;

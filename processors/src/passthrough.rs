@@ -3,6 +3,7 @@
 //! an error answer that is not JSON (an HTML page from a proxy) is wrapped into the Bot API
 //! error shape with the same status, because client libraries break on it.
 
+use crate::failures;
 use crate::{metrics, Deps};
 use schemas::body::INLINE_LIMIT;
 use schemas::{
@@ -63,7 +64,7 @@ pub(crate) async fn execute_once(deps: &Deps, env: &Envelope<Call>) -> Response 
     };
     let body = match upstream_body(deps, &call.body).await {
         Ok(b) => b,
-        Err(e) => return Response::from_error(&e),
+        Err(e) => return e.into(),
     };
     let timeout = time_left(call);
     // In the files stage, the call's attempt is recorded now (a run before may have got here).
@@ -105,27 +106,13 @@ pub(crate) async fn execute_once(deps: &Deps, env: &Envelope<Call>) -> Response 
             Response::from_error(&ApiError::unknown_outcome(why))
         }
         Err(error) => {
-            let (label, api) = match &error {
-                UpstreamError::Connect(_) => (
-                    "unreachable",
-                    ApiError::bad_gateway("upstream is unreachable"),
-                ),
-                UpstreamError::Timeout => (
-                    "timeout",
-                    ApiError::gateway_timeout("upstream did not answer in time"),
-                ),
-                UpstreamError::Answer(_) => (
-                    "failed",
-                    ApiError::bad_gateway("upstream's answer broke off"),
-                ),
-                UpstreamError::Request(_) => (
-                    "failed",
-                    ApiError::bad_gateway("the request to upstream failed"),
-                ),
+            let label = match &error {
+                UpstreamError::Connect(_) => "unreachable",
+                UpstreamError::Timeout => "timeout",
+                UpstreamError::Answer(_) | UpstreamError::Request(_) => "failed",
             };
             metrics::UPSTREAM.with_label_values(&[label]).inc();
-            tracing::warn!(%error, forwarded = error.forwarded(), "upstream call failed");
-            Response::from_error(&api)
+            failures::upstream(error).into()
         }
     };
     response.stages = Stages {
@@ -198,10 +185,11 @@ async fn upstream_body(deps: &Deps, body: &CallBody) -> Result<UpstreamBody, Api
                         content_type,
                         blob,
                     } => {
-                        let reader = deps.blobs.open(blob).await.map_err(|error| {
-                            tracing::error!(%error, "an uploaded part is missing from the blob store");
-                            ApiError::internal("an uploaded file was lost")
-                        })?;
+                        let reader = deps
+                            .blobs
+                            .open(blob)
+                            .await
+                            .map_err(failures::lost("an uploaded file"))?;
                         let body = reqwest::Body::wrap_stream(ReaderStream::new(reader));
                         let mut part =
                             reqwest::multipart::Part::stream_with_length(body, blob.size);
@@ -231,11 +219,11 @@ async fn upstream_body(deps: &Deps, body: &CallBody) -> Result<UpstreamBody, Api
                         .blobs
                         .open(blob)
                         .await
-                        .map_err(|_| ApiError::internal("the request body was lost"))?;
+                        .map_err(failures::lost("the request body"))?;
                     let mut buf = Vec::with_capacity(blob.size as usize);
                     tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
                         .await
-                        .map_err(|_| ApiError::internal("the request body was lost"))?;
+                        .map_err(failures::lost("the request body"))?;
                     buf
                 }
                 inline => inline.inline_bytes().unwrap_or_default().into_owned(),

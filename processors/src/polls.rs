@@ -16,6 +16,7 @@
 //! ([`listen`]) and turns into a wake-up here. A waiting poll holds no processing slot (the
 //! stage gives it back, see `lib.rs`), only this entry and its task.
 
+use crate::failures;
 use crate::{Deps, ProcessorError};
 use schemas::{ApiError, BotId, Call, Envelope, Response};
 use serde_json::json;
@@ -188,8 +189,7 @@ fn answer(updates: &[(i64, String)]) -> Response {
 }
 
 fn failed(error: StoreError) -> Response {
-    tracing::error!(%error, "the updates store failed");
-    Response::from_error(&ApiError::internal("the updates could not be read"))
+    failures::store("the updates could not be read")(error).into()
 }
 
 fn conflict(description: &str) -> Response {

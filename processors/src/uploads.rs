@@ -27,15 +27,14 @@
 //! `--storage-chat-id` chat, taking the file_id and deleting the message.
 
 use crate::cmd::{Command, SendTarget, UploadOnly};
+use crate::failures::{self, Origin};
 use crate::Deps;
-use fetch::FetchError;
 use schemas::{
     ApiError, BlobRef, BotToken, Call, CallBody, Envelope, MediaKind, Part, Response, Staged,
 };
 use serde_json::Value;
-use store::blobs::BlobError;
 use telegram::file_id::{FileId, FileType};
-use telegram::mtproto::{tl, MtprotoError, NewMedia, StoredMedia};
+use telegram::mtproto::{tl, NewMedia, StoredMedia};
 
 /// The file parameter of each single-file send method.
 pub fn file_param(method: &str) -> Option<&'static str> {
@@ -122,12 +121,6 @@ pub(crate) fn kind_limit(kind: MediaKind) -> u64 {
     }
 }
 
-pub(crate) fn bad_url(e: &FetchError) -> Response {
-    Response::from_error(&ApiError::bad_request(format!(
-        "failed to get HTTP URL content: {e}"
-    )))
-}
-
 /// A parameter's value as a multipart text part carries it.
 pub(crate) fn text(v: &Value) -> String {
     match v {
@@ -182,10 +175,12 @@ impl From<schemas::FoundFile> for Source {
 }
 
 async fn fetch_url(deps: &Deps, url: &str) -> Result<Source, Response> {
-    let fetched = deps.files.fetcher().open(url).await.map_err(|e| {
-        tracing::info!(error = %e, "URL upload refused or failed");
-        bad_url(&e)
-    })?;
+    let fetched = deps
+        .files
+        .fetcher()
+        .open(url)
+        .await
+        .map_err(|e| failures::url(&e))?;
     keep_fetched(deps, fetched).await
 }
 
@@ -198,17 +193,7 @@ pub(crate) async fn keep_fetched(deps: &Deps, fetched: fetch::Fetched) -> Result
         .blobs
         .put(Box::pin(body), deps.files.max_upload())
         .await
-        .map_err(|e| match e {
-            BlobError::TooLarge { limit } => bad_url(&FetchError::TooLarge(limit)),
-            BlobError::Source(error) => {
-                tracing::info!(%error, "URL download broke off");
-                bad_url(&FetchError::Failed)
-            }
-            error => {
-                tracing::error!(%error, "could not keep a fetched file");
-                Response::from_error(&ApiError::internal("the file could not be stored"))
-            }
-        })?;
+        .map_err(failures::not_kept(Origin::Url))?;
     Ok(Source {
         blob,
         file_name,
@@ -776,25 +761,17 @@ async fn mtproto_upload(
         .blobs
         .open(blob)
         .await
-        .map_err(|_| Response::from_error(&ApiError::internal("the file was lost")))?;
+        .map_err(failures::lost("the file"))?;
     let stream = Box::pin(crate::progress::Progress::new(
         tokio_util::io::ReaderStream::with_capacity(reader, 512 * 1024),
         "mtproto",
         blob.size,
     ));
-    let answer = |e: MtprotoError| {
-        if e.is_bad_request() {
-            Response::from_error(&ApiError::bad_request(e.to_string()))
-        } else {
-            tracing::warn!(error = %e, "MTProto upload failed");
-            Response::from_error(&ApiError::bad_gateway(e.to_string()))
-        }
-    };
     let started = std::time::Instant::now();
     let uploaded = mtproto
         .upload(token, stream, blob.size, file_name)
         .await
-        .map_err(answer)?;
+        .map_err(failures::mtproto)?;
     tracing::info!(
         bytes = blob.size,
         seconds = started.elapsed().as_secs_f64(),
@@ -804,7 +781,7 @@ async fn mtproto_upload(
     let stored = mtproto
         .upload_media(token, uploaded, media)
         .await
-        .map_err(answer)?;
+        .map_err(failures::mtproto)?;
     crate::metrics::UPLOADS
         .with_label_values(&["mtproto"])
         .inc();

@@ -5,6 +5,7 @@
 //! `webhooks` crate's poller can fetch the updates and its deliverer push them to the URL.
 
 use crate::cmd::{DeleteWebhook, SetWebhook};
+use crate::failures;
 use crate::passthrough::execute;
 use crate::uploads::as_call;
 use crate::Deps;
@@ -26,8 +27,7 @@ fn bad(description: &str) -> Response {
 }
 
 fn store_failed(error: store::StoreError) -> Response {
-    tracing::error!(%error, "webhook store failed");
-    Response::from_error(&ApiError::internal("the webhook could not be kept"))
+    failures::store("the webhook could not be kept")(error).into()
 }
 
 pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>, set: SetWebhook) -> Response {

@@ -161,6 +161,23 @@ impl ApiError {
     }
 }
 
+/// The one place an error becomes an HTTP answer, for every role that speaks HTTP (ingest,
+/// egress, the gateway's own routes): the status of [`ApiError::status`], the JSON of
+/// [`ApiError::to_json`].
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.to_json(),
+        )
+            .into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +193,26 @@ mod tests {
             r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#
         );
         assert_eq!(ApiError::new(200, "odd").status(), 500);
+    }
+
+    /// Every HTTP role answers through this: the error's status (500 for one out of range)
+    /// and JSON, whatever the role.
+    #[cfg(feature = "axum")]
+    #[test]
+    fn answers_http_with_its_status_and_json() {
+        use axum::response::IntoResponse;
+        for (error, status) in [
+            (ApiError::too_many_requests(3), 429),
+            (ApiError::not_found(), 404),
+            (ApiError::new(200, "odd"), 500),
+        ] {
+            let answer = error.into_response();
+            assert_eq!(answer.status().as_u16(), status);
+            assert_eq!(
+                answer.headers()[axum::http::header::CONTENT_TYPE],
+                "application/json"
+            );
+        }
     }
 }
 

@@ -43,6 +43,14 @@ pub struct Stages {
     pub upstream_ms: u64,
 }
 
+/// A processor's own refusal as the bot's answer, so `?` carries an [`ApiError`] out of a
+/// step that answers with a [`Response`].
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Self {
+        Response::from_error(&e)
+    }
+}
+
 impl Response {
     /// An answer the gateway makes itself: `value` as JSON, with `status`.
     pub fn gateway_json(status: u16, value: &serde_json::Value) -> Self {

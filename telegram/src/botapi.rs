@@ -40,6 +40,20 @@ pub enum UpstreamError {
     Request(String),
 }
 
+/// The Bot API error an upstream failure is, wherever it is met (a call, getFile, a
+/// download): the bot learns whether upstream was out of reach, slow, or broke off.
+impl From<&UpstreamError> for schemas::ApiError {
+    fn from(e: &UpstreamError) -> Self {
+        use schemas::ApiError;
+        match e {
+            UpstreamError::Connect(_) => ApiError::bad_gateway("upstream is unreachable"),
+            UpstreamError::Timeout => ApiError::gateway_timeout("upstream did not answer in time"),
+            UpstreamError::Answer(_) => ApiError::bad_gateway("upstream's answer broke off"),
+            UpstreamError::Request(_) => ApiError::bad_gateway("the request to upstream failed"),
+        }
+    }
+}
+
 impl UpstreamError {
     /// Whether upstream may have acted on the request.
     pub fn forwarded(&self) -> bool {

@@ -97,6 +97,18 @@ pub enum MtprotoError {
     Other(String),
 }
 
+/// The Bot API error an MTProto failure is: a 400 when the bot's request is at fault,
+/// else a 502 naming what Telegram said.
+impl From<&MtprotoError> for schemas::ApiError {
+    fn from(e: &MtprotoError) -> Self {
+        if e.is_bad_request() {
+            schemas::ApiError::bad_request(e.to_string())
+        } else {
+            schemas::ApiError::bad_gateway(e.to_string())
+        }
+    }
+}
+
 impl MtprotoError {
     /// Whether the bot's own request is at fault (and a 400 is the honest answer).
     pub fn is_bad_request(&self) -> bool {

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures_util::future::BoxFuture;
-use http::{header, Request, Response, StatusCode};
+use http::{header, Request, Response};
 use schemas::ApiError;
 use std::sync::Arc;
 
@@ -68,18 +68,16 @@ fn dispatch(s: &Arc<Surface>, req: Request<Body>) -> BoxFuture<'static, Response
             let s = s.clone();
             Box::pin(async move { hook(&s, req).await })
         }
-        _ => Box::pin(std::future::ready(ingest::error_response(
-            &ApiError::not_found(),
-        ))),
+        _ => Box::pin(std::future::ready(ApiError::not_found().into_response())),
     }
 }
 
 async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
     let Some((deps, producer)) = &s.hooks else {
-        return ingest::error_response(&ApiError::not_found());
+        return ApiError::not_found().into_response();
     };
     if req.method() != http::Method::POST {
-        return ingest::error_response(&ApiError::method_not_allowed());
+        return ApiError::method_not_allowed().into_response();
     }
     let path = req.uri().path().to_owned();
     let secret = req
@@ -88,7 +86,7 @@ async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let Ok(body) = axum::body::to_bytes(req.into_body(), 1024 * 1024 + 1).await else {
-        return ingest::error_response(&ApiError::too_large());
+        return ApiError::too_large().into_response();
     };
     let a = webhooks::hook::receive(deps, producer, &path, secret.as_deref(), &body).await;
     Response::builder()
@@ -99,16 +97,10 @@ async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
 }
 
 async fn wrong_verb() -> Response<Body> {
-    ingest::error_response(&ApiError::method_not_allowed())
+    ApiError::method_not_allowed().into_response()
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
-    let e = ApiError::internal("unexpected failure");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, "application/json")],
-        e.to_json(),
-    )
-        .into_response()
+    ApiError::internal("unexpected failure").into_response()
 }

@@ -18,7 +18,7 @@ pub struct HookAnswer {
 
 fn error(e: &ApiError) -> HookAnswer {
     HookAnswer {
-        status: e.error_code,
+        status: e.status(),
         body: e.to_json(),
     }
 }
