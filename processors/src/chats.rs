@@ -120,7 +120,7 @@ pub(crate) async fn get_profile_photos(
             )
         }
         Err(e) if e.is_bad_request() => not_found(),
-        Err(e) => failures::mtproto(e).into(),
+        Err(e) => failures::mtproto("getProfilePhotos")(e).into(),
     }
 }
 
@@ -180,7 +180,7 @@ pub(crate) async fn get_message(
         Ok(Some(found)) => found,
         Ok(None) => return not_found("message not found"),
         Err(e) if e.is_bad_request() => return not_found("chat not found"),
-        Err(e) => return failures::mtproto(e).into(),
+        Err(e) => return failures::mtproto("getMessage")(e).into(),
     };
     let reply = match telegram::message::reply_to_id(&message) {
         Some(id) => match read(id).await {

@@ -27,17 +27,24 @@ pub(crate) enum Origin {
 /// A URL that could not be fetched, in the Bot API's own words for it.
 pub(crate) fn url(e: &FetchError) -> ApiError {
     tracing::info!(error = %e, "URL upload refused or failed");
+    url_refused(e)
+}
+
+fn url_refused(e: &FetchError) -> ApiError {
     ApiError::bad_request(format!("failed to get HTTP URL content: {e}"))
 }
 
 /// A stream that could not be kept in the blob store.
 pub(crate) fn not_kept(from: Origin) -> impl FnOnce(BlobError) -> ApiError {
     move |e| match (e, from) {
-        (BlobError::TooLarge { limit }, Origin::Url) => url(&FetchError::TooLarge(limit)),
+        (BlobError::TooLarge { limit }, Origin::Url) => {
+            tracing::info!(limit, "a URL's file is over the limit");
+            url_refused(&FetchError::TooLarge(limit))
+        }
         (BlobError::TooLarge { .. }, Origin::Telegram) => ApiError::bad_request("file is too big"),
         (BlobError::Source(error), Origin::Url) => {
             tracing::info!(%error, "URL download broke off");
-            url(&FetchError::Failed)
+            url_refused(&FetchError::Failed)
         }
         (BlobError::Source(error), Origin::Telegram) => {
             tracing::warn!(%error, "the download broke off");
@@ -66,21 +73,27 @@ pub(crate) fn store<E: Display>(what: &'static str) -> impl FnOnce(E) -> ApiErro
     }
 }
 
-/// Upstream could not be asked, or did not answer (for calls that are safe to repeat; a send
-/// that may have gone out is a 409, decided by the passthrough).
-pub(crate) fn upstream(e: UpstreamError) -> ApiError {
-    tracing::warn!(error = %e, forwarded = e.forwarded(), "upstream call failed");
-    ApiError::from(&e)
+/// Upstream could not be asked, or did not answer, at `step` (a method's name: "getFile",
+/// or "call" for the bot's own; a call that may have gone out is a 409, decided by the
+/// passthrough).
+pub(crate) fn upstream(step: &'static str) -> impl FnOnce(UpstreamError) -> ApiError {
+    move |e| {
+        tracing::warn!(error = %e, step, forwarded = e.forwarded(), "upstream call failed");
+        ApiError::from(&e)
+    }
 }
 
-/// Telegram refused, or could not be reached, over MTProto.
-pub(crate) fn mtproto(e: MtprotoError) -> ApiError {
-    if e.is_bad_request() {
-        tracing::info!(error = %e, "MTProto refused the bot's request");
-    } else {
-        tracing::warn!(error = %e, "MTProto failed");
+/// Telegram refused, or could not be reached, over MTProto at `step` ("upload",
+/// "download", "getMessage"). A refusal that is the bot's fault is logged at info.
+pub(crate) fn mtproto(step: &'static str) -> impl FnOnce(MtprotoError) -> ApiError {
+    move |e| {
+        if e.is_bad_request() {
+            tracing::info!(error = %e, step, "MTProto refused the bot's request");
+        } else {
+            tracing::warn!(error = %e, step, "MTProto failed");
+        }
+        ApiError::from(&e)
     }
-    ApiError::from(&e)
 }
 
 /// What a method that needs MTProto answers without it.
@@ -144,27 +157,27 @@ mod tests {
                 "Internal Server Error: the webhook could not be kept",
             ),
             (
-                upstream(UpstreamError::Connect("refused".into())),
+                upstream("call")(UpstreamError::Connect("refused".into())),
                 502,
                 "Bad Gateway: upstream is unreachable",
             ),
             (
-                upstream(UpstreamError::Timeout),
+                upstream("getFile")(UpstreamError::Timeout),
                 504,
                 "Gateway Timeout: upstream did not answer in time",
             ),
             (
-                upstream(UpstreamError::Answer("cut".into())),
+                upstream("call")(UpstreamError::Answer("cut".into())),
                 502,
                 "Bad Gateway: upstream's answer broke off",
             ),
             (
-                upstream(UpstreamError::Request("body".into())),
+                upstream("call")(UpstreamError::Request("body".into())),
                 502,
                 "Bad Gateway: the request to upstream failed",
             ),
             (
-                mtproto(MtprotoError::Rpc {
+                mtproto("upload")(MtprotoError::Rpc {
                     code: 400,
                     name: "PEER_ID_INVALID".into(),
                 }),
@@ -172,9 +185,14 @@ mod tests {
                 "Bad Request: telegram answered 400 PEER_ID_INVALID",
             ),
             (
-                mtproto(MtprotoError::Other("gone".into())),
+                mtproto("download")(MtprotoError::Other("gone".into())),
                 502,
                 "Bad Gateway: MTProto: gone",
+            ),
+            (
+                mtproto("upload")(MtprotoError::NotConfigured),
+                400,
+                "Bad Request: MTProto is not configured (TELEGRAM_API_ID and TELEGRAM_API_HASH)",
             ),
         ];
         for (error, code, description) in cases {

@@ -329,7 +329,7 @@ async fn official_get_file(deps: &Deps, job: &Job) -> Official {
         .await;
     let answer = match answer {
         Ok(a) => a,
-        Err(error) => return Official::Answer(failures::upstream(error).into()),
+        Err(error) => return Official::Answer(failures::upstream("getFile")(error).into()),
     };
     let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     if v["ok"] == true {
@@ -419,7 +419,7 @@ async fn bot_api_stream(
         .upstream
         .download(&job.token, job.test_env, path, false, &[])
         .await
-        .map_err(failures::upstream)?;
+        .map_err(failures::upstream("the file download"))?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
         tracing::warn!(status, "upstream refused the file download");
@@ -448,7 +448,7 @@ async fn mtproto_stream(
     let stream = mtproto
         .download(&job.token, &job.fid, 0)
         .await
-        .map_err(failures::mtproto)?;
+        .map_err(failures::mtproto("download"))?;
     Ok(Box::pin(stream.map(|c| {
         c.map_err(|e| std::io::Error::other(e.to_string()))
     })))
@@ -457,24 +457,24 @@ async fn mtproto_stream(
 /// A file of the local Bot API server, read from the folder both share. The path must lie
 /// inside that folder once resolved: an answer naming anything else is refused.
 async fn local_stream(dir: &Path, path: &str) -> Result<ByteStream<'static>, Response> {
-    let refuse = |why: &str| {
-        tracing::warn!(path, why, "refusing a local Bot API path");
-        Response::from_error(&ApiError::bad_gateway(
-            "the local Bot API server named a file outside --upstream-local",
-        ))
+    let refuse = |why: &str, error: Option<std::io::Error>| {
+        tracing::warn!(path, why, error = ?error, "refusing a local Bot API path");
+        Response::from_error(&ApiError::bad_gateway(format!(
+            "the local Bot API server named a file {why}"
+        )))
     };
     let root = tokio::fs::canonicalize(dir)
         .await
-        .map_err(|_| refuse("the folder is missing"))?;
+        .map_err(|e| refuse("in a missing --upstream-local folder", Some(e)))?;
     let file = tokio::fs::canonicalize(path)
         .await
-        .map_err(|_| refuse("no such file"))?;
+        .map_err(|e| refuse("that is not in --upstream-local", Some(e)))?;
     if !file.starts_with(&root) {
-        return Err(refuse("outside the folder"));
+        return Err(refuse("outside --upstream-local", None));
     }
     let f = tokio::fs::File::open(&file)
         .await
-        .map_err(|_| refuse("unreadable"))?;
+        .map_err(|e| refuse("that cannot be read", Some(e)))?;
     Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
         f,
         256 * 1024,
@@ -513,7 +513,7 @@ pub(crate) async fn username(
             ANSWER_TIMEOUT,
         )
         .await
-        .map_err(failures::upstream)?;
+        .map_err(failures::upstream("getMe"))?;
     let v: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
     let Some(name) = schemas::me_username(&v, bot.0) else {
         return Err(from_answer(deps, answer).await);

@@ -97,22 +97,17 @@ pub(crate) async fn execute_once(deps: &Deps, env: &Envelope<Call>) -> Response 
         Err(error) if error.forwarded() && !crate::router::safe_to_repeat(&call.method) => {
             // The call went out and its answer never came back: it may have been executed.
             // No 5xx (ENHANCED.md): clients resend on those, and a message would go out twice.
-            let (label, why) = match error {
-                UpstreamError::Timeout => ("timeout", schemas::UnknownOutcome::Late),
-                _ => ("failed", schemas::UnknownOutcome::BrokeOff),
+            let why = match error {
+                UpstreamError::Timeout => schemas::UnknownOutcome::Late,
+                _ => schemas::UnknownOutcome::BrokeOff,
             };
-            metrics::UPSTREAM.with_label_values(&[label]).inc();
+            metrics::UPSTREAM.with_label_values(&[error.label()]).inc();
             tracing::warn!(%error, "no answer from upstream for a call it was sent");
             Response::from_error(&ApiError::unknown_outcome(why))
         }
         Err(error) => {
-            let label = match &error {
-                UpstreamError::Connect(_) => "unreachable",
-                UpstreamError::Timeout => "timeout",
-                UpstreamError::Answer(_) | UpstreamError::Request(_) => "failed",
-            };
-            metrics::UPSTREAM.with_label_values(&[label]).inc();
-            failures::upstream(error).into()
+            metrics::UPSTREAM.with_label_values(&[error.label()]).inc();
+            failures::upstream("call")(error).into()
         }
     };
     response.stages = Stages {

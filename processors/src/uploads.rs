@@ -771,7 +771,7 @@ async fn mtproto_upload(
     let uploaded = mtproto
         .upload(token, stream, blob.size, file_name)
         .await
-        .map_err(failures::mtproto)?;
+        .map_err(failures::mtproto("upload"))?;
     tracing::info!(
         bytes = blob.size,
         seconds = started.elapsed().as_secs_f64(),
@@ -781,7 +781,7 @@ async fn mtproto_upload(
     let stored = mtproto
         .upload_media(token, uploaded, media)
         .await
-        .map_err(failures::mtproto)?;
+        .map_err(failures::mtproto("sending the upload"))?;
     crate::metrics::UPLOADS
         .with_label_values(&["mtproto"])
         .inc();

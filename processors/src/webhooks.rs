@@ -37,8 +37,9 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>, set: SetWebhook) -> 
     }
     let certificate = match &set.certificate {
         Some(blob) => match read_blob(deps, blob).await {
-            Some(pem) => Some(pem),
-            None => return bad("bad webhook: the certificate could not be read"),
+            Ok(Some(pem)) => Some(pem),
+            Ok(None) => return bad("bad webhook: the certificate could not be read"),
+            Err(lost) => return lost.into(),
         },
         None => None,
     };
@@ -107,12 +108,21 @@ pub async fn set_webhook(deps: &Deps, env: &Envelope<Call>, set: SetWebhook) -> 
     answer(&json!({"ok": true, "result": true, "description": "Webhook was set"}))
 }
 
-async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Option<String> {
+/// The certificate's PEM; `None` when it is not text (the bot's fault), an error when the
+/// upload kept for it cannot be read back (the gateway's).
+async fn read_blob(deps: &Deps, blob: &schemas::BlobRef) -> Result<Option<String>, ApiError> {
     use tokio::io::AsyncReadExt;
-    let mut reader = deps.blobs.open(blob).await.ok()?;
+    let mut reader = deps
+        .blobs
+        .open(blob)
+        .await
+        .map_err(failures::lost("the certificate"))?;
     let mut out = Vec::new();
-    reader.read_to_end(&mut out).await.ok()?;
-    String::from_utf8(out).ok()
+    reader
+        .read_to_end(&mut out)
+        .await
+        .map_err(failures::lost("the certificate"))?;
+    Ok(String::from_utf8(out).ok())
 }
 
 /// The bot's own deleteWebhook goes upstream as it came (a webhook set on Telegram directly

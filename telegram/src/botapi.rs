@@ -55,6 +55,15 @@ impl From<&UpstreamError> for schemas::ApiError {
 }
 
 impl UpstreamError {
+    /// The failure's label in metrics (`telepipe_upstream_requests_total`'s `outcome`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "unreachable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Answer(_) | UpstreamError::Request(_) => "failed",
+        }
+    }
+
     /// Whether upstream may have acted on the request.
     pub fn forwarded(&self) -> bool {
         !matches!(self, UpstreamError::Connect(_))

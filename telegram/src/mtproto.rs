@@ -97,11 +97,12 @@ pub enum MtprotoError {
     Other(String),
 }
 
-/// The Bot API error an MTProto failure is: a 400 when the bot's request is at fault,
-/// else a 502 naming what Telegram said.
+/// The Bot API error an MTProto failure is: a 400 when the bot's request is at fault or
+/// the gateway has no MTProto (as every method that needs it answers then), else a 502
+/// naming what Telegram said.
 impl From<&MtprotoError> for schemas::ApiError {
     fn from(e: &MtprotoError) -> Self {
-        if e.is_bad_request() {
+        if e.is_bad_request() || matches!(e, MtprotoError::NotConfigured) {
             schemas::ApiError::bad_request(e.to_string())
         } else {
             schemas::ApiError::bad_gateway(e.to_string())
