@@ -22,7 +22,7 @@ pub mod stats;
 
 use schemas::{BotId, CallId};
 use std::time::Duration;
-use store::{CallQuery, CallRow, Store, StoreError};
+use store::{BotStore, CallQuery, CallRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -106,11 +106,11 @@ pub const FOLLOW_LAG_MS: i64 = 10 * 60 * 1000;
 impl Selection {
     /// The store query of this selection (a username looked up in the store); `Ok(None)` when
     /// the selection can match nothing (an unknown username).
-    pub async fn query(&self, store: &dyn Store) -> Result<Option<CallQuery>, AuditError> {
+    pub async fn query(&self, bots: &dyn BotStore) -> Result<Option<CallQuery>, AuditError> {
         let bot_id = match &self.bot {
             None => None,
             Some(BotSel::Id(b)) => Some(*b),
-            Some(BotSel::Username(u)) => match store.bot_by_username(u).await? {
+            Some(BotSel::Username(u)) => match bots.bot_by_username(u).await? {
                 Some(b) => Some(b),
                 None => return Ok(None),
             },

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::blobs::Blobs;
-use store::{CallRow, Store};
+use store::{CallRow, OutcomeStore, Store};
 use tokio_util::sync::CancellationToken;
 
 /// Largest answer kept for comparison; larger ones are compared by digest.
@@ -183,7 +183,7 @@ impl Default for Pace {
 /// A call read from the bus (`replay --from-bus`) as the replay sees it: its outcome in the
 /// store, when there is one, is the recorded answer.
 pub async fn row_from_bus(
-    store: &dyn Store,
+    store: &dyn OutcomeStore,
     sealer: &Sealer,
     env: &schemas::Envelope<schemas::Call>,
 ) -> CallRow {

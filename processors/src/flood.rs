@@ -748,7 +748,7 @@ impl Flood {
     /// answered by another process (a split deployment's other stage) holds here too.
     pub async fn keep_loaded(
         self: Arc<Self>,
-        store: Arc<dyn store::Store>,
+        store: Arc<dyn store::BotStore>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<(), std::convert::Infallible> {
         loop {

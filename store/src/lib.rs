@@ -300,9 +300,9 @@ pub trait BotStore: Send + Sync + 'static {
 
 /// Every part of the store: what the composition root opens and hands out. Consumers name the
 /// part they use (`Arc<dyn CallStore>`, `&dyn FileStore`); an `Arc<dyn Store>` coerces to each.
-pub trait Store: OutcomeStore + BotStore + FileStore + WebhookStore {}
+pub trait Store: OutcomeStore + BotStore + FileStore + WebhookStore + SessionStore {}
 
-impl<T: OutcomeStore + BotStore + FileStore + WebhookStore + ?Sized> Store for T {}
+impl<T: OutcomeStore + BotStore + FileStore + WebhookStore + SessionStore + ?Sized> Store for T {}
 
 /// A file a bot fetched, kept in the blob store and served under `path`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -321,7 +321,17 @@ pub struct FileRow {
     pub stored_ms: i64,
 }
 
-/// The part of [`Store`] that keeps files and MTProto sessions.
+/// MTProto sessions, sealed for their bot (what `telegram::grammers` signs in with again).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Keeps a bot's sealed MTProto session.
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError>;
+
+    /// A bot's sealed MTProto session.
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError>;
+}
+
+/// The part of [`Store`] that keeps files: the files bots fetched and the uploads' dedupe cache.
 #[async_trait]
 pub trait FileStore: Send + Sync + 'static {
     /// Records (or replaces) a bot's file.
@@ -336,12 +346,6 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// A file by the path it is served under.
     async fn file_by_path(&self, path: &str) -> Result<Option<FileRow>, StoreError>;
-
-    /// Keeps a bot's sealed MTProto session.
-    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError>;
-
-    /// A bot's sealed MTProto session.
-    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError>;
 
     /// Remembers the file_id Telegram gave an upload (the dedupe cache).
     async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError>;

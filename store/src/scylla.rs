@@ -11,7 +11,7 @@
 
 use crate::{
     BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, ReaderRow,
-    StoreError, UploadKey, WebhookRow, WebhookStore,
+    SessionStore, StoreError, UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use schemas::{BotId, CallId, Response, Stages};
@@ -532,6 +532,28 @@ fn file_from(c: FileColumns) -> FileRow {
 
 // Files and sessions are few and cold next to calls: their statements are not prepared.
 #[async_trait]
+impl SessionStore for ScyllaStore {
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
+        self.session
+            .query_unpaged(
+                "INSERT INTO mtproto_sessions (bot_id, sealed, updated_ms) VALUES (?, ?, ?)",
+                (bot_id.0, sealed, schemas::now_ms()),
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
+        self.one_text(
+            "SELECT sealed FROM mtproto_sessions WHERE bot_id = ?",
+            (bot_id.0,),
+        )
+        .await
+    }
+}
+
+#[async_trait]
 impl FileStore for ScyllaStore {
     async fn put_file(&self, f: &FileRow) -> Result<(), StoreError> {
         // As SQLite's one transaction: the row, its path's index entry and, when the path
@@ -618,17 +640,6 @@ impl FileStore for ScyllaStore {
             .file_by_unique_id(BotId(bot_id), &unique)
             .await?
             .filter(|f| f.path == path))
-    }
-
-    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
-        self.session
-            .query_unpaged(
-                "INSERT INTO mtproto_sessions (bot_id, sealed, updated_ms) VALUES (?, ?, ?)",
-                (bot_id.0, sealed, schemas::now_ms()),
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
     }
 
     async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError> {
@@ -766,14 +777,6 @@ impl FileStore for ScyllaStore {
             .await
             .map_err(err)?;
         Ok(())
-    }
-
-    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
-        self.one_text(
-            "SELECT sealed FROM mtproto_sessions WHERE bot_id = ?",
-            (bot_id.0,),
-        )
-        .await
     }
 }
 

@@ -12,7 +12,7 @@
 
 use crate::{
     BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, ReaderRow,
-    StoreError, UploadKey, WebhookRow, WebhookStore,
+    SessionStore, StoreError, UploadKey, WebhookRow, WebhookStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -646,6 +646,30 @@ fn row_to_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
 }
 
 #[async_trait]
+impl SessionStore for SqliteStore {
+    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
+        self.write(vec![Write::Session {
+            bot_id: bot_id.0,
+            sealed: sealed.to_owned(),
+            now_ms: schemas::now_ms(),
+        }])
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT sealed FROM mtproto_sessions WHERE bot_id = ?1")?
+                    .query_row(params![bot_id.0], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl FileStore for SqliteStore {
     async fn put_file(&self, row: &FileRow) -> Result<(), StoreError> {
         self.write(vec![Write::File(Box::new(row.clone()))]).await?;
@@ -759,16 +783,6 @@ impl FileStore for SqliteStore {
         .await
     }
 
-    async fn put_session(&self, bot_id: BotId, sealed: &str) -> Result<(), StoreError> {
-        self.write(vec![Write::Session {
-            bot_id: bot_id.0,
-            sealed: sealed.to_owned(),
-            now_ms: schemas::now_ms(),
-        }])
-        .await?;
-        Ok(())
-    }
-
     async fn put_upload(&self, key: &UploadKey, file_id: &str) -> Result<(), StoreError> {
         self.write(vec![Write::Upload {
             key: key.clone(),
@@ -803,17 +817,6 @@ impl FileStore for SqliteStore {
         }])
         .await?;
         Ok(())
-    }
-
-    async fn session(&self, bot_id: BotId) -> Result<Option<String>, StoreError> {
-        self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT sealed FROM mtproto_sessions WHERE bot_id = ?1")?
-                    .query_row(params![bot_id.0], |r| r.get(0))
-                    .optional()?,
-            )
-        })
-        .await
     }
 }
 

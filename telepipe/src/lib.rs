@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use store::blobs::{Blobs, LocalBlobs};
 use store::sqlite::SqliteStore;
-use store::Store;
+use store::{SessionStore, Store};
 use telegram::botapi::BotApi;
 use tokio_util::sync::CancellationToken;
 
@@ -560,7 +560,7 @@ fn url_networks(given: &[String]) -> anyhow::Result<Vec<(std::net::IpAddr, u8)>>
 /// The MTProto backend, when `TELEGRAM_API_ID` and `TELEGRAM_API_HASH` are given.
 fn mtproto(
     args: &ServeArgs,
-    store: Arc<dyn Store>,
+    store: Arc<dyn SessionStore>,
     sealer: Sealer,
 ) -> anyhow::Result<Option<Arc<dyn telegram::mtproto::Mtproto>>> {
     let (api_id, api_hash) = match (args.api_id, &args.api_hash) {
@@ -593,7 +593,7 @@ fn mtproto(
 
 /// MTProto sessions in the store, sealed under the cluster key for their bot.
 struct StoreVault {
-    store: Arc<dyn Store>,
+    store: Arc<dyn SessionStore>,
     sealer: Sealer,
 }
 
