@@ -106,20 +106,33 @@ pub(crate) async fn start_pair(
 
 /// A sandbox process of `bin`, its data under `dir/sandbox`, its settings in `dir/sandbox.env`.
 pub(crate) async fn start_sandbox(bin: &Path, dir: &Path) -> anyhow::Result<Server> {
-    start(
-        bin,
-        &[
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.join("sandbox").display().to_string(),
-            "--env-file",
-            &dir.join("sandbox.env").display().to_string(),
-        ],
-        &[],
-    )
-    .await
+    start_sandbox_niced(bin, dir, 0).await
+}
+
+/// A sandbox under `nice -n <nice>`, its data and its settings (`sandbox.env`) in `dir`.
+pub(crate) async fn start_sandbox_niced(
+    bin: &Path,
+    dir: &Path,
+    nice: u8,
+) -> anyhow::Result<Server> {
+    let (nice, bin) = (nice.to_string(), bin.display().to_string());
+    let (data, env) = (
+        dir.join("sandbox").display().to_string(),
+        dir.join("sandbox.env").display().to_string(),
+    );
+    let args = [
+        "-n",
+        &nice,
+        &bin,
+        "sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--env-file",
+        &env,
+    ];
+    start(Path::new("nice"), &args, &[]).await
 }
 
 /// Downloads `url` `rounds` times with `concurrency` clients; MB/s over all bytes.

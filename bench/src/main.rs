@@ -32,6 +32,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// The URL server of `stages` and `uploads` on its own (`stages` runs it as a process of
+    /// its own, under `nice`, as the internet's machines it stands in for).
+    #[command(hide = true)]
+    UrlServer,
     /// Passthrough throughput and latency: direct to the sandbox vs through the gateway.
     Passthrough {
         /// Requests per measured pass.
@@ -162,6 +166,10 @@ enum Bench {
         /// Seconds of each timed window.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// `nice` of the sandbox (Telegram, another party's machine): 10 keeps its MTProto
+        /// work off the gateway's CPU as far as one machine can; 0 shares it evenly.
+        #[arg(long, default_value_t = 10)]
+        sandbox_nice: u8,
     },
     /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
     /// replay rate into a fresh sandbox.
@@ -354,6 +362,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(polls::run(bin, polls, rate.max(1), seconds.max(1)));
         }
+        Bench::UrlServer => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let url = uploads::url_server().await?;
+                    println!("url server listening on {url}");
+                    std::future::pending::<anyhow::Result<()>>().await
+                });
+        }
         Bench::Stages {
             bin,
             kafka,
@@ -361,6 +379,7 @@ fn main() -> anyhow::Result<()> {
             mib,
             rate,
             seconds,
+            sandbox_nice,
         } => {
             return tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -372,6 +391,7 @@ fn main() -> anyhow::Result<()> {
                     mib.max(51),
                     rate.max(1),
                     seconds.max(1),
+                    sandbox_nice.min(19),
                 ));
         }
         Bench::Record {
