@@ -141,8 +141,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("telepipe-bench-stages-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sandbox = start_sandbox_niced(&bin, &dir, sandbox_nice).await?;
-    let env = sandbox_env(&dir.join("sandbox.env"))?;
+    // Telegram keeps what it is sent on disks of its own: the sandbox's 1.6 GB go to memory
+    // where there is a tmpfs, else beside the gateway's data (and then every fsync of the
+    // gateway's store waits for them to reach the disk).
+    let shm = Path::new("/dev/shm");
+    let telegram_dir = if shm.is_dir() {
+        shm.join(format!("telepipe-bench-stages-{}", std::process::id()))
+    } else {
+        dir.join("telegram")
+    };
+    std::fs::create_dir_all(&telegram_dir)?;
+    let sandbox = start_sandbox_niced(&bin, &telegram_dir, sandbox_nice).await?;
+    let env = sandbox_env(&telegram_dir.join("sandbox.env"))?;
     let url_host = url_server().await?;
     let files = url_host.url.clone();
     println!(
@@ -222,5 +232,6 @@ pub async fn run(
     }
     drop((sandbox, url_host));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&telegram_dir);
     Ok(())
 }

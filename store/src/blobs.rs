@@ -167,6 +167,79 @@ impl LocalBlobs {
     }
 }
 
+/// Bytes of a blob being written that may wait in the page cache before their writeback is
+/// started. Flushed only at its end, a 2 GB upload queued 2 GB for the disk at once, and every
+/// fsync on the machine waited behind it (ext4 writes a file's data before the journal commit
+/// of an fsync that follows it): the store's checkpoints, the broker's segments, a sendMessage's
+/// record. As RocksDB's `bytes_per_sync`: each window's writeback is started once it is full,
+/// and the window before it waited for, so a blob keeps at most two windows dirty and its
+/// writer goes at the disk's pace, not everyone else.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+#[derive(Default)]
+struct Writeback {
+    /// Where the window being filled starts.
+    from: u64,
+    /// The window whose writeback was started last, to wait for next time.
+    started: Option<(u64, u64)>,
+}
+
+impl Writeback {
+    fn due(&self, written: u64) -> bool {
+        written - self.from >= WRITEBACK_WINDOW
+    }
+
+    /// Starts the writeback of `[from, written)` and waits for the window before it.
+    async fn step(&mut self, file: &tokio::fs::File, written: u64) -> io::Result<()> {
+        let window = (self.from, written - self.from);
+        let previous = self.started.replace(window);
+        self.from = written;
+        sync_range(file, window, previous).await
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn sync_range(
+    file: &tokio::fs::File,
+    start: (u64, u64),
+    wait: Option<(u64, u64)>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // A descriptor of its own for the blocking call, which outlives this future if it is
+    // dropped (the upload's client went away) and the file with it.
+    let own = file.try_clone().await?.into_std().await;
+    tokio::task::spawn_blocking(move || {
+        let fd = own.as_raw_fd();
+        let range = |(offset, len): (u64, u64), flags| {
+            // SAFETY: a plain syscall on a descriptor that stays open for the call.
+            let r = unsafe { libc::sync_file_range(fd, offset as i64, len as i64, flags) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        range(start, libc::SYNC_FILE_RANGE_WRITE)?;
+        if let Some(previous) = wait {
+            range(
+                previous,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Elsewhere the final `sync_data` does it all.
+#[cfg(not(target_os = "linux"))]
+async fn sync_range(_: &tokio::fs::File, _: (u64, u64), _: Option<(u64, u64)>) -> io::Result<()> {
+    Ok(())
+}
+
 #[async_trait]
 impl Blobs for LocalBlobs {
     async fn put(&self, mut stream: ByteStream<'_>, limit: u64) -> Result<BlobRef, BlobError> {
@@ -175,6 +248,7 @@ impl Blobs for LocalBlobs {
             let mut file = tokio::fs::File::create(&tmp).await?;
             let mut hasher = Sha256::new();
             let mut size: u64 = 0;
+            let mut writeback = Writeback::default();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(BlobError::Source)?;
                 size += chunk.len() as u64;
@@ -183,6 +257,10 @@ impl Blobs for LocalBlobs {
                 }
                 hasher.update(&chunk);
                 file.write_all(&chunk).await?;
+                if writeback.due(size) {
+                    file.flush().await?;
+                    writeback.step(&file, size).await?;
+                }
             }
             file.flush().await?;
             // The record that references this blob is published next: the bytes must be on
@@ -571,6 +649,38 @@ mod tests {
 
     fn dir() -> PathBuf {
         std::env::temp_dir().join(format!("telepipe-blobs-{:032x}", rand::random::<u128>()))
+    }
+
+    /// A blob of several writeback windows, in odd-sized chunks that straddle them, is stored
+    /// whole; a window's writeback is started when it fills, the one before it waited for.
+    #[tokio::test]
+    async fn a_blob_past_the_writeback_window_is_stored_whole() {
+        use tokio::io::AsyncReadExt;
+        let d = dir();
+        let b = LocalBlobs::open(&d).unwrap();
+        let chunk: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let count = (2 * WRITEBACK_WINDOW as usize + 5_000_000) / chunk.len();
+        let chunks = std::iter::repeat_n(chunk.clone(), count)
+            .map(|c| Ok(Bytes::from(c)))
+            .collect::<Vec<_>>();
+        let blob = b
+            .put(Box::pin(futures_util::stream::iter(chunks)), u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(blob.size, (count * chunk.len()) as u64);
+        let mut back = Vec::new();
+        b.open(&blob)
+            .await
+            .unwrap()
+            .read_to_end(&mut back)
+            .await
+            .unwrap();
+        assert!(back.chunks(chunk.len()).all(|c| c == chunk.as_slice()));
+        let mut w = Writeback::default();
+        assert!(!w.due(WRITEBACK_WINDOW - 1) && w.due(WRITEBACK_WINDOW));
+        w.from = WRITEBACK_WINDOW + 7;
+        assert!(!w.due(2 * WRITEBACK_WINDOW) && w.due(2 * WRITEBACK_WINDOW + 7));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[tokio::test]
