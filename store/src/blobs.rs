@@ -189,12 +189,16 @@ impl Writeback {
         written - self.from >= WRITEBACK_WINDOW
     }
 
-    /// Starts the writeback of `[from, written)` and waits for the window before it.
-    async fn step(&mut self, file: &tokio::fs::File, written: u64) -> io::Result<()> {
+    /// Starts the writeback of `[from, written)` and waits for the window before it. Only
+    /// pacing: where the file system refuses it, the final `sync_data` does it all, and the
+    /// upload goes on.
+    async fn step(&mut self, file: &tokio::fs::File, written: u64) {
         let window = (self.from, written - self.from);
         let previous = self.started.replace(window);
         self.from = written;
-        sync_range(file, window, previous).await
+        if let Err(error) = sync_range(file, window, previous).await {
+            tracing::debug!(%error, "a blob's writeback could not be paced");
+        }
     }
 }
 
@@ -259,7 +263,7 @@ impl Blobs for LocalBlobs {
                 file.write_all(&chunk).await?;
                 if writeback.due(size) {
                     file.flush().await?;
-                    writeback.step(&file, size).await?;
+                    writeback.step(&file, size).await;
                 }
             }
             file.flush().await?;
