@@ -291,29 +291,49 @@ struct Checkpoints {
     /// Past this, a PASSIVE checkpoint after the commit: it copies every frame back (no write
     /// can run beside it), so the next commit restarts the WAL from its beginning.
     soft: u64,
+    /// The PASSIVE threshold while callers wait for their commits (see [`Checkpoints::new`]).
+    short: u64,
     /// Past this (a reader kept the checkpoint from finishing), a TRUNCATE checkpoint that
     /// waits for the readers: the writer stalls rather than let the WAL grow.
     hard: u64,
 }
 
+/// How long after a commit somebody waited for the writer keeps to the short threshold.
+const WAITED_RECENTLY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Checkpoints {
-    /// The PASSIVE threshold is half the limit: a checkpoint syncs the WAL and then the
-    /// database, and under load those syncs, not the copying, are its cost. At 4 MiB (SQLite's
-    /// own default) a busy gateway checkpointed ten times a second and the machine sat 20%
-    /// idle waiting on them; at half of the 64 MiB default, twice a second, for the same bytes
-    /// copied (bench/README, "the record's syncs").
+    /// Two PASSIVE thresholds, because a checkpoint costs two things:
+    /// - its syncs (the WAL's, then the database's): at 4 MiB (SQLite's own default) a busy
+    ///   embedded gateway checkpointed ten times a second and the machine sat 20% idle waiting
+    ///   on them. When nobody waits for the commits (the queued audit rows of an in-process
+    ///   bus), the writer checkpoints at half the limit: twice a second, the same bytes copied
+    ///   (bench/README, "the record's syncs").
+    /// - its length: no commit runs beside it. 32 MiB takes 60–100 ms, a stall for every call
+    ///   that waits for its commit (a durable bus's attempts and outcomes). While callers
+    ///   wait, the writer checkpoints at an eighth of the limit (at most 4 MiB, ~10 ms).
     fn new(o: SqliteOptions) -> Self {
         let hard = (o.wal_limit / PAGE).max(64);
         Self {
             soft: (hard / 2).max(16),
+            short: (hard / 8).clamp(16, 1024),
             hard,
         }
     }
 
+    /// The frames past which the writer checkpoints: `waited` when a caller waited for one of
+    /// the last second's commits.
+    fn threshold(&self, waited: bool) -> u64 {
+        if waited {
+            self.short
+        } else {
+            self.soft
+        }
+    }
+
     /// After a commit: checkpoints if the WAL is past a threshold.
-    fn after_commit(&self, conn: &Connection) {
+    fn after_commit(&self, conn: &Connection, waited: bool) {
         let frames = WAL_FRAMES.with(Cell::get);
-        if frames < self.soft {
+        if frames < self.threshold(waited) {
             return;
         }
         let mode = if frames >= self.hard {
@@ -347,6 +367,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
             }
         }
     };
+    let mut last_waited: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         drain(&mut rx, &mut batch);
@@ -359,6 +380,9 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
             };
             std::thread::park_timeout(left);
             drain(&mut rx, &mut batch);
+        }
+        if batch.iter().any(|j| j.done.is_some()) {
+            last_waited = Some(std::time::Instant::now());
         }
         let together = (|| -> rusqlite::Result<Vec<u64>> {
             let tx = conn.unchecked_transaction()?;
@@ -387,7 +411,8 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
                 }
             }
         }
-        checkpoints.after_commit(&conn);
+        let waited = last_waited.is_some_and(|t| t.elapsed() < WAITED_RECENTLY);
+        checkpoints.after_commit(&conn, waited);
     }
 }
 
@@ -1521,10 +1546,12 @@ mod tests {
                     .await
                     .unwrap();
             }
-            // A write that is waited for: every row queued before it is committed by then.
-            s.put_result(CallId::new(), &crate::testsuite::ok_response(), i64::MAX)
-                .await
-                .unwrap();
+            // Nobody waits for these rows (the writer's rare-checkpoint path): the last one
+            // read back means every one is committed.
+            let last = CallQuery::bot(BotId(77), ms, i64::MAX, 1);
+            while s.calls(&last).await.unwrap().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             largest = largest.max(size(&wal));
         }
         let written = size(&path) + size(&wal);
@@ -1539,6 +1566,20 @@ mod tests {
         );
         drop(s);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Rows nobody waits for are checkpointed rarely (each checkpoint's syncs cost); commits
+    /// somebody waits for, often (each checkpoint stalls them).
+    #[test]
+    fn the_checkpoint_threshold_follows_who_waits() {
+        let c = Checkpoints::new(SqliteOptions::default());
+        assert_eq!(c.threshold(false), 8192, "32 MiB of 4 KiB pages");
+        assert_eq!(c.threshold(true), 1024, "4 MiB");
+        assert_eq!(c.hard, 16384);
+        let small = Checkpoints::new(SqliteOptions {
+            wal_limit: 256 * 1024,
+        });
+        assert_eq!((small.threshold(false), small.threshold(true)), (32, 16));
     }
 
     /// Many concurrent writers all land, whatever batches the writer thread makes of them.
