@@ -51,8 +51,9 @@ const PAGE: u64 = 4096;
 /// How the SQLite store bounds its files.
 #[derive(Clone, Copy, Debug)]
 pub struct SqliteOptions {
-    /// The most bytes the WAL may hold. The writer checkpoints once the WAL passes half of this,
-    /// so under load it stays near that; past the limit (readers kept a checkpoint from
+    /// The most bytes the WAL may hold. The writer checkpoints once the WAL passes half of this
+    /// (at most 32 MiB), or an eighth (at most 4 MiB) while callers wait for its commits, so
+    /// under load it stays near that; past the limit (readers kept a checkpoint from
     /// finishing) the writer waits for them and truncates it.
     pub wal_limit: u64,
 }
@@ -205,9 +206,9 @@ impl SqliteStore {
             WAL_FRAMES.with(|f| f.set(frames.max(0) as u64));
             Ok(())
         }));
-        // Room for what arrives while a checkpoint runs (up to ~100 ms of a busy gateway's rows
-        // at half the default limit), so nobody waits on the writer meanwhile.
-        let (tx, rx) = mpsc::channel(8192);
+        // Room for what arrives while a checkpoint runs: a 32 MiB one took 60-100 ms, ~2,000
+        // rows of a busy gateway.
+        let (tx, rx) = mpsc::channel(4096);
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -289,7 +290,8 @@ impl SqliteStore {
 /// When the writer checkpoints, in WAL frames (pages).
 struct Checkpoints {
     /// Past this, a PASSIVE checkpoint after the commit: it copies every frame back (no write
-    /// can run beside it), so the next commit restarts the WAL from its beginning.
+    /// can run beside it), so the next commit restarts the WAL from its beginning. While few
+    /// of the commits are waited for.
     soft: u64,
     /// The PASSIVE threshold while callers wait for their commits (see [`Checkpoints::new`]).
     short: u64,
@@ -298,8 +300,46 @@ struct Checkpoints {
     hard: u64,
 }
 
-/// How long after a commit somebody waited for the writer keeps to the short threshold.
-const WAITED_RECENTLY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most frames the long threshold stands for (32 MiB): a checkpoint's stall grows with it.
+const SOFT_MAX: u64 = 8192;
+
+/// Whether the writer's callers are waiting for its commits, over the last second or two:
+/// a quarter of the jobs or more. A poller's confirmation or a webhook's delivery now and then
+/// among thousands of queued audit rows is not; a durable bus's attempts and outcomes are.
+#[derive(Default)]
+struct Waiting {
+    window: Option<std::time::Instant>,
+    /// (jobs waited for, all jobs) in the window before this one and in this one.
+    before: (u64, u64),
+    now: (u64, u64),
+}
+
+impl Waiting {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn note(&mut self, waited: u64, all: u64, at: std::time::Instant) {
+        let start = *self.window.get_or_insert(at);
+        let gone = at.saturating_duration_since(start);
+        if gone >= Self::WINDOW {
+            // A window with no batch in it counts as an empty one.
+            self.before = if gone >= 2 * Self::WINDOW {
+                (0, 0)
+            } else {
+                self.now
+            };
+            self.now = (0, 0);
+            self.window = Some(at);
+        }
+        self.now.0 += waited;
+        self.now.1 += all;
+    }
+
+    fn callers_wait(&self) -> bool {
+        let waited = self.before.0 + self.now.0;
+        let all = self.before.1 + self.now.1;
+        waited > 0 && waited * 4 >= all
+    }
+}
 
 impl Checkpoints {
     /// Two PASSIVE thresholds, because a checkpoint costs two things:
@@ -314,14 +354,14 @@ impl Checkpoints {
     fn new(o: SqliteOptions) -> Self {
         let hard = (o.wal_limit / PAGE).max(64);
         Self {
-            soft: (hard / 2).max(16),
+            soft: (hard / 2).clamp(16, SOFT_MAX),
             short: (hard / 8).clamp(16, 1024),
             hard,
         }
     }
 
-    /// The frames past which the writer checkpoints: `waited` when a caller waited for one of
-    /// the last second's commits.
+    /// The frames past which the writer checkpoints: `waited` when callers wait for its
+    /// commits ([`Waiting`]).
     fn threshold(&self, waited: bool) -> u64 {
         if waited {
             self.short
@@ -367,7 +407,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
             }
         }
     };
-    let mut last_waited: Option<std::time::Instant> = None;
+    let mut waiting = Waiting::default();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         drain(&mut rx, &mut batch);
@@ -381,9 +421,8 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
             std::thread::park_timeout(left);
             drain(&mut rx, &mut batch);
         }
-        if batch.iter().any(|j| j.done.is_some()) {
-            last_waited = Some(std::time::Instant::now());
-        }
+        let waited = batch.iter().filter(|j| j.done.is_some()).count();
+        waiting.note(waited as u64, batch.len() as u64, std::time::Instant::now());
         let together = (|| -> rusqlite::Result<Vec<u64>> {
             let tx = conn.unchecked_transaction()?;
             let mut counts = Vec::with_capacity(batch.len());
@@ -411,8 +450,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
                 }
             }
         }
-        let waited = last_waited.is_some_and(|t| t.elapsed() < WAITED_RECENTLY);
-        checkpoints.after_commit(&conn, waited);
+        checkpoints.after_commit(&conn, waiting.callers_wait());
     }
 }
 
@@ -1549,7 +1587,12 @@ mod tests {
             // Nobody waits for these rows (the writer's rare-checkpoint path): the last one
             // read back means every one is committed.
             let last = CallQuery::bot(BotId(77), ms, i64::MAX, 1);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             while s.calls(&last).await.unwrap().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a queued row never landed"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             largest = largest.max(size(&wal));
@@ -1580,6 +1623,48 @@ mod tests {
             wal_limit: 256 * 1024,
         });
         assert_eq!((small.threshold(false), small.threshold(true)), (32, 16));
+        // A large limit does not make a checkpoint (a stall) as large: 32 MiB at most.
+        let large = Checkpoints::new(SqliteOptions {
+            wal_limit: 1024 * 1024 * 1024,
+        });
+        assert_eq!(
+            (large.threshold(false), large.threshold(true)),
+            (8192, 1024)
+        );
+    }
+
+    /// Callers wait when a quarter of the jobs or more are waited for; a poller's write now
+    /// and then among queued audit rows does not count, and an idle spell forgets them.
+    #[test]
+    fn callers_wait_when_many_jobs_are_waited_for() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        let mut w = Waiting::default();
+        assert!(!w.callers_wait(), "no jobs yet");
+        for ms in 0..100 {
+            w.note(0, 40, at(ms * 2));
+        }
+        w.note(1, 1, at(300));
+        assert!(
+            !w.callers_wait(),
+            "one awaited write among 4,000 queued rows"
+        );
+        // A durable bus: every job waited for (within two windows, the queued rows before
+        // it no longer count).
+        for ms in 0..100 {
+            w.note(10, 10, at(1_000 + ms * 20));
+        }
+        assert!(w.callers_wait(), "{:?} {:?}", w.before, w.now);
+        // Back to queued rows only, for a whole window: the waiting is forgotten.
+        for ms in 0..100 {
+            w.note(0, 40, at(3_000 + ms * 10));
+        }
+        assert!(!w.callers_wait(), "{:?} {:?}", w.before, w.now);
+        // After an idle spell, nothing carries over.
+        let mut w = Waiting::default();
+        w.note(5, 5, at(0));
+        w.note(0, 1, at(10_000));
+        assert!(!w.callers_wait());
     }
 
     /// Many concurrent writers all land, whatever batches the writer thread makes of them.

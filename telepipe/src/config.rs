@@ -336,9 +336,10 @@ pub struct DataArgs {
     #[arg(long, env = "TELEPIPE_STORE", default_value = "sqlite")]
     pub store: StoreUrl,
 
-    /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at an
-    /// eighth of it (at most 4 MiB) and truncates the log back; past the limit it waits for
-    /// readers rather than let the log grow.
+    /// SQLite: the most the write-ahead log may hold, in MiB. The writer checkpoints at half
+    /// of it (at most 32 MiB), or an eighth (at most 4 MiB) while callers wait for its commits
+    /// (a durable bus), and truncates the log back; past the limit it waits for readers rather
+    /// than let the log grow.
     #[arg(long, env = "TELEPIPE_SQLITE_WAL_LIMIT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub sqlite_wal_limit_mb: u64,
 
