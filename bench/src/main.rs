@@ -10,6 +10,7 @@ mod files;
 mod flood;
 mod floor;
 mod nginx;
+mod pair;
 mod polls;
 mod proxy;
 mod record;
@@ -89,6 +90,33 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         connections: usize,
         /// nginx and telepipe passes, taken in turns.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Two gateway builds (or one build with two environments) side by side on one nginx
+    /// upstream, wrk runs alternating: req/s, p50, p99, CPU per call (the SQLite writer's
+    /// share too) and the machine's idle time per run. How a change is measured against the
+    /// code before it on a machine whose speed moves.
+    Pair {
+        /// The first gateway's binary.
+        #[arg(long)]
+        a: std::path::PathBuf,
+        /// The second gateway's binary.
+        #[arg(long)]
+        b: std::path::PathBuf,
+        /// `KEY=VALUE` for the first gateway's environment (repeatable).
+        #[arg(long)]
+        a_env: Vec<String>,
+        /// `KEY=VALUE` for the second gateway's environment (repeatable).
+        #[arg(long)]
+        b_env: Vec<String>,
+        /// Seconds a run.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+        /// wrk's connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Runs of each, taken in turns.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
@@ -317,6 +345,28 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(proxy::run(bin, seconds, connections, rounds.max(1)));
+        }
+        Bench::Pair {
+            a,
+            b,
+            a_env,
+            b_env,
+            seconds,
+            connections,
+            rounds,
+        } => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(pair::run(
+                    a,
+                    b,
+                    a_env,
+                    b_env,
+                    seconds,
+                    connections,
+                    rounds.max(1),
+                ));
         }
         Bench::Soak {
             bin,

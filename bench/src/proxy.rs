@@ -23,6 +23,7 @@ pub async fn gateway(
     dir: &Path,
     upstream_port: u16,
     extra: &[&str],
+    env: &[(String, String)],
 ) -> anyhow::Result<Server> {
     let data = dir.display().to_string();
     let upstream = format!("http://127.0.0.1:{upstream_port}");
@@ -36,7 +37,7 @@ pub async fn gateway(
         &data,
     ];
     args.extend_from_slice(extra);
-    start(bin, &args, &[]).await
+    start(bin, &args, env).await
 }
 
 /// Audit rows in the SQLite store under `data_dir` (the gateway stopped).
@@ -63,7 +64,7 @@ pub async fn run(
     let up = nginx::upstream(&dir).await?;
     let px = nginx::proxy(&dir, up.port).await?;
     let data = dir.join("gateway");
-    let mut gw = gateway(&bin, &data, up.port, &[]).await?;
+    let mut gw = gateway(&bin, &data, up.port, &[], &[]).await?;
     let path = call_path();
     let direct = format!("http://127.0.0.1:{}{path}", up.port);
     let via_nginx = format!("http://127.0.0.1:{}{path}", px.port);

@@ -68,7 +68,7 @@ pub async fn run(
     std::fs::create_dir_all(&dir)?;
     let up = nginx::upstream(&dir).await?;
     let data = dir.join("gateway");
-    let mut gw = gateway(&bin, &data, up.port, &[]).await?;
+    let mut gw = gateway(&bin, &data, up.port, &[], &[]).await?;
     let pid = gw.child.id().context("gateway pid")?;
     let url = format!("{}{}", gw.url, call_path());
     let direct = format!("http://127.0.0.1:{}{}", up.port, call_path());

@@ -1,0 +1,168 @@
+//! `pair`: two gateway builds side by side on one nginx upstream, wrk runs alternating between
+//! them. Per run: req/s, p50, p99, the gateway's CPU per call (and its SQLite writer thread's
+//! share of it), and how idle the whole machine was. This machine's speed moves by ±20% within
+//! minutes, so a change is measured against the code before it in alternating runs, never
+//! against an earlier run of the other bench.
+
+use crate::files::{stop, Server};
+use crate::nginx::{self, Load};
+use crate::proxy::{call_path, gateway};
+use anyhow::Context;
+use std::path::PathBuf;
+
+/// Linux reports `/proc` CPU times in USER_HZ, which is 100 on every architecture it runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// A gateway's CPU time and its writer thread's, in ticks.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let ticks = |path: String| -> u64 {
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            return 0;
+        };
+        // Fields after the command name (which may hold spaces) in parentheses: utime and
+        // stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    };
+    let all = ticks(format!("/proc/{pid}/stat"));
+    let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "sqlite-writer")
+        })
+        .map(|t| ticks(t.path().join("stat").display().to_string()))
+        .sum();
+    (all, writer)
+}
+
+/// The machine's (idle, total) CPU time from `/proc/stat`, in ticks.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (f.get(3).copied().unwrap_or(0), f.iter().sum())
+}
+
+/// One wrk run against one gateway, with what it cost.
+struct Run {
+    load: Load,
+    cpu_us: f64,
+    writer_us: f64,
+    idle: f64,
+}
+
+async fn measure(gw: &Server, url: &str, connections: usize, seconds: u64) -> anyhow::Result<Run> {
+    let pid = gw.child.id().context("the gateway has exited")?;
+    let (cpu0, writer0) = cpu_ticks(pid);
+    let (idle0, total0) = machine_ticks();
+    let load = nginx::wrk(url, connections, seconds).await?;
+    let (cpu1, writer1) = cpu_ticks(pid);
+    let (idle1, total1) = machine_ticks();
+    let per_call = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / load.requests.max(1) as f64;
+    Ok(Run {
+        cpu_us: per_call(cpu1.saturating_sub(cpu0)),
+        writer_us: per_call(writer1.saturating_sub(writer0)),
+        idle: idle1.saturating_sub(idle0) as f64 / total1.saturating_sub(total0).max(1) as f64,
+        load,
+    })
+}
+
+fn row(label: &str, r: &Run) {
+    println!(
+        "  {label:<6} {:>9.0} {:>9.3} {:>9.3} {:>10.1} {:>10.1} {:>6.0}% {:>7}",
+        r.load.rps,
+        r.load.p50_ms,
+        r.load.p99_ms,
+        r.cpu_us,
+        r.writer_us,
+        r.idle * 100.0,
+        r.load.errors
+    );
+}
+
+/// `KEY=VALUE` pairs for a gateway's environment.
+fn env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("{p:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+pub async fn run(
+    a: PathBuf,
+    b: PathBuf,
+    a_env: Vec<String>,
+    b_env: Vec<String>,
+    seconds: u64,
+    connections: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("telepipe-bench-pair-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let up = nginx::upstream(&dir).await?;
+    let mut gws = Vec::new();
+    for (name, bin, vars) in [("a", &a, &a_env), ("b", &b, &b_env)] {
+        let gw = gateway(bin, &dir.join(name), up.port, &[], &env(vars)?).await?;
+        gws.push((name, gw));
+    }
+    let path = call_path();
+    for (_, gw) in &gws {
+        nginx::wrk(&format!("{}{path}", gw.url), connections, 2).await?;
+    }
+    println!(
+        "pair: sendMessage, wrk -t2 -c{connections}, {seconds} s a run, a and b in turns on one \
+         nginx upstream\n  a: {} {}\n  b: {} {}",
+        a.display(),
+        a_env.join(" "),
+        b.display(),
+        b_env.join(" ")
+    );
+    println!(
+        "  {:<6} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7} {:>7}",
+        "run", "req/s", "p50 ms", "p99 ms", "cpu µs/call", "writer µs", "idle", "errors"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut rps = Vec::new();
+        for (name, gw) in &gws {
+            let r = measure(gw, &format!("{}{path}", gw.url), connections, seconds).await?;
+            row(&format!("{name} #{round}"), &r);
+            rps.push(r.load.rps);
+        }
+        ratios.push(rps[1] / rps[0].max(1.0));
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  b / a req/s: {:.2}x (median of {rounds}; {})",
+        ratios[ratios.len() / 2],
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (_, mut gw) in gws {
+        stop(&mut gw).await?;
+    }
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
