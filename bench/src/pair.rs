@@ -6,7 +6,7 @@
 
 use crate::files::{stop, Server};
 use crate::nginx::{self, Load};
-use crate::proxy::{call_path, gateway};
+use crate::proxy::{call_path, gateway, median_of};
 use anyhow::Context;
 use std::path::PathBuf;
 
@@ -149,16 +149,7 @@ pub async fn run(
         }
         ratios.push(rps[1] / rps[0].max(1.0));
     }
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "  b / a req/s: {:.2}x (median of {rounds}; {})",
-        ratios[ratios.len() / 2],
-        ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("  b / a req/s: {}", median_of(&mut ratios));
     for (_, mut gw) in gws {
         stop(&mut gw).await?;
     }

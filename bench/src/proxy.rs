@@ -46,6 +46,18 @@ pub fn audit_rows(data_dir: &Path) -> anyhow::Result<u64> {
     Ok(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
+/// Ratios of rounds as a figure: `0.46x (median of 3; 0.44, 0.46, 0.47)`.
+pub fn median_of(ratios: &mut [f64]) -> String {
+    ratios.sort_by(f64::total_cmp);
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!(
+        "{:.2}x (median of {}; {})",
+        ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN),
+        ratios.len(),
+        each.join(", ")
+    )
+}
+
 fn row(label: &str, l: &Load) {
     println!(
         "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7}",
@@ -102,16 +114,9 @@ pub async fn run(
         ratios.push(t.rps / n.rps);
         worst_p99 = worst_p99.max(t.p99_ms);
     }
-    ratios.sort_by(f64::total_cmp);
     println!(
-        "  telepipe / nginx proxy_pass: {:.2}x (median of {rounds}; {}); telepipe p99 at most \
-         {worst_p99:.2} ms",
-        ratios[ratios.len() / 2],
-        ratios
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "  telepipe / nginx proxy_pass: {}; telepipe p99 at most {worst_p99:.2} ms",
+        median_of(&mut ratios)
     );
     stop(&mut gw).await?;
     let rows = audit_rows(&data).context("counting audit rows")?;
@@ -123,4 +128,18 @@ pub async fn run(
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_of;
+
+    #[test]
+    fn rounds_read_as_their_median_and_each() {
+        assert_eq!(
+            median_of(&mut [0.47, 0.44, 0.46]),
+            "0.46x (median of 3; 0.44, 0.46, 0.47)"
+        );
+        assert_eq!(median_of(&mut [1.0]), "1.00x (median of 1; 1.00)");
+    }
 }
