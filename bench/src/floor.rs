@@ -5,6 +5,7 @@
 //! With one ping in flight it is the latency floor; with as many in flight as the bench has
 //! clients, its rate is the most any gateway could get through this broker on this machine.
 
+use crate::polls::percentile;
 use anyhow::Context;
 use bus::kafka::{KafkaBus, KafkaConfig};
 use bus::Bus;
@@ -20,6 +21,9 @@ pub struct Floor {
     pub rounds: usize,
     pub in_flight: usize,
     pub per_second: f64,
+    /// p50 and p99 of each successive slice of the run (by when the ping left): a broker
+    /// whose round trip grows with what a topic holds shows it here, not in the totals.
+    pub windows: Vec<(f64, f64)>,
 }
 
 /// About the size of a sendMessage call's record on `calls`.
@@ -27,7 +31,12 @@ const PAYLOAD: usize = 512;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
 
-pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow::Result<Floor> {
+pub async fn ping_pong(
+    brokers: &str,
+    rounds: usize,
+    in_flight: usize,
+    windows: usize,
+) -> anyhow::Result<Floor> {
     let (in_flight, rounds) = (in_flight.max(1), rounds.max(1));
     let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}"))?;
     // Topics and groups of their own for every run, so that no record of an earlier run can
@@ -93,7 +102,7 @@ pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow
             waiters.lock().expect("not poisoned").remove(&seq);
         }
         answered.context("no pong within two minutes")??;
-        anyhow::Ok(t.elapsed())
+        anyhow::Ok((t, t.elapsed()))
     };
     // Warm up: group joins, connections.
     for _ in 0..20 {
@@ -119,15 +128,29 @@ pub async fn ping_pong(brokers: &str, rounds: usize, in_flight: usize) -> anyhow
     let seconds = started.elapsed().as_secs_f64();
     echo_task.abort();
     origin_task.abort();
-    lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let windows = windows.clamp(1, lat.len());
+    let mut slices = vec![Vec::new(); windows];
+    for (sent, took) in &lat {
+        let at = sent.duration_since(started).as_secs_f64() / seconds;
+        slices[((at * windows as f64) as usize).min(windows - 1)].push(ms(*took));
+    }
+    let windows = slices
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            (percentile(&s, 0.5), percentile(&s, 0.99))
+        })
+        .collect();
+    let mut all: Vec<f64> = lat.iter().map(|(_, took)| ms(*took)).collect();
+    all.sort_by(f64::total_cmp);
     Ok(Floor {
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-        rounds: lat.len(),
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+        rounds: all.len(),
         in_flight,
-        per_second: lat.len() as f64 / seconds,
+        per_second: all.len() as f64 / seconds,
+        windows,
     })
 }
 
@@ -137,6 +160,13 @@ impl std::fmt::Display for Floor {
             f,
             "broker ping-pong (publish -> consume -> publish -> consume), {} in flight: {:.0}/s, p50 {:.3} ms, p99 {:.3} ms over {} rounds",
             self.in_flight, self.per_second, self.p50_ms, self.p99_ms, self.rounds
-        )
+        )?;
+        if self.windows.len() > 1 {
+            write!(f, "\n  p50/p99 ms by slice of the run:")?;
+            for (p50, p99) in &self.windows {
+                write!(f, " {p50:.2}/{p99:.2}")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -144,6 +144,10 @@ enum Bench {
         /// Pings in flight at once (1: the latency floor; more: the broker's ceiling).
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
+        /// Slices of the run reported apart, to see whether the round trip grows as the
+        /// topics fill.
+        #[arg(long, default_value_t = 1)]
+        windows: usize,
     },
     /// A broadcast through flood control: one bot, one message to each of many private chats,
     /// to a sandbox enforcing Telegram's limits; 429s reaching the bot, the upstream rate, the
@@ -198,6 +202,9 @@ enum Bench {
         /// work off the gateway's CPU as far as one machine can; 0 shares it evenly.
         #[arg(long, default_value_t = 10)]
         sandbox_nice: u8,
+        /// Idle and loaded windows a topology; past one, the samples are also pooled.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
     /// replay rate into a fresh sandbox.
@@ -383,11 +390,12 @@ fn main() -> anyhow::Result<()> {
             kafka,
             rounds,
             in_flight,
+            windows,
         } => {
             let f = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(floor::ping_pong(&kafka, rounds, in_flight))?;
+                .block_on(floor::ping_pong(&kafka, rounds, in_flight, windows))?;
             println!("{f}");
             return Ok(());
         }
@@ -430,6 +438,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             sandbox_nice,
+            rounds,
         } => {
             return tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -439,8 +448,11 @@ fn main() -> anyhow::Result<()> {
                     kafka,
                     uploads.max(1),
                     mib.max(51),
-                    rate.max(1),
-                    seconds.max(1),
+                    stages::Windows {
+                        rate: rate.max(1),
+                        seconds: seconds.max(1),
+                        rounds: rounds.max(1),
+                    },
                     sandbox_nice.min(19),
                 ));
         }
@@ -555,8 +567,8 @@ fn main() -> anyhow::Result<()> {
         }
         let floor = match &kafka {
             Some(b) => Some((
-                floor::ping_pong(b, 1000, 1).await?,
-                floor::ping_pong(b, requests, concurrency).await?,
+                floor::ping_pong(b, 1000, 1, 1).await?,
+                floor::ping_pong(b, requests, concurrency, 1).await?,
             )),
             None => None,
         };

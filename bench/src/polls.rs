@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 /// sendMessage of one bot at `rate` a second for `seconds`: p50 and p99 in ms, and failures.
 pub(crate) async fn load(base: &str, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
+    let (ms, failed) = samples(base, rate, seconds).await?;
+    Ok((percentile(&ms, 0.50), percentile(&ms, 0.99), failed))
+}
+
+/// The latencies (ms, sorted) of `rate` sendMessage a second for `seconds`, and how many failed.
+pub(crate) async fn samples(
+    base: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(Vec<f64>, usize)> {
     let http = reqwest::Client::new();
     let total = rate * seconds;
     let started = Instant::now();
@@ -39,8 +49,16 @@ pub(crate) async fn load(base: &str, rate: u64, seconds: u64) -> anyhow::Result<
         failed += usize::from(!ok);
     }
     ms.sort_by(f64::total_cmp);
-    let at = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-    Ok((at(0.50), at(0.99), failed))
+    Ok((ms, failed))
+}
+
+/// The `p` quantile (nearest rank) of sorted samples; 0 when there are none.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The gateway's `telepipe_long_polls_waiting`.
@@ -122,4 +140,19 @@ pub async fn run(
     stop(&mut sandbox).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn a_percentile_is_the_nearest_rank() {
+        let ms: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(percentile(&ms, 0.50), 500.0);
+        // The p99 of 1,000 samples is their tenth-worst.
+        assert_eq!(percentile(&ms, 0.99), 990.0);
+        assert_eq!(percentile(&ms[..1], 0.99), 1.0);
+        assert_eq!(percentile(&[], 0.99), 0.0);
+    }
 }

@@ -16,6 +16,7 @@
 //! before 2026-12-02 evening did.
 
 use crate::files::{start, start_sandbox_niced, Server};
+use crate::polls::{percentile, samples};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -130,15 +131,40 @@ async fn upload(
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// One line of the table (without the sandbox's column): p50 and p99 idle and loaded, their
+/// ratio, how long the uploads took. Returns the ratio of the p99s.
+fn row(label: &str, idle: &[f64], loaded: &[f64], took: Option<f64>) -> f64 {
+    let (idle_p99, loaded_p99) = (percentile(idle, 0.99), percentile(loaded, 0.99));
+    let took = took.map_or_else(String::new, |t| format!("{t:.1} s"));
+    print!(
+        "  {label:<12} {:>8.2}ms {idle_p99:>8.2}ms {:>10.2}ms {loaded_p99:>10.2}ms {:>7.2}x {took:>14}",
+        percentile(idle, 0.50),
+        percentile(loaded, 0.50),
+        loaded_p99 / idle_p99
+    );
+    loaded_p99 / idle_p99
+}
+
+/// The timed sendMessage: its rate, each window's length, the rounds a topology.
+pub struct Windows {
+    pub rate: u64,
+    pub seconds: u64,
+    pub rounds: usize,
+}
+
 pub async fn run(
     bin: PathBuf,
     kafka: String,
     uploads: usize,
     mib: u64,
-    rate: u64,
-    seconds: u64,
+    windows: Windows,
     sandbox_nice: u8,
 ) -> anyhow::Result<()> {
+    let Windows {
+        rate,
+        seconds,
+        rounds,
+    } = windows;
     let dir = std::env::temp_dir().join(format!("telepipe-bench-stages-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // Telegram keeps what it is sent on disks of its own: the sandbox's 1.6 GB go to memory
@@ -157,10 +183,10 @@ pub async fn run(
     let files = url_host.url.clone();
     println!(
         "stages on Kafka ({kafka}): sendMessage of another bot at {rate}/s for {seconds} s, idle \
-         and while {uploads} URL uploads of {mib} MiB run (MTProto)"
+         and while {uploads} URL uploads of {mib} MiB run (MTProto), {rounds} round(s) a topology"
     );
     println!(
-        "  {:<10} {:>10} {:>10} {:>12} {:>12} {:>8} {:>14} {:>22}",
+        "  {:<12} {:>10} {:>10} {:>12} {:>12} {:>8} {:>14} {:>22}",
         "topology",
         "idle p50",
         "idle p99",
@@ -172,63 +198,108 @@ pub async fn run(
     );
     let mut seed = 100;
     for (name, processors) in TOPOLOGIES {
-        let gw = gateway(&bin, &dir, &env, &kafka, name, processors)
-            .await
-            .with_context(|| format!("starting the {name} topology"))?;
-        let uploader = sandbox::token_for(5151);
-        let sender = format!("{}/bot{}", gw.url(), sandbox::token_for(5252));
-        // Warm-up: group joins, connections, the MTProto sign-in of the uploading bot.
-        crate::polls::load(&sender, 20, 2).await?;
-        seed += 1;
-        upload(
-            gw.url().to_owned(),
-            files.clone(),
-            uploader.clone(),
-            51,
-            seed,
-        )
-        .await?;
-
-        // The floor: a third bot's sendMessage straight to the sandbox at the same rate, in
-        // the same windows: what Telegram's stand-in itself takes, idle and loaded.
-        let direct = format!("{}/bot{}", sandbox.url, sandbox::token_for(5353));
-        let ((idle_p50, idle_p99, idle_failed), (_, direct_idle_p99, _)) = tokio::try_join!(
-            crate::polls::load(&sender, rate, seconds),
-            crate::polls::load(&direct, rate, seconds)
-        )?;
-        let started = Instant::now();
-        let running: Vec<_> = (0..uploads)
-            .map(|_| {
-                seed += 1;
-                tokio::spawn(upload(
-                    gw.url().to_owned(),
-                    files.clone(),
-                    uploader.clone(),
-                    mib,
-                    seed,
-                ))
-            })
-            .collect();
-        let ((p50, p99, failed), (_, direct_p99, _)) = tokio::try_join!(
-            crate::polls::load(&sender, rate, seconds),
-            crate::polls::load(&direct, rate, seconds)
-        )?;
-        let window = started.elapsed().as_secs_f64();
-        for r in running {
-            r.await??;
+        // Every round's samples, pooled: a p99 of 1,000 samples is their tenth-worst, and
+        // one round's ratio moved ±0.3 from run to run on this machine.
+        let (mut idle_all, mut loaded_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            // A gateway of its own each round, on topics of its own: Tansu's round trip grows
+            // with what a topic holds (`telepipe-bench floor --windows`: p50 6.8 ms over its
+            // first 500 pings, 14.2 ms over its sixth), so rounds on one set of topics drift
+            // apart by the broker alone (idle p50 15, 37, 55 ms in three rounds).
+            let run = format!("{name}{round}");
+            let gw = gateway(&bin, &dir, &env, &kafka, &run, processors)
+                .await
+                .with_context(|| format!("starting the {name} topology"))?;
+            let uploader = sandbox::token_for(5151);
+            let sender = format!("{}/bot{}", gw.url(), sandbox::token_for(5252));
+            // Warm-up: group joins, connections, the MTProto sign-in of the uploading bot.
+            crate::polls::load(&sender, 20, 2).await?;
+            seed += 1;
+            upload(
+                gw.url().to_owned(),
+                files.clone(),
+                uploader.clone(),
+                51,
+                seed,
+            )
+            .await?;
+            // The floor: a third bot's sendMessage straight to the sandbox at the same rate, in
+            // the same windows: what Telegram's stand-in itself takes, idle and loaded.
+            let direct = format!("{}/bot{}", sandbox.url, sandbox::token_for(5353));
+            let idle_window = || async {
+                tokio::try_join!(
+                    samples(&sender, rate, seconds),
+                    samples(&direct, rate, seconds)
+                )
+            };
+            // The topics fill as the windows run, so which window comes first alternates
+            // round by round: neither gets the emptier topics every time.
+            let idle_first = round % 2 == 1;
+            let early = if idle_first {
+                Some(idle_window().await?)
+            } else {
+                None
+            };
+            let started = Instant::now();
+            let running: Vec<_> = (0..uploads)
+                .map(|_| {
+                    seed += 1;
+                    tokio::spawn(upload(
+                        gw.url().to_owned(),
+                        files.clone(),
+                        uploader.clone(),
+                        mib,
+                        seed,
+                    ))
+                })
+                .collect();
+            let ((loaded, failed), (direct_loaded, _)) = tokio::try_join!(
+                samples(&sender, rate, seconds),
+                samples(&direct, rate, seconds)
+            )?;
+            let window = started.elapsed().as_secs_f64();
+            for r in running {
+                r.await??;
+            }
+            let took = started.elapsed().as_secs_f64();
+            let ((idle, idle_failed), (direct_idle, _)) = match early {
+                Some(done) => done,
+                None => idle_window().await?,
+            };
+            let label = if rounds > 1 {
+                format!("{name} {round}{}", if idle_first { "" } else { "*" })
+            } else {
+                name.to_owned()
+            };
+            let ratio = row(&label, &idle, &loaded, Some(took));
+            println!(
+                "{:>22}/{:.2}ms",
+                format!("{:.2}", percentile(&direct_idle, 0.99)),
+                percentile(&direct_loaded, 0.99)
+            );
+            ratios.push(ratio);
+            if idle_failed + failed > 0 {
+                println!("    {} sendMessage failed", idle_failed + failed);
+            }
+            if took < window {
+                println!("    the uploads ended before the loaded window did: raise --mib");
+            }
+            idle_all.extend(idle);
+            loaded_all.extend(loaded);
+            drop(gw);
+            // 4 x 200 MiB of blobs a round: gone before the next round writes its own.
+            let _ = std::fs::remove_dir_all(dir.join(&run));
         }
-        let took = started.elapsed().as_secs_f64();
-        println!(
-            "  {name:<10} {idle_p50:>8.2}ms {idle_p99:>8.2}ms {p50:>10.2}ms {p99:>10.2}ms {:>7.2}x {took:>12.1} s {direct_idle_p99:>9.2}/{direct_p99:.2}ms",
-            p99 / idle_p99
-        );
-        if idle_failed + failed > 0 {
-            println!("    {} sendMessage failed", idle_failed + failed);
+        if rounds > 1 {
+            idle_all.sort_by(f64::total_cmp);
+            loaded_all.sort_by(f64::total_cmp);
+            row(&format!("{name} pooled"), &idle_all, &loaded_all, None);
+            println!();
+            println!(
+                "    {name}: loaded / idle p99 by round {}  (*: loaded window first)",
+                crate::proxy::median_of(&mut ratios)
+            );
         }
-        if took < window {
-            println!("    the uploads ended before the loaded window did: raise --mib");
-        }
-        drop(gw);
     }
     drop((sandbox, url_host));
     let _ = std::fs::remove_dir_all(&dir);
