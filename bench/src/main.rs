@@ -186,7 +186,7 @@ enum Bench {
         /// The broker (`host:port`; `scripts/kafka-broker.sh` starts one).
         #[arg(long)]
         kafka: String,
-        /// Uploads at once.
+        /// Uploads at once; 0 times two idle windows (the bench's own drift).
         #[arg(long, default_value_t = 4)]
         uploads: usize,
         /// Size of each upload, in MiB.
@@ -195,15 +195,20 @@ enum Bench {
         /// sendMessage a second.
         #[arg(long, default_value_t = 100)]
         rate: u64,
-        /// Seconds of each timed window.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds of each timed window (a p99 of 500 samples, at 5 s, moved a round's ratio
+        /// by ±0.5 on its own).
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// `nice` of the sandbox (Telegram, another party's machine): 10 keeps its MTProto
         /// work off the gateway's CPU as far as one machine can; 0 shares it evenly.
         #[arg(long, default_value_t = 10)]
         sandbox_nice: u8,
+        /// `nice` of the file stages' process in the apart topology (what stands in for the
+        /// machines of its own it would have).
+        #[arg(long, default_value_t = 19)]
+        files_nice: u8,
         /// Idle and loaded windows a topology; past one, the samples are also pooled.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
     /// Reading the record: `telepipe audit --stats` and listings over a filled store, and the
@@ -438,6 +443,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             sandbox_nice,
+            files_nice,
             rounds,
         } => {
             return tokio::runtime::Builder::new_multi_thread()
@@ -446,7 +452,7 @@ fn main() -> anyhow::Result<()> {
                 .block_on(stages::run(
                     bin,
                     kafka,
-                    uploads.max(1),
+                    uploads,
                     mib.max(51),
                     stages::Windows {
                         rate: rate.max(1),
@@ -454,6 +460,7 @@ fn main() -> anyhow::Result<()> {
                         rounds: rounds.max(1),
                     },
                     sandbox_nice.min(19),
+                    files_nice.min(19),
                 ));
         }
         Bench::Record {

@@ -4,8 +4,9 @@
 //! (`processor all`). In each, another bot's sendMessage at a steady rate is timed while idle
 //! and again while four big URL uploads (past the Bot API's 50 MB, so over MTProto) run; the
 //! figure is the loaded p99 over the idle p99 (issue 12: within 1.5x when apart). Apart, the
-//! files stage runs under `nice -n 10`: on one machine that is what stands in for the machines
-//! of its own it would have.
+//! files stage runs under `nice -n 19` (`--files-nice`): on one machine that is what stands in
+//! for the machines of its own it would have. Every window runs on a gateway and topics of its
+//! own: on Tansu, a second window on the same topics is slower by the broker alone.
 //!
 //! The URL server (the internet's hosts the uploads come from) is a process of its own under
 //! `nice -n 10` too: in this process it shared the load generator's runtime, so streaming
@@ -42,14 +43,14 @@ impl Gateway {
     }
 }
 
-async fn gateway(
-    bin: &Path,
-    dir: &Path,
-    env: &[(String, String)],
-    kafka: &str,
-    name: &str,
-    processors: &[&[&str]],
-) -> anyhow::Result<Gateway> {
+async fn gateway(b: &Bench<'_>, name: &str, processors: &[&[&str]]) -> anyhow::Result<Gateway> {
+    let Bench {
+        bin,
+        dir,
+        env,
+        kafka,
+        ..
+    } = *b;
     let data = dir.join(name).display().to_string();
     let bus = format!("kafka://{kafka}");
     let prefix = format!("bench{}{name}.", std::process::id());
@@ -76,11 +77,14 @@ async fn gateway(
     ];
     let mut procs = Vec::new();
     let bin_arg = bin.display().to_string();
+    let files_nice = b.files_nice.to_string();
     for stages in processors {
         // Apart, the files stage would have machines of its own; on one machine, `nice` is
-        // what an operator has to keep it from taking the router's CPU.
+        // what an operator has to keep it from taking the router's CPU. At 19 the uploads
+        // took as long as at 10 (11.7-12.8 s against 11.4-12.3 s): they use the CPU the
+        // router leaves, and the router gets it back as soon as it wakes.
         let mut args = if stages.contains(&"files") && processors.len() > 1 {
-            vec!["-n", "10", &bin_arg, "processor"]
+            vec!["-n", &files_nice, &bin_arg, "processor"]
         } else {
             vec!["-n", "0", &bin_arg, "processor"]
         };
@@ -152,6 +156,96 @@ pub struct Windows {
     pub rounds: usize,
 }
 
+/// What every window shares: the processes that outlive gateways, and the load.
+struct Bench<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    env: &'a [(String, String)],
+    kafka: &'a str,
+    /// The URL server's base.
+    files: &'a str,
+    /// A third bot's sendMessage base, straight at the sandbox: the floor.
+    direct: String,
+    windows: &'a Windows,
+    mib: u64,
+    /// `nice` of the process running the file stages when apart.
+    files_nice: u8,
+}
+
+/// One timed window: the gateway's sendMessage latencies (sorted), how many failed, the
+/// sandbox's own in the same seconds, and how long the uploads took when there were any.
+struct Window {
+    ms: Vec<f64>,
+    failed: usize,
+    direct: Vec<f64>,
+    took: Option<f64>,
+}
+
+/// A window on a gateway and topics of its own (`run` names both), started the same way
+/// whether it will be loaded or not: warm-up sendMessage, then one upload past 50 MB so the
+/// uploading bot is signed in over MTProto. Then `uploads` uploads start and sendMessage is
+/// timed beside them; the window ends when they are all done.
+async fn window(
+    b: &Bench<'_>,
+    run: &str,
+    processors: &[&[&str]],
+    uploads: usize,
+    seed: &mut u64,
+) -> anyhow::Result<Window> {
+    let gw = gateway(b, run, processors)
+        .await
+        .with_context(|| format!("starting the gateway of {run}"))?;
+    let uploader = sandbox::token_for(5151);
+    let sender = format!("{}/bot{}", gw.url(), sandbox::token_for(5252));
+    crate::polls::load(&sender, 20, 2).await?;
+    *seed += 1;
+    upload(
+        gw.url().to_owned(),
+        b.files.to_owned(),
+        uploader.clone(),
+        51,
+        *seed,
+    )
+    .await?;
+    let started = Instant::now();
+    let running: Vec<_> = (0..uploads)
+        .map(|_| {
+            *seed += 1;
+            tokio::spawn(upload(
+                gw.url().to_owned(),
+                b.files.to_owned(),
+                uploader.clone(),
+                b.mib,
+                *seed,
+            ))
+        })
+        .collect();
+    let Windows { rate, seconds, .. } = *b.windows;
+    let ((ms, failed), (direct, _)) = tokio::try_join!(
+        samples(&sender, rate, seconds),
+        samples(&b.direct, rate, seconds)
+    )?;
+    let window = started.elapsed().as_secs_f64();
+    for r in running {
+        r.await??;
+    }
+    let took = (uploads > 0).then(|| started.elapsed().as_secs_f64());
+    if took.is_some_and(|t| t < window) {
+        println!("    the uploads ended before the loaded window did: raise --mib");
+    }
+    for mut p in gw.procs {
+        let _ = p.child.kill().await;
+    }
+    // Each window's blobs (4 x 200 MiB when loaded) are gone before the next one writes.
+    let _ = std::fs::remove_dir_all(b.dir.join(run));
+    Ok(Window {
+        ms,
+        failed,
+        direct,
+        took,
+    })
+}
+
 pub async fn run(
     bin: PathBuf,
     kafka: String,
@@ -159,6 +253,7 @@ pub async fn run(
     mib: u64,
     windows: Windows,
     sandbox_nice: u8,
+    files_nice: u8,
 ) -> anyhow::Result<()> {
     let Windows {
         rate,
@@ -180,10 +275,21 @@ pub async fn run(
     let sandbox = start_sandbox_niced(&bin, &telegram_dir, sandbox_nice).await?;
     let env = sandbox_env(&telegram_dir.join("sandbox.env"))?;
     let url_host = url_server().await?;
-    let files = url_host.url.clone();
+    let bench = Bench {
+        bin: &bin,
+        dir: &dir,
+        env: &env,
+        kafka: &kafka,
+        files: &url_host.url,
+        direct: format!("{}/bot{}", sandbox.url, sandbox::token_for(5353)),
+        windows: &windows,
+        mib,
+        files_nice,
+    };
     println!(
         "stages on Kafka ({kafka}): sendMessage of another bot at {rate}/s for {seconds} s, idle \
-         and while {uploads} URL uploads of {mib} MiB run (MTProto), {rounds} round(s) a topology"
+         and while {uploads} URL uploads of {mib} MiB run (MTProto), {rounds} round(s) a \
+         topology, each window on a gateway and topics of its own"
     );
     println!(
         "  {:<12} {:>10} {:>10} {:>12} {:>12} {:>8} {:>14} {:>22}",
@@ -202,93 +308,39 @@ pub async fn run(
         // one round's ratio moved ±0.3 from run to run on this machine.
         let (mut idle_all, mut loaded_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
-            // A gateway of its own each round, on topics of its own: Tansu's round trip grows
-            // with what a topic holds (`telepipe-bench floor --windows`: p50 6.8 ms over its
-            // first 500 pings, 14.2 ms over its sixth), so rounds on one set of topics drift
-            // apart by the broker alone (idle p50 15, 37, 55 ms in three rounds).
-            let run = format!("{name}{round}");
-            let gw = gateway(&bin, &dir, &env, &kafka, &run, processors)
-                .await
-                .with_context(|| format!("starting the {name} topology"))?;
-            let uploader = sandbox::token_for(5151);
-            let sender = format!("{}/bot{}", gw.url(), sandbox::token_for(5252));
-            // Warm-up: group joins, connections, the MTProto sign-in of the uploading bot.
-            crate::polls::load(&sender, 20, 2).await?;
-            seed += 1;
-            upload(
-                gw.url().to_owned(),
-                files.clone(),
-                uploader.clone(),
-                51,
-                seed,
-            )
-            .await?;
-            // The floor: a third bot's sendMessage straight to the sandbox at the same rate, in
-            // the same windows: what Telegram's stand-in itself takes, idle and loaded.
-            let direct = format!("{}/bot{}", sandbox.url, sandbox::token_for(5353));
-            let idle_window = || async {
-                tokio::try_join!(
-                    samples(&sender, rate, seconds),
-                    samples(&direct, rate, seconds)
-                )
-            };
-            // The topics fill as the windows run, so which window comes first alternates
-            // round by round: neither gets the emptier topics every time.
+            // Tansu's round trip grows with what its topics hold and with time (`floor
+            // --windows`: p50 6.8 ms over the first 500 pings, 14.2 ms over the sixth), so two
+            // windows on one gateway compare the broker's drift as much as the uploads:
+            // `--uploads 0` made the second of two idle windows 1.1-2.8x the first. Each
+            // window gets fresh topics and processes; the order still alternates.
             let idle_first = round % 2 == 1;
-            let early = if idle_first {
-                Some(idle_window().await?)
-            } else {
-                None
-            };
-            let started = Instant::now();
-            let running: Vec<_> = (0..uploads)
-                .map(|_| {
-                    seed += 1;
-                    tokio::spawn(upload(
-                        gw.url().to_owned(),
-                        files.clone(),
-                        uploader.clone(),
-                        mib,
-                        seed,
-                    ))
-                })
-                .collect();
-            let ((loaded, failed), (direct_loaded, _)) = tokio::try_join!(
-                samples(&sender, rate, seconds),
-                samples(&direct, rate, seconds)
-            )?;
-            let window = started.elapsed().as_secs_f64();
-            for r in running {
-                r.await??;
+            // [idle, loaded]
+            let mut got: [Option<Window>; 2] = [None, None];
+            for loaded in [!idle_first, idle_first] {
+                let run = format!("{name}{round}{}", if loaded { "l" } else { "i" });
+                let n = if loaded { uploads } else { 0 };
+                got[usize::from(loaded)] =
+                    Some(window(&bench, &run, processors, n, &mut seed).await?);
             }
-            let took = started.elapsed().as_secs_f64();
-            let ((idle, idle_failed), (direct_idle, _)) = match early {
-                Some(done) => done,
-                None => idle_window().await?,
+            let [Some(idle), Some(loaded)] = got else {
+                bail!("a window of round {round} did not run");
             };
             let label = if rounds > 1 {
                 format!("{name} {round}{}", if idle_first { "" } else { "*" })
             } else {
                 name.to_owned()
             };
-            let ratio = row(&label, &idle, &loaded, Some(took));
+            ratios.push(row(&label, &idle.ms, &loaded.ms, loaded.took));
             println!(
                 "{:>22}/{:.2}ms",
-                format!("{:.2}", percentile(&direct_idle, 0.99)),
-                percentile(&direct_loaded, 0.99)
+                format!("{:.2}", percentile(&idle.direct, 0.99)),
+                percentile(&loaded.direct, 0.99)
             );
-            ratios.push(ratio);
-            if idle_failed + failed > 0 {
-                println!("    {} sendMessage failed", idle_failed + failed);
+            if idle.failed + loaded.failed > 0 {
+                println!("    {} sendMessage failed", idle.failed + loaded.failed);
             }
-            if took < window {
-                println!("    the uploads ended before the loaded window did: raise --mib");
-            }
-            idle_all.extend(idle);
-            loaded_all.extend(loaded);
-            drop(gw);
-            // 4 x 200 MiB of blobs a round: gone before the next round writes its own.
-            let _ = std::fs::remove_dir_all(dir.join(&run));
+            idle_all.extend(idle.ms);
+            loaded_all.extend(loaded.ms);
         }
         if rounds > 1 {
             idle_all.sort_by(f64::total_cmp);
