@@ -66,10 +66,19 @@ pub struct Proc {
     args: Vec<String>,
 }
 
+/// How much of each log a failed test prints.
+const LOG_TAIL_LINES: usize = 40;
+
 /// With `TELEPIPE_TEST_KEEP=<dir>`, a gateway leaves its logs and metrics there when it goes
 /// (for the token scan after the suite: `tests/token_scan.rs`); its data goes with it.
+///
+/// A test that fails shows the end of each process's log with its panic: a failure seen once
+/// in CI can then be read, not only retried.
 impl Drop for Proc {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails(LOG_TAIL_LINES);
+        }
         let Some(keep) = std::env::var_os("TELEPIPE_TEST_KEEP") else {
             return;
         };
@@ -413,6 +422,22 @@ impl Proc {
             .iter()
             .map(|f| std::fs::read_to_string(self.dir.0.join(f)).unwrap_or_default())
             .collect()
+    }
+
+    /// The last `lines` lines of each of the processes' logs, on stderr.
+    fn print_log_tails(&self, lines: usize) {
+        let role = self.args.first().map_or("process", String::as_str);
+        for f in self.log_files() {
+            let text = std::fs::read_to_string(self.dir.0.join(&f)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            eprintln!(
+                "--- {role} {f}: the last {} of {} lines ---\n{}",
+                tail.len(),
+                all.len(),
+                tail.join("\n")
+            );
+        }
     }
 
     /// The log files of the gateway's processes: the main one's, then each helper's.
