@@ -305,15 +305,14 @@ async fn pass(
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    all.sort();
-    let pct =
-        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let mut ms: Vec<f64> = all.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
     Pass {
         label: label.to_owned(),
-        requests: all.len(),
+        requests: ms.len(),
         seconds,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+        p50_ms: polls::percentile(&ms, 0.50),
+        p99_ms: polls::percentile(&ms, 0.99),
         errors,
     }
 }
