@@ -9,6 +9,10 @@
 //! between its commits, so no write runs beside the checkpoint and it always catches up (a
 //! checkpoint beside a busy writer never does, and the WAL then grows without end); the file
 //! is truncated back when it restarts.
+//!
+//! The audit rows nobody waits for (embedded mode answers the bot first) queue for the writer
+//! within a budget of bytes ([`SqliteOptions::queue_bytes`]) as well as of jobs: a bot's 10 MB
+//! calls would otherwise let 4,096 queued rows hold gigabytes while the disk is slow.
 
 use crate::{
     BotStore, CallQuery, CallRow, CallStore, FileRow, FileStore, Outcome, OutcomeStore, ReaderRow,
@@ -20,7 +24,7 @@ use schemas::{BotId, CallId, Encoding, Response, Stages};
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
@@ -56,12 +60,17 @@ pub struct SqliteOptions {
     /// under load it stays near that; past the limit (readers kept a checkpoint from
     /// finishing) the writer waits for them and truncates it.
     pub wal_limit: u64,
+    /// The most bytes of queued audit rows (their sealed requests, parameters and answers,
+    /// as estimated by [`queued_size`]) waiting for the writer; a caller queueing more waits
+    /// for room. A row larger than this waits for the queue to empty.
+    pub queue_bytes: usize,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             wal_limit: 64 * 1024 * 1024,
+            queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -78,6 +87,9 @@ pub struct SqliteStore {
     /// The writer thread, woken from its linger by an urgent job.
     writer_thread: std::thread::Thread,
     readers: Arc<Vec<Mutex<Connection>>>,
+    /// Room in bytes for queued audit rows ([`SqliteOptions::queue_bytes`]).
+    room: Arc<Semaphore>,
+    queue_bytes: usize,
 }
 
 enum Write {
@@ -134,6 +146,16 @@ struct Job {
     /// committed at once. Audit rows are not urgent: their call is answered already, so
     /// they may wait a little for company (see [`LINGER`]).
     urgent: bool,
+    /// The room a queued row holds until the writer has answered it.
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+/// What a queued audit row holds in memory, roughly: its sealed request, its parameters (the
+/// request's again, as JSON values) and its answer.
+fn queued_size(row: &CallRow, answer: usize) -> usize {
+    let request = row.request.as_ref().map_or(0, String::len);
+    let description = row.description.as_ref().map_or(0, String::len);
+    512 + 2 * request + description + answer
 }
 
 impl Job {
@@ -199,6 +221,7 @@ impl SqliteStore {
         }
         // The writer checkpoints between its own commits (see `Checkpoints`), never inside one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let queue_bytes = options.queue_bytes.clamp(1, u32::MAX as usize);
         let checkpoints = Checkpoints::new(options);
         // When the WAL restarts after a checkpoint, its file is cut back to this.
         conn.pragma_update(None, "journal_size_limit", checkpoints.soft * PAGE)?;
@@ -226,6 +249,8 @@ impl SqliteStore {
             writer: tx,
             writer_thread: thread.thread().clone(),
             readers: Arc::new(readers),
+            room: Arc::new(Semaphore::new(queue_bytes)),
+            queue_bytes,
         })
     }
 
@@ -245,6 +270,7 @@ impl SqliteStore {
                 writes,
                 done: Some(done),
                 urgent,
+                _room: None,
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?;
@@ -253,6 +279,16 @@ impl SqliteStore {
         }
         wait.await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))?
+    }
+
+    /// Waits for `bytes` of room among the queued rows (all of it, for a larger row).
+    async fn room_for(&self, bytes: usize) -> Result<OwnedSemaphorePermit, StoreError> {
+        let n = bytes.clamp(1, self.queue_bytes) as u32;
+        self.room
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| StoreError::Task("the writer's queue is closed".into()))
     }
 
     /// Deletes rows of `table` of calls before `before_ms`, a chunk a transaction.
@@ -1231,11 +1267,13 @@ impl CallStore for SqliteStore {
     }
 
     async fn queue_call(&self, row: CallRow) -> Result<(), StoreError> {
+        let room = self.room_for(queued_size(&row, 0)).await?;
         self.writer
             .send(Job {
                 writes: vec![Write::Call(Box::new(row))],
                 done: None,
                 urgent: false,
+                _room: Some(room),
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))
@@ -1348,14 +1386,18 @@ impl OutcomeStore for SqliteStore {
         response: Response,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
+        let result = result_write(row.call_id, &response, expires_ms);
+        let answer = match &result {
+            Write::Result { response, .. } => response.len(),
+            _ => 0,
+        };
+        let room = self.room_for(queued_size(&row, answer)).await?;
         self.writer
             .send(Job {
-                writes: vec![
-                    result_write(row.call_id, &response, expires_ms),
-                    Write::Call(Box::new(row)),
-                ],
+                writes: vec![result, Write::Call(Box::new(row))],
                 done: None,
                 urgent: false,
+                _room: Some(room),
             })
             .await
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))
@@ -1548,9 +1590,7 @@ mod tests {
 
     #[tokio::test]
     async fn reopening_keeps_data_and_does_not_remigrate() {
-        let dir = std::env::temp_dir().join(format!("telepipe-sqlite-{}", CallId::new()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("store.db");
+        let (dir, path) = store_path();
         let id = CallId::new();
         {
             let s = SqliteStore::open(&path).unwrap();
@@ -1565,13 +1605,96 @@ mod tests {
 
     /// A stream of records keeps the WAL file under its limit: the writer checkpoints and the
     /// file restarts, where without checkpoints it would hold everything written.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_wal_stays_under_its_limit() {
+    /// A folder of its own and the database path in it (the WAL file goes beside it).
+    fn store_path() -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("telepipe-sqlite-{}", CallId::new()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
+        (dir, path)
+    }
+
+    /// Queued audit rows are bounded in bytes: with the writer held up, a caller queueing past
+    /// the budget waits, and the rows go once the writer moves again (a row larger than the
+    /// whole budget too), none lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_rows_wait_for_room_in_bytes() {
+        let (dir, path) = store_path();
+        let budget = 1024 * 1024;
+        let options = SqliteOptions {
+            queue_bytes: budget,
+            ..SqliteOptions::default()
+        };
+        let s = SqliteStore::open_with(&path, options).unwrap();
+        let row = |ms: i64, request: usize| {
+            let mut r = crate::testsuite::call_row(78, ms, "sendMessage");
+            r.request = Some("x".repeat(request));
+            r
+        };
+        // Another connection holds the write lock: the writer cannot commit (for up to its
+        // busy timeout of 5 s).
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let wait = std::time::Duration::from_millis(300);
+        let mut queued = 0;
+        for ms in 1..=20 {
+            match tokio::time::timeout(wait, s.queue_call(row(1_000 + ms, 100_000))).await {
+                Ok(r) => {
+                    r.unwrap();
+                    queued += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // ~200 KB a row by the estimate (the request, and the parameters made of it): five
+        // fit in 1 MiB.
+        assert!(
+            (4..=6).contains(&queued),
+            "{queued} rows of ~200 KB were queued within {budget} bytes"
+        );
+        blocker.execute_batch("COMMIT").unwrap();
+        for ms in 21..=30 {
+            s.queue_call(row(1_000 + ms, 100_000)).await.unwrap();
+            queued += 1;
+        }
+        // Larger than the budget: it waits for the queue to empty, then goes.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            s.queue_call(row(2_000, 2 * budget)),
+        )
+        .await
+        .expect("a row larger than the budget is queued once the queue is empty")
+        .unwrap();
+        queued += 1;
+        let all = CallQuery::bot(BotId(78), 0, i64::MAX, 100);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let landed = s.calls(&all).await.unwrap().len();
+            if landed == queued && s.room.available_permits() == budget {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{landed} of {queued} queued rows landed; room {} of {budget}",
+                s.room.available_permits()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_under_its_limit() {
+        let (dir, path) = store_path();
         let limit = 1024 * 1024;
-        let s = SqliteStore::open_with(&path, SqliteOptions { wal_limit: limit }).unwrap();
+        let s = SqliteStore::open_with(
+            &path,
+            SqliteOptions {
+                wal_limit: limit,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
         let wal = dir.join("store.db-wal");
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let mut largest = 0;
@@ -1621,11 +1744,13 @@ mod tests {
         assert_eq!(c.hard, 16384);
         let small = Checkpoints::new(SqliteOptions {
             wal_limit: 256 * 1024,
+            ..SqliteOptions::default()
         });
         assert_eq!((small.threshold(false), small.threshold(true)), (32, 16));
         // A large limit does not make a checkpoint (a stall) as large: 32 MiB at most.
         let large = Checkpoints::new(SqliteOptions {
             wal_limit: 1024 * 1024 * 1024,
+            ..SqliteOptions::default()
         });
         assert_eq!(
             (large.threshold(false), large.threshold(true)),

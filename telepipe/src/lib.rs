@@ -76,6 +76,7 @@ pub async fn open_store(args: &DataArgs) -> anyhow::Result<Arc<dyn Store>> {
             let path = args.data_dir.join("store.db");
             let options = store::sqlite::SqliteOptions {
                 wal_limit: args.sqlite_wal_limit_mb * 1024 * 1024,
+                ..Default::default()
             };
             Ok(Arc::new(
                 SqliteStore::open_with(&path, options).context("opening the SQLite store")?,
