@@ -46,16 +46,18 @@ pub fn audit_rows(data_dir: &Path) -> anyhow::Result<u64> {
     Ok(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
-/// Ratios of rounds as a figure: `0.46x (median of 3; 0.44, 0.46, 0.47)`.
+/// Ratios of rounds as a figure: `0.46x (median of 3; 0.44, 0.46, 0.47)`; of an even
+/// number of rounds, the mean of the middle two.
 pub fn median_of(ratios: &mut [f64]) -> String {
     ratios.sort_by(f64::total_cmp);
     let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    format!(
-        "{:.2}x (median of {}; {})",
-        ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN),
-        ratios.len(),
-        each.join(", ")
-    )
+    let n = ratios.len();
+    let median = match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => ratios[n / 2],
+        _ => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    };
+    format!("{median:.2}x (median of {n}; {})", each.join(", "))
 }
 
 fn row(label: &str, l: &Load) {
@@ -141,5 +143,9 @@ mod tests {
             "0.46x (median of 3; 0.44, 0.46, 0.47)"
         );
         assert_eq!(median_of(&mut [1.0]), "1.00x (median of 1; 1.00)");
+        assert_eq!(
+            median_of(&mut [1.20, 0.90, 1.00, 1.60]),
+            "1.10x (median of 4; 0.90, 1.00, 1.20, 1.60)"
+        );
     }
 }

@@ -156,6 +156,17 @@ pub struct Windows {
     pub rounds: usize,
 }
 
+/// Folders removed when the bench is done with them, on error too.
+struct Removes(Vec<PathBuf>);
+
+impl Drop for Removes {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// What every window shares: the processes that outlive gateways, and the load.
 struct Bench<'a> {
     bin: &'a Path,
@@ -164,6 +175,9 @@ struct Bench<'a> {
     kafka: &'a str,
     /// The URL server's base.
     files: &'a str,
+    /// Where the sandbox keeps what it is sent (emptied after each window: nothing reads it
+    /// back, and 16 windows of uploads would be 7 GiB of `/dev/shm`, that is of memory).
+    telegram_files: PathBuf,
     /// A third bot's sendMessage base, straight at the sandbox: the floor.
     direct: String,
     windows: &'a Windows,
@@ -192,6 +206,8 @@ async fn window(
     uploads: usize,
     seed: &mut u64,
 ) -> anyhow::Result<Window> {
+    // Each window's blobs (4 x 200 MiB when loaded) are gone before the next one writes.
+    let _blobs = Removes(vec![b.dir.join(run)]);
     let gw = gateway(b, run, processors)
         .await
         .with_context(|| format!("starting the gateway of {run}"))?;
@@ -236,8 +252,11 @@ async fn window(
     for mut p in gw.procs {
         let _ = p.child.kill().await;
     }
-    // Each window's blobs (4 x 200 MiB when loaded) are gone before the next one writes.
-    let _ = std::fs::remove_dir_all(b.dir.join(run));
+    if let Ok(files) = std::fs::read_dir(&b.telegram_files) {
+        for f in files.flatten() {
+            let _ = std::fs::remove_file(f.path());
+        }
+    }
     Ok(Window {
         ms,
         failed,
@@ -262,9 +281,9 @@ pub async fn run(
     } = windows;
     let dir = std::env::temp_dir().join(format!("telepipe-bench-stages-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    // Telegram keeps what it is sent on disks of its own: the sandbox's 1.6 GB go to memory
-    // where there is a tmpfs, else beside the gateway's data (and then every fsync of the
-    // gateway's store waits for them to reach the disk).
+    // Telegram keeps what it is sent on disks of its own: the sandbox's ~850 MB a window go
+    // to memory where there is a tmpfs, else beside the gateway's data (and then every fsync
+    // of the gateway's store waits for them to reach the disk).
     let shm = Path::new("/dev/shm");
     let telegram_dir = if shm.is_dir() {
         shm.join(format!("telepipe-bench-stages-{}", std::process::id()))
@@ -272,6 +291,7 @@ pub async fn run(
         dir.join("telegram")
     };
     std::fs::create_dir_all(&telegram_dir)?;
+    let _folders = Removes(vec![dir.clone(), telegram_dir.clone()]);
     let sandbox = start_sandbox_niced(&bin, &telegram_dir, sandbox_nice).await?;
     let env = sandbox_env(&telegram_dir.join("sandbox.env"))?;
     let url_host = url_server().await?;
@@ -281,6 +301,7 @@ pub async fn run(
         env: &env,
         kafka: &kafka,
         files: &url_host.url,
+        telegram_files: telegram_dir.join("sandbox").join("files"),
         direct: format!("{}/bot{}", sandbox.url, sandbox::token_for(5353)),
         windows: &windows,
         mib,
@@ -354,7 +375,5 @@ pub async fn run(
         }
     }
     drop((sandbox, url_host));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&telegram_dir);
     Ok(())
 }
