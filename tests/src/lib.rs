@@ -424,13 +424,18 @@ impl Proc {
             .collect()
     }
 
-    /// The last `lines` lines of each of the processes' logs, on stderr.
+    /// The last `lines` lines of each of the processes' logs (each cut at 1,000 characters),
+    /// on stderr.
     fn print_log_tails(&self, lines: usize) {
         let role = self.args.first().map_or("process", String::as_str);
         for f in self.log_files() {
-            let text = std::fs::read_to_string(self.dir.0.join(&f)).unwrap_or_default();
+            let bytes = std::fs::read(self.dir.0.join(&f)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             let all: Vec<&str> = text.lines().collect();
-            let tail = &all[all.len().saturating_sub(lines)..];
+            let tail: Vec<String> = all[all.len().saturating_sub(lines)..]
+                .iter()
+                .map(|l| l.chars().take(1_000).collect())
+                .collect();
             eprintln!(
                 "--- {role} {f}: the last {} of {} lines ---\n{}",
                 tail.len(),
