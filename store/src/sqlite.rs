@@ -205,14 +205,8 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = open(flags)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            conn.execute_batch(sql)?;
-            conn.pragma_update(None, "user_version", (i + 1) as i64)?;
-        }
+        prepare_with_retries(&conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let r = open(flags)?;
@@ -221,7 +215,10 @@ impl SqliteStore {
         }
         // The writer checkpoints between its own commits (see `Checkpoints`), never inside one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let queue_bytes = options.queue_bytes.clamp(1, u32::MAX as usize);
+        // Each row takes at most all of it, as one u32 acquire.
+        let queue_bytes = options
+            .queue_bytes
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         let checkpoints = Checkpoints::new(options);
         // When the WAL restarts after a checkpoint, its file is cut back to this.
         conn.pragma_update(None, "journal_size_limit", checkpoints.soft * PAGE)?;
@@ -431,6 +428,46 @@ impl Checkpoints {
     }
 }
 
+/// The journal mode and the migrations of a connection that writes. The processes of a split
+/// deployment may open one new file at once: the version is read and the migrations run under
+/// the write lock, each whole or not at all. Two connections turning a new file to WAL at
+/// once can deadlock on its locks, and SQLite then answers one "database is locked" without
+/// waiting (CI saw it); that one tries again.
+fn prepare_with_retries(conn: &Connection) -> rusqlite::Result<()> {
+    let prepare = || -> rusqlite::Result<()> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let tx = write_transaction(conn)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()
+    };
+    let mut tries = 0;
+    loop {
+        match prepare() {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                tries += 1;
+                if tries >= 50 {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20 + 10 * tries));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A transaction that holds the write lock from its start. Another process on the same file
+/// (a split deployment on one host) may commit between a deferred transaction's first read
+/// and its first write; SQLite then refuses the write at once ("database is locked", no busy
+/// wait), since the snapshot it read is gone. Taken at the start, the lock is waited for.
+fn write_transaction(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+}
+
 /// The writer thread: takes the queued jobs, commits them in one transaction, answers each,
 /// then checkpoints when the WAL has grown.
 /// If the batch fails, each job is retried alone so one bad write fails only its own caller.
@@ -460,7 +497,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
         let waited = batch.iter().filter(|j| j.done.is_some()).count();
         waiting.note(waited as u64, batch.len() as u64, std::time::Instant::now());
         let together = (|| -> rusqlite::Result<Vec<u64>> {
-            let tx = conn.unchecked_transaction()?;
+            let tx = write_transaction(&conn)?;
             let mut counts = Vec::with_capacity(batch.len());
             for job in &batch {
                 counts.push(apply(&tx, &job.writes)?);
@@ -477,7 +514,7 @@ fn writer(conn: Connection, mut rx: mpsc::Receiver<Job>, checkpoints: Checkpoint
             Err(_) => {
                 for job in batch {
                     let alone = (|| -> rusqlite::Result<u64> {
-                        let tx = conn.unchecked_transaction()?;
+                        let tx = write_transaction(&conn)?;
                         let n = apply(&tx, &job.writes)?;
                         tx.commit()?;
                         Ok(n)
@@ -1603,8 +1640,55 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A stream of records keeps the WAL file under its limit: the writer checkpoints and the
-    /// file restarts, where without checkpoints it would hold everything written.
+    /// Two processes on one database (a split deployment on one host): neither's writes fail
+    /// because the other committed. A transaction that reads before it writes (`begin` looks
+    /// for a result first) cannot take the write lock over a snapshot another writer has
+    /// moved past, and SQLite then answers "database is locked" at once, without waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_file_both_get_through() {
+        let (dir, path) = store_path();
+        let a = SqliteStore::open(&path).unwrap();
+        let b = SqliteStore::open(&path).unwrap();
+        let begins = async {
+            for _ in 0..1_000 {
+                a.begin(CallId::new(), i64::MAX).await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let rows = async {
+            for ms in 0..1_000 {
+                let row = crate::testsuite::call_row(79, 1_000 + ms, "sendMessage");
+                b.record_outcome(&row, &crate::testsuite::ok_response(), i64::MAX)
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let (begun, recorded) = tokio::join!(begins, rows);
+        begun.expect("every begin of the first store");
+        recorded.expect("every outcome of the second store");
+        drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Processes starting together on a new file: each opens it, the migrations run once
+    /// (without the retries on a busy start, six at once over 20 files failed in every run).
+    #[test]
+    fn stores_opened_at_once_on_a_new_file_all_open() {
+        for _ in 0..20 {
+            let (dir, path) = store_path();
+            let opened: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || SqliteStore::open(&path).map(drop))
+                })
+                .collect();
+            for o in opened {
+                o.join().unwrap().expect("a store opened beside others");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
     /// A folder of its own and the database path in it (the WAL file goes beside it).
     fn store_path() -> (std::path::PathBuf, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("telepipe-sqlite-{}", CallId::new()));
@@ -1683,6 +1767,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A stream of records keeps the WAL file under its limit: the writer checkpoints and the
+    /// file restarts, where without checkpoints it would hold everything written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_under_its_limit() {
         let (dir, path) = store_path();
