@@ -83,6 +83,15 @@ async fn read_all(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Parses the body by content type.
+/// Whether the body is multipart (an upload's parts, which stream into the blob store).
+pub fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|raw| raw.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
 pub async fn body(
     cfg: &IngestConfig,
     blobs: &dyn Blobs,

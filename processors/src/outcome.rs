@@ -55,12 +55,17 @@ fn scrub_value(v: &mut serde_json::Value, secret: &str) {
 
 /// The response as the record keeps it: the token, if the answer echoes it, replaced.
 fn scrubbed(response: Response, secret: Option<&str>) -> Response {
-    let echoed = secret.filter(|secret| {
-        response
-            .body
-            .inline_bytes()
-            .is_some_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes()))
-    });
+    // Text is searched as text (a substring search, not a comparison at every offset): every
+    // call's answer is looked through.
+    let echoed = secret
+        .filter(|secret| !secret.is_empty())
+        .filter(|secret| match &response.body {
+            schemas::BodyBytes::Base64 { .. } => response
+                .body
+                .inline_bytes()
+                .is_some_and(|b| b.windows(secret.len()).any(|w| w == secret.as_bytes())),
+            body => schemas::mask::body_contains(body, secret),
+        });
     let Some(secret) = echoed else {
         return response;
     };
@@ -281,5 +286,20 @@ mod tests {
         assert_eq!(text, r#"{"ok":true,"result":{"url":"https://h/<token>"}}"#);
         assert_eq!(scrubbed(kept.clone(), Some(secret)), kept);
         assert_eq!(scrubbed(answer.clone(), None), answer);
+        // Not JSON, and not text: found all the same.
+        for raw in [format!("plain {secret} text").into_bytes(), {
+            let mut b = vec![0xff, 0xfe];
+            b.extend_from_slice(secret.as_bytes());
+            b
+        }] {
+            let answer = Response {
+                body: schemas::BodyBytes::inline(&raw),
+                ..answer.clone()
+            };
+            let kept = scrubbed(answer.clone(), Some(secret));
+            assert_ne!(kept, answer);
+            let bytes = kept.body.inline_bytes().unwrap().to_vec();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
     }
 }

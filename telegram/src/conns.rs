@@ -158,13 +158,7 @@ impl Conns {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(Failure::Connect("the upstream URL is not absolute".into()));
         };
-        // Where to connect (never the path: it holds the token), and the pool's key.
-        let origin = http::Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| Failure::Connect(e.to_string()))?;
+        // The pool's key; where to connect is made only when a connection is.
         let key = format!("{scheme}://{authority}");
         // The host and port only: never credentials a base URL may carry.
         let host = match authority.port() {
@@ -184,7 +178,16 @@ impl Conns {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => self.connect(&origin).await?,
+                None => {
+                    // Never the path: it holds the token.
+                    let origin = http::Uri::builder()
+                        .scheme(scheme.clone())
+                        .authority(authority.clone())
+                        .path_and_query("/")
+                        .build()
+                        .map_err(|e| Failure::Connect(e.to_string()))?;
+                    self.connect(&origin).await?
+                }
             };
             // On the wire in origin form: the path, and the host in its header.
             let mut req = http::Request::builder()

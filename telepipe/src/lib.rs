@@ -514,6 +514,14 @@ pub async fn run(
         let stop = shutdown.clone();
         let done = http_done.clone();
         tasks.spawn("http", async move {
+            // Answers go out as they are written, as nginx's `tcp_nodelay on`: a response
+            // written in two parts (a streamed body) must not wait for the client's ACK.
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            });
             let server = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await });
             let result = server.await;
