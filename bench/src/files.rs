@@ -30,10 +30,15 @@ pub(crate) async fn start(
     args: &[&str],
     env: &[(String, String)],
 ) -> anyhow::Result<Server> {
-    let mut child = Command::new(bin)
+    // Quiet unless the caller asks for a level (a gateway's default is `info`).
+    let quiet = env.iter().all(|(k, _)| k != "TELEPIPE_LOG");
+    let mut child = Command::new(bin);
+    if quiet {
+        child.env("TELEPIPE_LOG", "warn");
+    }
+    let mut child = child
         .args(args)
         .envs(env.iter().cloned())
-        .env("TELEPIPE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

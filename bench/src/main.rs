@@ -9,6 +9,7 @@
 mod files;
 mod flood;
 mod floor;
+mod instructions;
 mod nginx;
 mod pair;
 mod polls;
@@ -119,6 +120,31 @@ enum Bench {
         /// Runs of each, taken in turns.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Instructions per sendMessage of one gateway build (or two, or one build under two
+    /// environments), counted by callgrind over all its threads on one nginx upstream: a
+    /// figure the machine's speed does not move. Needs valgrind.
+    Instructions {
+        /// The first gateway's binary.
+        #[arg(long, default_value = "target/release/telepipe")]
+        a: std::path::PathBuf,
+        /// A second gateway's binary, counted after the first.
+        #[arg(long)]
+        b: Option<std::path::PathBuf>,
+        /// `KEY=VALUE` for the first gateway's environment (repeatable; `TELEPIPE_LOG` is
+        /// `info`, the default, unless given).
+        #[arg(long)]
+        a_env: Vec<String>,
+        /// `KEY=VALUE` for the second gateway's environment (repeatable; with no `--b`, the
+        /// first binary is counted again under it).
+        #[arg(long)]
+        b_env: Vec<String>,
+        /// Seconds of load counted (under valgrind a call is ~50x slower).
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// wrk's connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
     },
     /// A sustained run: req/s, p99, data folder, database, WAL, bytes per call and RSS per
     /// window, with the first and last minute compared.
@@ -378,6 +404,30 @@ fn main() -> anyhow::Result<()> {
                     connections,
                     rounds.max(1),
                 ));
+        }
+        Bench::Instructions {
+            a,
+            b,
+            a_env,
+            b_env,
+            seconds,
+            connections,
+        } => {
+            let with_log = |pairs: Vec<String>| -> anyhow::Result<Vec<(String, String)>> {
+                let mut env = pair::env(&pairs)?;
+                if env.iter().all(|(k, _)| k != "TELEPIPE_LOG") {
+                    env.insert(0, ("TELEPIPE_LOG".to_owned(), "info".to_owned()));
+                }
+                Ok(env)
+            };
+            let mut builds = vec![(a.clone(), with_log(a_env)?)];
+            if b.is_some() || !b_env.is_empty() {
+                builds.push((b.unwrap_or(a), with_log(b_env)?));
+            }
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(instructions::run(builds, seconds, connections));
         }
         Bench::Soak {
             bin,

@@ -95,7 +95,7 @@ fn row(label: &str, r: &Run) {
 }
 
 /// `KEY=VALUE` pairs for a gateway's environment.
-fn env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     pairs
         .iter()
         .map(|p| {

@@ -193,14 +193,49 @@ pub async fn publish_envelope<P: Payload + Clone + Send + Sync + 'static>(
     topic: &str,
     env: &Envelope<P>,
 ) -> Result<(), BusError> {
+    if bus.carries_values() {
+        return publish_envelope_owned(bus, topic, env.clone()).await;
+    }
+    count_published(topic);
+    bus.publish(topic, &env.header.bot_id.key(), env.encode())
+        .await
+}
+
+/// [`publish_envelope`] of an envelope its publisher is done with: on a bus that carries
+/// values it is moved onto the bus, not copied (a call's copy was a third of what the
+/// in-process bus cost it: its strings and its parameters, allocated again).
+pub async fn publish_envelope_owned<P: Payload + Send + Sync + 'static>(
+    bus: &dyn Bus,
+    topic: &str,
+    env: Envelope<P>,
+) -> Result<(), BusError> {
+    count_published(topic);
     let key = env.header.bot_id.key();
+    if bus.carries_values() {
+        return bus.publish_value(topic, &key, Arc::new(env)).await;
+    }
+    bus.publish(topic, &key, env.encode()).await
+}
+
+fn count_published(topic: &str) {
     metrics::PUBLISHED
         .with_label_values(&[topics::label(topic)])
         .inc();
-    if bus.carries_values() {
-        return bus.publish_value(topic, &key, Arc::new(env.clone())).await;
+}
+
+/// [`decode_or_skip`] of a record its consumer is done with: a value nobody else holds (no
+/// other group reads the topic) is taken, not copied.
+pub fn take_or_skip<P: Payload + Clone + Send + Sync + 'static>(
+    mut record: Record,
+) -> Option<Envelope<P>> {
+    match record.value.take().map(|v| v.downcast::<Envelope<P>>()) {
+        Some(Ok(env)) => Some(Arc::try_unwrap(env).unwrap_or_else(|shared| (*shared).clone())),
+        Some(Err(other)) => {
+            record.value = Some(other);
+            decode_or_skip(&record)
+        }
+        None => decode_or_skip(&record),
     }
-    bus.publish(topic, &key, env.encode()).await
 }
 
 /// Decodes a record, or counts and logs why it is skipped (unknown version, wrong kind,

@@ -642,6 +642,55 @@ mod tests {
         assert_eq!(crate::decode_or_skip::<Response>(&r), Some(env));
     }
 
+    /// A record's value nobody else holds is taken as it is (its strings where they were);
+    /// a shared one is copied and the other holder keeps it; another kind is skipped.
+    #[tokio::test]
+    async fn a_value_held_once_is_taken_without_a_copy() {
+        use schemas::{BotId, CallId, Envelope, Response, Update};
+        let env = Envelope::new(
+            CallId::new(),
+            BotId(7),
+            "a producer",
+            Some("responses.x".into()),
+            Response::from_error(&schemas::ApiError::bad_request("chat not found")),
+        );
+        let at = env.header.producer.as_ptr();
+        let record = |value: crate::Value| crate::Record {
+            topic: "responses.x".into(),
+            partition: 0,
+            offset: 0,
+            key: "7".into(),
+            payload: Bytes::new(),
+            value: Some(value),
+        };
+        let held = record(std::sync::Arc::new(env.clone()));
+        let copy = held.clone();
+        let taken = crate::take_or_skip::<Response>(copy).unwrap();
+        assert_eq!(taken, env);
+        assert_ne!(taken.header.producer.as_ptr(), held_producer(&held));
+        let taken = crate::take_or_skip::<Response>(held).unwrap();
+        assert_eq!(taken, env);
+
+        let alone = record(std::sync::Arc::new(env));
+        let before = held_producer(&alone);
+        let taken = crate::take_or_skip::<Response>(alone).unwrap();
+        assert_eq!(taken.header.producer.as_ptr(), before, "moved, not copied");
+        assert_eq!(before, at, "into the record as it was");
+        assert_eq!(
+            crate::take_or_skip::<Update>(record(std::sync::Arc::new(taken))),
+            None,
+            "another kind"
+        );
+    }
+
+    fn held_producer(r: &crate::Record) -> *const u8 {
+        let env = r.value.as_ref().unwrap();
+        let env = env
+            .downcast_ref::<schemas::Envelope<schemas::Response>>()
+            .unwrap();
+        env.header.producer.as_ptr()
+    }
+
     /// Committed records are dropped from memory.
     #[tokio::test]
     async fn commits_trim_the_log() {

@@ -190,7 +190,7 @@ impl Ingest {
             call.rejected = Some(err.clone());
             let env = Envelope::new(call_id, bot_id, &me.producer, None, call);
             if let Err(error) =
-                bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await
+                bus::publish_envelope_owned(me.bus.as_ref(), bus::topics::CALLS, env).await
             {
                 tracing::warn!(%error, %call_id, "could not record a rejected call");
             }
@@ -207,7 +207,9 @@ impl Ingest {
             Some(me.reply_topic.clone()),
             call,
         );
-        if let Err(error) = bus::publish_envelope(me.bus.as_ref(), bus::topics::CALLS, &env).await {
+        if let Err(error) =
+            bus::publish_envelope_owned(me.bus.as_ref(), bus::topics::CALLS, env).await
+        {
             tracing::error!(%error, %call_id, "could not publish a call");
             metrics::observe(label, "unavailable", started);
             return not_queued(&error, &target.method).into_response();

@@ -302,7 +302,10 @@ pub async fn run(
         let run = run.clone();
         let polls = polls.clone();
         let running = running.clone();
-        let env = records.first().and_then(bus::decode_or_skip::<Call>);
+        let env = records
+            .into_iter()
+            .next()
+            .and_then(bus::take_or_skip::<Call>);
         // With flood control, a send or an edit takes its place in its chat's queue as the
         // router reads it, so calls to one chat leave in that order. A file call keeps it
         // across the hand-over when the files stage is in this process ([`flood::Flood::park`]);
