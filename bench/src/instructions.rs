@@ -13,12 +13,18 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 /// `callgrind_control <what> <pid>`: `-z` zeroes the counts, `-d` dumps them to a new file.
+/// Bounded: where ptrace is restricted, vgdb waits for the gateway to wake by itself.
 async fn control(what: &str, pid: u32) -> anyhow::Result<()> {
-    let out = Command::new("callgrind_control")
-        .args([what, &pid.to_string()])
-        .output()
-        .await
-        .context("callgrind_control (Debian: apt-get install valgrind)")?;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        Command::new("callgrind_control")
+            .args([what, &pid.to_string()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("callgrind_control {what} did not answer within 30 s"))?
+    .context("callgrind_control (Debian: apt-get install valgrind)")?;
     if !out.status.success() {
         bail!(
             "callgrind_control {what} failed: {}",
@@ -36,7 +42,7 @@ pub fn summary(dump: &str) -> Option<u64> {
 }
 
 /// The dump `callgrind_control -d` wrote: the file after the `base` one, `base.1`.
-fn read_dump(base: &Path) -> anyhow::Result<u64> {
+async fn read_dump(base: &Path) -> anyhow::Result<u64> {
     let first = PathBuf::from(format!("{}.1", base.display()));
     for _ in 0..100 {
         if let Some(n) = std::fs::read_to_string(&first)
@@ -46,7 +52,7 @@ fn read_dump(base: &Path) -> anyhow::Result<u64> {
         {
             return Ok(n);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     bail!("no callgrind dump at {}", first.display())
 }
@@ -90,7 +96,7 @@ async fn count(
     control("-z", pid).await?;
     let load = nginx::wrk(&url, connections, seconds).await?;
     control("-d", pid).await?;
-    let instructions = read_dump(&out)?;
+    let instructions = read_dump(&out).await?;
     stop(&mut gw).await?;
     if load.errors > 0 {
         bail!("{} of the calls failed", load.errors);
@@ -108,7 +114,19 @@ pub async fn run(
         std::process::id()
     ));
     std::fs::create_dir_all(&dir)?;
-    let up = nginx::upstream(&dir).await?;
+    let counted = count_all(&dir, &builds, seconds, connections).await;
+    // Everything under it (the gateways' data, the dumps) goes, whatever happened.
+    let _ = std::fs::remove_dir_all(&dir);
+    counted
+}
+
+async fn count_all(
+    dir: &Path,
+    builds: &[(PathBuf, Vec<(String, String)>)],
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let up = nginx::upstream(dir).await?;
     println!(
         "instructions: sendMessage through `telepipe serve` under callgrind, wrk -t2 \
          -c{connections}, {seconds} s after a 3 s warm-up; every thread of the gateway counted"
@@ -141,8 +159,8 @@ pub async fn run(
             vars.join(" ")
         );
     }
-    drop(up);
-    let _ = std::fs::remove_dir_all(&dir);
+    // Stopped before its folder is removed.
+    up.stop().await;
     Ok(())
 }
 

@@ -16,6 +16,19 @@ pub struct Nginx {
     pub port: u16,
 }
 
+impl Nginx {
+    /// SIGTERM, then waits (up to 10 s) for nginx to exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
 impl Drop for Nginx {
     /// SIGTERM, not SIGKILL: killed outright, the master leaves its workers running.
     fn drop(&mut self) {

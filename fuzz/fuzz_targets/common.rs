@@ -53,6 +53,7 @@ pub fn request(path: &str, query: &str, content_type: &[u8], body: Vec<u8>) {
         blobs(),
         &headers,
         axum::body::Body::from(body),
+        CallId::new(),
     ));
     let Ok(body) = parsed else { return };
     let call = Call {

@@ -120,7 +120,7 @@ impl Ingest {
     /// Handles one request whose path starts with `/bot`.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let call_id = CallId::new();
-        // A span is ~5% of a plain call's instructions in the gateway (made, its fields
+        // A span is ~2.5% of a plain call's instructions in the gateway (made, its fields
         // formatted, entered on every poll), and the ingest's own events name the call: only an
         // upload, whose parts stream through the blob store (which logs its failures deep
         // inside), gets one. The processors' span covers the call's work.
@@ -163,7 +163,7 @@ impl Ingest {
         } else if parts.method != http::Method::GET && parts.method != http::Method::POST {
             Some(ApiError::method_not_allowed())
         } else {
-            match parse::body(&me.cfg, me.blobs.as_ref(), &parts.headers, body).await {
+            match parse::body(&me.cfg, me.blobs.as_ref(), &parts.headers, body, call_id).await {
                 Ok(b) => {
                     call.body = b;
                     None

@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use http::{header, HeaderMap};
 use percent_encoding::percent_decode_str;
 use schemas::body::INLINE_LIMIT;
-use schemas::{ApiError, BodyBytes, Call, CallBody, Part};
+use schemas::{ApiError, BodyBytes, Call, CallBody, CallId, Part};
 use std::io;
 use std::time::Duration;
 use store::blobs::{BlobError, Blobs};
@@ -82,7 +82,6 @@ async fn read_all(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// Parses the body by content type.
 /// Whether the body is multipart (an upload's parts, which stream into the blob store).
 pub fn is_multipart(headers: &HeaderMap) -> bool {
     headers
@@ -92,15 +91,20 @@ pub fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
 }
 
+/// Parses the body by content type. `call_id` names the call in what is logged.
 pub async fn body(
     cfg: &IngestConfig,
     blobs: &dyn Blobs,
     headers: &HeaderMap,
     body: Body,
+    call_id: CallId,
 ) -> Result<CallBody, ApiError> {
+    let blob_error = |e| blob_error(e, call_id);
     let (mime, raw) = media_type(headers);
     match mime.as_str() {
-        "multipart/form-data" => multipart(cfg, blobs, raw.as_deref().unwrap_or(""), body).await,
+        "multipart/form-data" => {
+            multipart(cfg, blobs, raw.as_deref().unwrap_or(""), body, call_id).await
+        }
         "application/json" => {
             let bytes = read_all(body, cfg.max_body).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -143,12 +147,12 @@ pub async fn body(
     }
 }
 
-fn blob_error(e: BlobError) -> ApiError {
+fn blob_error(e: BlobError, call_id: CallId) -> ApiError {
     match e {
         BlobError::TooLarge { .. } => ApiError::too_large(),
         BlobError::Source(e) => ApiError::bad_request(format!("can't parse multipart body: {e}")),
         other => {
-            tracing::error!(error = %other, "blob store failed");
+            tracing::error!(error = %other, %call_id, "blob store failed");
             ApiError::internal("the upload could not be stored")
         }
     }
@@ -183,7 +187,9 @@ async fn multipart(
     blobs: &dyn Blobs,
     content_type: &str,
     body: Body,
+    call_id: CallId,
 ) -> Result<CallBody, ApiError> {
+    let blob_error = |e| blob_error(e, call_id);
     let boundary = multer::parse_boundary(content_type)
         .map_err(|_| ApiError::bad_request("can't parse multipart body: no boundary"))?;
     let limits = multer::Constraints::new().size_limit(
