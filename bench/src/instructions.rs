@@ -7,7 +7,7 @@
 
 use crate::files::{start, stop, Server};
 use crate::nginx;
-use crate::proxy::call_path;
+use crate::proxy::{call_path, serve_args};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use tokio::process::Command;
@@ -68,24 +68,14 @@ async fn count(
 ) -> anyhow::Result<(u64, u64)> {
     std::fs::create_dir_all(dir)?;
     let out = dir.join("callgrind.out");
-    let data = dir.join("gateway").display().to_string();
-    let upstream = format!("http://127.0.0.1:{upstream_port}");
-    let out_arg = format!("--callgrind-out-file={}", out.display());
-    let log_arg = format!("--log-file={}", dir.join("valgrind.log").display());
-    let bin_arg = bin.display().to_string();
-    let args = [
-        "--tool=callgrind",
-        &out_arg,
-        &log_arg,
-        &bin_arg,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--data-dir",
-        &data,
+    let mut args = vec![
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+        format!("--log-file={}", dir.join("valgrind.log").display()),
+        bin.display().to_string(),
     ];
+    args.extend(serve_args(&dir.join("gateway"), upstream_port));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut gw: Server = start(Path::new("valgrind"), &args, env)
         .await
         .context("valgrind (Debian: apt-get install valgrind)")?;

@@ -17,6 +17,16 @@ pub fn call_path() -> String {
     )
 }
 
+/// `telepipe serve`'s arguments (embedded) in front of `upstream_port`, its data under `dir`.
+pub fn serve_args(dir: &Path, upstream_port: u16) -> Vec<String> {
+    let fixed = ["serve", "--listen", "127.0.0.1:0", "--upstream"];
+    let mut args: Vec<String> = fixed.iter().map(|a| a.to_string()).collect();
+    args.push(format!("http://127.0.0.1:{upstream_port}"));
+    args.push("--data-dir".into());
+    args.push(dir.display().to_string());
+    args
+}
+
 /// `telepipe serve` (embedded) in front of `upstream_port`, its data under `dir`.
 pub async fn gateway(
     bin: &Path,
@@ -25,17 +35,8 @@ pub async fn gateway(
     extra: &[&str],
     env: &[(String, String)],
 ) -> anyhow::Result<Server> {
-    let data = dir.display().to_string();
-    let upstream = format!("http://127.0.0.1:{upstream_port}");
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--data-dir",
-        &data,
-    ];
+    let args = serve_args(dir, upstream_port);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     start(bin, &args, env).await
 }
