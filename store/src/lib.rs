@@ -185,6 +185,13 @@ pub trait CallStore: Send + Sync + 'static {
         self.record_call(&row).await
     }
 
+    /// Returns once every row queued before it ([`CallStore::queue_call`],
+    /// [`OutcomeStore::queue_outcome`]) is written. A process calls it last as it stops: the
+    /// rows of its last calls may still be queued then, and exiting would lose them.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Audit rows of a bot in `[from_ms, to_ms)`, oldest first.
     async fn calls(&self, query: &CallQuery) -> Result<Vec<CallRow>, StoreError>;
 

@@ -1316,6 +1316,12 @@ impl CallStore for SqliteStore {
             .map_err(|_| StoreError::Task("the writer thread is gone".into()))
     }
 
+    /// An urgent job behind the queued ones: the writer takes jobs in order and commits a
+    /// batch before answering any of it, so its answer means everything before it is written.
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Vec::new()).await.map(|_| ())
+    }
+
     async fn calls(&self, q: &CallQuery) -> Result<Vec<CallRow>, StoreError> {
         let q = q.clone();
         let now = schemas::now_ms();
@@ -1667,6 +1673,33 @@ mod tests {
         begun.expect("every begin of the first store");
         recorded.expect("every outcome of the second store");
         drop((a, b));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A stopping process flushes the store last: once `flush` returns, every row queued
+    /// before it is in the file for another connection to read (a row still lingering in
+    /// the writer's batch would die with the process).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_returns_once_every_queued_row_is_written() {
+        let (dir, path) = store_path();
+        let s = SqliteStore::open(&path).unwrap();
+        let reader = SqliteStore::open(&path).unwrap();
+        for round in 0..5i64 {
+            for ms in 0..200 {
+                let row = crate::testsuite::call_row(77, 1_000 + round * 1_000 + ms, "sendMessage");
+                if ms % 2 == 0 {
+                    s.queue_call(row).await.unwrap();
+                } else {
+                    let ok = crate::testsuite::ok_response();
+                    s.queue_outcome(row, ok, i64::MAX).await.unwrap();
+                }
+            }
+            s.flush().await.unwrap();
+            // Read at once, no polling: the rows are there or the flush returned too early.
+            let rows = reader.count_calls_before(i64::MAX).await.unwrap();
+            assert_eq!(rows, 200 * (round as u64 + 1), "round {round}");
+        }
+        drop((s, reader));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -549,7 +549,13 @@ pub async fn run(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    tasks.join().await?;
+    let joined = tasks.join().await;
+    // The last calls' audit rows may still wait in the store's queue (a batch lingering for
+    // company, or rows behind a checkpoint): written before the process exits with them.
+    if let Err(error) = store.flush().await {
+        tracing::error!(%error, "could not write the queued audit rows");
+    }
+    joined?;
     tracing::info!("telepipe stopped");
     Ok(())
 }

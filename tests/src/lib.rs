@@ -486,13 +486,27 @@ impl Proc {
 
     /// Asks the process to stop (SIGTERM) and waits for it.
     pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+        self.terminate().await
     }
+
+    /// Asks the process, then its helpers, to stop (SIGTERM) and waits for each; its folder
+    /// stays until `self` is dropped (the store can be opened after). The process's status.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let status = terminate(&mut self.child).await?;
+        for (helper, _) in &mut self.helpers {
+            terminate(helper).await?;
+        }
+        Ok(status)
+    }
+}
+
+async fn terminate(child: &mut Child) -> Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
 }
 
 /// The Prometheus text a process serves at `<base>/metrics`.

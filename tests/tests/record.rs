@@ -382,3 +382,49 @@ async fn the_record_is_audited_and_replayed_without_differences() {
         }
     }
 }
+
+/// A gateway stopped while calls stream in (SIGTERM) has recorded every call it answered by
+/// the time it exits: the last calls' audit rows, still queued in the store when its tasks
+/// end, are written before the process goes (they died with it before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_under_load_has_recorded_every_answered_call() {
+    const BOT: i64 = 7004;
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let mut gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let url = format!("{}/bot{}/getMe", gw.url, sandbox::token_for(BOT));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, answered) = (url.clone(), answered.clone());
+            tokio::spawn(async move {
+                let http = client();
+                // Until the gateway stops answering.
+                while let Ok(r) = http.get(&url).send().await {
+                    if r.status() != 200 || r.bytes().await.is_err() {
+                        break;
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Stopped mid-stream, with calls in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let status = gw.terminate().await.unwrap();
+    assert!(status.success(), "{status}");
+    for c in clients {
+        c.await.unwrap();
+    }
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        answered > 20,
+        "only {answered} calls answered before the stop"
+    );
+    let store = gw.store().await.unwrap();
+    let query = store::CallQuery::bot(schemas::BotId(BOT), 0, i64::MAX, 100_000);
+    let rows = store.calls(&query).await.unwrap().len();
+    assert!(
+        rows >= answered,
+        "{rows} audit rows for {answered} answered calls"
+    );
+}
