@@ -6,6 +6,7 @@
 //! generator runs on a third. All share the machine's cores, so figures are comparable within
 //! one run, not across machines.
 
+mod cpu;
 mod files;
 mod flood;
 mod floor;

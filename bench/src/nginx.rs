@@ -17,6 +17,11 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// The master's process id (its workers are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// SIGTERM, then waits (up to 10 s) for nginx to exit.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

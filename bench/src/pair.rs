@@ -4,31 +4,16 @@
 //! minutes, so a change is measured against the code before it in alternating runs, never
 //! against an earlier run of the other bench.
 
+use crate::cpu;
 use crate::files::{stop, Server};
 use crate::nginx::{self, Load};
 use crate::proxy::{call_path, gateway, median_of};
 use anyhow::Context;
 use std::path::PathBuf;
 
-/// Linux reports `/proc` CPU times in USER_HZ, which is 100 on every architecture it runs on.
-const TICKS_PER_SECOND: f64 = 100.0;
-
 /// A gateway's CPU time and its writer thread's, in ticks.
 fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let ticks = |path: String| -> u64 {
-        let Ok(stat) = std::fs::read_to_string(path) else {
-            return 0;
-        };
-        // Fields after the command name (which may hold spaces) in parentheses: utime and
-        // stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-    };
-    let all = ticks(format!("/proc/{pid}/stat"));
+    let all = cpu::ticks(&format!("/proc/{pid}/stat"));
     let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -37,7 +22,7 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim() == "sqlite-writer")
         })
-        .map(|t| ticks(t.path().join("stat").display().to_string()))
+        .map(|t| cpu::ticks(&t.path().join("stat").display().to_string()))
         .sum();
     (all, writer)
 }
@@ -72,7 +57,7 @@ async fn measure(gw: &Server, url: &str, connections: usize, seconds: u64) -> an
     let load = nginx::wrk(url, connections, seconds).await?;
     let (cpu1, writer1) = cpu_ticks(pid);
     let (idle1, total1) = machine_ticks();
-    let per_call = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1e6 / load.requests.max(1) as f64;
+    let per_call = |ticks: u64| cpu::us_per_call(ticks, load.requests);
     Ok(Run {
         cpu_us: per_call(cpu1.saturating_sub(cpu0)),
         writer_us: per_call(writer1.saturating_sub(writer0)),

@@ -1,9 +1,12 @@
 //! `proxy`: the hot path against nginx. One nginx answers every call with a fixed Message (the
 //! upstream); nginx `proxy_pass` and `telepipe serve` (embedded, every call recorded) each
 //! forward `sendMessage` to it, loaded by wrk in turns within one run. The figure is
-//! telepipe's req/s over nginx's, and telepipe's p99; afterwards the audit rows are counted
-//! against the answers wrk saw, so the speed is that of a gateway that records everything.
+//! telepipe's req/s over nginx's, and telepipe's p99; beside them each proxy's CPU a call (its
+//! processes' user and system time over the calls), which the VM's speed moves much less than
+//! req/s. Afterwards the audit rows are counted against the answers wrk saw, so the speed is
+//! that of a gateway that records everything.
 
+use crate::cpu;
 use crate::files::{start, stop, Server};
 use crate::nginx::{self, Load};
 use anyhow::Context;
@@ -61,11 +64,25 @@ pub fn median_of(ratios: &mut [f64]) -> String {
     format!("{median:.2}x (median of {n}; {})", each.join(", "))
 }
 
-fn row(label: &str, l: &Load) {
+fn row(label: &str, l: &Load, cpu_us: f64) {
     println!(
-        "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7}",
-        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors
+        "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7} {:>11.1}",
+        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors, cpu_us
     );
+}
+
+/// A wrk run on `url` and the CPU it cost the process `pid` and its children, in µs a call.
+async fn loaded(
+    url: &str,
+    pid: u32,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<(Load, f64)> {
+    let before = cpu::tree_ticks(pid);
+    let load = nginx::wrk(url, connections, seconds).await?;
+    let spent = cpu::tree_ticks(pid).saturating_sub(before);
+    let us = cpu::us_per_call(spent, load.requests);
+    Ok((load, us))
 }
 
 pub async fn run(
@@ -99,27 +116,33 @@ pub async fn run(
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7}",
-        "pass", "req/s", "p50 ms", "p99 ms", "requests", "errors"
+        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
+        "pass", "req/s", "p50 ms", "p99 ms", "requests", "errors", "cpu µs/call"
     );
-    row(
-        "upstream (nginx) direct",
-        &nginx::wrk(&direct, connections, seconds).await?,
-    );
+    let pid = |pid: Option<u32>| pid.context("a server has exited");
+    let (up_pid, px_pid, gw_pid) = (pid(up.pid())?, pid(px.pid())?, pid(gw.child.id())?);
+    let (d, d_cpu) = loaded(&direct, up_pid, connections, seconds).await?;
+    row("upstream (nginx) direct", &d, d_cpu);
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     let mut worst_p99: f64 = 0.0;
     for round in 1..=rounds {
-        let n = nginx::wrk(&via_nginx, connections, seconds).await?;
-        let t = nginx::wrk(&via_telepipe, connections, seconds).await?;
+        let (n, n_cpu) = loaded(&via_nginx, px_pid, connections, seconds).await?;
+        let (t, t_cpu) = loaded(&via_telepipe, gw_pid, connections, seconds).await?;
         answered += t.requests;
-        row(&format!("nginx proxy_pass #{round}"), &n);
-        row(&format!("telepipe (embedded) #{round}"), &t);
+        row(&format!("nginx proxy_pass #{round}"), &n, n_cpu);
+        row(&format!("telepipe (embedded) #{round}"), &t, t_cpu);
         ratios.push(t.rps / n.rps);
+        cpu_ratios.push(t_cpu / n_cpu.max(f64::MIN_POSITIVE));
         worst_p99 = worst_p99.max(t.p99_ms);
     }
     println!(
         "  telepipe / nginx proxy_pass: {}; telepipe p99 at most {worst_p99:.2} ms",
         median_of(&mut ratios)
+    );
+    println!(
+        "  CPU a call, telepipe / nginx proxy_pass: {}",
+        median_of(&mut cpu_ratios)
     );
     stop(&mut gw).await?;
     let rows = audit_rows(&data).context("counting audit rows")?;
