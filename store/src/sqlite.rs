@@ -1526,7 +1526,8 @@ impl OutcomeStore for SqliteStore {
 #[async_trait]
 impl BotStore for SqliteStore {
     async fn put_bot_username(&self, bot_id: BotId, username: &str) -> Result<(), StoreError> {
-        self.write_lazy(vec![Write::Sql {
+        // Urgent: a getMe's answer waits for it (rare: not worth a linger).
+        self.write(vec![Write::Sql {
             sql: "INSERT OR REPLACE INTO bot_usernames (username, bot_id, updated_ms)
                   VALUES (?1, ?2, ?3)",
             values: vec![
@@ -1547,8 +1548,8 @@ impl BotStore for SqliteStore {
         expires_ms: i64,
     ) -> Result<(), StoreError> {
         // The bot's expired entries go with each new one: the table holds what its bots
-        // resolved within the TTL, no more.
-        self.write_lazy(vec![
+        // resolved within the TTL, no more. Urgent: the call that resolved it waits.
+        self.write(vec![
             Write::Sql {
                 sql: "DELETE FROM peers WHERE bot_id = ?1 AND expires_ms <= ?2",
                 values: vec![bot_id.0.into(), schemas::now_ms().into()],

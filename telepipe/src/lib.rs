@@ -552,8 +552,13 @@ pub async fn run(
     let joined = tasks.join().await;
     // The last calls' audit rows may still wait in the store's queue (a batch lingering for
     // company, or rows behind a checkpoint): written before the process exits with them.
-    if let Err(error) = store.flush().await {
-        tracing::error!(%error, "could not write the queued audit rows");
+    // Bounded: a write lock another process holds must not keep this one from exiting.
+    match tokio::time::timeout(drain, store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "could not write the queued audit rows"),
+        Err(_) => {
+            tracing::error!("the queued audit rows were not written within the drain timeout")
+        }
     }
     joined?;
     tracing::info!("telepipe stopped");

@@ -484,9 +484,10 @@ impl Proc {
         flags
     }
 
-    /// Asks the process to stop (SIGTERM) and waits for it.
+    /// Asks the process to stop (SIGTERM) and waits for it (its helpers are killed when it
+    /// is dropped).
     pub async fn stop(mut self) -> Result<std::process::ExitStatus> {
-        self.terminate().await
+        terminate(&mut self.child).await
     }
 
     /// Asks the process, then its helpers, to stop (SIGTERM) and waits for each; its folder
