@@ -6,6 +6,7 @@
 //! generator runs on a third. All share the machine's cores, so figures are comparable within
 //! one run, not across machines.
 
+mod bare;
 mod cpu;
 mod files;
 mod flood;
@@ -23,6 +24,11 @@ mod webhooks;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+/// The gateway's allocator (`telepipe/src/main.rs` says why), so that the gateways run in this
+/// process (`passthrough`) and `bare-proxy` allocate as `telepipe serve` does.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +45,10 @@ enum Bench {
     /// its own, under `nice`, as the internet's machines it stands in for).
     #[command(hide = true)]
     UrlServer,
+    /// `proxy`'s bare hyper proxy in front of 127.0.0.1:`upstream_port` (a process of its own,
+    /// its CPU measured as the others').
+    #[command(hide = true)]
+    BareProxy { upstream_port: u16 },
     /// Passthrough throughput and latency: direct to the sandbox vs through the gateway.
     Passthrough {
         /// Requests per measured pass.
@@ -474,6 +484,13 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(polls::run(bin, polls, rate.max(1), seconds.max(1)));
+        }
+        Bench::BareProxy { upstream_port } => {
+            // As many workers as cores, as the gateway's runtime has.
+            return tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(bare::serve(upstream_port));
         }
         Bench::UrlServer => {
             return tokio::runtime::Builder::new_current_thread()

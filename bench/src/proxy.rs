@@ -4,7 +4,9 @@
 //! telepipe's req/s over nginx's, and telepipe's p99; beside them each proxy's CPU a call (its
 //! processes' user and system time over the calls), which the VM's speed moves much less than
 //! req/s. Afterwards the audit rows are counted against the answers wrk saw, so the speed is
-//! that of a gateway that records everything.
+//! that of a gateway that records everything. A third proxy, `bare-proxy` (`bare.rs`: tokio and
+//! hyper forwarding and nothing else), takes its turn too: the stack's own cost a call, so the
+//! gap to nginx splits into the stack's share and what telepipe does on top of it.
 
 use crate::cpu;
 use crate::files::{start, stop, Server};
@@ -50,18 +52,22 @@ pub fn audit_rows(data_dir: &Path) -> anyhow::Result<u64> {
     Ok(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
-/// Ratios of rounds as a figure: `0.46x (median of 3; 0.44, 0.46, 0.47)`; of an even
-/// number of rounds, the mean of the middle two.
+/// Ratios of rounds as a figure: `0.46x (median of 3; 0.44, 0.46, 0.47)`.
 pub fn median_of(ratios: &mut [f64]) -> String {
-    ratios.sort_by(f64::total_cmp);
+    let m = median(ratios);
     let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    let n = ratios.len();
-    let median = match n {
+    format!("{m:.2}x (median of {}; {})", ratios.len(), each.join(", "))
+}
+
+/// The median of `values`, sorting them; of an even number, the mean of the middle two; NaN of
+/// none.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
         0 => f64::NAN,
-        _ if n % 2 == 1 => ratios[n / 2],
-        _ => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
-    };
-    format!("{median:.2}x (median of {n}; {})", each.join(", "))
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn row(label: &str, l: &Load, cpu_us: f64) {
@@ -97,14 +103,17 @@ pub async fn run(
     let px = nginx::proxy(&dir, up.port).await?;
     let data = dir.join("gateway");
     let mut gw = gateway(&bin, &data, up.port, &[], &[]).await?;
+    let me = std::env::current_exe()?;
+    let bare = start(&me, &["bare-proxy", &up.port.to_string()], &[]).await?;
     let path = call_path();
     let direct = format!("http://127.0.0.1:{}{path}", up.port);
     let via_nginx = format!("http://127.0.0.1:{}{path}", px.port);
     let via_telepipe = format!("{}{path}", gw.url);
+    let via_bare = format!("{}{path}", bare.url);
 
     // Warm-up: connections, caches, the store's first pages.
     let mut answered = 0;
-    for url in [&direct, &via_nginx, &via_telepipe] {
+    for url in [&direct, &via_nginx, &via_bare, &via_telepipe] {
         let l = nginx::wrk(url, connections, 2).await?;
         if url == &via_telepipe {
             answered += l.requests;
@@ -121,19 +130,25 @@ pub async fn run(
     );
     let pid = |pid: Option<u32>| pid.context("a server has exited");
     let (up_pid, px_pid, gw_pid) = (pid(up.pid())?, pid(px.pid())?, pid(gw.child.id())?);
+    let bare_pid = pid(bare.child.id())?;
     let (d, d_cpu) = loaded(&direct, up_pid, connections, seconds).await?;
     row("upstream (nginx) direct", &d, d_cpu);
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
+    let (mut bare_ratios, mut bare_cpu) = (Vec::new(), Vec::new());
     let mut worst_p99: f64 = 0.0;
     for round in 1..=rounds {
         let (n, n_cpu) = loaded(&via_nginx, px_pid, connections, seconds).await?;
+        let (b, b_cpu) = loaded(&via_bare, bare_pid, connections, seconds).await?;
         let (t, t_cpu) = loaded(&via_telepipe, gw_pid, connections, seconds).await?;
         answered += t.requests;
         row(&format!("nginx proxy_pass #{round}"), &n, n_cpu);
+        row(&format!("bare hyper proxy #{round}"), &b, b_cpu);
         row(&format!("telepipe (embedded) #{round}"), &t, t_cpu);
         ratios.push(t.rps / n.rps);
         cpu_ratios.push(t_cpu / n_cpu.max(f64::MIN_POSITIVE));
+        bare_ratios.push(b.rps / n.rps);
+        bare_cpu.push(t_cpu - b_cpu);
         worst_p99 = worst_p99.max(t.p99_ms);
     }
     println!(
@@ -144,6 +159,13 @@ pub async fn run(
         "  CPU a call, telepipe / nginx proxy_pass: {}",
         median_of(&mut cpu_ratios)
     );
+    println!(
+        "  bare hyper proxy / nginx proxy_pass: {} (the stack alone); CPU a call telepipe adds \
+         to it: {:.1} µs (median)",
+        median_of(&mut bare_ratios),
+        median(&mut bare_cpu)
+    );
+    drop(bare);
     stop(&mut gw).await?;
     let rows = audit_rows(&data).context("counting audit rows")?;
     println!(
