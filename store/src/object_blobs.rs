@@ -8,7 +8,10 @@ use crate::blobs::{check_key, BlobError, BlobReader, Blobs, ByteStream, LocalBlo
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayloadMut, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload, PutPayloadMut, PutResult,
+    UploadPart, WriteMultipart,
+};
 use schemas::BlobRef;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -88,19 +91,82 @@ impl ObjectBlobs {
     }
 }
 
+/// The multipart upload a [`WriteMultipart`] drives, held here too: `WriteMultipart::finish`
+/// sends the last part, and when that part fails it returns without aborting and drops the
+/// upload with it, whose parts would stay stored, unlisted and billed. Through this handle the
+/// upload is aborted all the same. Once completed (or aborted) it holds nothing.
+#[derive(Clone, Debug)]
+struct Shared(Arc<std::sync::Mutex<Option<Box<dyn MultipartUpload>>>>);
+
+impl Shared {
+    fn new(upload: Box<dyn MultipartUpload>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(upload))))
+    }
+
+    fn take(&self) -> Option<Box<dyn MultipartUpload>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn ended() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "telepipe",
+        source: "the multipart upload has ended".into(),
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for Shared {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(upload) => upload.put_part(data),
+            None => Box::pin(async { Err(ended()) }),
+        }
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let mut upload = self.take().ok_or_else(ended)?;
+        let done = upload.complete().await;
+        if done.is_err() {
+            // Still to be aborted.
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload);
+        }
+        done
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        match self.take() {
+            Some(mut upload) => upload.abort().await,
+            None => Ok(()),
+        }
+    }
+}
+
 /// A multipart upload not yet completed: aborted if dropped so (its `put` dropped, its client
-/// gone), since the parts sent would stay stored, unlisted and billed. Only the last part's
-/// failure inside `WriteMultipart::finish` is left to the bucket's lifecycle rule.
-struct Unfinished(Option<WriteMultipart>);
+/// gone), since the parts sent would stay stored, unlisted and billed.
+#[derive(Default)]
+struct Unfinished {
+    writer: Option<WriteMultipart>,
+    upload: Option<Shared>,
+}
+
+impl Unfinished {
+    /// Stops the parts in flight (dropping the writer aborts its tasks), then the upload.
+    fn abort(&mut self) -> Option<impl std::future::Future<Output = ()>> {
+        drop(self.writer.take());
+        let mut upload = self.upload.take()?;
+        Some(async move {
+            if let Err(error) = upload.abort().await {
+                tracing::warn!(%error, "could not abort an unfinished multipart upload");
+            }
+        })
+    }
+}
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let (Some(w), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move {
-                if let Err(error) = w.abort().await {
-                    tracing::warn!(%error, "could not abort an unfinished multipart upload");
-                }
-            });
+        if let (Some(abort), Ok(rt)) = (self.abort(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(abort);
         }
     }
 }
@@ -114,8 +180,8 @@ impl Blobs for ObjectBlobs {
         // Copied into fixed blocks until there is a part's worth: a chunk kept as it came would
         // keep its reader's whole buffer alive (hyper's reads pin up to 3x their length).
         let mut first = PutPayloadMut::new();
-        let mut upload = Unfinished(None);
-        let multipart = &mut upload.0;
+        let mut upload = Unfinished::default();
+        let (multipart, shared) = (&mut upload.writer, &mut upload.upload);
         let written = async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(BlobError::Source)?;
@@ -135,8 +201,10 @@ impl Blobs for ObjectBlobs {
                     None => {
                         first.extend_from_slice(&chunk);
                         if first.content_length() >= PART {
-                            let upload = self.store.put_multipart(&tmp).await.map_err(io)?;
-                            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+                            let upload =
+                                Shared::new(self.store.put_multipart(&tmp).await.map_err(io)?);
+                            *shared = Some(upload.clone());
+                            let mut w = WriteMultipart::new_with_chunk_size(Box::new(upload), PART);
                             std::mem::take(&mut first)
                                 .freeze()
                                 .into_iter()
@@ -154,6 +222,7 @@ impl Blobs for ObjectBlobs {
             match multipart.take() {
                 Some(w) => {
                     w.finish().await.map_err(io)?;
+                    *shared = None;
                 }
                 None => {
                     self.store
@@ -166,8 +235,8 @@ impl Blobs for ObjectBlobs {
         }
         .await;
         if let Err(e) = written {
-            if let Some(w) = upload.0.take() {
-                let _ = w.abort().await;
+            if let Some(abort) = upload.abort() {
+                abort.await;
             }
             let _ = self.store.delete(&tmp).await;
             return Err(e);
@@ -388,6 +457,14 @@ mod tests {
         let (blobs, aborts) = watched(2);
         assert!(blobs.put(chunks(12), u64::MAX).await.is_err());
         assert_eq!(aborted(&aborts), 1);
+        // The last part fails (12 MB: 5, 5 and the 2 that completing the upload sends).
+        let (blobs, aborts) = watched(3);
+        assert!(blobs.put(chunks(12), u64::MAX).await.is_err());
+        assert_eq!(
+            aborted(&aborts),
+            1,
+            "the upload whose last part failed is aborted"
+        );
         // Dropped after its first part went: the stream stalls once 6 MB have come.
         let (blobs, aborts) = watched(0);
         let stalled: ByteStream<'static> =
