@@ -18,18 +18,56 @@ fn field(fields: &[&str], i: usize) -> u64 {
     fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// User and system CPU time, in ticks, of the process or thread whose `stat` file is `path`
-/// (a process's counts all its threads).
-pub fn ticks(path: &str) -> u64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    let f = fields(&stat);
-    field(&f, 11) + field(&f, 12)
+/// CPU time in ticks, user and system apart: where user time is the program's own work, system
+/// time is mostly its sockets and files, which every proxy pays alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ticks {
+    pub user: u64,
+    pub system: u64,
 }
 
-/// CPU time, in ticks, of `pid` and of the processes it started that are running (nginx's
-/// master and its workers).
-pub fn tree_ticks(pid: u32) -> u64 {
-    let children: u64 = std::fs::read_dir("/proc")
+impl Ticks {
+    fn of(fields: &[&str]) -> Self {
+        Self {
+            user: field(fields, 11),
+            system: field(fields, 12),
+        }
+    }
+
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// What was spent since `before`.
+    pub fn since(self, before: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+}
+
+impl std::ops::Add for Ticks {
+    type Output = Ticks;
+    fn add(self, o: Ticks) -> Ticks {
+        Ticks {
+            user: self.user + o.user,
+            system: self.system + o.system,
+        }
+    }
+}
+
+/// User and system CPU time of the process or thread whose `stat` file is `path` (a process's
+/// counts all its threads).
+pub fn ticks(path: &str) -> Ticks {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    Ticks::of(&fields(&stat))
+}
+
+/// CPU time of `pid` and of the processes it started that are running (nginx's master and its
+/// workers).
+pub fn tree_ticks(pid: u32) -> Ticks {
+    let children = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
@@ -37,9 +75,9 @@ pub fn tree_ticks(pid: u32) -> u64 {
         .filter_map(|child| {
             let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
             let f = fields(&stat);
-            (field(&f, 1) == u64::from(pid)).then(|| field(&f, 11) + field(&f, 12))
+            (field(&f, 1) == u64::from(pid)).then(|| Ticks::of(&f))
         })
-        .sum();
+        .fold(Ticks::default(), |a, b| a + b);
     ticks(&format!("/proc/{pid}/stat")) + children
 }
 
@@ -58,7 +96,14 @@ mod tests {
                     1234 567 0 0 20 0 1 0 100 1000 200";
         let f = fields(line);
         assert_eq!(field(&f, 1), 4241, "ppid");
-        assert_eq!(field(&f, 11) + field(&f, 12), 1234 + 567, "utime + stime");
+        assert_eq!(
+            Ticks::of(&f),
+            Ticks {
+                user: 1234,
+                system: 567
+            },
+            "utime and stime"
+        );
     }
 
     #[test]
@@ -66,12 +111,12 @@ mod tests {
         // Spin until the kernel has counted at least one tick for this process.
         let me = std::process::id();
         let start = std::time::Instant::now();
-        while ticks(&format!("/proc/{me}/stat")) == 0 && start.elapsed().as_secs() < 5 {
+        while ticks(&format!("/proc/{me}/stat")).total() == 0 && start.elapsed().as_secs() < 5 {
             std::hint::black_box((0..10_000u64).sum::<u64>());
         }
-        let own = ticks(&format!("/proc/{me}/stat"));
+        let own = ticks(&format!("/proc/{me}/stat")).total();
         assert!(own > 0);
-        assert!(tree_ticks(me) >= own);
+        assert!(tree_ticks(me).total() >= own);
         assert_eq!(us_per_call(100, 1_000), 1_000.0);
     }
 }

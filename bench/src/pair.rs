@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// A gateway's CPU time and its writer thread's, in ticks.
 fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let all = cpu::ticks(&format!("/proc/{pid}/stat"));
+    let all = cpu::ticks(&format!("/proc/{pid}/stat")).total();
     let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -22,7 +22,7 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
             std::fs::read_to_string(t.path().join("comm"))
                 .is_ok_and(|c| c.trim() == "sqlite-writer")
         })
-        .map(|t| cpu::ticks(&t.path().join("stat").display().to_string()))
+        .map(|t| cpu::ticks(&t.path().join("stat").display().to_string()).total())
         .sum();
     (all, writer)
 }

@@ -70,25 +70,38 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-fn row(label: &str, l: &Load, cpu_us: f64) {
+/// CPU a call, in µs: all of it, and its user and system parts.
+#[derive(Clone, Copy)]
+struct CallCpu {
+    total: f64,
+    user: f64,
+    system: f64,
+}
+
+fn row(label: &str, l: &Load, cpu: CallCpu) {
     println!(
-        "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7} {:>11.1}",
-        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors, cpu_us
+        "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7} {:>11.1} {:>6.1} {:>6.1}",
+        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors, cpu.total, cpu.user, cpu.system
     );
 }
 
-/// A wrk run on `url` and the CPU it cost the process `pid` and its children, in µs a call.
+/// A wrk run on `url` and the CPU it cost the process `pid` and its children, a call.
 async fn loaded(
     url: &str,
     pid: u32,
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<(Load, f64)> {
+) -> anyhow::Result<(Load, CallCpu)> {
     let before = cpu::tree_ticks(pid);
     let load = nginx::wrk(url, connections, seconds).await?;
-    let spent = cpu::tree_ticks(pid).saturating_sub(before);
-    let us = cpu::us_per_call(spent, load.requests);
-    Ok((load, us))
+    let spent = cpu::tree_ticks(pid).since(before);
+    let per_call = |ticks| cpu::us_per_call(ticks, load.requests);
+    let cpu = CallCpu {
+        total: per_call(spent.total()),
+        user: per_call(spent.user),
+        system: per_call(spent.system),
+    };
+    Ok((load, cpu))
 }
 
 pub async fn run(
@@ -125,8 +138,8 @@ pub async fn run(
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
-        "pass", "req/s", "p50 ms", "p99 ms", "requests", "errors", "cpu µs/call"
+        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>6} {:>6}",
+        "pass", "req/s", "p50 ms", "p99 ms", "requests", "errors", "cpu µs/call", "user", "sys"
     );
     let pid = |pid: Option<u32>| pid.context("a server has exited");
     let (up_pid, px_pid, gw_pid) = (pid(up.pid())?, pid(px.pid())?, pid(gw.child.id())?);
@@ -135,7 +148,7 @@ pub async fn run(
     row("upstream (nginx) direct", &d, d_cpu);
     let mut ratios = Vec::new();
     let mut cpu_ratios = Vec::new();
-    let (mut bare_ratios, mut bare_cpu) = (Vec::new(), Vec::new());
+    let (mut bare_ratios, mut bare_cpu, mut bare_user) = (Vec::new(), Vec::new(), Vec::new());
     let mut worst_p99: f64 = 0.0;
     for round in 1..=rounds {
         let (n, n_cpu) = loaded(&via_nginx, px_pid, connections, seconds).await?;
@@ -146,9 +159,10 @@ pub async fn run(
         row(&format!("bare hyper proxy #{round}"), &b, b_cpu);
         row(&format!("telepipe (embedded) #{round}"), &t, t_cpu);
         ratios.push(t.rps / n.rps);
-        cpu_ratios.push(t_cpu / n_cpu.max(f64::MIN_POSITIVE));
+        cpu_ratios.push(t_cpu.total / n_cpu.total.max(f64::MIN_POSITIVE));
         bare_ratios.push(b.rps / n.rps);
-        bare_cpu.push(t_cpu - b_cpu);
+        bare_cpu.push(t_cpu.total - b_cpu.total);
+        bare_user.push(t_cpu.user - b_cpu.user);
         worst_p99 = worst_p99.max(t.p99_ms);
     }
     println!(
@@ -161,9 +175,10 @@ pub async fn run(
     );
     println!(
         "  bare hyper proxy / nginx proxy_pass: {} (the stack alone); CPU a call telepipe adds \
-         to it: {:.1} µs (median)",
+         to it: {:.1} µs, {:.1} of it user time (medians)",
         median_of(&mut bare_ratios),
-        median(&mut bare_cpu)
+        median(&mut bare_cpu),
+        median(&mut bare_user)
     );
     drop(bare);
     stop(&mut gw).await?;
