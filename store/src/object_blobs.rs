@@ -125,11 +125,16 @@ impl MultipartUpload for Shared {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let mut upload = self.take().ok_or_else(ended)?;
-        let done = upload.complete().await;
-        if done.is_err() {
-            // Still to be aborted.
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload);
+        let mut held = Held {
+            upload: self.take(),
+            home: self.clone(),
+        };
+        let done = match held.upload.as_mut() {
+            Some(upload) => upload.complete().await,
+            None => Err(ended()),
+        };
+        if done.is_ok() {
+            held.upload = None;
         }
         done
     }
@@ -138,6 +143,21 @@ impl MultipartUpload for Shared {
         match self.take() {
             Some(mut upload) => upload.abort().await,
             None => Ok(()),
+        }
+    }
+}
+
+/// The upload while it completes: put back into its [`Shared`] unless it completed, also when
+/// the completion is dropped mid-way (its `put` dropped), so that it is still aborted.
+struct Held {
+    upload: Option<Box<dyn MultipartUpload>>,
+    home: Shared,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            *self.home.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(upload);
         }
     }
 }
@@ -151,12 +171,18 @@ struct Unfinished {
 }
 
 impl Unfinished {
-    /// Stops the parts in flight (dropping the writer aborts its tasks), then the upload.
+    /// The abort of an upload not completed: its parts in flight stopped first, and waited for
+    /// (a part still uploading as the upload is aborted may be kept), then the upload.
     fn abort(&mut self) -> Option<impl std::future::Future<Output = ()>> {
-        drop(self.writer.take());
+        let writer = self.writer.take();
         let mut upload = self.upload.take()?;
         Some(async move {
-            if let Err(error) = upload.abort().await {
+            // The writer's abort ends with the upload's, through the same `Shared`.
+            let aborted = match writer {
+                Some(writer) => writer.abort().await,
+                None => upload.abort().await,
+            };
+            if let Err(error) = aborted {
                 tracing::warn!(%error, "could not abort an unfinished multipart upload");
             }
         })
@@ -330,13 +356,17 @@ mod tests {
     }
 
     /// An in-memory store whose multipart uploads count their aborts and fail part
-    /// `fail_part` (0: none).
+    /// `fail_part` (0: none), or their completion when `fail_part` is [`COMPLETION`], or never
+    /// complete when it is [`STALLED`].
     #[derive(Debug)]
     struct Watched {
         inner: object_store::memory::InMemory,
         aborts: Arc<std::sync::atomic::AtomicUsize>,
         fail_part: usize,
     }
+
+    const COMPLETION: usize = usize::MAX;
+    const STALLED: usize = usize::MAX - 1;
 
     impl std::fmt::Display for Watched {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,6 +397,15 @@ mod tests {
             self.inner.put_part(data)
         }
         async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+            if self.fail_part == STALLED {
+                std::future::pending::<()>().await;
+            }
+            if self.fail_part == COMPLETION {
+                return Err(object_store::Error::Generic {
+                    store: "Watched",
+                    source: "the completion failed".into(),
+                });
+            }
             self.inner.complete().await
         }
         async fn abort(&mut self) -> object_store::Result<()> {
@@ -465,6 +504,25 @@ mod tests {
             1,
             "the upload whose last part failed is aborted"
         );
+        // Its completion fails: aborted once (by `finish`; not again here).
+        let (blobs, aborts) = watched(COMPLETION);
+        assert!(blobs.put(chunks(12), u64::MAX).await.is_err());
+        assert_eq!(aborted(&aborts), 1);
+        // Dropped while it completes (its client gone): aborted.
+        let (blobs, aborts) = watched(STALLED);
+        let put = blobs.put(chunks(12), u64::MAX);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(500), put)
+                .await
+                .is_err()
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while aborted(&aborts) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the upload dropped while completing is aborted");
         // Dropped after its first part went: the stream stalls once 6 MB have come.
         let (blobs, aborts) = watched(0);
         let stalled: ByteStream<'static> =
