@@ -6,10 +6,12 @@
 //!
 //! Upstream connections are values taken from a pool and driven by the call using them, as
 //! telepipe's `telegram::conns` does, so the two differ by what telepipe adds, not by how they
-//! reach upstream.
+//! reach upstream; telepipe's retry of a request its pooled connection never sent, its answer
+//! size limit and its idle timeout are left out, so their small cost counts as telepipe's.
 
 use bytes::Bytes;
 use futures_util::future::{self, Either};
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1 as client;
 use hyper::server::conn::http1 as server;
@@ -30,11 +32,28 @@ struct Pool {
     idle: Arc<Mutex<Vec<Conn>>>,
 }
 
+impl Conn {
+    /// Whether an idle connection can take a request now: upstream has not closed it.
+    fn ready(&mut self) -> bool {
+        if (&mut self.conn).now_or_never().is_some() {
+            return false;
+        }
+        matches!(
+            future::poll_fn(|cx| self.send.poll_ready(cx)).now_or_never(),
+            Some(Ok(()))
+        )
+    }
+}
+
 impl Pool {
     async fn take(&self) -> anyhow::Result<Conn> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some(c) = idle {
-            return Ok(c);
+        // An idle connection upstream closed meanwhile is thrown away.
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut c) = idle else { break };
+            if c.ready() {
+                return Ok(c);
+            }
         }
         let s = tokio::net::TcpStream::connect(&self.upstream).await?;
         s.set_nodelay(true)?;
@@ -92,8 +111,17 @@ pub async fn serve(upstream_port: u16) -> anyhow::Result<()> {
         idle: Arc::default(),
     };
     loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+        // A client's failed connection (or no descriptor left) is that client's: the proxy
+        // goes on.
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("bare proxy: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         let pool = pool.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {

@@ -26,7 +26,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// The gateway's allocator (`telepipe/src/main.rs` says why), so that the gateways run in this
-/// process (`passthrough`) and `bare-proxy` allocate as `telepipe serve` does.
+/// process (`passthrough`) and `bare-proxy` allocate as `telepipe serve` does. The sandbox and
+/// the load generator `passthrough` runs here allocate with it too: its figures from before
+/// (glibc's malloc, until 2026-12-03) are not comparable with later ones.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;

@@ -160,6 +160,15 @@ pub async fn run(
         row(&format!("telepipe (embedded) #{round}"), &t, t_cpu);
         ratios.push(t.rps / n.rps);
         cpu_ratios.push(t_cpu.total / n_cpu.total.max(f64::MIN_POSITIVE));
+        for (name, l) in [("nginx", &n), ("the bare proxy", &b), ("telepipe", &t)] {
+            if l.errors > 0 {
+                println!(
+                    "  warning: {name} answered {} calls with errors in round {round}: its req/s \
+                     and CPU a call count them",
+                    l.errors
+                );
+            }
+        }
         bare_ratios.push(b.rps / n.rps);
         bare_cpu.push(t_cpu.total - b_cpu.total);
         bare_user.push(t_cpu.user - b_cpu.user);
