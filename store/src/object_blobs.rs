@@ -508,38 +508,27 @@ mod tests {
         let (blobs, aborts) = watched(COMPLETION);
         assert!(blobs.put(chunks(12), u64::MAX).await.is_err());
         assert_eq!(aborted(&aborts), 1);
-        // Dropped while it completes (its client gone): aborted.
-        let (blobs, aborts) = watched(STALLED);
-        let put = blobs.put(chunks(12), u64::MAX);
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(500), put)
-                .await
-                .is_err()
-        );
-        tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            while aborted(&aborts) == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the upload dropped while completing is aborted");
-        // Dropped after its first part went: the stream stalls once 6 MB have come.
-        let (blobs, aborts) = watched(0);
-        let stalled: ByteStream<'static> =
-            Box::pin(chunks(6).chain(futures_util::stream::pending()));
-        let put = blobs.put(stalled, u64::MAX);
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(200), put)
-                .await
-                .is_err()
-        );
-        tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            while aborted(&aborts) == 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the dropped upload is aborted");
+        // Dropped mid-way (its client gone): while it completes, and after its first part went
+        // (the stream stalls once 6 MB have come). Aborted either way.
+        let stalled = || -> ByteStream<'static> {
+            Box::pin(chunks(6).chain(futures_util::stream::pending()))
+        };
+        for (fail_part, stream) in [(STALLED, chunks(12)), (0, stalled())] {
+            let (blobs, aborts) = watched(fail_part);
+            let put = blobs.put(stream, u64::MAX);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(500), put)
+                    .await
+                    .is_err()
+            );
+            tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while aborted(&aborts) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("the dropped upload is aborted");
+        }
     }
 
     #[tokio::test]
