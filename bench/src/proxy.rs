@@ -70,18 +70,30 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// CPU a call, in µs: all of it, and its user and system parts.
+/// CPU a call, in µs: its user and system parts.
 #[derive(Clone, Copy)]
 struct CallCpu {
-    total: f64,
     user: f64,
     system: f64,
+}
+
+impl CallCpu {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
 }
 
 fn row(label: &str, l: &Load, cpu: CallCpu) {
     println!(
         "  {label:<26} {:>9.0} {:>9.3} {:>9.3} {:>9} {:>7} {:>11.1} {:>6.1} {:>6.1}",
-        l.rps, l.p50_ms, l.p99_ms, l.requests, l.errors, cpu.total, cpu.user, cpu.system
+        l.rps,
+        l.p50_ms,
+        l.p99_ms,
+        l.requests,
+        l.errors,
+        cpu.total(),
+        cpu.user,
+        cpu.system
     );
 }
 
@@ -97,7 +109,6 @@ async fn loaded(
     let spent = cpu::tree_ticks(pid).since(before);
     let per_call = |ticks| cpu::us_per_call(ticks, load.requests);
     let cpu = CallCpu {
-        total: per_call(spent.total()),
         user: per_call(spent.user),
         system: per_call(spent.system),
     };
@@ -159,7 +170,7 @@ pub async fn run(
         row(&format!("bare hyper proxy #{round}"), &b, b_cpu);
         row(&format!("telepipe (embedded) #{round}"), &t, t_cpu);
         ratios.push(t.rps / n.rps);
-        cpu_ratios.push(t_cpu.total / n_cpu.total.max(f64::MIN_POSITIVE));
+        cpu_ratios.push(t_cpu.total() / n_cpu.total().max(f64::MIN_POSITIVE));
         for (name, l) in [("nginx", &n), ("the bare proxy", &b), ("telepipe", &t)] {
             if l.errors > 0 {
                 println!(
@@ -170,7 +181,7 @@ pub async fn run(
             }
         }
         bare_ratios.push(b.rps / n.rps);
-        bare_cpu.push(t_cpu.total - b_cpu.total);
+        bare_cpu.push(t_cpu.total() - b_cpu.total());
         bare_user.push(t_cpu.user - b_cpu.user);
         worst_p99 = worst_p99.max(t.p99_ms);
     }
