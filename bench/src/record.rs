@@ -129,10 +129,14 @@ pub async fn run(bin: PathBuf, calls: u64, replay_calls: usize) -> anyhow::Resul
     println!("record: {calls} audit rows (5 methods, 100 bots, 2% errors), SQLite");
     let rate = fill(&data, calls).await?;
     let db = std::fs::metadata(data.join("store.db"))?.len();
+    // The rows' bulk and answers are in the record's logs beside the database.
+    let logs = crate::soak::dir_bytes(&data.join("store.db-record"));
     println!(
-        "  written at {rate:.0} rows/s; database {:.0} MB ({:.0} B a call, result included)",
+        "  written at {rate:.0} rows/s; database {:.0} MB + record logs {:.0} MB ({:.0} B a \
+         call, answer included)",
         db as f64 / 1e6,
-        db as f64 / calls as f64
+        logs as f64 / 1e6,
+        (db + logs) as f64 / calls as f64
     );
     let d = data.display().to_string();
     let (s, mb, out) = timed(&bin, &["audit", "--data-dir", &d, "--stats"])?;

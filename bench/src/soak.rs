@@ -10,7 +10,7 @@ use crate::proxy::{audit_rows, call_path, gateway};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-fn dir_bytes(p: &Path) -> u64 {
+pub(crate) fn dir_bytes(p: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else {
         return 0;
     };

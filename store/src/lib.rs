@@ -15,6 +15,7 @@
 
 pub mod blobs;
 pub mod object_blobs;
+mod record_log;
 pub mod scylla;
 pub mod sqlite;
 pub mod testsuite;

@@ -60,6 +60,7 @@ pub async fn run_all(store: &dyn Store) {
     peers_are_kept_per_bot_until_they_expire(store).await;
     results_roundtrip_and_expire(store).await;
     outcomes_write_result_and_row(store).await;
+    queued_outcomes_read_back(store).await;
     begin_tells_fresh_in_flight_and_done(store).await;
     files_by_unique_id_and_path(store).await;
     files_are_listed_least_served_first(store).await;
@@ -518,6 +519,36 @@ async fn outcomes_write_result_and_row(store: &dyn Store) {
     let mut row = row;
     row.answer = Some(r#"{"ok":true,"result":true}"#.into());
     assert_eq!(rows, vec![row]);
+}
+
+/// An outcome queued without waiting (embedded mode) reads back as one recorded and waited
+/// for: its row with its answer, its result by call id, until it expires.
+async fn queued_outcomes_read_back(store: &dyn Store) {
+    let now = schemas::now_ms();
+    let bot = rand::random::<u32>() as i64 + 1;
+    let live = call_row(bot, 5000, "sendMessage");
+    let dead = call_row(bot, 5001, "getMe");
+    store
+        .queue_outcome(live.clone(), ok_response(), now + 60_000)
+        .await
+        .unwrap();
+    store
+        .queue_outcome(dead.clone(), ok_response(), now - 1)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.get_result(live.call_id).await.unwrap(),
+        Some(ok_response())
+    );
+    assert_eq!(store.get_result(dead.call_id).await.unwrap(), None);
+    let rows = store
+        .calls(&CallQuery::bot(BotId(bot), 0, i64::MAX, 10))
+        .await
+        .unwrap();
+    let mut answered = live;
+    answered.answer = Some(r#"{"ok":true,"result":true}"#.into());
+    assert_eq!(rows, vec![answered, dead]);
 }
 
 /// Rows come back as written, per bot, inside the window, oldest first, at most `limit`.

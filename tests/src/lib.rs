@@ -393,18 +393,30 @@ impl Proc {
     }
 
     /// Every text the gateway's store holds, as one string: the SQLite files (with the
-    /// write-ahead log), or every cell of the ScyllaDB keyspace. For asserting that a secret
+    /// write-ahead log and the record's logs), or every cell of the ScyllaDB keyspace. For asserting that a secret
     /// is nowhere in it.
     pub async fn store_text(&self) -> Result<String> {
         if let Some(url) = self.flag("--store").filter(|u| u.starts_with("scylla://")) {
             return scylla_text(&url).await;
         }
         let mut db = Vec::new();
-        for entry in std::fs::read_dir(self.data_dir())? {
-            let p = entry?.path();
-            if p.file_name()
+        // The database, its WAL, and the record's logs (`store.db-record/`).
+        let mut found: Vec<_> = std::fs::read_dir(self.data_dir())?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        while let Some(p) = found.pop() {
+            if !p
+                .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("store.db"))
+                && !p.parent().is_some_and(|d| d.ends_with("store.db-record"))
             {
+                continue;
+            }
+            if p.is_dir() {
+                for e in std::fs::read_dir(&p)? {
+                    found.push(e?.path());
+                }
+            } else {
                 db.extend(std::fs::read(&p)?);
             }
         }
