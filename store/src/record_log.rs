@@ -403,62 +403,97 @@ impl Logs {
     }
 }
 
-/// Reads entries, keeping each segment it opened open for the next (a page of audit rows
-/// reads a few segments many times).
+/// What a reader keeps of a segment: the file, and the window of it read last.
+struct Seg {
+    file: File,
+    start: u64,
+    window: Vec<u8>,
+}
+
+/// Bytes read from a segment at once: the entries of a page of audit rows lie mostly in the
+/// order of their calls, so one read serves the rows after it too (a full listing read each
+/// row's bulk and answer with a `pread` of their own: 45.7k rows a second against 63.5k
+/// before the logs). A row far from the last costs a window of copying, not a system call
+/// more.
+const WINDOW: u64 = 64 * 1024;
+
+/// The most segments a reader keeps open (a listing of a month reads thousands).
+const SEGS_KEPT: usize = 8;
+
+/// Reads entries, keeping the segments it read open, with the window of each read last.
 pub(crate) struct Reader<'a> {
     dir: &'a Path,
-    files: HashMap<i64, Option<File>>,
+    segs: HashMap<i64, Option<Seg>>,
 }
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(dir: &'a Path) -> Self {
         Self {
             dir,
-            files: HashMap::new(),
+            segs: HashMap::new(),
         }
     }
 
     /// The entry at `ptr`; `None` (logged) when its segment is gone or the entry is not what
     /// was written there.
     pub(crate) fn read(&mut self, ptr: Ptr) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let file = self
-            .files
-            .entry(ptr.segment)
-            .or_insert_with(|| File::open(file_of(self.dir, ptr.segment)).ok())
-            .as_ref()?;
-        // The pointer is the database's word, checked against the file before anything is
-        // allocated for it.
-        let size = file.metadata().map_or(0, |m| m.len());
-        let fits = |offset: u64, len: u32| {
-            offset
-                .checked_add(FRAME as u64 + u64::from(len))
-                .is_some_and(|end| end <= size)
-        };
-        let (Ok(offset), Ok(len)) = (u64::try_from(ptr.offset), u32::try_from(ptr.len)) else {
-            return None;
-        };
-        let (mut frame, read) = if fits(offset, len) {
-            let mut frame = vec![0u8; FRAME + len as usize];
-            let read = file.read_exact_at(&mut frame, offset);
-            (frame, read)
-        } else {
-            (Vec::new(), Err(std::io::ErrorKind::UnexpectedEof.into()))
-        };
-        let len = len as usize;
-        let intact = read.is_ok()
-            && frame[..4] == (len as u32).to_le_bytes()
-            && frame[4..8] == crc32fast::hash(&frame[FRAME..]).to_le_bytes();
-        if !intact {
+        let entry = self.frame(ptr).and_then(|frame| {
+            let len = frame.len() - FRAME;
+            let intact = frame[..4] == (len as u32).to_le_bytes()
+                && frame[4..8] == crc32fast::hash(&frame[FRAME..]).to_le_bytes();
+            intact.then(|| frame[FRAME..].to_vec())
+        });
+        if entry.is_none() {
             tracing::warn!(
                 segment = ptr.segment,
                 offset = ptr.offset,
                 "a record log entry is missing or damaged"
             );
-            return None;
         }
-        frame.drain(..FRAME);
-        Some(frame)
+        entry
+    }
+
+    /// The frame's bytes where `ptr` says it is, if the segment has them.
+    fn frame(&mut self, ptr: Ptr) -> Option<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let (Ok(offset), Ok(len)) = (u64::try_from(ptr.offset), u32::try_from(ptr.len)) else {
+            return None;
+        };
+        let end = offset.checked_add(FRAME as u64 + u64::from(len))?;
+        if self.segs.len() >= SEGS_KEPT && !self.segs.contains_key(&ptr.segment) {
+            self.segs.clear();
+        }
+        let seg = self
+            .segs
+            .entry(ptr.segment)
+            .or_insert_with(|| {
+                File::open(file_of(self.dir, ptr.segment))
+                    .ok()
+                    .map(|file| Seg {
+                        file,
+                        start: 0,
+                        window: Vec::new(),
+                    })
+            })
+            .as_mut()?;
+        let held = offset >= seg.start && end <= seg.start + seg.window.len() as u64;
+        if !held {
+            // The pointer is the database's word, checked against the file before anything
+            // is allocated for it.
+            let size = seg.file.metadata().ok()?.len();
+            if end > size {
+                return None;
+            }
+            let want = (end - offset).max(WINDOW).min(size - offset);
+            seg.window.resize(want as usize, 0);
+            seg.start = offset;
+            if seg.file.read_exact_at(&mut seg.window, offset).is_err() {
+                seg.window.clear();
+                return None;
+            }
+        }
+        let at = (offset - seg.start) as usize;
+        Some(&seg.window[at..at + (end - offset) as usize])
     }
 }
 
