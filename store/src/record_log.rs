@@ -240,18 +240,25 @@ impl Logs {
             .mode(0o700)
             .create(&dir)
             .map_err(io_error)?;
+        // The folder first, the rows after: another process may be making a segment now, and
+        // a file listed had its row committed before it was made, so the rows read after
+        // the listing have it.
+        let files: Vec<(i64, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(io_error)?
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name();
+                let segment = name.to_str()?.strip_suffix(".log")?.parse::<i64>().ok()?;
+                Some((segment, entry.path()))
+            })
+            .collect();
         let known: std::collections::HashSet<i64> = conn
             .prepare("SELECT segment FROM record_segments")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        for entry in std::fs::read_dir(&dir).map_err(io_error)?.flatten() {
-            let name = entry.file_name();
-            let segment = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<i64>().ok());
-            if segment.is_some_and(|s| !known.contains(&s)) {
-                let _ = std::fs::remove_file(entry.path());
+        for (segment, path) in files {
+            if !known.contains(&segment) {
+                let _ = std::fs::remove_file(path);
             }
         }
         Ok(Self {

@@ -2025,6 +2025,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A store that opens removes the files of segments without a row (left by a process
+    /// stopped between a purge's commit and the files' removal), and only those.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_removes_files_of_forgotten_segments() {
+        let (dir, path) = store_path();
+        let s = SqliteStore::open(&path).unwrap();
+        let row = bulky_row(96, 1_000);
+        s.record_call(&row).await.unwrap();
+        let record = record_log::dir_of(&path);
+        let orphan = record.join("0000999999.log");
+        std::fs::write(&orphan, b"left behind").unwrap();
+        let again = SqliteStore::open(&path).unwrap();
+        assert!(!orphan.exists());
+        let q = CallQuery::bot(BotId(96), 0, i64::MAX, 10);
+        assert_eq!(again.calls(&q).await.unwrap(), [row]);
+        drop((s, again));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// An entry of the log that is not what was written (damaged, or lost with an OS crash)
     /// leaves its row without its bulk: the row and the page read on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
