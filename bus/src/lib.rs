@@ -218,9 +218,7 @@ pub async fn publish_envelope_owned<P: Payload + Send + Sync + 'static>(
 }
 
 fn count_published(topic: &str) {
-    metrics::PUBLISHED
-        .with_label_values(&[topics::label(topic)])
-        .inc();
+    metrics::published(topics::label_index(topic)).inc();
 }
 
 /// [`decode_or_skip`] of a record its consumer is done with: a value nobody else holds (no

@@ -38,6 +38,22 @@ pub static LATE_REPLIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// [`PUBLISHED`]'s counter of each topic label, looked up once: every call publishes.
+pub(crate) fn published(label: usize) -> &'static prometheus::IntCounter {
+    static BY_LABEL: [std::sync::OnceLock<prometheus::IntCounter>; crate::topics::LABELS.len()] =
+        [const { std::sync::OnceLock::new() }; crate::topics::LABELS.len()];
+    BY_LABEL[label].get_or_init(|| PUBLISHED.with_label_values(&[crate::topics::LABELS[label]]))
+}
+
+/// The stages of [`STAGE_SECONDS`] every call observes, each looked up once (a lookup hashes
+/// its label under a lock).
+pub static INGEST_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| STAGE_SECONDS.with_label_values(&["ingest"]));
+pub static QUEUE_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| STAGE_SECONDS.with_label_values(&["queue"]));
+pub static UPSTREAM_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| STAGE_SECONDS.with_label_values(&["upstream"]));
+
 pub static STAGE_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
     prometheus::register_histogram_vec!(
         "telepipe_stage_seconds",

@@ -35,9 +35,7 @@ pub static CLIENTS_GONE: LazyLock<IntCounter> = LazyLock::new(|| {
 
 pub fn observe(method: &'static str, outcome: &'static str, started: Instant) {
     CALLS.with_label_values(&[method, outcome]).inc();
-    bus::metrics::STAGE_SECONDS
-        .with_label_values(&["ingest"])
-        .observe(started.elapsed().as_secs_f64());
+    bus::metrics::INGEST_SECONDS.observe(started.elapsed().as_secs_f64());
 }
 
 /// Counts a call in flight for as long as it lives (the client may leave at any await).

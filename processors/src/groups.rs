@@ -94,7 +94,7 @@ pub(crate) async fn find(
 /// What the media stage adds to a group: each found file read, but for those the bot already
 /// sent as the same kind (their cached file_id goes instead).
 pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, items: &[Value]) -> Staged {
-    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    let mut staged = env.payload.staged.as_deref().cloned().unwrap_or_default();
     for (item, s) in items.iter().zip(staged.items.iter_mut()) {
         let (Some(kind), Some(file)) = (kind(item), &s.file) else {
             continue;

@@ -213,7 +213,7 @@ pub(crate) async fn find(
 /// What the media stage adds: each file to keep read (its kind follows from it when the
 /// result's type does not say).
 pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>) -> Staged {
-    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    let mut staged = env.payload.staged.as_deref().cloned().unwrap_or_default();
     for item in &mut staged.items {
         if let Some(file) = &item.file {
             item.meta = Some(probe(deps, &file.blob).await);

@@ -403,7 +403,7 @@ pub async fn run(
                     metrics::POLLS_WAITING.inc();
                     let stop = deps.polls_stop.clone().unwrap_or_default();
                     tokio::select! {
-                        _ = guarded(&deps, &run, &env, command) => {}
+                        _ = Box::pin(guarded(&deps, &run, &env, command)) => {}
                         // Nothing was confirmed to Telegram (that takes the next poll's
                         // offset): the poll ends with no updates, and the bot asks again.
                         _ = stop.cancelled() => {
@@ -430,7 +430,8 @@ pub async fn run(
                     match turn {
                         Ok(()) => {
                             let _share = shares.acquire(env.header.bot_id).await;
-                            flood::with_place(place, guarded(&deps, &run, &env, command)).await;
+                            flood::with_place(place, Box::pin(guarded(&deps, &run, &env, command)))
+                                .await;
                         }
                         Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
                     }
@@ -445,7 +446,8 @@ pub async fn run(
                     match turn {
                         Ok(()) => {
                             let _share = shares.acquire(env.header.bot_id).await;
-                            flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
+                            let work = Box::pin(guarded(&deps, &run, &env, command));
+                            flood::with_ticket(ticket, work).await;
                         }
                         Err(answer) => outcome::finish(&deps, &run, &env, answer).await,
                     }
@@ -455,7 +457,8 @@ pub async fn run(
                     // later call of its chat holding the share could otherwise keep the earlier
                     // one from its turn). Its work is one request upstream.
                     slot.release();
-                    flood::with_ticket(ticket, guarded(&deps, &run, &env, command)).await;
+                    let work = Box::pin(guarded(&deps, &run, &env, command));
+                    flood::with_ticket(ticket, work).await;
                 } else {
                     let _share = shares.acquire(env.header.bot_id).await;
                     let passed_on = guarded(&deps, &run, &env, command).await;
@@ -529,8 +532,8 @@ async fn pass_on(
     next: Stage,
 ) -> bool {
     let mut onward = env.clone();
-    if staged.is_some() {
-        onward.payload.staged = staged;
+    if let Some(staged) = staged {
+        onward.payload.staged = Some(Box::new(staged));
     }
     // The stage worked on the call as the bot sent it: marked again as the ingest marked it.
     schemas::mask::remask(&deps.sealer, &mut onward);
@@ -669,9 +672,7 @@ fn attempt_expires(run: &Run) -> i64 {
 async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) -> bool {
     forced_panic(&env.payload.method, false);
     let queued_ms = (schemas::now_ms() - env.header.time_ms).max(0) as u64;
-    bus::metrics::STAGE_SECONDS
-        .with_label_values(&["queue"])
-        .observe(queued_ms as f64 / 1000.0);
+    bus::metrics::QUEUE_SECONDS.observe(queued_ms as f64 / 1000.0);
 
     if let Some(err) = &env.payload.rejected {
         outcome::record_rejected(deps, env, err).await;
@@ -796,7 +797,9 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
                     &env.payload.method,
                     attempt_expires(run),
                 );
-                gate::scope(gate, command.apply(deps, env)).await
+                // Boxed: only a durable bus's sending stage takes this way, and a future
+                // passed on by value takes its room in the call's future twice.
+                Box::pin(gate::scope(gate, command.apply(deps, env))).await
             } else {
                 command.apply(deps, env).await
             };

@@ -15,6 +15,10 @@ pub static UPSTREAM: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// [`UPSTREAM`]'s `answered`, looked up once: every call counts in it.
+pub static UPSTREAM_ANSWERED: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| UPSTREAM.with_label_values(&["answered"]));
+
 pub static FLOOD: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_flood_total",

@@ -172,12 +172,17 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
     let row = audit_row(deps, env, outcome, &response, secret.as_deref());
     // A redelivered call is answered from this: with the token scrubbed if it was echoed.
     let kept = scrubbed(response.clone(), secret.as_deref());
-    tokio::join!(
-        retry("outcome", || deps
-            .store
-            .record_outcome(&row, &kept, expires)),
-        reply(deps, &run.producer, env, response),
-    );
+    // Boxed: only a durable bus takes this way, and both futures at once would otherwise make
+    // every call's future (moved for each call) larger.
+    Box::pin(async {
+        tokio::join!(
+            retry("outcome", || deps
+                .store
+                .record_outcome(&row, &kept, expires)),
+            reply(deps, &run.producer, env, response),
+        )
+    })
+    .await;
 }
 
 /// Remembers the username in a getMe answer, so the record can be searched by it

@@ -43,7 +43,8 @@ pub async fn execute(deps: &Deps, env: &Envelope<Call>) -> Response {
                 || crate::flood::Place::held_for(env.header.call_id) =>
         {
             if schemas::catalogue::puts_in_chat(&env.payload.method) {
-                return flood.send(deps, env).await;
+                // Boxed: its queueing would otherwise be carried, and copied, by every call.
+                return Box::pin(flood.send(deps, env)).await;
             }
             let answer = execute_once(deps, env).await;
             if env.payload.method.eq_ignore_ascii_case("getChat") {
@@ -86,12 +87,10 @@ pub(crate) async fn execute_once(deps: &Deps, env: &Envelope<Call>) -> Response 
         )
         .await;
     let upstream_ms = started.elapsed().as_millis() as u64;
-    bus::metrics::STAGE_SECONDS
-        .with_label_values(&["upstream"])
-        .observe(started.elapsed().as_secs_f64());
+    bus::metrics::UPSTREAM_SECONDS.observe(started.elapsed().as_secs_f64());
     let mut response = match result {
         Ok(answer) => {
-            metrics::UPSTREAM.with_label_values(&["answered"]).inc();
+            metrics::UPSTREAM_ANSWERED.inc();
             from_answer(deps, answer).await
         }
         Err(error) if error.forwarded() && !crate::router::safe_to_repeat(&call.method) => {

@@ -554,7 +554,7 @@ pub(crate) async fn find(
 /// sent as the same kind before is not read: its cached file_id goes instead (the send stage
 /// reads it after all if that id no longer works).
 pub(crate) async fn read(deps: &Deps, env: &Envelope<Call>, command: &Command) -> Staged {
-    let mut staged = env.payload.staged.clone().unwrap_or_default();
+    let mut staged = env.payload.staged.as_deref().cloned().unwrap_or_default();
     let Some(file) = staged.file.clone() else {
         return staged;
     };

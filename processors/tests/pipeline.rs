@@ -684,7 +684,9 @@ async fn a_media_group_crosses_the_file_stages_with_each_item() {
 /// The future every call runs as stays small: a stage moves it into the call's task, so its
 /// size is copied for every call. Wrappers written as `async fn`s around another future
 /// (holding it twice) and inline work only file calls do had made it 67 KB in a release
-/// build, guarded's share 30 KB; guarded's is 9 KB now, in this (debug) build too.
+/// build, guarded's share 30 KB; then 9 KB, in this (debug) build too; 5.5 KB since the
+/// rare ways (flood control, a durable bus, a new upstream connection, reqwest) are boxed
+/// and a call's `staged` with them (7.1 KB in a release build).
 #[tokio::test]
 async fn a_calls_future_stays_small() {
     let w = idle_world().await;
@@ -693,4 +695,4 @@ async fn a_calls_future_stays_small() {
     assert!(size < BOUND, "a call's future is {size} bytes");
     w.shutdown.cancel();
 }
-const BOUND: usize = 12 * 1024;
+const BOUND: usize = 7 * 1024;

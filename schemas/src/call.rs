@@ -34,9 +34,10 @@ pub struct Call {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<ApiError>,
     /// What the file stages found so far, on a call crossing them (`calls.media`,
-    /// `calls.send`; [`crate::staged`]). Absent everywhere else.
+    /// `calls.send`; [`crate::staged`]). Absent everywhere else. Boxed: it is larger than the
+    /// rest of the call, which every call moves between its stages' futures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub staged: Option<crate::staged::Staged>,
+    pub staged: Option<Box<crate::staged::Staged>>,
 }
 
 impl Payload for Call {

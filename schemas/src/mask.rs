@@ -254,7 +254,7 @@ mod tests {
         assert!(!call_contains(&plain, "tpmaskabc"));
 
         // The name of a file fetched for the call (from its URL) between the file stages.
-        plain.staged = Some(crate::staged::Staged {
+        plain.staged = Some(Box::new(crate::staged::Staged {
             file: Some(crate::staged::FoundFile {
                 blob: crate::body::BlobRef {
                     sha256: "0".repeat(64),
@@ -265,7 +265,7 @@ mod tests {
                 content_type: None,
             }),
             ..Default::default()
-        });
+        }));
         assert!(call_contains(&plain, secret));
         assert!(replace_in_call(&mut plain, secret, "tpmaskabc"));
         assert!(!serde_json::to_string(&plain).unwrap().contains(secret));

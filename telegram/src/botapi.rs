@@ -193,8 +193,7 @@ impl BotApi {
         let url = self.method_url(token, test_env, method, query);
         let body = match body {
             UpstreamBody::Multipart(form) => {
-                return self
-                    .call_slow(verb, url, UpstreamBody::Multipart(form), timeout)
+                return Box::pin(self.call_slow(verb, url, UpstreamBody::Multipart(form), timeout))
                     .await
             }
             UpstreamBody::Empty => (None, Bytes::new()),
@@ -203,7 +202,7 @@ impl BotApi {
             UpstreamBody::Raw { content_type, data } => {
                 let Ok(ct) = http::HeaderValue::from_str(&content_type) else {
                     let body = UpstreamBody::Raw { content_type, data };
-                    return self.call_slow(verb, url, body, timeout).await;
+                    return Box::pin(self.call_slow(verb, url, body, timeout)).await;
                 };
                 return self.call_fast(verb, url, Some(ct), data, timeout).await;
             }
@@ -232,7 +231,7 @@ impl BotApi {
                         data,
                     },
                 };
-                return self.call_slow(verb, url, body, timeout).await;
+                return Box::pin(self.call_slow(verb, url, body, timeout)).await;
             }
         };
         let exchange = self

@@ -186,7 +186,9 @@ impl Conns {
                         .path_and_query("/")
                         .build()
                         .map_err(|e| Failure::Connect(e.to_string()))?;
-                    self.connect(&origin).await?
+                    // Boxed: a call's future would otherwise carry the handshake's state, which
+                    // only a new connection needs, and be copied with it on every call.
+                    Box::pin(self.connect(&origin)).await?
                 }
             };
             // On the wire in origin form: the path, and the host in its header.

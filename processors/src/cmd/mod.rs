@@ -214,7 +214,9 @@ impl Command {
             (Stage::Media, Command::InlineAnswer(_)) => Ok(inline::read(deps, env).await),
             (Stage::Media, _) => Ok(uploads::read(deps, env, self).await),
             // Nothing else stops on the way.
-            (Stage::Router | Stage::Send, _) => Ok(env.payload.staged.clone().unwrap_or_default()),
+            (Stage::Router | Stage::Send, _) => {
+                Ok(env.payload.staged.as_deref().cloned().unwrap_or_default())
+            }
         }
     }
 
@@ -312,14 +314,14 @@ where
         Err(answer) => return answer,
     };
     let staged = match &env.payload.staged {
-        Some(staged) if command.fits(staged) => staged.clone(),
+        Some(staged) if command.fits(staged) => staged.as_ref().clone(),
         _ => {
             let mut env = env.clone();
             let found = match command.step(deps, &env, Stage::Files).await {
                 Ok(found) => found,
                 Err(answer) => return answer,
             };
-            env.payload.staged = Some(found);
+            env.payload.staged = Some(Box::new(found));
             match command.step(deps, &env, Stage::Media).await {
                 Ok(read) => read,
                 Err(answer) => return answer,
