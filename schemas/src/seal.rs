@@ -119,8 +119,8 @@ pub enum Purpose {
 struct Memo {
     /// Token → its fingerprint and sealing.
     admitted: HashMap<String, (TokenFingerprint, SealedToken)>,
-    /// (bot, sealing) → the token.
-    opened: HashMap<(i64, String), BotToken>,
+    /// Sealing → its bot and the token (looked up by the sealing's text, with no key made).
+    opened: HashMap<String, (i64, BotToken)>,
 }
 
 const MEMO_MAX: usize = 4096;
@@ -193,14 +193,19 @@ impl Sealer {
 
     /// Opens a sealed token of `bot_id` (remembered: see [`Sealer::admit`]).
     pub fn open(&self, bot_id: BotId, sealed: &SealedToken) -> Result<BotToken, SealError> {
-        let key = (bot_id.0, sealed.0.clone());
-        if let Some(t) = self.memo().opened.get(&key) {
+        if let Some((_, t)) = self
+            .memo()
+            .opened
+            .get(sealed.0.as_str())
+            .filter(|(bot, _)| *bot == bot_id.0)
+        {
             return Ok(t.clone());
         }
         let token = self.open_uncached(bot_id, sealed)?;
         let mut memo = self.memo();
         Memo::room(&mut memo.opened);
-        memo.opened.insert(key, token.clone());
+        memo.opened
+            .insert(sealed.0.clone(), (bot_id.0, token.clone()));
         Ok(token)
     }
 
