@@ -299,16 +299,20 @@ impl Sealer {
             Purpose::Session => &self.blob_key,
             Purpose::Request => &self.request_key,
         };
-        let subkey = chacha20::hchacha::<chacha20::cipher::consts::U10>(
+        let mut subkey: [u8; 32] = chacha20::hchacha::<chacha20::cipher::consts::U10>(
             key.into(),
             chacha20::cipher::generic_array::GenericArray::from_slice(&out[..16]),
-        );
+        )
+        .into();
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&out[16..24]);
         out.extend_from_slice(clear);
         let key = LessSafeKey::new(
             UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("a ChaCha20 key is 32 bytes"),
         );
+        // As the crate's cipher does when dropped (ring's key is not wiped: it lives no
+        // longer than this call).
+        zeroize::Zeroize::zeroize(&mut subkey);
         let tag = key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),

@@ -15,7 +15,7 @@ tokio::task_local! {
 /// Runs `fut` with a fresh flag; `flag` reads it afterwards (a panic included).
 ///
 /// Not an `async fn`: one would keep `fut` in its own state beside the scope holding it,
-/// doubling the size of every call's future (30 KB where 15 KB is the call's own).
+/// doubling the size of every call's future.
 pub fn track<F: std::future::Future>(
     flag: Arc<AtomicBool>,
     fut: F,
