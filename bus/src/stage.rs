@@ -56,30 +56,49 @@ impl Options {
 /// handler whose work mostly waits (a long poll) may give it back early with
 /// [`Slot::release`]; the batch is still tracked until its work ends.
 #[derive(Clone)]
-pub struct Slot {
-    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+pub struct Slot(Arc<SlotState>);
+
+/// One allocation a batch: a slot is made for every record a pushed stage takes.
+struct SlotState {
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     /// Wakes the stage's loop, which may be waiting for a free slot.
-    freed: Arc<Notify>,
-    abandoned: Arc<std::sync::atomic::AtomicBool>,
+    freed: Option<Arc<Notify>>,
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
+    fn new(permit: OwnedSemaphorePermit, freed: Option<Arc<Notify>>) -> Self {
+        Self(Arc::new(SlotState {
+            permit: std::sync::Mutex::new(Some(permit)),
+            freed,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
     /// The batch will not be done here: its records stay uncommitted (another member of the
     /// group, or this one after a restart, takes them again) and the drain does not wait.
     pub fn abandon(&self) {
-        self.abandoned
+        self.0
+            .abandoned
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn is_abandoned(&self) -> bool {
-        self.abandoned.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.abandoned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn release(&self) {
-        let taken = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = self
+            .0
+            .permit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if taken.is_some() {
             drop(taken);
-            self.freed.notify_one();
+            if let Some(freed) = &self.0.freed {
+                freed.notify_one();
+            }
         }
     }
 }
@@ -143,11 +162,7 @@ where
                     tracker.start(t, *p, *o);
                 }
                 let permit = slots.clone().try_acquire_owned().expect("a slot is free");
-                let slot = Slot {
-                    permit: Arc::new(std::sync::Mutex::new(Some(permit))),
-                    freed: freed.clone(),
-                    abandoned: Arc::default(),
-                };
+                let slot = Slot::new(permit, Some(freed.clone()));
                 // Boxed: a handler's future is kilobytes (the largest of its routes), and a
                 // spawned future is moved whole several times on its way into its task and
                 // again when it completes; a pointer is cheap to move.
@@ -239,12 +254,8 @@ where
         let running = running.clone();
         Arc::new(
             move |record: Record, permit: OwnedSemaphorePermit, done: Pending| {
-                let slot = Slot {
-                    permit: Arc::new(std::sync::Mutex::new(Some(permit))),
-                    // Nothing waits on this: records waiting for a slot wait on the semaphore.
-                    freed: Arc::new(Notify::new()),
-                    abandoned: Arc::default(),
-                };
+                // Nothing to wake: records waiting for a slot wait on the semaphore.
+                let slot = Slot::new(permit, None);
                 // Boxed, as in `run`: a pointer is cheap to move into the task.
                 let work = Box::pin(handle(vec![record], slot.clone()));
                 let fail = fail_tx.clone();

@@ -258,8 +258,8 @@ impl Ingest {
         if let Some(ct) = &r.content_type {
             builder = builder.header(header::CONTENT_TYPE, ct.as_str());
         }
-        let body = match &r.body {
-            BodyBytes::Blob { blob } => match self.inner.blobs.open(blob).await {
+        let body = match r.body {
+            BodyBytes::Blob { blob } => match self.inner.blobs.open(&blob).await {
                 Ok(reader) => {
                     builder = builder.header(header::CONTENT_LENGTH, blob.size);
                     Body::from_stream(tokio_util::io::ReaderStream::new(reader))
@@ -275,7 +275,7 @@ impl Ingest {
                     .into_response();
                 }
             },
-            inline => Body::from(inline.inline_bytes().unwrap_or_default().into_owned()),
+            inline => Body::from(inline.into_inline_bytes().unwrap_or_default()),
         };
         builder
             .body(body)

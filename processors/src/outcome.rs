@@ -148,19 +148,24 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         Outcome::Error
     };
     learn_username(deps, env, &response).await;
-    let secret = token_secret(deps, env);
-    let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
     if !run.durable {
         // Nothing waits for the record, so the caller is answered first and the record (its
         // request sealed, its answer hashed) made after: it is queued, the answer kept beside
         // it while results are.
         let answered = response.clone();
         reply(deps, &run.producer, env, response).await;
+        // The caller's task was woken on this worker, behind this one: it writes the answer
+        // to the bot when this task gives the worker up, so the record is made after that,
+        // not before it (a call's latency without the record's few microseconds, which at a
+        // bot's fixed concurrency is throughput).
+        tokio::task::yield_now().await;
+        let secret = token_secret(deps, env);
         let row = audit_row(deps, env, outcome, &answered, secret.as_deref());
         let queued = if run.result_ttl.is_zero() {
             deps.store.queue_call(row).await
         } else {
             let kept = scrubbed(answered, secret.as_deref());
+            let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
             deps.store.queue_outcome(row, kept, expires).await
         };
         if let Err(error) = queued {
@@ -169,6 +174,8 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         }
         return;
     }
+    let secret = token_secret(deps, env);
+    let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
     let row = audit_row(deps, env, outcome, &response, secret.as_deref());
     // A redelivered call is answered from this: with the token scrubbed if it was echoed.
     let kept = scrubbed(response.clone(), secret.as_deref());

@@ -135,6 +135,17 @@ impl BodyBytes {
             BodyBytes::Blob { .. } => None,
         }
     }
+
+    /// The bytes of an inline body, taken rather than copied (an answer on its way to the
+    /// bot); `None` for a blob reference.
+    pub fn into_inline_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            BodyBytes::Json { json } => Some(String::from(Box::<str>::from(json.0)).into_bytes()),
+            BodyBytes::Utf8 { text } => Some(text.into_bytes()),
+            BodyBytes::Base64 { data } => STANDARD.decode(data).ok(),
+            BodyBytes::Blob { .. } => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +172,7 @@ mod tests {
                 serde_json::from_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
             assert_eq!(back, body);
             assert_eq!(back.inline_bytes().unwrap().as_ref(), b);
+            assert_eq!(back.into_inline_bytes().unwrap(), b);
         }
         assert!(matches!(
             BodyBytes::inline(bodies[0]),
