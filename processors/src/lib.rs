@@ -406,6 +406,10 @@ pub async fn run(
                     metrics::POLLS_WAITING.inc();
                     let stop = deps.polls_stop.clone().unwrap_or_default();
                     tokio::select! {
+                        // The work first: once it has answered, it records what it answered
+                        // (`outcome::finish` may yield in between) rather than being dropped
+                        // for the stop's empty answer, which would be recorded instead.
+                        biased;
                         _ = Box::pin(guarded(&deps, &run, &env, command)) => {}
                         // Nothing was confirmed to Telegram (that takes the next poll's
                         // offset): the poll ends with no updates, and the bot asks again.

@@ -80,12 +80,14 @@ fn scrubbed(response: Response, secret: Option<&str>) -> Response {
     }
 }
 
+/// `answered_ms`: when the caller was answered (or is, on the way that records first).
 fn audit_row(
     deps: &Deps,
     env: &Envelope<Call>,
     outcome: Outcome,
     response: &Response,
     secret: Option<&str>,
+    answered_ms: i64,
 ) -> CallRow {
     let call = &env.payload;
     // Arrival is when the call id was made, as the request came in; the header's time is
@@ -117,7 +119,7 @@ fn audit_row(
         } else {
             None
         },
-        latency_ms: Some((schemas::now_ms() - arrived).max(0) as u64),
+        latency_ms: Some((answered_ms - arrived).max(0) as u64),
         stages: response.stages,
         encoding: call.encoding(),
         request: Some(call.seal_request(&deps.sealer, env.header.bot_id)),
@@ -153,14 +155,26 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         // request sealed, its answer hashed) made after: it is queued, the answer kept beside
         // it while results are.
         let answered = response.clone();
-        reply(deps, &run.producer, env, response).await;
-        // The caller's task was woken on this worker, behind this one: it writes the answer
-        // to the bot when this task gives the worker up, so the record is made after that,
-        // not before it (a call's latency without the record's few microseconds, which at a
-        // bot's fixed concurrency is throughput).
-        tokio::task::yield_now().await;
+        let here = reply(deps, &run.producer, env, response).await;
+        let answered_ms = schemas::now_ms();
+        if here {
+            // The caller's task was woken on this worker, behind this one: it writes the
+            // answer to the bot when this task gives the worker up, so the record is made
+            // after that, not before it (a call's latency without the record's few
+            // microseconds, which at a bot's fixed concurrency is throughput). Deferred, the
+            // task comes back once the worker has run what else was ready (a long poll's
+            // `select!` in `run` polls its work first, so a stop does not drop it here).
+            tokio::task::yield_now().await;
+        }
         let secret = token_secret(deps, env);
-        let row = audit_row(deps, env, outcome, &answered, secret.as_deref());
+        let row = audit_row(
+            deps,
+            env,
+            outcome,
+            &answered,
+            secret.as_deref(),
+            answered_ms,
+        );
         let queued = if run.result_ttl.is_zero() {
             deps.store.queue_call(row).await
         } else {
@@ -176,7 +190,14 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
     }
     let secret = token_secret(deps, env);
     let expires = schemas::now_ms() + run.result_ttl.as_millis() as i64;
-    let row = audit_row(deps, env, outcome, &response, secret.as_deref());
+    let row = audit_row(
+        deps,
+        env,
+        outcome,
+        &response,
+        secret.as_deref(),
+        schemas::now_ms(),
+    );
     // A redelivered call is answered from this: with the token scrubbed if it was echoed.
     let kept = scrubbed(response.clone(), secret.as_deref());
     // Boxed: only a durable bus takes this way, and both futures at once would otherwise make
@@ -223,14 +244,16 @@ pub async fn record_rejected(deps: &Deps, env: &Envelope<Call>, err: &ApiError) 
         Outcome::Rejected,
         &Response::from_error(err),
         secret.as_deref(),
+        schemas::now_ms(),
     );
     retry("audit row", || deps.store.record_call(&row)).await;
 }
 
-/// Publishes the answer to the caller's reply topic.
-pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: Response) {
+/// Publishes the answer to the caller's reply topic; whether it was handed to the caller's
+/// task in this process instead (woken on this worker: see [`finish`]).
+pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: Response) -> bool {
     let Some(topic) = &env.header.reply_to else {
-        return;
+        return false;
     };
     let mut out = Envelope::new(
         env.header.call_id,
@@ -242,10 +265,10 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
     if let Some(local) = deps.local_replies.as_ref().filter(|l| l.topic == *topic) {
         use bus::reply::Delivery;
         match local.correlator.deliver(out) {
-            Delivery::Taken => return,
+            Delivery::Taken => return true,
             Delivery::ClientGone => {
                 tracing::debug!("answer ready after its client left");
-                return;
+                return false;
             }
             // Not a call of this process (another one shares the instance name, or its client
             // left before the answer): the topic, as without the shortcut.
@@ -257,7 +280,7 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
         match bus::publish_envelope(deps.bus.as_ref(), topic, &out).await {
-            Ok(()) => return,
+            Ok(()) => return false,
             Err(error) if error.is_retriable() && attempt < 5 => {
                 tracing::warn!(%error, attempt, "could not publish an answer; retrying");
                 tokio::time::sleep(delay).await;
@@ -265,10 +288,11 @@ pub async fn reply(deps: &Deps, producer: &str, env: &Envelope<Call>, response: 
             }
             Err(error) => {
                 tracing::error!(%error, "could not publish an answer; the outcome is in the store");
-                return;
+                return false;
             }
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -126,6 +126,10 @@ pub struct BotApi {
     http: reqwest::Client,
     /// The hot path's connections (see the module docs).
     fast: std::sync::Arc<crate::conns::Conns>,
+    /// `base` parsed once for the hot path: where its connections go, and the path the Bot
+    /// API's own paths follow (empty for `https://api.telegram.org`). `None` when hyper will
+    /// not take the base: every call then goes the reqwest way.
+    fast_base: Option<std::sync::Arc<(crate::conns::Origin, String)>>,
     base: String,
     max_answer: usize,
 }
@@ -151,25 +155,37 @@ impl BotApi {
             .enable_http1()
             .wrap_connector(tcp);
         let fast = std::sync::Arc::new(crate::conns::Conns::new(tls));
+        let base = base.trim_end_matches('/').to_owned();
+        let fast_base = http::Uri::try_from(base.as_str()).ok().and_then(|uri| {
+            let origin = crate::conns::Origin::of(&uri).ok()?;
+            // A base with a query is none the hot path can append to.
+            if uri.query().is_some() {
+                return None;
+            }
+            let prefix = uri.path().trim_end_matches('/').to_owned();
+            Some(std::sync::Arc::new((origin, prefix)))
+        });
         Ok(Self {
             http,
             fast,
-            base: base.trim_end_matches('/').to_owned(),
+            fast_base,
+            base,
             max_answer: 128 * 1024 * 1024,
         })
     }
 
-    fn method_url(&self, token: &BotToken, test_env: bool, method: &str, query: &str) -> String {
-        let mut url = format!("{}/bot{}/", self.base, token.expose());
+    /// A method's path after the base: `/bot<token>/[test/]<method>[?<query>]`.
+    fn method_path(token: &BotToken, test_env: bool, method: &str, query: &str) -> String {
+        let mut path = format!("/bot{}/", token.expose());
         if test_env {
-            url.push_str("test/");
+            path.push_str("test/");
         }
-        url.push_str(method);
+        path.push_str(method);
         if !query.is_empty() {
-            url.push('?');
-            url.push_str(query);
+            path.push('?');
+            path.push_str(query);
         }
-        url
+        path
     }
 
     /// Calls a Bot API method and reads the whole answer (answers are JSON, bounded).
@@ -190,11 +206,12 @@ impl BotApi {
         } else {
             reqwest::Method::POST
         };
-        let url = self.method_url(token, test_env, method, query);
+        let path = Self::method_path(token, test_env, method, query);
         let body = match body {
             UpstreamBody::Multipart(form) => {
+                let url = format!("{}{path}", self.base);
                 return Box::pin(self.call_slow(verb, url, UpstreamBody::Multipart(form), timeout))
-                    .await
+                    .await;
             }
             UpstreamBody::Empty => (None, Bytes::new()),
             UpstreamBody::Json(b) => (Some("application/json"), Bytes::from(b)),
@@ -202,41 +219,52 @@ impl BotApi {
             UpstreamBody::Raw { content_type, data } => {
                 let Ok(ct) = http::HeaderValue::from_str(&content_type) else {
                     let body = UpstreamBody::Raw { content_type, data };
+                    let url = format!("{}{path}", self.base);
                     return Box::pin(self.call_slow(verb, url, body, timeout)).await;
                 };
-                return self.call_fast(verb, url, Some(ct), data, timeout).await;
+                return self.call_fast(verb, path, Some(ct), data, timeout).await;
             }
         };
         let ct = body.0.map(http::HeaderValue::from_static);
-        self.call_fast(verb, url, ct, body.1, timeout).await
+        self.call_fast(verb, path, ct, body.1, timeout).await
     }
 
-    /// The hot path: hyper's client. A URL `http::Uri` will not take (a method name with
-    /// characters a URL must escape) goes the reqwest way, which escapes them.
+    /// The hot path: hyper's client, `path` (after the base) on the wire as it is. A path
+    /// `http::Uri` will not take (a method name with characters a URL must escape), or a base
+    /// it would not, goes the reqwest way, which escapes them.
     async fn call_fast(
         &self,
         verb: reqwest::Method,
-        url: String,
+        path: String,
         content_type: Option<http::HeaderValue>,
         data: Bytes,
         timeout: Duration,
     ) -> Result<UpstreamAnswer, UpstreamError> {
-        let uri = match http::Uri::try_from(url.as_str()) {
-            Ok(u) => u,
-            Err(_) => {
-                let body = match content_type {
-                    None => UpstreamBody::Empty,
-                    Some(ct) => UpstreamBody::Raw {
-                        content_type: ct.to_str().unwrap_or_default().to_owned(),
-                        data,
-                    },
-                };
-                return Box::pin(self.call_slow(verb, url, body, timeout)).await;
-            }
+        let fast = self.fast_base.as_deref().and_then(|(origin, prefix)| {
+            let wire = if prefix.is_empty() {
+                http::Uri::try_from(path.as_str())
+            } else {
+                http::Uri::try_from(format!("{prefix}{path}"))
+            };
+            // Only a path: `//host/...` would parse as an authority.
+            wire.ok()
+                .filter(|u| u.scheme().is_none() && u.authority().is_none())
+                .map(|wire| (origin, wire))
+        });
+        let Some((origin, wire)) = fast else {
+            let body = match content_type {
+                None => UpstreamBody::Empty,
+                Some(ct) => UpstreamBody::Raw {
+                    content_type: ct.to_str().unwrap_or_default().to_owned(),
+                    data,
+                },
+            };
+            let url = format!("{}{path}", self.base);
+            return Box::pin(self.call_slow(verb, url, body, timeout)).await;
         };
         let exchange = self
             .fast
-            .exchange(verb, &uri, content_type, data, self.max_answer);
+            .exchange(origin, verb, &wire, content_type, data, self.max_answer);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(a)) => Ok(UpstreamAnswer {
                 status: a.status,
@@ -322,5 +350,133 @@ impl BotApi {
             req = req.header(k, v);
         }
         req.send().await.map_err(UpstreamError::from_reqwest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request `{"ok":true}` and sends each request's head (its
+    /// request line and Host header) back over the channel.
+    async fn server() -> (
+        String,
+        tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let head = String::from_utf8_lossy(&buf).into_owned();
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        let host = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+                            .unwrap_or_default()
+                            .to_owned();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(str::to_owned)
+                            })
+                            .and_then(|n| n.trim().parse().ok())
+                            .unwrap_or(0);
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        while buf.len() < end + length {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + length);
+                        let _ = tx.send((line, host));
+                        let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+                        if s.write_all(ok.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), rx)
+    }
+
+    const TOKEN: &str = "123:AAsandbox1e240xxxxxxxxxxxxxxxxxxxxx";
+
+    /// The hot path puts the method's path after the base's own path, the token in it and
+    /// nowhere else, the host and port in `Host`; a method name a URL must escape goes the
+    /// reqwest way, escaped.
+    #[tokio::test]
+    async fn requests_go_where_the_base_says() {
+        let (root, mut heads) = server().await;
+        let host = root.trim_start_matches("http://").to_owned();
+        let token = BotToken::parse(TOKEN).unwrap();
+        let call = |api: BotApi, test_env: bool, method: &'static str, query: &'static str| {
+            let token = token.clone();
+            async move {
+                let body = UpstreamBody::Json(b"{\"chat_id\":1}".to_vec());
+                let a = api
+                    .call(
+                        &token,
+                        test_env,
+                        "POST",
+                        method,
+                        query,
+                        body,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .expect("answered");
+                assert_eq!((a.status, &a.body[..]), (200, &b"{\"ok\":true}"[..]));
+            }
+        };
+        let plain = BotApi::new(&format!("{root}/"), Duration::from_secs(5)).unwrap();
+        call(plain.clone(), false, "sendMessage", "a=1").await;
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            (
+                format!("POST /bot{TOKEN}/sendMessage?a=1 HTTP/1.1"),
+                host.clone()
+            )
+        );
+        call(plain.clone(), true, "getMe", "").await;
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            (
+                format!("POST /bot{TOKEN}/test/getMe HTTP/1.1"),
+                host.clone()
+            )
+        );
+        let prefixed = BotApi::new(&format!("{root}/tg/api/"), Duration::from_secs(5)).unwrap();
+        call(prefixed, false, "getMe", "").await;
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            (
+                format!("POST /tg/api/bot{TOKEN}/getMe HTTP/1.1"),
+                host.clone()
+            )
+        );
+        call(plain, false, "get Me", "").await;
+        assert_eq!(
+            heads.recv().await.unwrap(),
+            (format!("POST /bot{TOKEN}/get%20Me HTTP/1.1"), host)
+        );
     }
 }

@@ -73,10 +73,45 @@ pub(crate) struct Answer {
     pub body: Bytes,
 }
 
+/// Where requests go: made once per upstream, not per call (parsing a URL and formatting
+/// its parts took as much as the rest of a request's set-up).
+pub(crate) struct Origin {
+    /// The pool's key: scheme and authority.
+    key: std::sync::Arc<str>,
+    /// The host and port only: never credentials a base URL may carry.
+    host: http::HeaderValue,
+    /// What a new connection is made to: never the path, which holds the token.
+    uri: http::Uri,
+}
+
+impl Origin {
+    /// The origin of an absolute URI.
+    pub fn of(uri: &http::Uri) -> Result<Self, Failure> {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(Failure::Connect("the upstream URL is not absolute".into()));
+        };
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        };
+        Ok(Self {
+            key: format!("{scheme}://{authority}").into(),
+            host: http::HeaderValue::from_str(&host)
+                .map_err(|e| Failure::Connect(e.to_string()))?,
+            uri: http::Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| Failure::Connect(e.to_string()))?,
+        })
+    }
+}
+
 pub(crate) struct Conns {
     connector: HttpsConnector<HttpConnector>,
     /// Idle connections, by scheme and authority; the last one back is the first taken.
-    idle: Mutex<Vec<(String, Conn)>>,
+    idle: Mutex<Vec<(std::sync::Arc<str>, Conn)>>,
     /// Tests: an idle connection is taken unchecked (the server's close not yet seen).
     #[cfg(test)]
     unchecked: std::sync::atomic::AtomicBool,
@@ -94,7 +129,7 @@ impl Conns {
 
     fn take(&self, key: &str) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(i) = idle.iter().rposition(|(k, _)| k == key) {
+        while let Some(i) = idle.iter().rposition(|(k, _)| **k == *key) {
             let (_, mut conn) = idle.remove(i);
             #[cfg(test)]
             if self.unchecked.load(std::sync::atomic::Ordering::Relaxed) {
@@ -107,7 +142,7 @@ impl Conns {
         None
     }
 
-    fn put_back(&self, key: String, mut conn: Conn) {
+    fn put_back(&self, key: std::sync::Arc<str>, mut conn: Conn) {
         // The answer is read; one more poll lets the connection settle to idle (or end, when
         // the server said `Connection: close`).
         if (&mut conn.conn).now_or_never().is_some() {
@@ -145,57 +180,31 @@ impl Conns {
         })
     }
 
-    /// Sends a request to `uri` (absolute) and reads the whole answer, up to `max_answer`
-    /// bytes.
+    /// Sends a request for `path` (origin form: the path and query) to `origin` and reads the
+    /// whole answer, up to `max_answer` bytes.
     pub async fn exchange(
         &self,
+        origin: &Origin,
         method: http::Method,
-        uri: &http::Uri,
+        path: &http::Uri,
         content_type: Option<http::HeaderValue>,
         data: Bytes,
         max_answer: usize,
     ) -> Result<Answer, Failure> {
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(Failure::Connect("the upstream URL is not absolute".into()));
-        };
-        // The pool's key; where to connect is made only when a connection is.
-        let key = format!("{scheme}://{authority}");
-        // The host and port only: never credentials a base URL may carry.
-        let host = match authority.port() {
-            Some(port) => format!("{}:{port}", authority.host()),
-            None => authority.host().to_owned(),
-        };
-        let host =
-            http::HeaderValue::from_str(&host).map_err(|e| Failure::Connect(e.to_string()))?;
-        let path = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<http::Uri>()
-            .map_err(|e| Failure::Connect(e.to_string()))?;
-
-        let mut pooled = self.take(&key);
+        let mut pooled = self.take(&origin.key);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(c) => c,
-                None => {
-                    // Never the path: it holds the token.
-                    let origin = http::Uri::builder()
-                        .scheme(scheme.clone())
-                        .authority(authority.clone())
-                        .path_and_query("/")
-                        .build()
-                        .map_err(|e| Failure::Connect(e.to_string()))?;
-                    // Boxed: a call's future would otherwise carry the handshake's state, which
-                    // only a new connection needs, and be copied with it on every call.
-                    Box::pin(self.connect(&origin)).await?
-                }
+                // Boxed: a call's future would otherwise carry the handshake's state, which
+                // only a new connection needs, and be copied with it on every call.
+                None => Box::pin(self.connect(&origin.uri)).await?,
             };
             // On the wire in origin form: the path, and the host in its header.
             let mut req = http::Request::builder()
                 .method(method.clone())
                 .uri(path.clone())
-                .header(http::header::HOST, host.clone());
+                .header(http::header::HOST, origin.host.clone());
             if let Some(ct) = &content_type {
                 req = req.header(http::header::CONTENT_TYPE, ct.clone());
             }
@@ -256,7 +265,7 @@ impl Conns {
             };
             let body = body.map_err(|e| Failure::Answer(e.to_string()))?.to_bytes();
             if let Some(conn) = conn {
-                self.put_back(key, conn);
+                self.put_back(origin.key.clone(), conn);
             }
             return Ok(Answer {
                 status: head.status.as_u16(),
@@ -338,7 +347,9 @@ mod tests {
     }
 
     async fn get(c: &Conns, uri: &http::Uri, max: usize) -> Result<Answer, Failure> {
-        c.exchange(http::Method::GET, uri, None, Bytes::new(), max)
+        let origin = Origin::of(uri)?;
+        let path = uri.path_and_query().unwrap().as_str().parse().unwrap();
+        c.exchange(&origin, http::Method::GET, &path, None, Bytes::new(), max)
             .await
     }
 
@@ -409,7 +420,7 @@ mod tests {
         c.idle
             .lock()
             .unwrap()
-            .push((format!("http://{}", uri.authority().unwrap()), conn));
+            .push((format!("http://{}", uri.authority().unwrap()).into(), conn));
         let answer = tokio::time::timeout(Duration::from_secs(5), get(&c, &uri, 1024))
             .await
             .expect("no wait on a connection that ended");
