@@ -61,12 +61,18 @@ pub fn label(topic: &str) -> &'static str {
     LABELS[label_index(topic)]
 }
 
+/// How many of [`LABELS`] are fixed topics' own names; then the label of every reply topic,
+/// and the one of any other.
+const NAMED: usize = LABELS.len() - 2;
+const RESPONSES: usize = NAMED;
+const OTHER: usize = NAMED + 1;
+
 /// [`label`]'s place in [`LABELS`].
 pub fn label_index(topic: &str) -> usize {
-    match LABELS[..9].iter().position(|l| *l == topic) {
+    match LABELS[..NAMED].iter().position(|l| *l == topic) {
         Some(i) => i,
-        None if topic.starts_with("responses.") => 9,
-        None => 10,
+        None if topic.starts_with("responses.") => RESPONSES,
+        None => OTHER,
     }
 }
 
@@ -76,7 +82,8 @@ mod tests {
 
     #[test]
     fn every_topic_has_a_bounded_label() {
-        for topic in &LABELS[..9] {
+        assert_eq!((LABELS[RESPONSES], LABELS[OTHER]), ("responses", "other"));
+        for topic in &LABELS[..NAMED] {
             assert_eq!(label(topic), *topic);
         }
         assert_eq!(label(&responses("local")), "responses");

@@ -157,13 +157,17 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         let answered = response.clone();
         let here = reply(deps, &run.producer, env, response).await;
         let answered_ms = schemas::now_ms();
-        if here {
+        // Not while stopping: a long poll answered because of the stop would be dropped at the
+        // yield by its `select!` in `run`, and the stop's answer recorded in its place.
+        let stopping = deps.polls_stop.as_ref().is_some_and(|s| s.is_cancelled());
+        if here && !stopping {
             // The caller's task was woken on this worker, behind this one: it writes the
             // answer to the bot when this task gives the worker up, so the record is made
             // after that, not before it (a call's latency without the record's few
             // microseconds, which at a bot's fixed concurrency is throughput). Deferred, the
             // task comes back once the worker has run what else was ready (a long poll's
-            // `select!` in `run` polls its work first, so a stop does not drop it here).
+            // `select!` in `run` polls its work first, so a stop arriving meanwhile resumes it
+            // rather than dropping it).
             tokio::task::yield_now().await;
         }
         let secret = token_secret(deps, env);

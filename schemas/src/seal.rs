@@ -91,11 +91,10 @@ pub struct Sealer {
     cipher: XChaCha20Poly1305,
     fingerprint_key: [u8; 32],
     storage_key: [u8; 32],
-    blob_cipher: XChaCha20Poly1305,
     hook_key: [u8; 32],
     mask_key: [u8; 32],
-    request_cipher: XChaCha20Poly1305,
-    /// The keys of `blob_cipher` and `request_cipher`, for [`Sealer::seal_for`].
+    /// A [`Purpose`]'s keys: sealed through ring ([`Sealer::seal_for`]), opened through the
+    /// `chacha20poly1305` crate (a cipher made for each opening: they are rare).
     blob_key: [u8; 32],
     request_key: [u8; 32],
     memo: Arc<Mutex<Memo>>,
@@ -141,10 +140,8 @@ impl Sealer {
             cipher: XChaCha20Poly1305::new((&aead_key).into()),
             fingerprint_key: key.derive("fingerprint/v1"),
             storage_key: key.derive("storage-name/v1"),
-            blob_cipher: XChaCha20Poly1305::new((&blob_key).into()),
             hook_key: key.derive("hook/v1"),
             mask_key: key.derive("token-mask/v1"),
-            request_cipher: XChaCha20Poly1305::new((&request_key).into()),
             blob_key,
             request_key,
             memo: Arc::default(),
@@ -274,10 +271,10 @@ impl Sealer {
         self.open_for(Purpose::Session, bot_id, sealed)
     }
 
-    fn purpose_cipher(&self, purpose: Purpose) -> &XChaCha20Poly1305 {
+    fn purpose_key(&self, purpose: Purpose) -> &[u8; 32] {
         match purpose {
-            Purpose::Session => &self.blob_cipher,
-            Purpose::Request => &self.request_cipher,
+            Purpose::Session => &self.blob_key,
+            Purpose::Request => &self.request_key,
         }
     }
 
@@ -295,10 +292,7 @@ impl Sealer {
         let mut out = Vec::with_capacity(24 + clear.len() + 16);
         out.resize(24, 0);
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut out);
-        let key = match purpose {
-            Purpose::Session => &self.blob_key,
-            Purpose::Request => &self.request_key,
-        };
+        let key = self.purpose_key(purpose);
         let mut subkey: [u8; 32] = chacha20::hchacha::<chacha20::cipher::consts::U10>(
             key.into(),
             chacha20::cipher::generic_array::GenericArray::from_slice(&out[..16]),
@@ -338,7 +332,7 @@ impl Sealer {
         }
         let (nonce, ct) = raw.split_at(24);
         let aad = bot_id.0.to_be_bytes();
-        self.purpose_cipher(purpose)
+        XChaCha20Poly1305::new(self.purpose_key(purpose).into())
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| SealError::Open)
     }

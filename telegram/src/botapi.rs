@@ -156,15 +156,16 @@ impl BotApi {
             .wrap_connector(tcp);
         let fast = std::sync::Arc::new(crate::conns::Conns::new(tls));
         let base = base.trim_end_matches('/').to_owned();
-        let fast_base = http::Uri::try_from(base.as_str()).ok().and_then(|uri| {
-            let origin = crate::conns::Origin::of(&uri).ok()?;
-            // A base with a query is none the hot path can append to.
-            if uri.query().is_some() {
-                return None;
-            }
-            let prefix = uri.path().trim_end_matches('/').to_owned();
-            Some(std::sync::Arc::new((origin, prefix)))
-        });
+        // A base with a query or a fragment is none a path can follow: such a (broken) base
+        // goes the reqwest way for every call, as multipart calls do, so both ways agree.
+        let fast_base = http::Uri::try_from(base.as_str())
+            .ok()
+            .filter(|_| !base.contains(['?', '#']))
+            .and_then(|uri| {
+                let origin = crate::conns::Origin::of(&uri).ok()?;
+                let prefix = uri.path().trim_end_matches('/').to_owned();
+                Some(std::sync::Arc::new((origin, prefix)))
+            });
         Ok(Self {
             http,
             fast,
@@ -246,10 +247,7 @@ impl BotApi {
             } else {
                 http::Uri::try_from(format!("{prefix}{path}"))
             };
-            // Only a path: `//host/...` would parse as an authority.
-            wire.ok()
-                .filter(|u| u.scheme().is_none() && u.authority().is_none())
-                .map(|wire| (origin, wire))
+            wire.ok().map(|wire| (origin, wire))
         });
         let Some((origin, wire)) = fast else {
             let body = match content_type {
@@ -358,12 +356,13 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server that answers every request `{"ok":true}` and sends each request's head (its
-    /// request line and Host header) back over the channel.
-    async fn server() -> (
-        String,
-        tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-    ) {
+    /// What the server saw of a request: its request line, its `Host`, and whether it came
+    /// the hot path's way (hyper's connection sends no `accept`; reqwest sends `*/*`).
+    type Head = (String, String, bool);
+
+    /// A server that answers every request `{"ok":true}` and sends each request's [`Head`]
+    /// back over the channel.
+    async fn server() -> (String, tokio::sync::mpsc::UnboundedReceiver<Head>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -406,7 +405,8 @@ mod tests {
                             }
                         }
                         buf.drain(..end + length);
-                        let _ = tx.send((line, host));
+                        let fast = !head.to_ascii_lowercase().contains("\r\naccept:");
+                        let _ = tx.send((line, host, fast));
                         let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
                         if s.write_all(ok.as_bytes()).await.is_err() {
                             return;
@@ -420,9 +420,9 @@ mod tests {
 
     const TOKEN: &str = "123:AAsandbox1e240xxxxxxxxxxxxxxxxxxxxx";
 
-    /// The hot path puts the method's path after the base's own path, the token in it and
-    /// nowhere else, the host and port in `Host`; a method name a URL must escape goes the
-    /// reqwest way, escaped.
+    /// The hot path puts the method's path after the base's own path (the token in it), the
+    /// host and port in `Host`; a method name a URL must escape goes the reqwest way, escaped,
+    /// and so does every call when the base has a query.
     #[tokio::test]
     async fn requests_go_where_the_base_says() {
         let (root, mut heads) = server().await;
@@ -453,7 +453,8 @@ mod tests {
             heads.recv().await.unwrap(),
             (
                 format!("POST /bot{TOKEN}/sendMessage?a=1 HTTP/1.1"),
-                host.clone()
+                host.clone(),
+                true
             )
         );
         call(plain.clone(), true, "getMe", "").await;
@@ -461,7 +462,8 @@ mod tests {
             heads.recv().await.unwrap(),
             (
                 format!("POST /bot{TOKEN}/test/getMe HTTP/1.1"),
-                host.clone()
+                host.clone(),
+                true
             )
         );
         let prefixed = BotApi::new(&format!("{root}/tg/api/"), Duration::from_secs(5)).unwrap();
@@ -470,13 +472,16 @@ mod tests {
             heads.recv().await.unwrap(),
             (
                 format!("POST /tg/api/bot{TOKEN}/getMe HTTP/1.1"),
-                host.clone()
+                host.clone(),
+                true
             )
         );
         call(plain, false, "get Me", "").await;
         assert_eq!(
             heads.recv().await.unwrap(),
-            (format!("POST /bot{TOKEN}/get%20Me HTTP/1.1"), host)
+            (format!("POST /bot{TOKEN}/get%20Me HTTP/1.1"), host, false)
         );
+        let queried = BotApi::new(&format!("{root}/?k=v"), Duration::from_secs(5)).unwrap();
+        assert!(queried.fast_base.is_none());
     }
 }
