@@ -189,6 +189,11 @@ impl BotApi {
         path
     }
 
+    /// The whole URL of a method's path, for the reqwest way.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// Calls a Bot API method and reads the whole answer (answers are JSON, bounded).
     #[allow(clippy::too_many_arguments)]
     pub async fn call(
@@ -210,7 +215,7 @@ impl BotApi {
         let path = Self::method_path(token, test_env, method, query);
         let body = match body {
             UpstreamBody::Multipart(form) => {
-                let url = format!("{}{path}", self.base);
+                let url = self.url(&path);
                 return Box::pin(self.call_slow(verb, url, UpstreamBody::Multipart(form), timeout))
                     .await;
             }
@@ -220,7 +225,7 @@ impl BotApi {
             UpstreamBody::Raw { content_type, data } => {
                 let Ok(ct) = http::HeaderValue::from_str(&content_type) else {
                     let body = UpstreamBody::Raw { content_type, data };
-                    let url = format!("{}{path}", self.base);
+                    let url = self.url(&path);
                     return Box::pin(self.call_slow(verb, url, body, timeout)).await;
                 };
                 return self.call_fast(verb, path, Some(ct), data, timeout).await;
@@ -257,7 +262,7 @@ impl BotApi {
                     data,
                 },
             };
-            let url = format!("{}{path}", self.base);
+            let url = self.url(&path);
             return Box::pin(self.call_slow(verb, url, body, timeout)).await;
         };
         let exchange = self
