@@ -799,6 +799,19 @@ where
     }
 }
 
+/// A port on 127.0.0.1 that refuses connections for as long as the socket is held: bound but
+/// not listening, so the kernel answers a connect with a reset and hands the port to no other
+/// socket (a listener bound then dropped frees its port for whatever binds next, such as
+/// another process the test starts). `listen` on the socket later serves that same address.
+pub fn refusing_port() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().expect("its address");
+    (socket, addr)
+}
+
 /// Checks that a response is a Bot API error with `code` as both status and error_code.
 pub async fn assert_shaped(resp: reqwest::Response, code: u16) -> Value {
     let status = resp.status().as_u16();

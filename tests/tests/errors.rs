@@ -2,7 +2,7 @@
 //! audit, and never reaches upstream; upstream's own errors come back as upstream sent them.
 
 use serde_json::json;
-use telepipe_tests::{assert_shaped, client, token, Control, Proc};
+use telepipe_tests::{assert_shaped, client, refusing_port, token, Control, Proc};
 
 /// Tokens of the wrong shape: 401 without contacting upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +127,10 @@ async fn malformed_requests_get_shaped_errors_and_are_audited() {
 /// read, 409 (outcome unknown) for a call that may change something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_shaped() {
-    // A port nobody listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // A port nobody listens on, held for the test (a freed port was once taken by one of the
+    // split run's own processes, which answered 404).
+    let (_held, addr) = refusing_port();
+    let dead = format!("http://{addr}");
     let gw = Proc::gateway(&dead, &[]).await.unwrap();
     let r = client()
         .get(format!("{}/bot{}/getMe", gw.url, token(1)))

@@ -7,7 +7,9 @@ use axum::http::HeaderMap;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use telepipe_tests::{eventually, get_json, post_json, post_multipart, token, Control, Proc};
+use telepipe_tests::{
+    eventually, get_json, post_json, post_multipart, refusing_port, token, Control, Proc,
+};
 
 /// What a bot's webhook server received: (secret header, update).
 type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
@@ -211,9 +213,7 @@ async fn drop_pending_updates_forgets_what_waited() {
     let gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
     let bot = 1303;
     let base = format!("{}/bot{}", gw.url, token(bot));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let (socket, addr) = refusing_port();
     let url = format!("http://{addr}/hook");
     post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
     for n in 1..=2 {
@@ -231,7 +231,7 @@ async fn drop_pending_updates_forgets_what_waited() {
     )
     .await;
     assert_eq!(v["ok"], true, "{v}");
-    let seen = bot_server(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    let seen = bot_server(socket.listen(64).unwrap()).await;
     post_json(&format!("{base}/setWebhook"), &json!({"url": url})).await;
     let later = control.push_update(bot, message(3)).await.unwrap();
     let got = wait_for(&seen, 1).await;
