@@ -553,9 +553,11 @@ fn writer(
             logs.prepare(conn, &appends)?;
             let tx = write_transaction(conn)?;
             let mut counts = Vec::with_capacity(batch.len());
+            let mut prepared = Prepared::default();
             for job in &batch {
-                counts.push(apply(&tx, &mut logs, &job.writes)?);
+                counts.push(apply(&tx, &mut prepared, &mut logs, &job.writes)?);
             }
+            drop(prepared);
             logs.flush(&tx)?;
             tx.commit()?;
             Ok(counts)
@@ -576,7 +578,7 @@ fn writer(
                     let alone = (|| -> rusqlite::Result<u64> {
                         logs.prepare(conn, &appends)?;
                         let tx = write_transaction(conn)?;
-                        let n = apply(&tx, &mut logs, &job.writes)?;
+                        let n = apply(&tx, &mut Prepared::default(), &mut logs, &job.writes)?;
                         logs.flush(&tx)?;
                         tx.commit()?;
                         Ok(n)
@@ -620,8 +622,17 @@ struct Bulk<P, B, R> {
 type BulkRead =
     Bulk<serde_json::Map<String, serde_json::Value>, Vec<schemas::BlobRef>, Option<String>>;
 
-fn insert_call(
-    c: &Connection,
+/// Statements a batch uses for each of its calls, prepared once for the batch: a statement
+/// taken from the connection's cache costs a hash of its text to find and another to put back
+/// on every use, and the audit row's INSERT is long.
+#[derive(Default)]
+struct Prepared<'c> {
+    insert_call: Option<rusqlite::CachedStatement<'c>>,
+}
+
+fn insert_call<'c>(
+    c: &'c Connection,
+    prepared: &mut Prepared<'c>,
     logs: &mut Logs,
     row: &CallRow,
     answer: Option<&(String, i64)>,
@@ -639,19 +650,25 @@ fn insert_call(
             Ok::<_, rusqlite::Error>((logs.push(Log::Answers, id, json.as_bytes())?, *expires))
         })
         .transpose()?;
-    let mut st = c.prepare_cached(
-        "INSERT OR REPLACE INTO calls (call_id, bot_id, received_ms, token_fp,
-           method, http_method, test_env, params, blobs, outcome, http_status,
-           error_code, description, latency_ms, queue_ms, upstream_ms, encoding,
-           request, answer_sha256, bulk_seg, bulk_off, bulk_len, answer_seg, answer_off,
-           answer_len, answer_expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '{}', '[]', ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-           ?15, NULL, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-    )?;
-    let digest = row
-        .answer_sha256
-        .as_deref()
-        .and_then(|h| hex::decode(h).ok());
+    let st = match &mut prepared.insert_call {
+        Some(st) => st,
+        none => none.insert(c.prepare_cached(
+            "INSERT OR REPLACE INTO calls (call_id, bot_id, received_ms, token_fp,
+               method, http_method, test_env, params, blobs, outcome, http_status,
+               error_code, description, latency_ms, queue_ms, upstream_ms, encoding,
+               request, answer_sha256, bulk_seg, bulk_off, bulk_len, answer_seg, answer_off,
+               answer_len, answer_expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '{}', '[]', ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+               ?15, NULL, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        )?),
+    };
+    // A sha256's 64 digits decoded in place; any other hex as before.
+    let mut sha256 = [0u8; 32];
+    let digest: Option<std::borrow::Cow<[u8]>> = match row.answer_sha256.as_deref() {
+        Some(h) if hex::decode_to_slice(h, &mut sha256).is_ok() => Some((&sha256[..]).into()),
+        Some(h) => hex::decode(h).ok().map(Into::into),
+        None => None,
+    };
     Ok(st.execute(params![
         id,
         row.bot_id.0,
@@ -679,11 +696,16 @@ fn insert_call(
     ])? as u64)
 }
 
-fn apply(c: &Connection, logs: &mut Logs, writes: &[Write]) -> rusqlite::Result<u64> {
+fn apply<'c>(
+    c: &'c Connection,
+    prepared: &mut Prepared<'c>,
+    logs: &mut Logs,
+    writes: &[Write],
+) -> rusqlite::Result<u64> {
     let mut n = 0;
     for w in writes {
         n += match w {
-            Write::Call(row, answer) => insert_call(c, logs, row, answer.as_ref())?,
+            Write::Call(row, answer) => insert_call(c, prepared, logs, row, answer.as_ref())?,
             Write::PurgeLog { log, before } => logs.purge(c, *log, before)?,
             Write::AnswersBefore { before } => logs.forget_answers(c, before)?,
             Write::Result {

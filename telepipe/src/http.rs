@@ -7,9 +7,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use http::{header, Request, Response};
 use schemas::ApiError;
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 #[derive(Clone)]
 pub struct Surface {
@@ -23,7 +27,50 @@ pub struct Surface {
     pub bus: Arc<dyn bus::Bus>,
 }
 
-pub fn router(s: Surface) -> Router {
+/// The process's HTTP service: a bot call straight to ingest, anything else through the
+/// router. Straight, because under load nearly every request is a bot call, and the router's
+/// work for one (its path tree searched, the URL parameters kept in the request's extensions,
+/// the answer mapped by two layers) was a thirtieth of a passthrough call's instructions.
+#[derive(Clone)]
+pub struct Service {
+    ingest: Option<ingest::Ingest>,
+    router: Router,
+}
+
+impl tower::Service<Request<Body>> for Service {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        match &self.ingest {
+            Some(i) if req.uri().path().starts_with("/bot") => {
+                let i = i.clone();
+                // As the router's catch-panic layer does for the other routes.
+                Box::pin(async move {
+                    Ok(AssertUnwindSafe(i.handle(req))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(on_panic))
+                })
+            }
+            _ => Box::pin(tower::ServiceExt::oneshot(self.router.clone(), req)),
+        }
+    }
+}
+
+pub fn service(s: Surface) -> Service {
+    Service {
+        ingest: s.ingest.clone(),
+        router: router(s),
+    }
+}
+
+fn router(s: Surface) -> Router {
     let bus = s.bus.clone();
     // Shared, not cloned per request (a clone of every role's handles).
     let s = Arc::new(s);
@@ -49,18 +96,16 @@ pub fn router(s: Surface) -> Router {
 /// The request's branch, boxed: axum boxes the future of every request, and an `async fn`
 /// with every branch inside would be as large as its largest branch (a download's state, ten
 /// times a bot call's), copied for every call (`bench/README.md`).
+/// Bot calls come here only when this process does not run ingest ([`Service`] takes them
+/// otherwise): they are not found.
 fn dispatch(s: &Arc<Surface>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
     let path = req.uri().path();
-    match (&s.downloads, &s.ingest) {
-        (_, Some(i)) if path.starts_with("/bot") => {
-            let i = i.clone();
-            Box::pin(async move { i.handle(req).await })
-        }
-        (Some(d), _) if path.starts_with("/file/bot") => {
+    match &s.downloads {
+        Some(d) if path.starts_with("/file/bot") => {
             let d = d.clone();
             Box::pin(async move { d.handle(req).await })
         }
-        (Some(d), _) if path.starts_with("/storage/") => {
+        Some(d) if path.starts_with("/storage/") => {
             let d = d.clone();
             Box::pin(async move { d.storage(req).await })
         }

@@ -504,7 +504,7 @@ pub async fn run(
         );
     }
 
-    let router = http::router(http::Surface {
+    let service = http::service(http::Surface {
         ingest,
         downloads,
         hooks: hook_surface,
@@ -522,7 +522,7 @@ pub async fn run(
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
             });
-            let server = axum::serve(listener, router)
+            let server = axum::serve(listener, axum::ServiceExt::into_make_service(service))
                 .with_graceful_shutdown(async move { stop.cancelled().await });
             let result = server.await;
             done.cancel();
