@@ -53,14 +53,21 @@ impl tower::Service<Request<Body>> for Service {
                 let i = i.clone();
                 Box::pin(shielded(async move { i.handle(req).await }))
             }
-            _ => Box::pin(tower::ServiceExt::oneshot(self.router.clone(), req)),
+            _ => {
+                let router = self.router.clone();
+                Box::pin(shielded(async move {
+                    match tower::ServiceExt::oneshot(router, req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }))
+            }
         }
     }
 }
 
-/// A request's work, a panic in it answered with a Bot API-shaped 500 (as the router's
-/// catch-panic layer answers one on its routes). The work is made inside the future, so
-/// nothing of it runs outside the catch.
+/// A request's work, a panic in it answered with a Bot API-shaped 500, on every route. The
+/// work is made inside the future, so nothing of it runs outside the catch.
 async fn shielded(
     work: impl std::future::Future<Output = Response<Body>>,
 ) -> Result<Response<Body>, Infallible> {
@@ -70,9 +77,11 @@ async fn shielded(
         .unwrap_or_else(on_panic))
 }
 
-pub fn service(s: Surface) -> Service {
+pub fn service(mut s: Surface) -> Service {
+    // The router never sees a bot call while ingest runs here.
+    let ingest = s.ingest.take();
     Service {
-        ingest: s.ingest.clone(),
+        ingest,
         router: router(s),
     }
 }
@@ -97,12 +106,12 @@ fn router(s: Surface) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }).fallback(wrong_verb))
         .fallback(move |req: Request<Body>| dispatch(&s, req))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
 }
 
 /// The request's branch, boxed: axum boxes the future of every request, and an `async fn`
 /// with every branch inside would be as large as its largest branch (a download's state, ten
 /// times a bot call's), copied for every call (`bench/README.md`).
+///
 /// Bot calls come here only when this process does not run ingest ([`Service`] takes them
 /// otherwise): they are not found.
 fn dispatch(s: &Arc<Surface>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
