@@ -1,6 +1,7 @@
 //! The HTTP surface of a process: bot calls go to ingest, file downloads to egress (each when
-//! the process runs that role), plus `/metrics` and `/healthz` always. A panic anywhere becomes a Bot API-shaped 500, never a dropped
-//! connection.
+//! the process runs that role), plus `/metrics` and `/healthz` always. A panic before an
+//! answer's head is sent becomes a Bot API-shaped 500; one while a body streams (a download)
+//! drops that connection, its head already sent.
 
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -170,6 +171,17 @@ fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
 mod tests {
     use super::*;
 
+    async fn assert_shaped_500(answer: Response<Body>) {
+        assert_eq!(answer.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["error_code"], 500, "{v}");
+        assert!(v["description"].is_string(), "{v}");
+    }
+
     /// A panicking handler gets the bot a shaped 500, and the process goes on.
     #[tokio::test]
     async fn a_panic_in_a_bot_call_is_a_shaped_500() {
@@ -181,13 +193,26 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(answer.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["ok"], false, "{v}");
-        assert_eq!(v["error_code"], 500, "{v}");
-        assert!(v["description"].is_string(), "{v}");
+        assert_shaped_500(answer).await;
+    }
+
+    /// The router's routes are behind the same catch: a panic there is a shaped 500 too.
+    #[tokio::test]
+    async fn a_panic_on_another_route_is_a_shaped_500() {
+        let service = Service {
+            ingest: None,
+            router: Router::new().route(
+                "/metrics",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("a route's bug");
+                    }
+                    "never"
+                }),
+            ),
+        };
+        let req = Request::get("/metrics").body(Body::empty()).unwrap();
+        let answer = tower::ServiceExt::oneshot(service, req).await.unwrap();
+        assert_shaped_500(answer).await;
     }
 }
