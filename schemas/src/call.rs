@@ -389,15 +389,20 @@ impl Call {
             query: &'a str,
             body: &'a CallBody,
         }
-        let clear = serde_json::to_vec(&Sealing {
-            v: RecordedRequest::VERSION,
-            token: self.token.as_ref(),
-            test_env: self.test_env,
-            method: &self.method,
-            http_method: &self.http_method,
-            query: &self.query,
-            body: &self.body,
-        })
+        // Sized for a call without a body at once (serde_json starts small and doubles).
+        let mut clear = Vec::with_capacity(256 + self.method.len() + self.query.len());
+        serde_json::to_writer(
+            &mut clear,
+            &Sealing {
+                v: RecordedRequest::VERSION,
+                token: self.token.as_ref(),
+                test_env: self.test_env,
+                method: &self.method,
+                http_method: &self.http_method,
+                query: &self.query,
+                body: &self.body,
+            },
+        )
         .expect("plain data serialises");
         sealer.seal_for(crate::seal::Purpose::Request, bot, &clear)
     }

@@ -628,6 +628,9 @@ type BulkRead =
 #[derive(Default)]
 struct Prepared<'c> {
     insert_call: Option<rusqlite::CachedStatement<'c>>,
+    /// Each row's bulk is written here before its log takes a copy: one buffer a batch, not
+    /// one grown from nothing for every row.
+    bulk: Vec<u8>,
 }
 
 fn insert_call<'c>(
@@ -638,13 +641,18 @@ fn insert_call<'c>(
     answer: Option<&(String, i64)>,
 ) -> rusqlite::Result<u64> {
     let id = row.call_id.0.as_bytes();
-    let bulk = serde_json::to_vec(&Bulk {
-        params: &row.params,
-        blobs: &row.blobs,
-        request: &row.request,
-    })
+    let bulk = &mut prepared.bulk;
+    bulk.clear();
+    serde_json::to_writer(
+        &mut *bulk,
+        &Bulk {
+            params: &row.params,
+            blobs: &row.blobs,
+            request: &row.request,
+        },
+    )
     .expect("plain data serialises");
-    let bulk = logs.push(Log::Calls, id, &bulk)?;
+    let bulk = logs.push(Log::Calls, id, bulk)?;
     let answer = answer
         .map(|(json, expires)| {
             Ok::<_, rusqlite::Error>((logs.push(Log::Answers, id, json.as_bytes())?, *expires))
@@ -848,6 +856,16 @@ fn first_id_of(ms: i64) -> [u8; 16] {
     let mut id = [0u8; 16];
     id[..6].copy_from_slice(&(ms.max(0) as u64).to_be_bytes()[2..]);
     id
+}
+
+/// The bytes a body takes inline in a record.
+fn inline_size(body: &schemas::BodyBytes) -> usize {
+    match body {
+        schemas::BodyBytes::Json { json } => json.get().len(),
+        schemas::BodyBytes::Utf8 { text } => text.len(),
+        schemas::BodyBytes::Base64 { data } => data.len(),
+        schemas::BodyBytes::Blob { .. } => 0,
+    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -1632,7 +1650,10 @@ impl OutcomeStore for SqliteStore {
     ) -> Result<(), StoreError> {
         // Kept in the answers log, not `results`: nothing redelivers a call on this path (see
         // `CallStore::queue_call`), so only audits read it, through its row.
-        let answer = json(&response);
+        // Sized for the answer's body at once (serde_json starts small and doubles).
+        let mut answer = Vec::with_capacity(inline_size(&response.body) + 192);
+        serde_json::to_writer(&mut answer, &response).expect("plain data serialises");
+        let answer = String::from_utf8(answer).expect("serde_json writes UTF-8");
         let room = self.room_for(queued_size(&row, answer.len())).await?;
         self.writer
             .send(Job {
