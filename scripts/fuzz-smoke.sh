@@ -16,8 +16,11 @@ cd "$root/fuzz"
 cargo +nightly fuzz build
 for target in $(cargo +nightly fuzz list); do
   work="$(mktemp -d)"
+  # The targets' own scratch (a sandbox's files, a blob folder) goes under TMPDIR: libFuzzer
+  # exits without running destructors, so it is removed here with the corpus.
+  scratch="$(mktemp -d)"
   echo "fuzz smoke: $target for ${secs}s"
-  if ! cargo +nightly fuzz run "$target" "$work" "corpus/$target" -- \
+  if ! TMPDIR="$scratch" cargo +nightly fuzz run "$target" "$work" "corpus/$target" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     > "$work.log" 2>&1; then
     tail -n 60 "$work.log" >&2
@@ -25,5 +28,5 @@ for target in $(cargo +nightly fuzz list); do
     exit 1
   fi
   grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$work.log" || true
-  rm -rf "$work" "$work.log"
+  rm -rf "$work" "$work.log" "$scratch"
 done

@@ -24,7 +24,15 @@ struct World {
     /// The waiting calls of an ingest in the same process, reading `responses.local`.
     local: Arc<Correlator>,
     deps: Deps,
-    _dir: std::path::PathBuf,
+    /// The sandbox's files and the blobs: removed with the world.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl World {
@@ -85,7 +93,7 @@ async fn idle_world() -> World {
         shutdown,
         local,
         deps,
-        _dir: dir.clone(),
+        dir: dir.clone(),
     }
 }
 

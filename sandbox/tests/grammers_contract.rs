@@ -32,11 +32,19 @@ struct World {
     http: String,
     cfg: GrammersConfig,
     _stop: tokio_util::sync::DropGuard,
+    /// The sandbox's files: removed with the world.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 async fn world() -> World {
     let dir = std::env::temp_dir().join(format!("tp-contract-{:x}", rand::random::<u64>()));
-    let sb = Sandbox::new(SandboxConfig::new(dir)).unwrap();
+    let sb = Sandbox::new(SandboxConfig::new(dir.clone())).unwrap();
     let stop = CancellationToken::new();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http_url = format!("http://{}", http.local_addr().unwrap());
@@ -56,6 +64,7 @@ async fn world() -> World {
         sb,
         http: http_url,
         _stop: stop.drop_guard(),
+        dir,
     }
 }
 
