@@ -405,16 +405,27 @@ pub async fn run(
                 if parked.is_some() {
                     metrics::POLLS_WAITING.inc();
                     let stop = deps.polls_stop.clone().unwrap_or_default();
+                    let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let work = guarded(&deps, &run, &env, command);
+                    let mut work = Box::pin(outcome::watch_answering(answering.clone(), work));
                     tokio::select! {
-                        // The work first: once it has answered, it records what it answered
-                        // (`outcome::finish` may yield in between) rather than being dropped
-                        // for the stop's empty answer, which would be recorded instead.
                         biased;
-                        _ = Box::pin(guarded(&deps, &run, &env, command)) => {}
-                        // Nothing was confirmed to Telegram (that takes the next poll's
-                        // offset): the poll ends with no updates, and the bot asks again.
+                        _ = &mut work => {}
                         _ = stop.cancelled() => {
-                            outcome::finish(&deps, &run, &env, webhooks::no_updates()).await;
+                            if answering.load(std::sync::atomic::Ordering::Relaxed) {
+                                // It has its answer (the bot may have it already): what is
+                                // left is recording it (waiting for room in the store's
+                                // queue, say), which the stop's empty answer must not
+                                // replace.
+                                work.await;
+                            } else {
+                                // Still waiting (upstream, say). Nothing was confirmed to
+                                // Telegram (that takes the next poll's offset): the poll
+                                // ends with no updates, and the bot asks again.
+                                drop(work);
+                                outcome::finish(&deps, &run, &env, webhooks::no_updates())
+                                    .await;
+                            }
                         }
                     }
                     metrics::POLLS_WAITING.dec();

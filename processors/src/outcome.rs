@@ -6,6 +6,8 @@
 use crate::{metrics, Deps, Run};
 use schemas::{ApiError, Call, Envelope, Response};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use store::{CallRow, Outcome, StoreError};
 
@@ -144,10 +146,26 @@ fn answer_digest(response: &Response) -> Option<String> {
     }
 }
 
+tokio::task_local! {
+    static ANSWERING: Arc<AtomicBool>;
+}
+
+/// Runs a call's `work`, setting `answering` once the work reaches [`finish`] with its answer:
+/// from then on it only delivers and records that answer, which a stop must not cut short (a
+/// long poll's `select!` in `run` reads it). Not an `async fn`, for the reason
+/// `telegram::sent::track` gives.
+pub(crate) fn watch_answering<F: Future>(
+    answering: Arc<AtomicBool>,
+    work: F,
+) -> impl Future<Output = F::Output> {
+    ANSWERING.scope(answering, work)
+}
+
 /// Records the outcome (the audit row, and the result for redeliveries when the bus can
 /// redeliver) and answers, concurrently. Without redeliveries nothing waits for the audit row:
 /// the caller is answered, then the row is made and queued for the store's next batch.
 pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, response: Response) {
+    let _ = ANSWERING.try_with(|a| a.store(true, Ordering::Relaxed));
     let outcome = if response.status < 400 {
         Outcome::Ok
     } else {
@@ -161,17 +179,13 @@ pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, respons
         let answered = response.clone();
         let here = reply(deps, &run.producer, env, response).await;
         let answered_ms = schemas::now_ms();
-        // Not while stopping: a long poll answered because of the stop would be dropped at the
-        // yield by its `select!` in `run`, and the stop's answer recorded in its place.
-        let stopping = deps.polls_stop.as_ref().is_some_and(|s| s.is_cancelled());
-        if here && !stopping {
+        if here {
             // The caller's task was woken on this worker, behind this one: it writes the
             // answer to the bot when this task gives the worker up, so the record is made
             // after that, not before it (a call's latency without the record's few
             // microseconds, which at a bot's fixed concurrency is throughput). Deferred, the
-            // task comes back once the worker has run what else was ready (a long poll's
-            // `select!` in `run` polls its work first, so a stop arriving meanwhile resumes it
-            // rather than dropping it).
+            // task comes back once the worker has run what else was ready (a long poll
+            // stopped meanwhile waits for it: `watch_answering`).
             tokio::task::yield_now().await;
         }
         let secret = token_secret(deps, env);

@@ -10,8 +10,8 @@ use schemas::*;
 use std::sync::Arc;
 use std::time::Duration;
 use store::blobs::LocalBlobs;
-use store::sqlite::SqliteStore;
-use store::{CallStore, OutcomeStore};
+use store::sqlite::{SqliteOptions, SqliteStore};
+use store::{CallStore, OutcomeStore, WebhookStore};
 use telegram::botapi::BotApi;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,10 @@ struct World {
     /// The waiting calls of an ingest in the same process, reading `responses.local`.
     local: Arc<Correlator>,
     deps: Deps,
+    /// How the stages run (`ProcessorConfig::default()`, or as `serve` runs them).
+    config: ProcessorConfig,
+    /// What ends waiting long polls (the gateway's stop).
+    polls_stop: CancellationToken,
     /// The sandbox's files and the blobs: removed with the world.
     dir: std::path::PathBuf,
 }
@@ -39,7 +43,7 @@ impl World {
     fn start(&self, stage: Stage) {
         tokio::spawn(processors::run(
             stage,
-            ProcessorConfig::default(),
+            self.config.clone(),
             self.deps.clone(),
             self.shutdown.clone(),
         ));
@@ -57,6 +61,13 @@ async fn world() -> World {
 
 /// No stage running yet: the test starts them.
 async fn idle_world() -> World {
+    idle_world_with(None).await
+}
+
+/// As [`idle_world`]; given `options`, as `serve` runs: the store in a file of the world's
+/// folder with those options (a second connection can hold its write lock), the stages told
+/// that the bus dies with the process.
+async fn idle_world_with(options: Option<SqliteOptions>) -> World {
     let dir = std::env::temp_dir().join(format!("tp-proc-{}", CallId::new()));
     let sb = sandbox::Sandbox::new(sandbox::SandboxConfig::new(dir.join("sandbox"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,7 +75,23 @@ async fn idle_world() -> World {
     let shutdown = CancellationToken::new();
     tokio::spawn(sandbox::serve(sb, listener, shutdown.clone()));
     let bus = Arc::new(MemoryBus::new(4));
-    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let (store, config) = match options {
+        None => (
+            SqliteStore::in_memory().unwrap(),
+            ProcessorConfig::default(),
+        ),
+        Some(options) => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = SqliteStore::open_with(&dir.join("store.db"), options).unwrap();
+            let config = ProcessorConfig {
+                durable_bus: false,
+                ..ProcessorConfig::default()
+            };
+            (store, config)
+        }
+    };
+    let store = Arc::new(store);
+    let polls_stop = CancellationToken::new();
     let sealer = Sealer::new(&SealKey::generate());
     let local = Correlator::new();
     let deps = Deps {
@@ -80,7 +107,7 @@ async fn idle_world() -> World {
             correlator: local.clone(),
         }),
         webhook_destinations: Arc::new(fetch::Destinations::all()),
-        polls_stop: None,
+        polls_stop: Some(polls_stop.clone()),
         actions: Default::default(),
         flood: None,
         polls: Default::default(),
@@ -93,6 +120,8 @@ async fn idle_world() -> World {
         shutdown,
         local,
         deps,
+        config,
+        polls_stop,
         dir: dir.clone(),
     }
 }
@@ -154,6 +183,95 @@ async fn sandbox_calls(w: &World, bot: i64) -> usize {
             .await
             .unwrap();
     v.as_array().unwrap().len()
+}
+
+/// A long poll that has its answer when the gateway stops keeps it in the record: its row,
+/// waiting for room in the store's queue as the stop comes, is written as answered, not
+/// dropped for the stop's empty answer (the bot was given the update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_answered_as_the_gateway_stops_is_recorded_as_answered() {
+    const BOT: i64 = 58;
+    // One queued row at a time: with the writer held, the next one waits for room.
+    let options = SqliteOptions {
+        queue_bytes: 1,
+        ..SqliteOptions::default()
+    };
+    let w = idle_world_with(Some(options)).await;
+    for stage in Stage::ALL {
+        w.start(stage);
+    }
+    let update = r#"{"update_id":1,"message":{"message_id":1,"date":1,"chat":{"id":1,"type":"private"},"text":"kept"}}"#;
+    w.store.put_update(BotId(BOT), 1, update).await.unwrap();
+    let ask = |method: &str, query: &str| {
+        let mut env = envelope(&w, BOT, method, query);
+        env.header.reply_to = Some("responses.local".into());
+        let waiter = w.local.register(env.header.call_id);
+        (env, waiter)
+    };
+    let answered = |waiter: bus::reply::Waiter| async move {
+        let answer = waiter
+            .wait(Duration::from_secs(10))
+            .await
+            .expect("answered");
+        let body = answer.payload.body.inline_bytes().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    // A first poll: the bot polled for, its reader's place kept, so the next poll only reads.
+    let (poll, waiter) = ask("getUpdates", "timeout=20");
+    bus::publish_envelope(w.bus.as_ref(), "calls", &poll)
+        .await
+        .unwrap();
+    let given = answered(waiter).await;
+    assert_eq!(given["result"][0]["message"]["text"], "kept", "{given}");
+    finished(&w, poll.header.call_id).await;
+    // Another connection holds the write lock: the writer cannot commit (for up to its busy
+    // timeout of 5 s), and the next call's row fills the queue (a call that writes nothing
+    // else: getMe's answer would have the bot's username written).
+    let blocker = rusqlite::Connection::open(w.dir.join("store.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (first, waiter) = ask("sendMessage", "chat_id=1&text=first");
+    bus::publish_envelope(w.bus.as_ref(), "calls", &first)
+        .await
+        .unwrap();
+    assert_eq!(answered(waiter).await["ok"], true);
+    // The update is not confirmed: the next poll is given it again, at once.
+    let (poll, waiter) = ask("getUpdates", "timeout=20");
+    bus::publish_envelope(w.bus.as_ref(), "calls", &poll)
+        .await
+        .unwrap();
+    assert_eq!(answered(waiter).await, given);
+    // The poll's row waits for room; the gateway stops meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.polls_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+    let kept = eventually(|| async { w.store.get_result(poll.header.call_id).await.unwrap() })
+        .await
+        .expect("the poll's outcome recorded");
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&kept.body.inline_bytes().unwrap()).unwrap();
+    assert_eq!(recorded, given, "the record holds what the bot was given");
+    let rows = w
+        .store
+        .calls(&store::CallQuery::bot(BotId(BOT), 0, i64::MAX, 10))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "one row for each call");
+}
+
+/// Polls `f` for up to 10 s.
+async fn eventually<T, F, Fut>(mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..1000 {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 /// The same call delivered twice (a crash between outcome and commit) goes upstream once; the
