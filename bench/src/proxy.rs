@@ -70,6 +70,58 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The gateway's `telepipe_stage_seconds{stage="ingest"}` buckets: (upper bound in seconds,
+/// calls at or under it), cumulative as Prometheus keeps them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Buckets(Vec<(f64, u64)>);
+
+impl Buckets {
+    /// Read from a `/metrics` text.
+    pub fn parse(metrics: &str) -> Self {
+        let prefix = "telepipe_stage_seconds_bucket{stage=\"ingest\",le=\"";
+        Self(
+            metrics
+                .lines()
+                .filter_map(|l| {
+                    let (le, count) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+                    Some((le.parse().ok()?, count.trim().parse::<f64>().ok()? as u64))
+                })
+                .filter(|(le, _): &(f64, u64)| le.is_finite())
+                .collect(),
+        )
+    }
+
+    async fn scrape(gw: &str) -> anyhow::Result<Self> {
+        let text = reqwest::get(format!("{gw}/metrics")).await?.text().await?;
+        Ok(Self::parse(&text))
+    }
+
+    /// The calls counted between `before` and `self`, and the smallest bucket bound (ms) that
+    /// holds 99% of them (None: beyond the last finite bound, or no calls).
+    fn p99_bound_ms(&self, before: &Self) -> (u64, Option<f64>) {
+        let since = |le: f64, count: u64| {
+            let was = before
+                .0
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0, |(_, c)| *c);
+            count.saturating_sub(was)
+        };
+        // The calls of the pass: every bucket's count is cumulative, so the widest finite one
+        // holds all that finished within a minute; +Inf is left out of the parse.
+        let Some(&(top, top_count)) = self.0.last() else {
+            return (0, None);
+        };
+        let calls = since(top, top_count);
+        let bound = self
+            .0
+            .iter()
+            .find(|(le, count)| calls > 0 && since(*le, *count) as f64 >= 0.99 * calls as f64)
+            .map(|(le, _)| le * 1000.0);
+        (calls, bound)
+    }
+}
+
 /// CPU a call, in µs: its user and system parts.
 #[derive(Clone, Copy)]
 struct CallCpu {
@@ -161,10 +213,13 @@ pub async fn run(
     let mut cpu_ratios = Vec::new();
     let (mut bare_ratios, mut bare_cpu, mut bare_user) = (Vec::new(), Vec::new(), Vec::new());
     let mut worst_p99: f64 = 0.0;
+    let mut inside = Vec::new();
     for round in 1..=rounds {
         let (n, n_cpu) = loaded(&via_nginx, px_pid, connections, seconds).await?;
         let (b, b_cpu) = loaded(&via_bare, bare_pid, connections, seconds).await?;
+        let before = Buckets::scrape(&gw.url).await?;
         let (t, t_cpu) = loaded(&via_telepipe, gw_pid, connections, seconds).await?;
+        inside.push(Buckets::scrape(&gw.url).await?.p99_bound_ms(&before).1);
         answered += t.requests;
         row(&format!("nginx proxy_pass #{round}"), &n, n_cpu);
         row(&format!("bare hyper proxy #{round}"), &b, b_cpu);
@@ -188,6 +243,16 @@ pub async fn run(
     println!(
         "  telepipe / nginx proxy_pass: {}; telepipe p99 at most {worst_p99:.2} ms",
         median_of(&mut ratios)
+    );
+    // The ingest stage runs from the request read to the answer handed to hyper: the rest of
+    // wrk's latency is the sockets and the time a process waited for a CPU.
+    let inside: Vec<String> = inside
+        .iter()
+        .map(|b| b.map_or("over 60".into(), |ms| format!("{ms}")))
+        .collect();
+    println!(
+        "  telepipe's own p99 (its ingest stage, a bucket's bound) in ms, each pass: {}",
+        inside.join(", ")
     );
     println!(
         "  CPU a call, telepipe / nginx proxy_pass: {}",
@@ -215,7 +280,30 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::median_of;
+    use super::{median_of, Buckets};
+
+    #[test]
+    fn the_ingest_stages_p99_is_read_from_its_buckets() {
+        let text = |counts: [u64; 4]| {
+            format!(
+                "telepipe_stage_seconds_bucket{{stage=\"queue\",le=\"0.001\"}} 7\n\
+                 telepipe_stage_seconds_bucket{{stage=\"ingest\",le=\"0.0005\"}} {}\n\
+                 telepipe_stage_seconds_bucket{{stage=\"ingest\",le=\"0.001\"}} {}\n\
+                 telepipe_stage_seconds_bucket{{stage=\"ingest\",le=\"60\"}} {}\n\
+                 telepipe_stage_seconds_bucket{{stage=\"ingest\",le=\"+Inf\"}} {}\n",
+                counts[0], counts[1], counts[2], counts[3]
+            )
+        };
+        let before = Buckets::parse(&text([10, 10, 10, 10]));
+        assert_eq!(before.0, vec![(0.0005, 10), (0.001, 10), (60.0, 10)]);
+        // 1000 calls in the pass: 980 within 0.5 ms, 995 within 1 ms.
+        let after = Buckets::parse(&text([990, 1005, 1010, 1010]));
+        assert_eq!(after.p99_bound_ms(&before), (1000, Some(1.0)));
+        let after = Buckets::parse(&text([1000, 1005, 1010, 1010]));
+        assert_eq!(after.p99_bound_ms(&before), (1000, Some(0.5)));
+        assert_eq!(before.p99_bound_ms(&before), (0, None));
+        assert_eq!(Buckets::default().p99_bound_ms(&before), (0, None));
+    }
 
     #[test]
     fn rounds_read_as_their_median_and_each() {
