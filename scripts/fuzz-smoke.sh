@@ -24,6 +24,7 @@ for target in $(cargo +nightly fuzz list); do
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     > "$work.log" 2>&1; then
     tail -n 60 "$work.log" >&2
+    rm -rf "$scratch"
     echo "fuzz smoke: $target failed; the input is in fuzz/artifacts/$target/" >&2
     exit 1
   fi

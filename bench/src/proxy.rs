@@ -71,7 +71,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The gateway's `telepipe_stage_seconds{stage="ingest"}` buckets: (upper bound in seconds,
-/// calls at or under it), cumulative as Prometheus keeps them.
+/// calls at or under it), cumulative as Prometheus keeps them; the last is +Inf (every call).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Buckets(Vec<(f64, u64)>);
 
@@ -84,20 +84,24 @@ impl Buckets {
                 .lines()
                 .filter_map(|l| {
                     let (le, count) = l.strip_prefix(prefix)?.split_once("\"} ")?;
+                    // Rust reads "+Inf" as infinity.
                     Some((le.parse().ok()?, count.trim().parse::<f64>().ok()? as u64))
                 })
-                .filter(|(le, _): &(f64, u64)| le.is_finite())
                 .collect(),
         )
     }
 
     async fn scrape(gw: &str) -> anyhow::Result<Self> {
-        let text = reqwest::get(format!("{gw}/metrics")).await?.text().await?;
+        let text = reqwest::get(format!("{gw}/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
         Ok(Self::parse(&text))
     }
 
     /// The calls counted between `before` and `self`, and the smallest bucket bound (ms) that
-    /// holds 99% of them (None: beyond the last finite bound, or no calls).
+    /// holds 99% of them (infinite: beyond the last finite bound; None: no calls).
     fn p99_bound_ms(&self, before: &Self) -> (u64, Option<f64>) {
         let since = |le: f64, count: u64| {
             let was = before
@@ -107,12 +111,12 @@ impl Buckets {
                 .map_or(0, |(_, c)| *c);
             count.saturating_sub(was)
         };
-        // The calls of the pass: every bucket's count is cumulative, so the widest finite one
-        // holds all that finished within a minute; +Inf is left out of the parse.
-        let Some(&(top, top_count)) = self.0.last() else {
-            return (0, None);
-        };
-        let calls = since(top, top_count);
+        // The calls of the pass: the counts are cumulative, so +Inf's is every call.
+        let calls = self
+            .0
+            .iter()
+            .find(|(le, _)| le.is_infinite())
+            .map_or(0, |&(le, count)| since(le, count));
         let bound = self
             .0
             .iter()
@@ -248,7 +252,11 @@ pub async fn run(
     // wrk's latency is the sockets and the time a process waited for a CPU.
     let inside: Vec<String> = inside
         .iter()
-        .map(|b| b.map_or("over 60".into(), |ms| format!("{ms}")))
+        .map(|b| match b {
+            None => "no calls".into(),
+            Some(ms) if ms.is_infinite() => "over 60000".into(),
+            Some(ms) => format!("{ms}"),
+        })
         .collect();
     println!(
         "  telepipe's own p99 (its ingest stage, a bucket's bound) in ms, each pass: {}",
@@ -295,12 +303,19 @@ mod tests {
             )
         };
         let before = Buckets::parse(&text([10, 10, 10, 10]));
-        assert_eq!(before.0, vec![(0.0005, 10), (0.001, 10), (60.0, 10)]);
+        let inf = f64::INFINITY;
+        assert_eq!(
+            before.0,
+            vec![(0.0005, 10), (0.001, 10), (60.0, 10), (inf, 10)]
+        );
         // 1000 calls in the pass: 980 within 0.5 ms, 995 within 1 ms.
         let after = Buckets::parse(&text([990, 1005, 1010, 1010]));
         assert_eq!(after.p99_bound_ms(&before), (1000, Some(1.0)));
         let after = Buckets::parse(&text([1000, 1005, 1010, 1010]));
         assert_eq!(after.p99_bound_ms(&before), (1000, Some(0.5)));
+        // 20 of 1000 over a minute: past the last finite bound.
+        let after = Buckets::parse(&text([990, 990, 990, 1010]));
+        assert_eq!(after.p99_bound_ms(&before), (1000, Some(inf)));
         assert_eq!(before.p99_bound_ms(&before), (0, None));
         assert_eq!(Buckets::default().p99_bound_ms(&before), (0, None));
     }

@@ -754,6 +754,7 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
             tracing::info!("redelivered call answered from its recorded outcome");
             metrics::REDELIVERED.with_label_values(&["answered"]).inc();
             stored.origin = schemas::Origin::Stored;
+            outcome::mark_answering();
             outcome::reply(deps, &run.producer, env, stored).await;
             return false;
         }

@@ -150,7 +150,7 @@ tokio::task_local! {
     static ANSWERING: Arc<AtomicBool>;
 }
 
-/// Runs a call's `work`, setting `answering` once the work reaches [`finish`] with its answer:
+/// Runs a call's `work`, setting `answering` once the work has its answer ([`mark_answering`]):
 /// from then on it only delivers and records that answer, which a stop must not cut short (a
 /// long poll's `select!` in `run` reads it). Not an `async fn`, for the reason
 /// `telegram::sent::track` gives.
@@ -161,11 +161,17 @@ pub(crate) fn watch_answering<F: Future>(
     ANSWERING.scope(answering, work)
 }
 
+/// The call's answer is settled (made, stored before, or given by ingest): see
+/// [`watch_answering`]. Outside its scope, nothing happens.
+pub(crate) fn mark_answering() {
+    let _ = ANSWERING.try_with(|a| a.store(true, Ordering::Relaxed));
+}
+
 /// Records the outcome (the audit row, and the result for redeliveries when the bus can
 /// redeliver) and answers, concurrently. Without redeliveries nothing waits for the audit row:
 /// the caller is answered, then the row is made and queued for the store's next batch.
 pub(crate) async fn finish(deps: &Deps, run: &Run, env: &Envelope<Call>, response: Response) {
-    let _ = ANSWERING.try_with(|a| a.store(true, Ordering::Relaxed));
+    mark_answering();
     let outcome = if response.status < 400 {
         Outcome::Ok
     } else {
@@ -259,6 +265,8 @@ pub(crate) async fn keep_username(deps: &Deps, bot: schemas::BotId, name: &str) 
 
 /// A call that ingest refused: only the audit row.
 pub async fn record_rejected(deps: &Deps, env: &Envelope<Call>, err: &ApiError) {
+    // Ingest gave the bot its answer; a stop must not record another.
+    mark_answering();
     let secret = token_secret(deps, env);
     let row = audit_row(
         deps,

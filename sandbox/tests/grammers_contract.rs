@@ -31,13 +31,14 @@ struct World {
     sb: Sandbox,
     http: String,
     cfg: GrammersConfig,
-    _stop: tokio_util::sync::DropGuard,
-    /// The sandbox's files: removed with the world.
+    stop: CancellationToken,
+    /// The sandbox's files: removed with the world, after its servers are told to stop.
     dir: std::path::PathBuf,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
+        self.stop.cancel();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -63,7 +64,7 @@ async fn world() -> World {
         },
         sb,
         http: http_url,
-        _stop: stop.drop_guard(),
+        stop,
         dir,
     }
 }
