@@ -622,9 +622,10 @@ struct Bulk<P, B, R> {
 type BulkRead =
     Bulk<serde_json::Map<String, serde_json::Value>, Vec<schemas::BlobRef>, Option<String>>;
 
-/// Statements a batch uses for each of its calls, prepared once for the batch: a statement
-/// taken from the connection's cache costs a hash of its text to find and another to put back
-/// on every use, and the audit row's INSERT is long.
+/// What a batch reuses for each of its calls: the statements, prepared once for the batch (a
+/// statement taken from the connection's cache costs a hash of its text to find and another
+/// to put back on every use, and the audit row's INSERT is long), and the buffer each row's
+/// bulk is written into.
 #[derive(Default)]
 struct Prepared<'c> {
     insert_call: Option<rusqlite::CachedStatement<'c>>,
