@@ -19,12 +19,12 @@ for target in $(cargo +nightly fuzz list); do
   # The targets' own scratch (a sandbox's files, a blob folder) goes under TMPDIR: libFuzzer
   # exits without running destructors, so it is removed here with the corpus.
   scratch="$(mktemp -d)"
+  trap 'rm -rf "$scratch"' EXIT
   echo "fuzz smoke: $target for ${secs}s"
   if ! TMPDIR="$scratch" cargo +nightly fuzz run "$target" "$work" "corpus/$target" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
     > "$work.log" 2>&1; then
     tail -n 60 "$work.log" >&2
-    rm -rf "$scratch"
     echo "fuzz smoke: $target failed; the input is in fuzz/artifacts/$target/" >&2
     exit 1
   fi

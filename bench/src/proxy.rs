@@ -248,8 +248,9 @@ pub async fn run(
         "  telepipe / nginx proxy_pass: {}; telepipe p99 at most {worst_p99:.2} ms",
         median_of(&mut ratios)
     );
-    // The ingest stage runs from the request read to the answer handed to hyper: the rest of
-    // wrk's latency is the sockets and the time a process waited for a CPU.
+    // The ingest stage runs from its handler's start (the request's head parsed) to the
+    // pipeline's answer reaching it: the rest of wrk's latency is hyper's parse and write,
+    // the sockets, and the time a task or process waited for a CPU.
     let inside: Vec<String> = inside
         .iter()
         .map(|b| match b {

@@ -57,7 +57,8 @@ pub static UPSTREAM_SECONDS: LazyLock<prometheus::Histogram> =
 pub static STAGE_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
     prometheus::register_histogram_vec!(
         "telepipe_stage_seconds",
-        "Latency per pipeline stage: ingest (the whole call as the client sees it), queue \
+        "Latency per pipeline stage: ingest (the call in the gateway: from its handler's start, \
+         the request's head parsed, to the pipeline's answer reaching it), queue \
          (published to taken by a processor), upstream (the Telegram round trip).",
         &["stage"],
         // From 100 µs: a call through the gateway itself takes a few hundred (the ingest and

@@ -259,6 +259,47 @@ async fn a_long_poll_answered_as_the_gateway_stops_is_recorded_as_answered() {
     assert_eq!(rows.len(), 3, "one row for each call");
 }
 
+/// A refused long poll (ingest answered it) stays audited as refused when the gateway stops
+/// while its row is written: the stop records no empty answer in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_long_poll_stopped_while_audited_stays_refused() {
+    const BOT: i64 = 59;
+    let w = idle_world_with(Some(SqliteOptions::default())).await;
+    for stage in Stage::ALL {
+        w.start(stage);
+    }
+    // The audit row's write waits behind another connection's write lock.
+    let blocker = rusqlite::Connection::open(w.dir.join("store.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut c = call(&w, BOT, "getUpdates", "timeout=20");
+    c.rejected = Some(ApiError::bad_request("can't parse JSON object"));
+    let env = Envelope::new(CallId::new(), BotId(BOT), "ingest/t", None, c);
+    bus::publish_envelope(w.bus.as_ref(), "calls", &env)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.polls_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+    // Whatever the stop queued is queued by now: written once the writer's queue is.
+    tokio::time::timeout(Duration::from_secs(20), w.store.flush())
+        .await
+        .expect("the writer's queue written")
+        .unwrap();
+    let q = store::CallQuery::bot(BotId(BOT), 0, i64::MAX, 10);
+    let rows = eventually(|| async {
+        let rows = w.store.calls(&q).await.unwrap();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("the refused poll audited");
+    let seen: Vec<_> = rows.iter().map(|r| (r.outcome, r.error_code)).collect();
+    assert_eq!(seen, [(store::Outcome::Rejected, Some(400))]);
+    // No answer kept for it either (the stop's empty one was, before).
+    let kept = w.store.get_result(env.header.call_id).await.unwrap();
+    assert!(kept.is_none(), "{kept:?}");
+}
+
 /// Polls `f` for up to 10 s.
 async fn eventually<T, F, Fut>(mut f: F) -> Option<T>
 where
