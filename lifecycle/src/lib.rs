@@ -6,7 +6,8 @@
 //! for all of them and reports the first failure.
 //!
 //! # Layout
-//! Everything is in this file: [`Tasks`], [`TaskFailed`], [`shutdown_on_signal`].
+//! This file: [`Tasks`], [`TaskFailed`], [`shutdown_on_signal`]. [`lanes`]: single-threaded
+//! runtimes, one per core, that a process deals its connections to.
 
 use futures_util::FutureExt;
 use std::future::Future;
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+pub mod lanes;
 
 pub use tokio_util::sync::CancellationToken as Shutdown;
 

@@ -145,6 +145,37 @@ async fn downloads_whole_and_from_any_offset() {
     assert!(err.is_bad_request(), "{err}");
 }
 
+/// A bot's MTProto client runs on the runtime the backend was made on (a process's shared
+/// one): made by a call on a lane (`lifecycle::lanes`) that then stops, it goes on serving
+/// the bot's next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_client_outlives_the_lane_of_its_first_call() {
+    let w = world().await;
+    let bot = 917;
+    let g = Arc::new(Grammers::new(w.cfg.clone(), Arc::new(MemVault::default())));
+    let id = new_file(&w, bot, 70_000, 4).await;
+    let fid = FileId::decode(&id).unwrap();
+    let lanes = lifecycle::lanes::Lanes::start("test-lane", 1).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (g1, fid1) = (g.clone(), fid.clone());
+    lanes.spawn(async move {
+        let got = match g1.download(&token(bot), &fid1, 0).await {
+            Ok(s) => collect(s).await.map(|b| b.len()),
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(got.ok());
+    });
+    assert_eq!(rx.await.unwrap(), Some(70_000));
+    lanes.stop().await;
+    let again = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        collect(g.download(&token(bot), &fid, 0).await?).await
+    })
+    .await
+    .expect("answered, not stuck on a runtime that has ended")
+    .unwrap();
+    assert!(again == content(4, 70_000));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_small_and_big_become_files_both_faces_serve() {
     let w = world().await;

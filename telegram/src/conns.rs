@@ -37,6 +37,9 @@ struct Conn {
     /// The connection's state machine; polled only by the call holding it.
     conn: Pin<Box<http1::Connection<Io, Full<Bytes>>>>,
     idle_since: Instant,
+    /// The lane ([`lifecycle::lanes`]) that opened it, 0 off the lanes: its socket is driven by
+    /// that lane's runtime, so only calls on that lane take it.
+    lane: usize,
 }
 
 impl Conn {
@@ -110,7 +113,8 @@ impl Origin {
 
 pub(crate) struct Conns {
     connector: HttpsConnector<HttpConnector>,
-    /// Idle connections, by scheme and authority; the last one back is the first taken.
+    /// Idle connections, by scheme and authority and lane; the last one back is the first
+    /// taken.
     idle: Mutex<Vec<(std::sync::Arc<str>, Conn)>>,
     /// Tests: an idle connection is taken unchecked (the server's close not yet seen).
     #[cfg(test)]
@@ -128,8 +132,12 @@ impl Conns {
     }
 
     fn take(&self, key: &str) -> Option<Conn> {
+        let lane = lifecycle::lanes::current();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(i) = idle.iter().rposition(|(k, _)| **k == *key) {
+        while let Some(i) = idle
+            .iter()
+            .rposition(|(k, c)| c.lane == lane && **k == *key)
+        {
             let (_, mut conn) = idle.remove(i);
             #[cfg(test)]
             if self.unchecked.load(std::sync::atomic::Ordering::Relaxed) {
@@ -177,6 +185,7 @@ impl Conns {
             send,
             conn: Box::pin(conn),
             idle_since: Instant::now(),
+            lane: lifecycle::lanes::current(),
         })
     }
 
@@ -363,6 +372,62 @@ mod tests {
         }
         assert_eq!(opened.load(Ordering::SeqCst), 1);
         assert_eq!(requests.load(Ordering::SeqCst), 3);
+    }
+
+    /// A connection is driven by the runtime that opened it: one opened on a lane is used
+    /// again on that lane and never on another (nor off the lanes), which opens its own.
+    #[tokio::test]
+    async fn a_connection_stays_with_the_lane_that_opened_it() {
+        let (uri, opened, requests) = server(OK, 100).await;
+        let c = Arc::new(conns());
+        let lanes = lifecycle::lanes::Lanes::start("test-lane", 2).unwrap();
+        // Dealt to the least busy lane: held open, the first call's work keeps lane 1 busy
+        // so the second goes to lane 2.
+        let on_lane = |hold: tokio_util::sync::CancellationToken| {
+            let (c, uri) = (c.clone(), uri.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            lanes.spawn(async move {
+                let answered = get(&c, &uri, 1024).await.is_ok();
+                let _ = tx.send((lifecycle::lanes::current(), answered));
+                hold.cancelled().await;
+            });
+            rx
+        };
+        let hold = tokio_util::sync::CancellationToken::new();
+        let ids = lanes.ids();
+        assert_eq!(on_lane(hold.clone()).await.unwrap(), (ids[0], true));
+        assert_eq!(on_lane(hold.clone()).await.unwrap(), (ids[1], true));
+        assert_eq!(opened.load(Ordering::SeqCst), 2, "lane 2 opened its own");
+        assert!(get(&c, &uri, 1024).await.is_ok());
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            3,
+            "and so does the shared runtime"
+        );
+        hold.cancel();
+        while lanes.open() != [0, 0] {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let first = on_lane(tokio_util::sync::CancellationToken::new()).await;
+        assert_eq!(first.unwrap(), (ids[0], true));
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            3,
+            "lane 1's connection used again"
+        );
+        lanes.stop().await;
+        // A lane started later never takes a connection of one that has ended (its runtime,
+        // which drove the socket, is gone).
+        let later = lifecycle::lanes::Lanes::start("test-lane", 1).unwrap();
+        let (c2, uri2) = (c.clone(), uri.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        later.spawn(async move {
+            let _ = tx.send(get(&c2, &uri2, 1024).await.is_ok());
+        });
+        assert!(rx.await.unwrap());
+        assert_eq!(opened.load(Ordering::SeqCst), 4);
+        assert_eq!(requests.load(Ordering::SeqCst), 5);
+        later.stop().await;
     }
 
     #[tokio::test]

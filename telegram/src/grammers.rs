@@ -53,6 +53,10 @@ pub struct Grammers {
     sessions: std::sync::Mutex<HashMap<BotId, Arc<VaultSession>>>,
     /// Access hashes learnt from resolved peers, by (bot, Bot API chat id).
     hashes: std::sync::Mutex<HashMap<(BotId, i64), i64>>,
+    /// Where each bot's MTProto connections run: the runtime this was made on (a process's
+    /// shared one), not the lane (`lifecycle::lanes`) of whichever call came first, which
+    /// would then carry every call of that bot's and its downloads' decryption.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Bot API ids of channels start here (-100…).
@@ -365,6 +369,14 @@ impl Grammers {
             clients: Mutex::new(HashMap::new()),
             sessions: std::sync::Mutex::new(HashMap::new()),
             hashes: std::sync::Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        match &self.runtime {
+            Some(rt) => drop(rt.spawn(work)),
+            None => drop(tokio::spawn(work)),
         }
     }
 
@@ -450,11 +462,11 @@ impl Grammers {
         });
         let pool = SenderPool::new(session.clone(), self.cfg.api_id);
         let client = Client::new(pool.handle);
-        tokio::spawn(pool.runner.run());
+        self.spawn(pool.runner.run());
         // Updates of the bot's MTProto session are not used (yet): drain them so the runner
         // never waits on a full channel.
         let mut updates = pool.updates;
-        tokio::spawn(async move { while updates.recv().await.is_some() {} });
+        self.spawn(async move { while updates.recv().await.is_some() {} });
 
         let authorized = !fresh && client.is_authorized().await.unwrap_or(false);
         if !authorized {

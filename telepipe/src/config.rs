@@ -245,6 +245,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_INSTANCE", default_value = "local")]
     pub instance: String,
 
+    /// Threads that serve bots' connections, each a single-threaded runtime that a connection
+    /// and its calls' work stay on ("lanes"); 0 serves them on the process's shared runtime.
+    /// One per core when absent.
+    #[arg(long, env = "TELEPIPE_LANES")]
+    pub lanes: Option<usize>,
+
     /// Seconds shutdown waits for open requests, then for calls in flight.
     #[arg(long, env = "TELEPIPE_DRAIN_TIMEOUT", default_value_t = 10)]
     pub drain_timeout: u64,
@@ -318,6 +324,15 @@ pub struct ServeArgs {
     /// auth key is derived from it, since the sandbox cannot do Telegram's key exchange.
     #[arg(long, env = "TELEPIPE_MTPROTO_KEY", hide_env_values = true)]
     pub mtproto_key: Option<String>,
+}
+
+impl ServeArgs {
+    /// `--lanes`, or one per core (at least one) when absent.
+    pub fn lanes(&self) -> usize {
+        self.lanes.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// Where the record lives: what every command that reads or writes it needs.

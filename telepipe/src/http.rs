@@ -26,6 +26,8 @@ pub struct Surface {
     /// webhook stages' dependencies and the producer name.
     pub hooks: Option<(webhooks::Deps, String)>,
     pub bus: Arc<dyn bus::Bus>,
+    /// The lanes bots' connections are dealt to (`--lanes`), for `/metrics`.
+    pub lanes: Option<Arc<lifecycle::lanes::Lanes>>,
 }
 
 /// The process's HTTP service: a bot call straight to ingest, anything else through the
@@ -88,18 +90,18 @@ pub fn service(mut s: Surface) -> Service {
 }
 
 fn router(s: Surface) -> Router {
-    let bus = s.bus.clone();
+    let (bus, lanes) = (s.bus.clone(), s.lanes.clone());
     // Shared, not cloned per request (a clone of every role's handles).
     let s = Arc::new(s);
     Router::new()
         .route(
             "/metrics",
             get(move || {
-                let bus = bus.clone();
+                let (bus, lanes) = (bus.clone(), lanes.clone());
                 async move {
                     (
                         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        crate::metrics::render(bus.as_ref()),
+                        crate::metrics::render(bus.as_ref(), lanes.as_deref()),
                     )
                 }
             })
@@ -156,6 +158,96 @@ async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(a.body))
         .unwrap_or_default()
+}
+
+/// Serves `service` on `listener` until `stop`: then takes no more connections, lets each open
+/// one finish the request it is answering (an idle one closes), and returns when all have
+/// ended. With `lanes`, each connection is dealt to a lane ([`lifecycle::lanes`]) and served
+/// there, with every task its calls spawn; without, on the runtime this runs on.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Service,
+    lanes: Option<Arc<lifecycle::lanes::Lanes>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let open = tokio_util::task::TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // A client's connection that failed before it was taken, or no descriptor
+                    // left: the open connections go on, and accepting is tried again.
+                    tracing::debug!(%error, "could not accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        // Answers go out as they are written, as nginx's `tcp_nodelay on`: a response written
+        // in two parts (a streamed body) must not wait for the client's ACK.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let (service, stop) = (service.clone(), stop.clone());
+        match &lanes {
+            Some(lanes) => {
+                // Registered again by the lane's runtime, which drives its reads and writes.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(error) => {
+                        tracing::debug!(%error, "could not hand a connection to a lane");
+                        continue;
+                    }
+                };
+                lanes.spawn(open.track_future(async move {
+                    match tokio::net::TcpStream::from_std(tcp) {
+                        Ok(tcp) => connection(tcp, service, stop).await,
+                        Err(error) => tracing::debug!(%error, "a lane could not take a connection"),
+                    }
+                }));
+            }
+            None => {
+                open.spawn(connection(tcp, service, stop));
+            }
+        }
+    }
+    open.close();
+    open.wait().await;
+}
+
+/// One client's connection, HTTP/1.1 or HTTP/2, until it closes or `stop` (then after the
+/// request in hand is answered).
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    service: Service,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let service = tower::ServiceExt::map_request(service, |req: Request<hyper::body::Incoming>| {
+        req.map(Body::new)
+    });
+    let conn = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(tcp),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(error) = result {
+                tracing::trace!(%error, "a connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(error) = conn.await {
+        tracing::trace!(%error, "a connection ended with an error");
+    }
 }
 
 async fn wrong_verb() -> Response<Body> {

@@ -504,29 +504,27 @@ pub async fn run(
         );
     }
 
+    let lanes = match args.lanes() {
+        0 => None,
+        n => Some(Arc::new(
+            lifecycle::lanes::Lanes::start("telepipe-lane", n).context("starting the lanes")?,
+        )),
+    };
     let service = http::service(http::Surface {
         ingest,
         downloads,
         hooks: hook_surface,
         bus: bus.clone(),
+        lanes: lanes.clone(),
     });
     {
         let stop = shutdown.clone();
         let done = http_done.clone();
+        let lanes = lanes.clone();
         tasks.spawn("http", async move {
-            // Answers go out as they are written, as nginx's `tcp_nodelay on`: a response
-            // written in two parts (a streamed body) must not wait for the client's ACK.
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
-                }
-            });
-            let server = axum::serve(listener, axum::ServiceExt::into_make_service(service))
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            let result = server.await;
+            http::serve(listener, service, lanes, stop).await;
             done.cancel();
-            result
+            Ok::<(), std::convert::Infallible>(())
         });
     }
     {
@@ -559,6 +557,10 @@ pub async fn run(
         Err(_) => {
             tracing::error!("the queued audit rows were not written within the drain timeout")
         }
+    }
+    // Last: the connections and the calls' tasks ran on the lanes, and all have ended.
+    if let Some(lanes) = lanes {
+        lanes.stop().await;
     }
     joined?;
     tracing::info!("telepipe stopped");

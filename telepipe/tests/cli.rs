@@ -36,6 +36,7 @@ fn serve_help_lists_every_variable() {
         "TELEPIPE_KAFKA_SESSION_TIMEOUT_MS",
         "TELEPIPE_INSTANCE",
         "TELEPIPE_DRAIN_TIMEOUT",
+        "TELEPIPE_LANES",
         "TELEPIPE_LOG",
     ] {
         assert!(h.contains(var), "serve --help lacks {var}:\n{h}");

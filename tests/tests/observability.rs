@@ -70,3 +70,46 @@ async fn metrics_and_health() {
     }
     assert!(!text.contains("someMadeUpMethod"));
 }
+
+/// The gauge's value for each lane, in lane order.
+fn lane_connections(metrics: &str) -> Vec<u64> {
+    let mut lanes: Vec<(u32, u64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("telepipe_lane_connections{lane=\""))
+        .filter_map(|l| {
+            let (lane, value) = l.split_once("\"} ")?;
+            Some((lane.parse().ok()?, value.trim().parse().ok()?))
+        })
+        .collect();
+    lanes.sort();
+    lanes.into_iter().map(|(_, open)| open).collect()
+}
+
+/// Bots' connections are dealt to the lanes evenly (`--lanes 3`): three kept-alive clients and
+/// the scrape's own connection make 2, 1, 1, and every one is answered. `--lanes 0` serves on
+/// the shared runtime, with no lanes to count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_dealt_evenly_to_the_lanes() {
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    for (lanes, expected) in [("3", vec![2, 1, 1]), ("0", vec![])] {
+        let gw = Proc::gateway(&sandbox.url, &["--lanes", lanes])
+            .await
+            .unwrap();
+        let url = format!("{}/bot{}/getMe", gw.url, token(809));
+        // Each client keeps its connection open between calls.
+        let clients: Vec<_> = (0..3).map(|_| client()).collect();
+        for _ in 0..2 {
+            for c in &clients {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200, "--lanes {lanes}");
+                r.bytes().await.unwrap();
+            }
+        }
+        let text = telepipe_tests::metrics(&gw.url).await;
+        let mut open = lane_connections(&text);
+        open.sort_by(|a, b| b.cmp(a));
+        assert_eq!(open, expected, "--lanes {lanes}:\n{text}");
+        drop(clients);
+        gw.stop().await.unwrap();
+    }
+}
