@@ -232,11 +232,16 @@ where
 /// slot freed. Until `shutdown` or a handler's error; then records are no longer taken (those
 /// still waiting for a slot are dropped, as a stopping consumer leaves its records unread),
 /// and what runs is waited for up to `drain`.
+///
+/// The work runs on the publisher's runtime (a call stays on its connection's lane), or on
+/// `on` when given: a stage whose work is heavy keeps it off the lanes, where it would hold up
+/// every other connection dealt to the same thread.
 pub async fn run_pushed<E, F, Fut>(
     bus: &dyn Bus,
     topic: &str,
     group: &str,
     opts: Options,
+    on: Option<tokio::runtime::Handle>,
     shutdown: CancellationToken,
     handle: F,
 ) -> Result<(), E>
@@ -259,21 +264,27 @@ where
                 // Boxed, as in `run`: a pointer is cheap to move into the task.
                 let work = Box::pin(handle(vec![record], slot.clone()));
                 let fail = fail_tx.clone();
-                running.spawn(async move {
+                let task = async move {
                     match AssertUnwindSafe(work).catch_unwind().await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             let _ = fail.send(e);
                         }
                         Err(panic) => {
-                            crate::metrics::STAGE_PANICS.with_label_values(&[stage]).inc();
+                            crate::metrics::STAGE_PANICS
+                                .with_label_values(&[stage])
+                                .inc();
                             let panic = lifecycle::panic_message(&*panic);
                             tracing::error!(stage, %panic, "a stage's handler panicked; its record is released");
                         }
                     }
                     slot.release();
                     drop(done);
-                });
+                };
+                match &on {
+                    Some(rt) => drop(running.spawn_on(task, rt)),
+                    None => drop(running.spawn(task)),
+                }
             },
         )
     };
@@ -582,6 +593,66 @@ mod tests {
         assert!(left_over(&bus).await.is_empty());
     }
 
+    /// A pushed stage's work runs on the publisher's runtime, or on the one it is given.
+    #[tokio::test]
+    async fn a_pushed_stages_work_runs_where_it_is_told() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let end = CancellationToken::new();
+        let other = std::thread::spawn({
+            let end = end.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tx.send(rt.handle().clone()).unwrap();
+                rt.block_on(end.cancelled());
+            }
+        });
+        let elsewhere = rx.recv().unwrap();
+        let here = std::thread::current().id();
+        let elsewhere_id = {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            elsewhere.spawn(async move { tx.send(std::thread::current().id()).unwrap() });
+            rx.await.unwrap()
+        };
+        for (on, expected) in [(None, here), (Some(elsewhere.clone()), elsewhere_id)] {
+            let bus = Arc::new(MemoryBus::new(1));
+            let stop = CancellationToken::new();
+            let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+            let stage = tokio::spawn({
+                let (bus, stop) = (bus.clone(), stop.clone());
+                async move {
+                    run_pushed::<BusError, _, _>(
+                        bus.as_ref(),
+                        TOPIC,
+                        "g",
+                        opts(4, 1),
+                        on,
+                        stop,
+                        move |_, _| {
+                            let seen_tx = seen_tx.clone();
+                            async move {
+                                let _ = seen_tx.send(std::thread::current().id());
+                                Ok(())
+                            }
+                        },
+                    )
+                    .await
+                }
+            });
+            while !bus.pushed(TOPIC) {
+                tokio::task::yield_now().await;
+            }
+            bus.publish(TOPIC, "k", vec![1]).await.unwrap();
+            assert_eq!(seen.recv().await, Some(expected));
+            stop.cancel();
+            stage.await.unwrap().unwrap();
+        }
+        end.cancel();
+        other.join().unwrap();
+    }
+
     /// A pushed stage: a record waits while every slot is taken (here the one), its publisher
     /// does not; a released slot lets the next in, a panic ends its record and not the stage,
     /// and shutdown waits for the work still running.
@@ -600,6 +671,7 @@ mod tests {
                     TOPIC,
                     "g",
                     opts(1, 1),
+                    None,
                     stop,
                     move |records, slot| {
                         let (s, g) = (s.clone(), g.clone());

@@ -7,14 +7,16 @@
 //! that is most of a call's tail: a bare hyper proxy with a call's worth of extra work answered
 //! 1.5-1.9 ms at p99 on two shared cores, the same proxy on two lanes 0.6-0.7 ms at the same
 //! rate (`bench/README.md`). A work dealt to a lane stays there: the tasks it spawns run on
-//! its thread, and what it registers (sockets, timers) is driven by that thread.
+//! its thread, and what it registers (sockets, timers) is driven by that thread, also for
+//! others who use it later (a pooled client's connection opened there serves other lanes'
+//! calls through that thread).
 //!
 //! [`current`] tells code that pools per-thread resources (upstream connections, whose sockets
 //! belong to the runtime that opened them) which lane it runs on.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +38,8 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 pub struct Lanes {
     lanes: Vec<Lane>,
     stop: CancellationToken,
+    /// How long a stopping lane waits for its blocking threads, in ms.
+    grace: Arc<AtomicU64>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -58,36 +62,43 @@ impl Drop for Open {
 impl Lanes {
     /// Starts `n` lanes (at least one), their threads named `name-1`, `name-2`, ...
     pub fn start(name: &str, n: usize) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
-        let mut lanes = Vec::new();
-        let mut threads = Vec::new();
+        // Built in place: if a lane cannot start, those started are stopped as this drops.
+        let mut lanes = Self {
+            lanes: Vec::new(),
+            stop: CancellationToken::new(),
+            grace: Arc::new(AtomicU64::new(0)),
+            threads: Mutex::new(Vec::new()),
+        };
         for i in 1..=n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let handle = rt.handle().clone();
-            let stop = stop.clone();
+            let (stop, grace) = (lanes.stop.clone(), lanes.grace.clone());
             let id = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     LANE.with(|l| l.set(id));
                     rt.block_on(stop.cancelled());
-                    // The runtime is dropped here, on its own thread: what still runs on it
-                    // (nothing, once its works have ended) is dropped with it.
+                    // On its own thread: what still runs on it is dropped, and its blocking
+                    // threads (a `spawn_blocking` of its works') are waited for as long as
+                    // `stop` was told.
+                    let grace = std::time::Duration::from_millis(grace.load(Ordering::Relaxed));
+                    rt.shutdown_timeout(grace);
                 })?;
-            threads.push(thread);
-            lanes.push(Lane {
+            lanes
+                .threads
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(thread);
+            lanes.lanes.push(Lane {
                 id,
                 handle,
                 open: Arc::default(),
             });
         }
-        Ok(Self {
-            lanes,
-            stop,
-            threads: Mutex::new(threads),
-        })
+        Ok(lanes)
     }
 
     /// Runs `work` on the lane with the fewest open works (the first of equals): connections
@@ -122,9 +133,12 @@ impl Lanes {
             .collect()
     }
 
-    /// Ends the lanes and waits for their threads (off the async thread that calls it). Works
-    /// still open are dropped: stop the lanes after what runs on them has ended.
-    pub async fn stop(&self) {
+    /// Ends the lanes and waits for their threads (off the async thread that calls it), each
+    /// for at most `grace` more for its blocking threads. Works still open are dropped: stop
+    /// the lanes after what runs on them has ended.
+    pub async fn stop(&self, grace: std::time::Duration) {
+        self.grace
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
         self.stop.cancel();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let _ = tokio::task::spawn_blocking(move || {
@@ -162,7 +176,7 @@ mod tests {
         assert_eq!(here.0, lanes.ids()[0], "the first of equals");
         assert_eq!(here, spawned);
         assert_eq!(current(), 0, "not a lane's thread");
-        lanes.stop().await;
+        lanes.stop(std::time::Duration::ZERO).await;
     }
 
     /// Works go to the lane with the fewest open, and an ended work is counted off.
@@ -196,7 +210,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(lanes.open(), [0, 0, 0]);
-        lanes.stop().await;
+        lanes.stop(std::time::Duration::ZERO).await;
     }
 
     /// Stopping ends the threads, and drops a work still open with its runtime. Lanes started
@@ -210,13 +224,13 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 4, "{ids:?}");
         assert!(!ids.contains(&0));
-        later.stop().await;
+        later.stop(std::time::Duration::ZERO).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         lanes.spawn(async move {
             let _tx = tx;
             std::future::pending::<()>().await;
         });
-        lanes.stop().await;
+        lanes.stop(std::time::Duration::ZERO).await;
         assert!(rx.await.is_err(), "the open work was dropped");
         assert_eq!(lanes.open(), [0, 0]);
     }

@@ -495,11 +495,16 @@ pub async fn run(
     // On the in-process bus the stage takes its calls from their publishers directly: a call
     // then runs without waking a consumer task first, as it would through Kafka.
     if bus.pushes() {
+        // The router's calls (the hot path) run where they were published, on their
+        // connection's lane; the file stages' (hashing, probing, encrypting up to 2000 MB) on
+        // this, the process's shared runtime, whose threads share them.
+        let on = (stage != Stage::Router).then(tokio::runtime::Handle::current);
         return bus::stage::run_pushed(
             bus.as_ref(),
             stage.input(),
             stage.group(),
             opts,
+            on,
             shutdown,
             handle,
         )

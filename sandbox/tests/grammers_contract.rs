@@ -166,7 +166,7 @@ async fn a_bots_client_outlives_the_lane_of_its_first_call() {
         let _ = tx.send(got.ok());
     });
     assert_eq!(rx.await.unwrap(), Some(70_000));
-    lanes.stop().await;
+    lanes.stop(std::time::Duration::ZERO).await;
     let again = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         collect(g.download(&token(bot), &fid, 0).await?).await
     })

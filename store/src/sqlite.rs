@@ -216,10 +216,10 @@ const LINGER_QUEUED: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long the writer applies a batch's rows before it lets the threads waiting for its core
 /// go first (`sched_yield`). A batch of a few hundred rows is 3-5 ms of CPU in one run, and on
 /// a box whose cores the gateway shares with its clients and upstream, the calls whose thread
-/// waited behind it for a core were the answers' tail: at 8 connections on two cores the p99
-/// went from 3.5 ms to 1.5 ms with a yield every 16 rows (`bench/README.md`). The writer loses
-/// no share of the CPU by it (it is runnable again at once), nor any time when no thread
-/// waits.
+/// waited behind it for a core were the answers' tail: at 8 connections on two cores (wrk,
+/// nginx upstream, the gateway on lanes) the p99 went from 2.8-4.1 ms to 1.1-2.0 ms
+/// (`bench/README.md`). The writer loses no share of the CPU by it (it is runnable again at
+/// once), nor any time when no thread waits.
 const WRITER_SLICE: std::time::Duration = std::time::Duration::from_micros(150);
 
 impl SqliteStore {

@@ -415,7 +415,7 @@ mod tests {
             3,
             "lane 1's connection used again"
         );
-        lanes.stop().await;
+        lanes.stop(std::time::Duration::ZERO).await;
         // A lane started later never takes a connection of one that has ended (its runtime,
         // which drove the socket, is gone).
         let later = lifecycle::lanes::Lanes::start("test-lane", 1).unwrap();
@@ -427,7 +427,7 @@ mod tests {
         assert!(rx.await.unwrap());
         assert_eq!(opened.load(Ordering::SeqCst), 4);
         assert_eq!(requests.load(Ordering::SeqCst), 5);
-        later.stop().await;
+        later.stop(std::time::Duration::ZERO).await;
     }
 
     #[tokio::test]

@@ -214,6 +214,9 @@ pub async fn serve(
             }
         }
     }
+    // Closed before the wait: a client connecting now is refused at once (and knows nothing
+    // was sent), not left in the backlog until the process exits.
+    drop(listener);
     open.close();
     open.wait().await;
 }

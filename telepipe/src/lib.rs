@@ -507,7 +507,7 @@ pub async fn run(
     let lanes = match args.lanes() {
         0 => None,
         n => Some(Arc::new(
-            lifecycle::lanes::Lanes::start("telepipe-lane", n).context("starting the lanes")?,
+            lifecycle::lanes::Lanes::start("tp-lane", n).context("starting the lanes")?,
         )),
     };
     let service = http::service(http::Surface {
@@ -558,9 +558,11 @@ pub async fn run(
             tracing::error!("the queued audit rows were not written within the drain timeout")
         }
     }
-    // Last: the connections and the calls' tasks ran on the lanes, and all have ended.
+    // Last: the connections and the calls' tasks ran on them. What is left there (a download's
+    // audit row, a cancellation's publish: spawned and not tracked) goes as it went with the
+    // process's runtime before lanes.
     if let Some(lanes) = lanes {
-        lanes.stop().await;
+        lanes.stop(drain).await;
     }
     joined?;
     tracing::info!("telepipe stopped");

@@ -437,3 +437,57 @@ async fn a_gateway_stopped_under_load_has_recorded_every_answered_call() {
         "{rows} audit rows for {answered} answered calls"
     );
 }
+
+/// A stop (SIGTERM) lets the request in hand finish and answers it, while the gateway takes
+/// no new connection: a client connecting meanwhile is refused at once (it knows nothing was
+/// sent), not left in the listen backlog until the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_the_request_in_hand_and_refuses_new_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let mut gw = Proc::gateway(&sandbox.url, &[]).await.unwrap();
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    // A call whose body is half sent when the gateway is told to stop.
+    let body = format!("padding={}", "a".repeat(100));
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /bot{}/getMe HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+        sandbox::token_for(7005),
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..50]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pid = gw.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let refused = telepipe_tests::eventually(std::time::Duration::from_secs(10), || async {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        }
+    });
+    refused
+        .await
+        .expect("a new connection is refused while the stop drains");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "still draining the request in hand"
+    );
+    tcp.write_all(&body.as_bytes()[50..]).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tcp.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered, then closed")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""ok":true"#), "{answer}");
+    let status = gw.terminate().await.unwrap();
+    assert!(status.success(), "{status}");
+}
