@@ -8,8 +8,9 @@
 //! 1.5-1.9 ms at p99 on two shared cores, the same proxy on two lanes 0.6-0.7 ms at the same
 //! rate (`bench/README.md`). A work dealt to a lane stays there: the tasks it spawns run on
 //! its thread, and what it registers (sockets, timers) is driven by that thread, also for
-//! others who use it later (a pooled client's connection opened there serves other lanes'
-//! calls through that thread).
+//! others who use it later: a connection reqwest's pool opened there (multipart upstream
+//! calls, URL fetches) serves other lanes' calls through that thread. `telegram::conns`, the
+//! hot path's, keeps a connection for its lane instead.
 //!
 //! [`current`] tells code that pools per-thread resources (upstream connections, whose sockets
 //! belong to the runtime that opened them) which lane it runs on.
@@ -70,20 +71,29 @@ impl Lanes {
             threads: Mutex::new(Vec::new()),
         };
         for i in 1..=n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = rt.handle().clone();
             let (stop, grace) = (lanes.stop.clone(), lanes.grace.clone());
             let id = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The runtime is made and dropped on its thread: a runtime dropped where async code
+            // runs (the caller's) panics.
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(rt.handle().clone()));
                     LANE.with(|l| l.set(id));
                     rt.block_on(stop.cancelled());
-                    // On its own thread: what still runs on it is dropped, and its blocking
-                    // threads (a `spawn_blocking` of its works') are waited for as long as
-                    // `stop` was told.
+                    // What still runs on it is dropped, and its blocking threads (a
+                    // `spawn_blocking` of its works') are waited for as long as `stop` was told.
                     let grace = std::time::Duration::from_millis(grace.load(Ordering::Relaxed));
                     rt.shutdown_timeout(grace);
                 })?;
@@ -92,6 +102,9 @@ impl Lanes {
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(thread);
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("a lane's thread ended as it started"))??;
             lanes.lanes.push(Lane {
                 id,
                 handle,

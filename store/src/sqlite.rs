@@ -217,7 +217,7 @@ const LINGER_QUEUED: std::time::Duration = std::time::Duration::from_millis(20);
 /// go first (`sched_yield`). A batch of a few hundred rows is 3-5 ms of CPU in one run, and on
 /// a box whose cores the gateway shares with its clients and upstream, the calls whose thread
 /// waited behind it for a core were the answers' tail: at 8 connections on two cores (wrk,
-/// nginx upstream, the gateway on lanes) the p99 went from 2.8-4.1 ms to 1.1-2.0 ms
+/// nginx upstream, the gateway on lanes) wrk's p99 went from 2.83-3.07 ms to 1.06-1.46 ms
 /// (`bench/README.md`). The writer loses no share of the CPU by it (it is runnable again at
 /// once), nor any time when no thread waits.
 const WRITER_SLICE: std::time::Duration = std::time::Duration::from_micros(150);

@@ -162,13 +162,15 @@ async fn hook(s: &Surface, req: Request<Body>) -> Response<Body> {
 
 /// Serves `service` on `listener` until `stop`: then takes no more connections, lets each open
 /// one finish the request it is answering (an idle one closes), and returns when all have
-/// ended. With `lanes`, each connection is dealt to a lane ([`lifecycle::lanes`]) and served
+/// ended, or after `wait` (a client that stops sending mid-body must not keep the process:
+/// what is left is dropped with the runtime it runs on). With `lanes`, each connection is dealt to a lane ([`lifecycle::lanes`]) and served
 /// there, with every task its calls spawn; without, on the runtime this runs on.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Service,
     lanes: Option<Arc<lifecycle::lanes::Lanes>>,
     stop: tokio_util::sync::CancellationToken,
+    wait: std::time::Duration,
 ) {
     let open = tokio_util::task::TaskTracker::new();
     loop {
@@ -218,7 +220,12 @@ pub async fn serve(
     // was sent), not left in the backlog until the process exits.
     drop(listener);
     open.close();
-    open.wait().await;
+    if tokio::time::timeout(wait, open.wait()).await.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "connections still open past the drain; closing them"
+        );
+    }
 }
 
 /// One client's connection, HTTP/1.1 or HTTP/2, until it closes or `stop` (then after the

@@ -522,7 +522,9 @@ pub async fn run(
         let done = http_done.clone();
         let lanes = lanes.clone();
         tasks.spawn("http", async move {
-            http::serve(listener, service, lanes, stop).await;
+            // The open requests get the drain, then the calls they wait for get theirs (the
+            // pipeline's, which answers what is left).
+            http::serve(listener, service, lanes, stop, 2 * drain).await;
             done.cancel();
             Ok::<(), std::convert::Infallible>(())
         });

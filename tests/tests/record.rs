@@ -438,6 +438,17 @@ async fn a_gateway_stopped_under_load_has_recorded_every_answered_call() {
     );
 }
 
+/// Waits until the gateway has one call in hand.
+async fn call_in_hand(gw: &Proc) {
+    let in_hand = telepipe_tests::eventually(std::time::Duration::from_secs(30), || async {
+        let text = telepipe_tests::metrics(&gw.url).await;
+        text.lines()
+            .any(|l| l == "telepipe_calls_in_flight 1")
+            .then_some(())
+    });
+    in_hand.await.expect("the call is in flight");
+}
+
 /// A stop (SIGTERM) lets the request in hand finish and answers it, while the gateway takes
 /// no new connection: a client connecting meanwhile is refused at once (it knows nothing was
 /// sent), not left in the listen backlog until the process exits.
@@ -458,7 +469,8 @@ async fn a_stop_answers_the_request_in_hand_and_refuses_new_connections() {
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     tcp.write_all(&body.as_bytes()[..50]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The call is in hand (its head read, its body awaited) before the stop.
+    call_in_hand(&gw).await;
     let pid = gw.pid().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -473,9 +485,12 @@ async fn a_stop_answers_the_request_in_hand_and_refuses_new_connections() {
     refused
         .await
         .expect("a new connection is refused while the stop drains");
+    // Still running (not exited, nor a zombie waiting to be reaped): draining the call.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let state = status.lines().find(|l| l.starts_with("State:")).unwrap();
     assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "still draining the request in hand"
+        !state.contains('Z'),
+        "still draining the request in hand: {state}"
     );
     tcp.write_all(&body.as_bytes()[50..]).await.unwrap();
     let mut answer = String::new();
@@ -490,4 +505,30 @@ async fn a_stop_answers_the_request_in_hand_and_refuses_new_connections() {
     assert!(answer.contains(r#""ok":true"#), "{answer}");
     let status = gw.terminate().await.unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A client that stops sending mid-body does not keep a stopping gateway: its connection is
+/// closed once the drain is spent (twice `--drain-timeout`: the requests', then the calls').
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_does_not_wait_forever_for_a_client_that_stops_sending() {
+    use tokio::io::AsyncWriteExt;
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let mut gw = Proc::gateway(&sandbox.url, &["--drain-timeout", "1"])
+        .await
+        .unwrap();
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /bot{}/getMe HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\na=1",
+        sandbox::token_for(7006),
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    call_in_hand(&gw).await;
+    let started = std::time::Instant::now();
+    // `terminate` gives up after 30 s.
+    let status = gw.terminate().await.expect("the gateway exits");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    drop(tcp);
 }
