@@ -18,20 +18,31 @@
 //!   use 2 s so group joins take about a second).
 //! - `depth` is the consumer lag this process's consumers see, from librdkafka's statistics
 //!   (every 2 s).
+//! - Topics a process both publishes and reads ([`KafkaConfig::local`]: in `telepipe serve`,
+//!   `calls` and the file stages' inputs) are handed over ([`crate::handover`],
+//!   [`crate::Handed`]): a record, once acknowledged, goes to the stage's consumer in the
+//!   same process if that consumer reads its partition. A call then runs one broker
+//!   acknowledgement after it arrived, not after the router's next fetch; its commit still
+//!   waits for the fetch. Consumers of such topics fetch with a long wait
+//!   ([`LOCAL_FETCH_WAIT_MS`]): their fetches bring the echoes of what was handed over and
+//!   the records of other processes.
 
-use crate::{Bus, BusError, Consumer, Depth, Record};
+use crate::handover::Desk;
+use crate::{Bus, BusError, Consumer, Depth, Handed, Record};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// How often librdkafka commits the offsets the roles stored.
@@ -46,10 +57,31 @@ const FETCH_WAIT_MS: u32 = 5;
 /// cost as much broker CPU as the calls (measured in `bench/`).
 const BACKGROUND_FETCH_WAIT_MS: u32 = 100;
 
-fn fetch_wait_ms(topics: &[String]) -> u32 {
+/// The same for consumers of topics published in their own process ([`KafkaConfig::local`]),
+/// whose records mostly come handed over: their fetches bring the echoes, and the records of
+/// publishers in other processes, which then wait up to this long on a broker that holds a
+/// waiting fetch for its whole wait (Tansu; Apache Kafka answers one when records arrive).
+/// At 5 ms, the idle polls of a `serve` process's seven such consumers took Tansu half a core.
+pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
+
+/// Topics whose records can be handed over: the processing stages' inputs, which the
+/// in-process bus pushes to its stages too (`Bus::push_to`). The stages run a bot's calls
+/// concurrently and rely on no order between them that a record handed over ahead of an
+/// earlier one could break (DESIGN invariant 2); stages that keep order (webhook deliveries)
+/// read their records in order only.
+const HANDED_OVER: [&str; 4] = [
+    crate::topics::CALLS,
+    crate::topics::CALLS_FILES,
+    crate::topics::CALLS_MEDIA,
+    crate::topics::CALLS_SEND,
+];
+
+fn fetch_wait_ms(topics: &[String], local: &[String]) -> u32 {
     let background = [crate::topics::UPDATES_RAW, crate::topics::UPDATES];
     if topics.iter().all(|t| background.contains(&t.as_str())) {
         BACKGROUND_FETCH_WAIT_MS
+    } else if topics.iter().all(|t| local.contains(t)) {
+        LOCAL_FETCH_WAIT_MS
     } else {
         FETCH_WAIT_MS
     }
@@ -66,6 +98,11 @@ pub struct KafkaConfig {
     /// `client.id`, for the broker's logs.
     pub client_id: String,
     pub session_timeout_ms: u32,
+    /// Topics this process both publishes and reads (its roles together: `calls` where the
+    /// ingest and the router run, `calls.files` where the router and the files stage do...).
+    /// A stage's input among them is handed over to it; their consumers fetch with
+    /// [`LOCAL_FETCH_WAIT_MS`].
+    pub local: Vec<String>,
 }
 
 impl KafkaConfig {
@@ -82,6 +119,7 @@ impl KafkaConfig {
             replication: 1,
             client_id: "telepipe".into(),
             session_timeout_ms: 10_000,
+            local: Vec::new(),
         })
     }
 }
@@ -93,6 +131,8 @@ pub struct KafkaBus {
     /// Consumer lag by (topic, group), from librdkafka's statistics of this process's
     /// consumers.
     lags: Lags,
+    /// This process's consumers of topics handed over, by topic.
+    desks: Mutex<HashMap<String, Vec<Weak<Desk>>>>,
 }
 
 type Lags = Arc<Mutex<HashMap<(String, String), u64>>>;
@@ -102,6 +142,21 @@ struct LagContext {
     group: String,
     prefix: String,
     lags: Lags,
+    /// The consumer's hand-over desk and its topic's full name, when it reads a topic handed
+    /// over: told of the partitions the consumer gains and loses.
+    desk: Option<(String, Arc<Desk>)>,
+}
+
+impl LagContext {
+    fn partitions(&self, list: &rdkafka::TopicPartitionList) -> Option<(&Desk, Vec<u32>)> {
+        let (topic, desk) = self.desk.as_ref()?;
+        let partitions = list
+            .elements_for_topic(topic)
+            .iter()
+            .map(|e| e.partition().max(0) as u32)
+            .collect();
+        Some((desk, partitions))
+    }
 }
 
 impl ClientContext for LagContext {
@@ -122,7 +177,23 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            if let Some((desk, partitions)) = self.partitions(list) {
+                desk.revoked(partitions);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            if let Some((desk, partitions)) = self.partitions(list) {
+                desk.assigned(partitions);
+            }
+        }
+    }
+}
 
 fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
@@ -168,11 +239,35 @@ impl KafkaBus {
             producer,
             admin,
             lags: Arc::default(),
+            desks: Mutex::default(),
         })
     }
 
     fn full(&self, topic: &str) -> String {
         format!("{}{topic}", self.cfg.prefix)
+    }
+
+    /// Hands a record the broker acknowledged to this process's consumers of its topic that
+    /// read its partition.
+    fn hand_over(&self, topic: &str, partition: i32, offset: i64, key: &str, payload: Vec<u8>) {
+        let mut desks = self.desks.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(list) = desks.get_mut(topic) else {
+            return;
+        };
+        list.retain(|d| d.strong_count() > 0);
+        let payload = Bytes::from(payload);
+        for desk in list.iter().filter_map(Weak::upgrade) {
+            if desk.offer(
+                partition.max(0) as u32,
+                offset.max(0) as u64,
+                key,
+                payload.clone(),
+            ) {
+                crate::metrics::HANDED_OVER
+                    .with_label_values(&[crate::topics::label(topic)])
+                    .inc();
+            }
+        }
     }
 }
 
@@ -184,10 +279,30 @@ impl KafkaBus {
         topics: &[String],
         reset: &str,
     ) -> Result<Box<dyn Consumer>, BusError> {
+        // Only a consumer that reads everything from where its group stands is handed records:
+        // one reading from the end must not get one its fetch would have skipped.
+        let desk = match topics {
+            [topic]
+                if reset == "earliest"
+                    && HANDED_OVER.contains(&topic.as_str())
+                    && self.cfg.local.contains(topic) =>
+            {
+                let desk = Arc::new(Desk::new(topic));
+                self.desks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(topic.clone())
+                    .or_default()
+                    .push(Arc::downgrade(&desk));
+                Some(desk)
+            }
+            _ => None,
+        };
         let context = LagContext {
             group: group.to_owned(),
             prefix: self.cfg.prefix.clone(),
             lags: self.lags.clone(),
+            desk: desk.as_ref().map(|d| (self.full(&topics[0]), d.clone())),
         };
         let consumer: StreamConsumer<LagContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.brokers)
@@ -198,7 +313,10 @@ impl KafkaBus {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", reset)
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", fetch_wait_ms(topics).to_string())
+            .set(
+                "fetch.wait.max.ms",
+                fetch_wait_ms(topics, &self.cfg.local).to_string(),
+            )
             .set("socket.nagle.disable", "true")
             .set(
                 "session.timeout.ms",
@@ -218,6 +336,7 @@ impl KafkaBus {
             consumer,
             prefix: self.cfg.prefix.clone(),
             stored: false,
+            desk,
         }))
     }
 }
@@ -256,11 +375,13 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
         let full = self.full(topic);
         let record = FutureRecord::to(&full).key(key).payload(&payload);
-        self.producer
+        let delivered = self
+            .producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| publish_error(e))
+            .map_err(|(e, _)| publish_error(e))?;
+        self.hand_over(topic, delivered.partition, delivered.offset, key, payload);
+        Ok(())
     }
 
     async fn subscribe(
@@ -296,23 +417,45 @@ struct KafkaConsumer {
     prefix: String,
     /// An offset was stored: `flush` has something to commit.
     stored: bool,
+    /// Where records of its topic published in this process are handed to it.
+    desk: Option<Arc<Desk>>,
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Record, BusError> {
         loop {
-            let m = self.consumer.recv().await.map_err(backend)?;
+            // What was handed over (and the notices of what was read) before the broker.
+            if let Some(r) = self.desk.as_ref().and_then(|d| d.next_ready()) {
+                return Ok(r);
+            }
+            let m = match &self.desk {
+                Some(desk) => tokio::select! {
+                    biased;
+                    _ = desk.ready.notified() => continue,
+                    m = self.consumer.recv() => m,
+                },
+                None => self.consumer.recv().await,
+            }
+            .map_err(backend)?;
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };
+            let (partition, offset) = (m.partition().max(0) as u32, m.offset().max(0) as u64);
+            let payload = m.payload().unwrap_or_default();
+            if let Some(desk) = &self.desk {
+                if !desk.read(partition, offset, payload) {
+                    continue;
+                }
+            }
             return Ok(Record {
                 topic: topic.to_owned(),
-                partition: m.partition().max(0) as u32,
-                offset: m.offset().max(0) as u64,
+                partition,
+                offset,
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                payload: Bytes::copy_from_slice(payload),
                 value: None,
+                handed: Handed::Read,
             });
         }
     }
@@ -544,6 +687,7 @@ impl TopicReader {
                 key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                 payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                 value: None,
+                handed: Handed::Read,
             }));
         }
     }
@@ -551,15 +695,23 @@ impl TopicReader {
 
 #[cfg(test)]
 mod tests {
-    /// Only consumers of the update topics alone wait long; anything on the request path
-    /// waits little.
+    /// Only consumers of the update topics alone, or of topics published in their own
+    /// process, wait long; anything else on the request path waits little.
     #[test]
-    fn background_consumers_wait_longer() {
+    fn background_and_local_consumers_wait_longer() {
         let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(super::fetch_wait_ms(&t(&["updates.raw"])), 100);
-        assert_eq!(super::fetch_wait_ms(&t(&["updates"])), 100);
-        assert_eq!(super::fetch_wait_ms(&t(&["calls"])), 5);
-        assert_eq!(super::fetch_wait_ms(&t(&["responses.a", "updates"])), 5);
+        let none = &[];
+        assert_eq!(super::fetch_wait_ms(&t(&["updates.raw"]), none), 100);
+        assert_eq!(super::fetch_wait_ms(&t(&["updates"]), none), 100);
+        assert_eq!(super::fetch_wait_ms(&t(&["calls"]), none), 5);
+        assert_eq!(
+            super::fetch_wait_ms(&t(&["responses.a", "updates"]), none),
+            5
+        );
+        let local = t(&["calls", "responses.a"]);
+        assert_eq!(super::fetch_wait_ms(&t(&["calls"]), &local), 100);
+        assert_eq!(super::fetch_wait_ms(&t(&["responses.a"]), &local), 100);
+        assert_eq!(super::fetch_wait_ms(&t(&["calls.files"]), &local), 5);
     }
 
     /// A delivery that timed out may have reached the broker: unconfirmed, not failed.

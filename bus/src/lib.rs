@@ -7,13 +7,14 @@
 //!
 //! # Layout
 //! - [`memory`]: the in-process bus.
-//! - [`kafka`]: the Kafka bus (rdkafka).
+//! - [`kafka`]: the Kafka bus (rdkafka); [`handover`]: its records handed over in-process.
 //! - [`testsuite`]: the contract every implementation passes.
 //! - [`offsets`]: acknowledgement tracking for concurrent processing.
 //! - [`reply`]: request–reply correlation by call id.
 //! - [`topics`]: topic names.
 //! - [`metrics`]: the bus's Prometheus metrics.
 
+pub mod handover;
 pub mod kafka;
 pub mod memory;
 pub mod metrics;
@@ -84,6 +85,33 @@ pub struct Record {
     pub payload: Bytes,
     /// The record itself, on a bus that carries values: [`decode_or_skip`] takes it as it is.
     pub value: Option<Value>,
+    /// How it reached its consumer: read from the log, or handed over by a publisher in this
+    /// process (the Kafka bus: see [`Handed`]).
+    pub handed: Handed,
+}
+
+/// How a record reached its consumer. The Kafka bus hands a record of a topic on the request
+/// path (`calls`) to a consumer of it in the publisher's own process as soon as the broker
+/// has acknowledged it, if that consumer reads the record's partition: it is in the log of
+/// record then (invariant 1), and its work need not wait for the consumer's fetch to reach it
+/// (Tansu answers a waiting fetch only when its wait ends: milliseconds a call). The fetch
+/// still reaches it later, in its place; only then may its offset be committed, so a crash
+/// redelivers rather than skips (`stage::run` keeps the two apart).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Handed {
+    /// Read from the log in partition order, as usual.
+    #[default]
+    Read,
+    /// Handed over by its publisher ahead of the fetch: do its work, but do not count it as
+    /// read (its commit waits for its `Echo`).
+    Early,
+    /// The fetch reached a record handed over `Early` (same partition and offset; no payload):
+    /// read now, its work already started.
+    Echo,
+    /// A record handed over `Early` that this consumer's fetch will not reach (its partition
+    /// went to another member of the group, or the fetch moved past it): not this consumer's
+    /// to commit, whatever its work did. No payload.
+    Lost,
 }
 
 impl std::fmt::Debug for Record {
@@ -95,6 +123,7 @@ impl std::fmt::Debug for Record {
             .field("key", &self.key)
             .field("payload_len", &self.payload.len())
             .field("value", &self.value.is_some())
+            .field("handed", &self.handed)
             .finish()
     }
 }

@@ -121,6 +121,7 @@ impl MemoryBus {
             key: key.to_owned(),
             payload,
             value,
+            handed: crate::Handed::Read,
         };
         (push.take)(record);
     }
@@ -279,6 +280,7 @@ impl Bus for MemoryBus {
                     key: e.key.to_string(),
                     payload: e.payload.clone(),
                     value: e.value.clone(),
+                    handed: crate::Handed::Read,
                 })
                 .collect();
             if !others {
@@ -395,6 +397,7 @@ impl Subscription {
                     key: e.key.to_string(),
                     payload: e.payload.clone(),
                     value: e.value.clone(),
+                    handed: crate::Handed::Read,
                 };
                 drop(log);
                 self.positions[idx].1 = pos + 1;
@@ -662,6 +665,7 @@ mod tests {
             key: "7".into(),
             payload: Bytes::new(),
             value: Some(value),
+            handed: crate::Handed::Read,
         };
         let held = record(std::sync::Arc::new(env.clone()));
         let copy = held.clone();

@@ -21,6 +21,16 @@ pub static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static HANDED_OVER: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_bus_handed_over_total",
+        "Records handed by their publisher to a consumer in the same process once the broker \
+         acknowledged them, ahead of the consumer's fetch (the Kafka bus), by topic.",
+        &["topic"]
+    )
+    .expect("metric registers once")
+});
+
 pub static STAGE_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_stage_panics_total",

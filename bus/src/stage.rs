@@ -13,11 +13,15 @@
 //! committed, not waited for. On shutdown the stage takes nothing new, waits up to `drain` for
 //! what is running (committing as it finishes), then makes the commits durable.
 //!
+//! A record handed over ahead of the consumer's fetch ([`Handed::Early`], the Kafka bus) is
+//! worked on at once but counted as read only when its [`Handed::Echo`] comes (the fetch
+//! reached it): a partition's commit never passes a record the fetch has not reached.
+//!
 //! [`run_pushed`] is the same stage on a bus that hands records over as they are published
 //! (the in-process bus): no consumer, no commits, the same handler.
 
 use crate::offsets::OffsetTracker;
-use crate::{Bus, BusError, Consumer, Push, Record};
+use crate::{Bus, BusError, Consumer, Handed, Push, Record};
 use futures_util::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -103,8 +107,140 @@ impl Slot {
     }
 }
 
-/// Where each batch's records are: `(topic, partition, offset)`.
-type Keys = Vec<(String, u32, u64)>;
+/// Where a record is: `(topic, partition, offset)`.
+type Key = (String, u32, u64);
+
+/// A batch's records, and whether each was handed over early.
+type Keys = Vec<(Key, bool)>;
+
+/// What a stage knows of its records: the tracker of those read (in partition order, which
+/// commits follow) and those handed over early, until the fetch reaches them.
+#[derive(Default)]
+struct Books {
+    tracker: OffsetTracker,
+    early: std::collections::HashMap<Key, Early>,
+    /// Early records whose work runs and that are not in the tracker (`Running`, `Lost`).
+    early_running: usize,
+    /// Records in the tracker that will never finish (abandoned batches): not waited for.
+    abandoned: usize,
+}
+
+/// Where a record handed over early stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Early {
+    /// Its work runs; the fetch has not reached it.
+    Running,
+    /// Its work runs; the fetch reached it (it is in the tracker).
+    Read,
+    /// Its work is done; the fetch has not reached it.
+    Done,
+    /// Its batch was abandoned; the fetch has not reached it.
+    Abandoned,
+    /// Its work runs; the fetch will not reach it (not this consumer's to commit).
+    Lost,
+}
+
+impl Books {
+    /// A record from the consumer: whether it is work for the handler (not a notice).
+    async fn take(&mut self, r: &Record, consumer: &mut dyn Consumer) -> Result<bool, BusError> {
+        let key = (r.topic.clone(), r.partition, r.offset);
+        match r.handed {
+            Handed::Read => {
+                self.tracker.start(&key.0, key.1, key.2);
+                Ok(true)
+            }
+            Handed::Early => {
+                if self.early.insert(key, Early::Running) != Some(Early::Running) {
+                    self.early_running += 1;
+                }
+                Ok(true)
+            }
+            Handed::Echo => {
+                self.tracker.start(&key.0, key.1, key.2);
+                match self.early.remove(&key) {
+                    Some(Early::Running | Early::Lost) => {
+                        self.early_running -= 1;
+                        self.early.insert(key, Early::Read);
+                    }
+                    Some(Early::Abandoned) => self.abandoned += 1,
+                    // Done already (or never seen, which a consumer does not do): read and
+                    // finished at once.
+                    Some(Early::Done | Early::Read) | None => {
+                        self.finish(vec![(key, false)], consumer).await?
+                    }
+                }
+                Ok(false)
+            }
+            Handed::Lost => {
+                // Its work, if it still runs, is waited for as any other's; nothing commits it.
+                if self.early.remove(&key) == Some(Early::Running) {
+                    self.early.insert(key, Early::Lost);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// A batch's work is done: its records read are finished, and committed as far as that
+    /// lets the commit point move.
+    async fn finish(&mut self, keys: Keys, consumer: &mut dyn Consumer) -> Result<(), BusError> {
+        for (key, early) in keys {
+            if early {
+                match self.early.get(&key).copied() {
+                    Some(Early::Running) => {
+                        self.early.insert(key, Early::Done);
+                        self.early_running -= 1;
+                        continue;
+                    }
+                    Some(Early::Read) => {
+                        self.early.remove(&key);
+                    }
+                    Some(Early::Lost) => {
+                        self.early.remove(&key);
+                        self.early_running -= 1;
+                        continue;
+                    }
+                    _ => continue,
+                }
+            }
+            let (topic, partition, offset) = key;
+            if let Some(o) = self.tracker.finish(&topic, partition, offset) {
+                consumer.commit(&topic, partition, o).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A batch abandoned: its records read stay in flight for good, uncommitted.
+    fn abandon(&mut self, keys: Keys) {
+        for (key, early) in keys {
+            if !early {
+                self.abandoned += 1;
+                continue;
+            }
+            match self.early.get(&key).copied() {
+                Some(Early::Running) => {
+                    self.early.insert(key, Early::Abandoned);
+                    self.early_running -= 1;
+                }
+                Some(Early::Read) => {
+                    self.early.remove(&key);
+                    self.abandoned += 1;
+                }
+                Some(Early::Lost) => {
+                    self.early.remove(&key);
+                    self.early_running -= 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records whose work runs and is waited for.
+    fn running(&self) -> usize {
+        (self.tracker.in_flight() + self.early_running).saturating_sub(self.abandoned)
+    }
+}
 
 /// How a batch ended.
 enum End<E> {
@@ -130,9 +266,7 @@ where
     let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let freed = Arc::new(Notify::new());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Keys, End<E>)>();
-    let mut tracker = OffsetTracker::default();
-    // Records of abandoned batches: in flight for good, and not waited for.
-    let mut abandoned = 0;
+    let mut books = Books::default();
     let stage = opts.name;
 
     let failed = loop {
@@ -140,27 +274,37 @@ where
             biased;
             _ = shutdown.cancelled() => break None,
             Some((keys, end)) = done_rx.recv() => match end {
-                End::Done => finish(&mut tracker, consumer.as_mut(), keys).await?,
-                End::Abandoned => abandoned += keys.len(),
+                End::Done => books.finish(keys, consumer.as_mut()).await?,
+                End::Abandoned => books.abandon(keys),
                 End::Failed(e) => break Some(e),
             },
             // A slot given back early: look at the bus again.
             _ = freed.notified() => {}
             first = consumer.next(), if slots.available_permits() > 0 => {
-                let mut batch = vec![first?];
+                let first = first?;
+                let mut batch = Vec::new();
+                if books.take(&first, consumer.as_mut()).await? {
+                    batch.push(first);
+                }
                 while batch.len() < opts.batch.max(1) {
                     match consumer.next().now_or_never() {
-                        Some(r) => batch.push(r?),
+                        Some(r) => {
+                            let r = r?;
+                            if books.take(&r, consumer.as_mut()).await? {
+                                batch.push(r);
+                            }
+                        }
                         None => break,
                     }
                 }
+                if batch.is_empty() {
+                    // Notices only.
+                    continue;
+                }
                 let keys: Keys = batch
                     .iter()
-                    .map(|r| (r.topic.clone(), r.partition, r.offset))
+                    .map(|r| ((r.topic.clone(), r.partition, r.offset), r.handed == Handed::Early))
                     .collect();
-                for (t, p, o) in &keys {
-                    tracker.start(t, *p, *o);
-                }
                 let permit = slots.clone().try_acquire_owned().expect("a slot is free");
                 let slot = Slot::new(permit, Some(freed.clone()));
                 // Boxed: a handler's future is kilobytes (the largest of its routes), and a
@@ -201,17 +345,19 @@ where
 
     // Drain: nothing new; what runs finishes (up to `drain`), committed as it does.
     drop(done_tx);
+    // Records handed over whose work is done but whose fetch has not come are not waited for:
+    // uncommitted, they are read again after a restart and answered from the store.
     let deadline = tokio::time::Instant::now() + opts.drain;
-    while tracker.in_flight() > abandoned {
+    while books.running() > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((keys, End::Done))) => finish(&mut tracker, consumer.as_mut(), keys).await?,
-            Ok(Some((keys, End::Abandoned))) => abandoned += keys.len(),
+            Ok(Some((keys, End::Done))) => books.finish(keys, consumer.as_mut()).await?,
+            Ok(Some((keys, End::Abandoned))) => books.abandon(keys),
             Ok(Some((_, End::Failed(e)))) => return Err(e),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
                     stage,
-                    in_flight = tracker.in_flight(),
+                    in_flight = books.running(),
                     "drain timed out; unfinished records will be redelivered"
                 );
                 break;
@@ -366,19 +512,6 @@ impl Drop for Pending {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-async fn finish(
-    tracker: &mut OffsetTracker,
-    consumer: &mut dyn Consumer,
-    keys: Keys,
-) -> Result<(), BusError> {
-    for (topic, partition, offset) in keys {
-        if let Some(o) = tracker.finish(&topic, partition, offset) {
-            consumer.commit(&topic, partition, o).await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -736,5 +869,155 @@ mod tests {
         stage.await.unwrap().unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![0, 3, 2]);
         assert!(depth(&bus).is_empty(), "stopped: no longer pushed");
+    }
+
+    /// Offsets, as a test's stage or consumer notes them.
+    type Offsets = Arc<Mutex<Vec<u64>>>;
+
+    /// A consumer that gives what the test sends it, and keeps what it is told to commit.
+    struct Script {
+        rx: mpsc::UnboundedReceiver<Record>,
+        commits: Offsets,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Script {
+        async fn next(&mut self) -> Result<Record, BusError> {
+            self.rx.recv().await.ok_or(BusError::Closed)
+        }
+
+        async fn commit(&mut self, _: &str, _: u32, offset: u64) -> Result<(), BusError> {
+            self.commits.lock().unwrap().push(offset);
+            Ok(())
+        }
+    }
+
+    fn script() -> (mpsc::UnboundedSender<Record>, Box<dyn Consumer>, Offsets) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let consumer = Script {
+            rx,
+            commits: commits.clone(),
+        };
+        (tx, Box::new(consumer), commits)
+    }
+
+    fn handed(offset: u64, handed: Handed) -> Record {
+        Record {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset,
+            key: "k".into(),
+            payload: bytes::Bytes::from(vec![offset as u8]),
+            value: None,
+            handed,
+        }
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    /// A stage whose handler notes each record and finishes it when the test says so.
+    fn held_stage(
+        consumer: Box<dyn Consumer>,
+        stop: &CancellationToken,
+    ) -> (
+        Offsets,
+        Arc<Semaphore>,
+        tokio::task::JoinHandle<Result<(), BusError>>,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let go = Arc::new(Semaphore::new(0));
+        let (s, g) = (seen.clone(), go.clone());
+        let stage = tokio::spawn(run::<BusError, _, _>(
+            consumer,
+            opts(8, 1),
+            stop.clone(),
+            move |records, _| {
+                let (s, g) = (s.clone(), g.clone());
+                async move {
+                    s.lock().unwrap().push(records[0].offset);
+                    g.acquire().await.unwrap().forget();
+                    Ok(())
+                }
+            },
+        ));
+        (seen, go, stage)
+    }
+
+    /// A record handed over early is worked on at once, but its offset is committed only once
+    /// the fetch reached it (and every record before it): a crash in between reads it again.
+    /// Its echo is not worked on.
+    #[tokio::test]
+    async fn a_record_handed_over_early_is_committed_only_once_read() {
+        let (tx, consumer, commits) = script();
+        let stop = CancellationToken::new();
+        let (seen, go, stage) = held_stage(consumer, &stop);
+        tx.send(handed(5, Handed::Early)).unwrap();
+        until("the early record runs", || seen.lock().unwrap().len() == 1).await;
+        go.add_permits(1);
+        tx.send(handed(4, Handed::Read)).unwrap();
+        until("the read record runs", || seen.lock().unwrap().len() == 2).await;
+        go.add_permits(1);
+        until("4 committed", || *commits.lock().unwrap() == [4]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(*commits.lock().unwrap(), [4], "5 is done but not read");
+        tx.send(handed(5, Handed::Echo)).unwrap();
+        until("5 committed", || *commits.lock().unwrap() == [4, 5]).await;
+        stop.cancel();
+        stage.await.unwrap().unwrap();
+        assert_eq!(*seen.lock().unwrap(), [5, 4], "the echo is not worked on");
+    }
+
+    /// The fetch reaching a handed-over record whose work still runs: committed when it ends,
+    /// and the drain waits for it.
+    #[tokio::test]
+    async fn a_record_read_while_its_work_runs_is_committed_when_it_ends() {
+        let (tx, consumer, commits) = script();
+        let stop = CancellationToken::new();
+        let (seen, go, stage) = held_stage(consumer, &stop);
+        tx.send(handed(0, Handed::Early)).unwrap();
+        until("the early record runs", || seen.lock().unwrap().len() == 1).await;
+        tx.send(handed(0, Handed::Echo)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(commits.lock().unwrap().is_empty(), "still running");
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!stage.is_finished(), "the drain waits for it");
+        go.add_permits(1);
+        stage.await.unwrap().unwrap();
+        assert_eq!(*commits.lock().unwrap(), [0]);
+    }
+
+    /// A handed-over record the fetch will not reach (its partition went elsewhere) is never
+    /// committed here, and its work, still running, is waited for by the drain.
+    #[tokio::test]
+    async fn a_lost_record_is_not_committed_but_its_work_is_waited_for() {
+        let (tx, consumer, commits) = script();
+        let stop = CancellationToken::new();
+        let (seen, go, stage) = held_stage(consumer, &stop);
+        tx.send(handed(3, Handed::Early)).unwrap();
+        tx.send(handed(7, Handed::Early)).unwrap();
+        until("both run", || seen.lock().unwrap().len() == 2).await;
+        go.add_permits(1);
+        tx.send(handed(3, Handed::Lost)).unwrap();
+        tx.send(handed(7, Handed::Lost)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !stage.is_finished(),
+            "the drain waits for the one still running"
+        );
+        go.add_permits(1);
+        stage.await.unwrap().unwrap();
+        assert!(commits.lock().unwrap().is_empty());
     }
 }

@@ -29,15 +29,10 @@ async fn passes_the_bus_suite_on_a_broker() {
 /// the read ends although publishing goes on; no group's offsets moved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_is_read_to_its_end_as_it_stood() {
-    let Ok(brokers) = std::env::var("TELEPIPE_TEST_KAFKA") else {
-        eprintln!("TELEPIPE_TEST_KAFKA not set: the topic reader test did not run");
+    use bus::Bus;
+    let Some(bus) = bus_on_broker("the topic reader test", "read", &[]) else {
         return;
     };
-    use bus::Bus;
-    let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}")).unwrap();
-    cfg.prefix = format!("read{:08x}.", rand_u32());
-    cfg.partitions = 3;
-    let bus = Arc::new(KafkaBus::new(cfg).unwrap());
     bus.ensure_topics(&["calls".into()]).await.unwrap();
     for i in 0..30 {
         bus.publish(
@@ -115,32 +110,12 @@ async fn a_topic_is_read_to_its_end_as_it_stood() {
 /// were read when the reader stopped there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_takes_the_whole_last_batch() {
-    let Ok(brokers) = std::env::var("TELEPIPE_TEST_KAFKA") else {
-        eprintln!("TELEPIPE_TEST_KAFKA not set: the last-batch test did not run");
+    use bus::Bus;
+    let Some(bus) = bus_on_broker("the last-batch test", "batch", &[]) else {
         return;
     };
-    use bus::Bus;
-    let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}")).unwrap();
-    cfg.prefix = format!("batch{:08x}.", rand_u32());
-    cfg.partitions = 3;
-    let bus = Arc::new(KafkaBus::new(cfg).unwrap());
     bus.ensure_topics(&["calls".into()]).await.unwrap();
-    let senders: Vec<_> = (0..8)
-        .map(|t| {
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                for i in 0..126 {
-                    let key = format!("k{}", (t * 7 + i) % 5);
-                    bus.publish("calls", &key, format!("r{t}-{i}").into_bytes())
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        s.await.unwrap();
-    }
+    publish_at_once(&bus, 126).await;
     for since in [None, Some(schemas::now_ms() - 3_600_000)] {
         let mut reader = bus.read_to_end("calls", since).await.unwrap();
         let mut n = 0;
@@ -154,6 +129,143 @@ async fn a_read_takes_the_whole_last_batch() {
         }
         assert_eq!(n, 8 * 126, "since {since:?}");
     }
+}
+
+/// Records of `calls` published in this process go to the router's consumer here as soon as
+/// the broker acknowledged them (ahead of its fetch): each record is worked on once, whichever
+/// way it came; every record handed over is then read in its place (its echo); and the stage
+/// commits everything it did, so the group's next member finds nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_handed_over_worked_on_once_and_committed() {
+    use bus::{Bus, Handed};
+    use std::time::Duration;
+    let Some(bus) = bus_on_broker("the hand-over test", "hand", &["calls"]) else {
+        return;
+    };
+    let calls = vec!["calls".to_owned()];
+    bus.ensure_topics(&calls).await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, Handed)>::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = bus.subscribe("router", &calls).await.unwrap();
+    let stage = tokio::spawn({
+        let (seen, stop) = (seen.clone(), stop.clone());
+        let opts = bus::stage::Options {
+            name: "handed",
+            concurrency: 16,
+            batch: 4,
+            drain: Duration::from_secs(10),
+        };
+        bus::stage::run::<bus::BusError, _, _>(consumer, opts, stop, move |records, _| {
+            let seen = seen.clone();
+            async move {
+                for r in records {
+                    let payload = String::from_utf8_lossy(&r.payload).into_owned();
+                    seen.lock().unwrap().push((payload, r.handed));
+                }
+                Ok(())
+            }
+        })
+    });
+    let count = |seen: &std::sync::Mutex<Vec<(String, Handed)>>| seen.lock().unwrap().len();
+    // Once the first record is in, the consumer holds every partition.
+    bus.publish("calls", "k0", b"first".to_vec()).await.unwrap();
+    let joined = std::time::Instant::now();
+    while count(&seen) < 1 {
+        assert!(joined.elapsed() < Duration::from_secs(30), "never joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Concurrent publishers: records acknowledged in batches, each at its own offset.
+    publish_at_once(&bus, 50).await;
+    let all = 1 + 8 * 50;
+    let waited = std::time::Instant::now();
+    while count(&seen) < all {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "{} of {all}",
+            count(&seen)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Every echo's fetch too (each record's last move), then the drain commits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    stage.await.unwrap().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let mut payloads: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(
+        payloads.len(),
+        all,
+        "each record worked on once: {} times in all",
+        seen.len()
+    );
+    assert_eq!(seen.len(), all);
+    let early = seen.iter().filter(|(_, h)| *h == Handed::Early).count();
+    eprintln!("handed over: {early} of {all}");
+    assert!(early > all / 2, "only {early} of {all} handed over");
+    assert!(
+        seen.iter()
+            .all(|(_, h)| matches!(h, Handed::Early | Handed::Read)),
+        "the handler gets no notices"
+    );
+
+    // The group's next member: nothing before the marker, which it reads in its place.
+    let mut next = bus.subscribe("router", &calls).await.unwrap();
+    bus.publish("calls", "k0", b"marker".to_vec())
+        .await
+        .unwrap();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(30), next.next())
+            .await
+            .expect("the marker comes")
+            .unwrap();
+        let payload = String::from_utf8_lossy(&r.payload).into_owned();
+        match r.handed {
+            Handed::Early | Handed::Lost => continue,
+            Handed::Echo => break,
+            Handed::Read if payload == "marker" => break,
+            Handed::Read => panic!("{payload} was left uncommitted"),
+        }
+    }
+}
+
+/// Eight publishers at once, `each` records apiece to `calls` (keys spread over five bots):
+/// records the broker acknowledges in shared batches.
+async fn publish_at_once(bus: &Arc<KafkaBus>, each: usize) {
+    use bus::Bus;
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let key = format!("k{}", (t * 7 + i) % 5);
+                    bus.publish("calls", &key, format!("r{t}-{i}").into_bytes())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+}
+
+/// A Kafka bus on the test broker in a namespace of its own (`what` says which test did not
+/// run when there is none), with 3 partitions a topic and quick group joins.
+fn bus_on_broker(what: &str, prefix: &str, local: &[&str]) -> Option<Arc<KafkaBus>> {
+    let Ok(brokers) = std::env::var("TELEPIPE_TEST_KAFKA") else {
+        eprintln!("TELEPIPE_TEST_KAFKA not set: {what} did not run");
+        return None;
+    };
+    let mut cfg = KafkaConfig::from_url(&format!("kafka://{brokers}")).unwrap();
+    // One namespace per run: topics and groups of earlier runs never interfere.
+    cfg.prefix = format!("{prefix}{:08x}.", rand_u32());
+    cfg.partitions = 3;
+    cfg.session_timeout_ms = 2000;
+    cfg.local = local.iter().map(|t| t.to_string()).collect();
+    Some(Arc::new(KafkaBus::new(cfg).unwrap()))
 }
 
 fn rand_u32() -> u32 {

@@ -106,7 +106,7 @@ pub fn open_blobs(args: &DataArgs) -> anyhow::Result<Arc<dyn Blobs>> {
     }
 }
 
-pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
+pub fn open_bus(args: &ServeArgs, roles: Roles) -> anyhow::Result<Arc<dyn Bus>> {
     let url = match &args.bus {
         BusUrl::Memory => return Ok(Arc::new(MemoryBus::new(args.partitions))),
         BusUrl::Kafka(url) => url,
@@ -117,6 +117,7 @@ pub fn open_bus(args: &ServeArgs) -> anyhow::Result<Arc<dyn Bus>> {
     cfg.replication = args.kafka_replication;
     cfg.session_timeout_ms = args.kafka_session_timeout_ms;
     cfg.client_id = format!("telepipe-{}", args.instance);
+    cfg.local = roles.local_topics(&args.instance);
     Ok(Arc::new(KafkaBus::new(cfg).context("connecting to Kafka")?))
 }
 
@@ -146,6 +147,26 @@ impl Roles {
     }
     fn downloads(self) -> bool {
         matches!(self, Roles::All | Roles::Ingest | Roles::Egress)
+    }
+
+    /// The topics these roles both publish and read, on Kafka handed over within the process
+    /// (`bus::kafka::KafkaConfig::local`): a stage's input where the stage before it runs too
+    /// (the ingest before the router), and the reply topic where the ingest and the router run
+    /// together (their answers are handed to the waiting calls directly).
+    pub fn local_topics(self, instance: &str) -> Vec<String> {
+        use bus::topics;
+        let s = self.stages();
+        let ingest = self.ingest();
+        [
+            (ingest && s.router, topics::CALLS.to_owned()),
+            (s.router && s.files, topics::CALLS_FILES.to_owned()),
+            (s.files && s.media, topics::CALLS_MEDIA.to_owned()),
+            (s.media && s.send, topics::CALLS_SEND.to_owned()),
+            (ingest && s.router, topics::responses(instance)),
+        ]
+        .into_iter()
+        .filter_map(|(here, topic)| here.then_some(topic))
+        .collect()
     }
 }
 
@@ -245,7 +266,7 @@ pub async fn run(
     )?);
     let store = open_store(&args.data).await?;
     let blobs = open_blobs(&args.data)?;
-    let bus = open_bus(&args)?;
+    let bus = open_bus(&args, roles)?;
     let upstream = BotApi::new(&args.upstream, Duration::from_secs(args.connect_timeout))
         .context("building the upstream client")?;
     let drain = Duration::from_secs(args.drain_timeout);
@@ -757,10 +778,41 @@ pub async fn sandbox(
 
 #[cfg(test)]
 mod tests {
-    use super::Stages;
+    use super::{Roles, Stages};
 
     fn parse(names: &[&str]) -> anyhow::Result<Stages> {
         Stages::parse(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    /// Handed over within a process: what one of its roles publishes and another reads, and
+    /// nothing whose publisher runs elsewhere.
+    #[test]
+    fn local_topics_are_those_published_and_read_here() {
+        let all = Roles::All.local_topics("a");
+        assert_eq!(
+            all,
+            [
+                "calls",
+                "calls.files",
+                "calls.media",
+                "calls.send",
+                "responses.a"
+            ]
+        );
+        assert!(Roles::Ingest.local_topics("a").is_empty());
+        assert!(Roles::Egress.local_topics("a").is_empty());
+        let files_on = parse(&["files", "media", "send"]).unwrap();
+        assert_eq!(
+            Roles::Processor(files_on).local_topics("a"),
+            ["calls.media", "calls.send"]
+        );
+        assert!(Roles::Processor(parse(&["router"]).unwrap())
+            .local_topics("a")
+            .is_empty());
+        assert_eq!(
+            Roles::Processor(Stages::ALL).local_topics("a"),
+            ["calls.files", "calls.media", "calls.send"]
+        );
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! `telepipe serve` on Kafka: the ingest and the router in one process, so each call is handed
+//! to the router once the broker acknowledged it, ahead of the router's fetch. Runs in the
+//! suite's first pass, when `TELEPIPE_TEST_KAFKA` names a broker (`.ci/run` starts one); the
+//! split pass runs every role apart, where nothing is handed over.
+
+use std::time::Duration;
+use telepipe_tests::{client, token, Control, Proc};
+
+fn counter(metrics: &str, name_and_labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Calls published and handed over are answered once each, and committed: the next gateway
+/// on the same topics and groups (the same deployment restarted) reads none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_handed_over_answered_once_and_committed() {
+    let Ok(broker) = std::env::var("TELEPIPE_TEST_KAFKA") else {
+        eprintln!("TELEPIPE_TEST_KAFKA not set: serve on Kafka was not tested");
+        return;
+    };
+    if std::env::var_os("TELEPIPE_TEST_BUS").is_some() {
+        eprintln!("the suite's own bus is set: this test runs in the first pass");
+        return;
+    }
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let control = Control::new(&sandbox);
+    let ns = format!("hs{:08x}", rand::random::<u32>());
+    let (bus, prefix) = (format!("kafka://{broker}"), format!("{ns}."));
+    let args = [
+        "--bus",
+        &bus,
+        "--kafka-prefix",
+        &prefix,
+        "--instance",
+        &ns,
+        "--partitions",
+        "3",
+        "--kafka-session-timeout-ms",
+        "2000",
+    ];
+    let bot = 811;
+    let send = |gw: String, i: usize| async move {
+        let url = format!("{gw}/bot{}/sendMessage", token(bot));
+        let r = client()
+            .post(url)
+            .json(&serde_json::json!({"chat_id": 5, "text": format!("m{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["result"]["text"], format!("m{i}"), "{v}");
+    };
+
+    let gw = Proc::gateway(&sandbox.url, &args).await.unwrap();
+    // The router's group joined: a first call answered. Then calls at once: some are read by
+    // the router's fetch before their acknowledgement reaches the ingest (its fetches find
+    // records waiting), the others handed over.
+    send(gw.url.clone(), 0).await;
+    let calls: Vec<_> = (1..=30)
+        .map(|i| tokio::spawn(send(gw.url.clone(), i)))
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    // Then one after another, each acknowledged while the router's fetch waits: handed over,
+    // and the last records of the topic, so only their echoes can commit them.
+    let before = counter(
+        &telepipe_tests::metrics(&gw.url).await,
+        "telepipe_bus_handed_over_total{topic=\"calls\"}",
+    );
+    for i in 31..=40 {
+        send(gw.url.clone(), i).await;
+    }
+    let metrics = telepipe_tests::metrics(&gw.url).await;
+    let handed = counter(&metrics, "telepipe_bus_handed_over_total{topic=\"calls\"}") - before;
+    assert!(handed >= 5, "{handed} of 10 calls handed over:\n{metrics}");
+    // Every echo read and committed before the stop's flush.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(gw.stop().await.unwrap().success());
+
+    let again = Proc::gateway(&sandbox.url, &args).await.unwrap();
+    send(again.url.clone(), 41).await;
+    // Long enough for the router's fetch to have gone over anything left uncommitted.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = telepipe_tests::metrics(&again.url).await;
+    // The router took its own call only (a call taken is timed in the queue stage).
+    let taken = counter(&metrics, "telepipe_stage_seconds_count{stage=\"queue\"}");
+    assert_eq!(taken, 1, "calls read again after the restart:\n{metrics}");
+    let sent = control.calls(bot, Some("sendMessage")).await.unwrap();
+    assert_eq!(sent.len(), 42, "each call sent upstream once");
+    again.stop().await.unwrap();
+}
