@@ -25,9 +25,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
-/// Most records handed over and not yet taken by the consumer (a stage with no free slot does
-/// not take any): beyond it, records wait for the fetch as they would without a hand-over.
-pub const QUEUE_LIMIT: usize = 256;
+/// Most records handed over and not yet read by the consumer's fetch (queued, or given and
+/// waiting for their echo): beyond it, records wait for the fetch as they would without a
+/// hand-over. The bound keeps a stage that cannot keep up reading its broker: while records
+/// are queued the consumer gives them first, so with no bound an overloaded stage would be
+/// handed a record for every one it finished and never read an echo (nothing committed, the
+/// books growing, librdkafka's poll interval missed).
+pub const LIMIT: usize = 256;
 
 /// One consumer's hand-over desk, for one topic.
 pub struct Desk {
@@ -48,6 +52,12 @@ struct State {
     /// The broker was seen storing a record at another offset than it acknowledged: nothing
     /// is handed over any more.
     off: bool,
+}
+
+impl State {
+    fn outstanding(&self) -> usize {
+        self.partitions.values().map(|p| p.handed.len()).sum()
+    }
 }
 
 #[derive(Default)]
@@ -74,7 +84,7 @@ impl Desk {
     /// A record the broker acknowledged at `partition`/`offset`: whether it was handed over.
     pub fn offer(&self, partition: u32, offset: u64, key: &str, payload: Bytes) -> bool {
         let mut s = self.lock();
-        if s.off || !s.assigned.contains(&partition) || s.queue.len() >= QUEUE_LIMIT {
+        if s.off || !s.assigned.contains(&partition) || s.outstanding() >= LIMIT {
             return false;
         }
         let p = s.partitions.entry(partition).or_default();
@@ -157,6 +167,12 @@ impl Desk {
                 }
             }
         }
+        // The consumer may be waiting on its broker: its notices are ready now.
+        let told = !s.notices.is_empty();
+        drop(s);
+        if told {
+            self.ready.notify_one();
+        }
     }
 
     /// A handed-over record the consumer will not read: dropped if it was not given yet, else
@@ -187,13 +203,9 @@ impl Desk {
         }
     }
 
-    /// Records handed over and not read yet, queued or given (for tests and bounds).
+    /// Records handed over and not read yet, queued or given.
     pub fn outstanding(&self) -> usize {
-        self.lock()
-            .partitions
-            .values()
-            .map(|p| p.handed.len())
-            .sum()
+        self.lock().outstanding()
     }
 }
 
@@ -236,23 +248,30 @@ mod tests {
     }
 
     /// Nothing is handed over for a partition the consumer does not read, one its fetch has
-    /// passed, or beyond the queue's room.
+    /// passed, or beyond the bound of what waits for the fetch, taken by the consumer or not:
+    /// only echoes make room.
     #[test]
     fn only_what_the_fetch_has_not_reached_is_handed_over() {
         let d = desk();
         assert!(!d.offer(2, 0, "k", Bytes::new()), "not assigned");
         d.read(0, 9, b"");
         assert!(!d.offer(0, 9, "k", Bytes::new()), "already read");
-        for o in 0..QUEUE_LIMIT as u64 {
+        for o in 0..LIMIT as u64 {
             assert!(d.offer(1, o, "k", Bytes::new()));
         }
-        assert!(!d.offer(1, 1000, "k", Bytes::new()), "the queue is full");
-        assert_eq!(drain(&d).len(), QUEUE_LIMIT);
-        assert!(d.offer(1, 1000, "k", Bytes::new()));
+        assert!(!d.offer(1, 1000, "k", Bytes::new()), "at the bound");
+        assert_eq!(drain(&d).len(), LIMIT);
+        assert!(
+            !d.offer(1, 1000, "k", Bytes::new()),
+            "taken, not yet read: still at the bound"
+        );
+        assert!(!d.read(1, 0, b""));
+        assert!(d.offer(1, 1000, "k", Bytes::new()), "an echo made room");
     }
 
-    /// A lost partition drops what the consumer was not given yet and loses the rest; a fetch
-    /// that moved past a handed-over record loses it.
+    /// A lost partition drops what the consumer was not given yet and loses the rest (and
+    /// wakes the consumer for it); a fetch that moved past a handed-over record loses it; a
+    /// partition given back starts afresh.
     #[test]
     fn what_will_not_be_read_is_dropped_or_lost() {
         let d = desk();
@@ -261,8 +280,18 @@ mod tests {
         assert_eq!(drain(&d).len(), 2);
         d.offer(0, 3, "k", Bytes::new());
         d.revoked([0]);
+        let woken = d.ready.notified();
+        futures_util::pin_mut!(woken);
+        use futures_util::FutureExt;
+        assert!(woken.now_or_never().is_some(), "the consumer is woken");
         assert_eq!(drain(&d), [(Handed::Lost, 0, 1), (Handed::Lost, 0, 2)]);
         assert!(!d.offer(0, 4, "k", Bytes::new()), "no longer ours");
+        d.assigned([0]);
+        assert!(d.read(0, 1, b""), "read again from the group's commit");
+        assert!(d.offer(0, 4, "k", Bytes::new()));
+        drain(&d);
+        d.revoked([0]);
+        assert_eq!(drain(&d), [(Handed::Lost, 0, 4)]);
 
         d.offer(1, 7, "k", Bytes::new());
         assert_eq!(drain(&d).len(), 1);

@@ -61,14 +61,17 @@ const BACKGROUND_FETCH_WAIT_MS: u32 = 100;
 /// whose records mostly come handed over: their fetches bring the echoes, and the records of
 /// publishers in other processes, which then wait up to this long on a broker that holds a
 /// waiting fetch for its whole wait (Tansu; Apache Kafka answers one when records arrive).
-/// At 5 ms, the idle polls of a `serve` process's seven such consumers took Tansu half a core.
+/// With every request-path consumer at 5 ms, the idle polls of a `serve` process took Tansu
+/// half a core; with these at 100 ms, a fifth.
 pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
 
 /// Topics whose records can be handed over: the processing stages' inputs, which the
 /// in-process bus pushes to its stages too (`Bus::push_to`). The stages run a bot's calls
-/// concurrently and rely on no order between them that a record handed over ahead of an
-/// earlier one could break (DESIGN invariant 2); stages that keep order (webhook deliveries)
-/// read their records in order only.
+/// concurrently (DESIGN invariant 2); the order they take calls in (a chat's flood control
+/// turns) is the order the calls arrived, give or take what a hand-over changes: a record
+/// handed over can overtake an earlier one of another process, or one that found the hand-over
+/// full, as concurrent clients' calls overtake each other anyway. Stages that keep order
+/// (webhook deliveries) read their records in order only.
 const HANDED_OVER: [&str; 4] = [
     crate::topics::CALLS,
     crate::topics::CALLS_FILES,
@@ -250,6 +253,11 @@ impl KafkaBus {
     /// Hands a record the broker acknowledged to this process's consumers of its topic that
     /// read its partition.
     fn hand_over(&self, topic: &str, partition: i32, offset: i64, key: &str, payload: Vec<u8>) {
+        // A delivery without a place (never with `acks=all` and idempotence): the fetch brings
+        // it.
+        if partition < 0 || offset < 0 {
+            return;
+        }
         let mut desks = self.desks.lock().unwrap_or_else(|p| p.into_inner());
         let Some(list) = desks.get_mut(topic) else {
             return;
@@ -257,12 +265,7 @@ impl KafkaBus {
         list.retain(|d| d.strong_count() > 0);
         let payload = Bytes::from(payload);
         for desk in list.iter().filter_map(Weak::upgrade) {
-            if desk.offer(
-                partition.max(0) as u32,
-                offset.max(0) as u64,
-                key,
-                payload.clone(),
-            ) {
+            if desk.offer(partition as u32, offset as u64, key, payload.clone()) {
                 crate::metrics::HANDED_OVER
                     .with_label_values(&[crate::topics::label(topic)])
                     .inc();

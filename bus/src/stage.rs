@@ -145,6 +145,12 @@ impl Books {
     async fn take(&mut self, r: &Record, consumer: &mut dyn Consumer) -> Result<bool, BusError> {
         let key = (r.topic.clone(), r.partition, r.offset);
         match r.handed {
+            // A record handed over whose partition was taken away and given back: read again
+            // from the group's commit, it is its echo (its work ran or runs here already).
+            Handed::Read if self.early.contains_key(&key) => {
+                self.echo(key, consumer).await?;
+                Ok(false)
+            }
             Handed::Read => {
                 self.tracker.start(&key.0, key.1, key.2);
                 Ok(true)
@@ -156,29 +162,53 @@ impl Books {
                 Ok(true)
             }
             Handed::Echo => {
-                self.tracker.start(&key.0, key.1, key.2);
-                match self.early.remove(&key) {
-                    Some(Early::Running | Early::Lost) => {
-                        self.early_running -= 1;
-                        self.early.insert(key, Early::Read);
-                    }
-                    Some(Early::Abandoned) => self.abandoned += 1,
-                    // Done already (or never seen, which a consumer does not do): read and
-                    // finished at once.
-                    Some(Early::Done | Early::Read) | None => {
-                        self.finish(vec![(key, false)], consumer).await?
-                    }
-                }
+                self.echo(key, consumer).await?;
                 Ok(false)
             }
             Handed::Lost => {
                 // Its work, if it still runs, is waited for as any other's; nothing commits it.
-                if self.early.remove(&key) == Some(Early::Running) {
-                    self.early.insert(key, Early::Lost);
+                // One read again already (its partition given back) stays as it is.
+                match self.early.get(&key) {
+                    Some(Early::Running) => {
+                        self.early.insert(key, Early::Lost);
+                    }
+                    Some(Early::Done | Early::Abandoned) => {
+                        self.early.remove(&key);
+                    }
+                    Some(Early::Read | Early::Lost) | None => {}
                 }
                 Ok(false)
             }
         }
+    }
+
+    /// The fetch reached a record handed over earlier: it is read now.
+    async fn echo(&mut self, key: Key, consumer: &mut dyn Consumer) -> Result<(), BusError> {
+        self.tracker.start(&key.0, key.1, key.2);
+        match self.early.remove(&key) {
+            Some(Early::Running | Early::Lost) => {
+                self.early_running -= 1;
+                self.early.insert(key, Early::Read);
+            }
+            Some(Early::Abandoned) => self.abandoned += 1,
+            // Done already (or never seen, which a consumer does not do): read and finished at
+            // once.
+            Some(Early::Done) | None => self.finish(vec![(key, false)], consumer).await?,
+            // Read twice: the tracker had it already.
+            Some(Early::Read) => {
+                self.early.insert(key, Early::Read);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records handed over that the fetch has not reached yet and may still reach (their
+    /// commit waits for it).
+    fn unread(&self) -> usize {
+        self.early
+            .values()
+            .filter(|e| matches!(e, Early::Running | Early::Done))
+            .count()
     }
 
     /// A batch's work is done: its records read are finished, and committed as far as that
@@ -345,19 +375,38 @@ where
 
     // Drain: nothing new; what runs finishes (up to `drain`), committed as it does.
     drop(done_tx);
-    // Records handed over whose work is done but whose fetch has not come are not waited for:
-    // uncommitted, they are read again after a restart and answered from the store.
+    // Records handed over whose fetch has not come yet are read to, as long as the consumer
+    // gives nothing but their echoes: the first record not started (whose place the commits
+    // must not pass) ends the reading.
     let deadline = tokio::time::Instant::now() + opts.drain;
-    while books.running() > 0 {
-        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some((keys, End::Done))) => books.finish(keys, consumer.as_mut()).await?,
-            Ok(Some((keys, End::Abandoned))) => books.abandon(keys),
-            Ok(Some((_, End::Failed(e)))) => return Err(e),
-            Ok(None) => break,
+    let (mut reading, mut open) = (true, true);
+    loop {
+        let echoes = reading && books.unread() > 0;
+        if !echoes && (books.running() == 0 || !open) {
+            break;
+        }
+        let step = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                biased;
+                done = done_rx.recv(), if open => Ok(done),
+                read = consumer.next(), if echoes => Err(read),
+            }
+        })
+        .await;
+        match step {
+            Ok(Ok(Some((keys, End::Done)))) => books.finish(keys, consumer.as_mut()).await?,
+            Ok(Ok(Some((keys, End::Abandoned)))) => books.abandon(keys),
+            Ok(Ok(Some((_, End::Failed(e))))) => return Err(e),
+            Ok(Ok(None)) => open = false,
+            Ok(Err(Ok(r))) if matches!(r.handed, Handed::Echo | Handed::Lost) => {
+                books.take(&r, consumer.as_mut()).await?;
+            }
+            Ok(Err(_)) => reading = false,
             Err(_) => {
                 tracing::warn!(
                     stage,
                     in_flight = books.running(),
+                    unread = books.unread(),
                     "drain timed out; unfinished records will be redelivered"
                 );
                 break;
@@ -994,6 +1043,60 @@ mod tests {
         go.add_permits(1);
         stage.await.unwrap().unwrap();
         assert_eq!(*commits.lock().unwrap(), [0]);
+    }
+
+    /// A stopping stage reads the echoes of what it was handed and did, so it commits them
+    /// before it goes (else every restart would read the last of them again), up to the first
+    /// record it has not started.
+    #[tokio::test]
+    async fn a_stopping_stage_reads_the_echoes_of_what_it_did() {
+        let (tx, consumer, commits) = script();
+        let stop = CancellationToken::new();
+        let (seen, go, stage) = held_stage(consumer, &stop);
+        for o in [0, 1, 2] {
+            tx.send(handed(o, Handed::Early)).unwrap();
+        }
+        until("they run", || seen.lock().unwrap().len() == 3).await;
+        go.add_permits(3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!stage.is_finished(), "waiting for the echoes");
+        tx.send(handed(0, Handed::Echo)).unwrap();
+        tx.send(handed(1, Handed::Echo)).unwrap();
+        // Not started: the reading ends here, and 2 stays uncommitted.
+        tx.send(handed(7, Handed::Read)).unwrap();
+        tx.send(handed(2, Handed::Echo)).unwrap();
+        stage.await.unwrap().unwrap();
+        assert_eq!(*commits.lock().unwrap(), [0, 1]);
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
+    }
+
+    /// A record handed over whose partition was taken away and given back is read again
+    /// from the group's commit: that read is its echo, not new work, and its commit waits for
+    /// its work, whichever of the read and the notice of the loss comes first.
+    #[tokio::test]
+    async fn a_record_read_again_after_a_rebalance_is_its_echo() {
+        let (tx, consumer, commits) = script();
+        let stop = CancellationToken::new();
+        let (seen, go, stage) = held_stage(consumer, &stop);
+        tx.send(handed(4, Handed::Early)).unwrap();
+        tx.send(handed(5, Handed::Early)).unwrap();
+        until("they run", || seen.lock().unwrap().len() == 2).await;
+        tx.send(handed(4, Handed::Read)).unwrap();
+        tx.send(handed(4, Handed::Lost)).unwrap();
+        tx.send(handed(5, Handed::Lost)).unwrap();
+        tx.send(handed(5, Handed::Read)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(commits.lock().unwrap().is_empty(), "both still running");
+        go.add_permits(2);
+        until("both committed", || {
+            commits.lock().unwrap().last() == Some(&5)
+        })
+        .await;
+        stop.cancel();
+        stage.await.unwrap().unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2, "neither worked on twice");
     }
 
     /// A handed-over record the fetch will not reach (its partition went elsewhere) is never
