@@ -70,13 +70,15 @@ pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
 /// concurrently (DESIGN invariant 2); the order they take calls in (a chat's flood control
 /// turns) is the order the calls arrived, give or take what a hand-over changes: a record
 /// handed over can overtake an earlier one of another process, or one that found the hand-over
-/// full, as concurrent clients' calls overtake each other anyway. Stages that keep order
+/// full, as concurrent clients' calls overtake each other anyway. And `updates.kept`, which
+/// wakes a router's waiting polls (a wake is a wake, in any order). Stages that keep order
 /// (webhook deliveries) read their records in order only.
-const HANDED_OVER: [&str; 4] = [
+const HANDED_OVER: [&str; 5] = [
     crate::topics::CALLS,
     crate::topics::CALLS_FILES,
     crate::topics::CALLS_MEDIA,
     crate::topics::CALLS_SEND,
+    crate::topics::UPDATES_KEPT,
 ];
 
 fn fetch_wait_ms(topics: &[String], local: &[String]) -> u32 {

@@ -151,8 +151,9 @@ impl Roles {
 
     /// The topics these roles both publish and read, on Kafka handed over within the process
     /// (`bus::kafka::KafkaConfig::local`): a stage's input where the stage before it runs too
-    /// (the ingest before the router), and the reply topic where the ingest and the router run
-    /// together (their answers are handed to the waiting calls directly).
+    /// (the ingest before the router), the reply topic where the ingest and the router run
+    /// together (their answers are handed to the waiting calls directly), and the notices that
+    /// wake the router's polls where the deliverer (with the ingest) runs too.
     pub fn local_topics(self, instance: &str) -> Vec<String> {
         use bus::topics;
         let s = self.stages();
@@ -163,6 +164,8 @@ impl Roles {
             (s.files && s.media, topics::CALLS_MEDIA.to_owned()),
             (s.media && s.send, topics::CALLS_SEND.to_owned()),
             (ingest && s.router, topics::responses(instance)),
+            // Kept by the deliverer (with the ingest), read by the router to wake its polls.
+            (ingest && s.router, topics::UPDATES_KEPT.to_owned()),
         ]
         .into_iter()
         .filter_map(|(here, topic)| here.then_some(topic))
@@ -796,7 +799,8 @@ mod tests {
                 "calls.files",
                 "calls.media",
                 "calls.send",
-                "responses.a"
+                "responses.a",
+                "updates.kept"
             ]
         );
         assert!(Roles::Ingest.local_topics("a").is_empty());

@@ -14,7 +14,8 @@ fn counter(metrics: &str, name_and_labels: &str) -> u64 {
 }
 
 /// Calls published and handed over are answered once each, and committed: the next gateway
-/// on the same topics and groups (the same deployment restarted) reads none of them again.
+/// on the same topics and groups (the same deployment restarted) reads none of them again. A
+/// long poll is woken through the hand-over too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_handed_over_answered_once_and_committed() {
     let Ok(broker) = std::env::var("TELEPIPE_TEST_KAFKA") else {
@@ -78,6 +79,31 @@ async fn calls_are_handed_over_answered_once_and_committed() {
     let metrics = telepipe_tests::metrics(&gw.url).await;
     let handed = counter(&metrics, "telepipe_bus_handed_over_total{topic=\"calls\"}") - before;
     assert!(handed >= 5, "{handed} of 10 calls handed over:\n{metrics}");
+    // A long poll, woken by its update once it is kept (`updates.kept`, handed over too).
+    let poll = tokio::spawn({
+        let url = format!("{}/bot{}/getUpdates?timeout=20", gw.url, token(bot));
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    });
+    control.wait_for_call(bot, "getUpdates").await.unwrap();
+    let update = serde_json::json!({"message": {"message_id": 1, "date": 0,
+        "chat": {"id": 5, "type": "private"}, "text": "hello"}});
+    let id = control.push_update(bot, update).await.unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the poll is woken by its update")
+        .unwrap();
+    assert_eq!(woken["result"][0]["update_id"], id, "{woken}");
+    let metrics = telepipe_tests::metrics(&gw.url).await;
+    let kept = counter(
+        &metrics,
+        "telepipe_bus_handed_over_total{topic=\"updates.kept\"}",
+    );
+    assert!(kept >= 1, "the wake was not handed over:\n{metrics}");
+
     // A stop reads the echoes of what was handed over, and commits them.
     assert!(gw.stop().await.unwrap().success());
 
