@@ -22,7 +22,7 @@
 use crate::{Handed, Record};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// Most records handed over and not yet taken by the consumer (a stage with no free slot
@@ -42,8 +42,9 @@ pub const UNREAD_LIMIT: usize = 4096;
 pub struct Desk {
     topic: String,
     state: Mutex<State>,
-    /// Wakes the consumer waiting on the broker when a record is queued.
-    pub(crate) ready: Notify,
+    /// Wakes the consumer waiting on the broker when a record is queued (one bell for every
+    /// desk of a consumer that reads several topics).
+    pub(crate) ready: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -74,12 +75,16 @@ struct Partition {
 }
 
 impl Desk {
-    pub fn new(topic: &str) -> Self {
+    pub fn new(topic: &str, ready: Arc<Notify>) -> Self {
         Self {
             topic: topic.to_owned(),
             state: Mutex::default(),
-            ready: Notify::new(),
+            ready,
         }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -223,7 +228,7 @@ mod tests {
     use super::*;
 
     fn desk() -> Desk {
-        let d = Desk::new("calls");
+        let d = Desk::new("calls", Arc::default());
         d.assigned([0, 1]);
         d
     }

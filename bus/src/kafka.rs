@@ -70,15 +70,19 @@ pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
 /// concurrently (DESIGN invariant 2); the order they take calls in (a chat's flood control
 /// turns) is the order the calls arrived, give or take what a hand-over changes: a record
 /// handed over can overtake an earlier one of another process, or one that found the hand-over
-/// full, as concurrent clients' calls overtake each other anyway. And `updates.kept`, which
-/// wakes a router's waiting polls (a wake is a wake, in any order). Stages that keep order
-/// (webhook deliveries) read their records in order only.
-const HANDED_OVER: [&str; 5] = [
+/// full, as concurrent clients' calls overtake each other anyway. And the notices each
+/// processor reads whole: `updates.kept`, which wakes a router's waiting polls (a wake is a
+/// wake, in any order), `calls.cancel` and `flood.turns` (flood control's cancellations and a
+/// call's turn steps, each step matched to its call and ask, stale ones passed over). Stages
+/// that keep order (webhook deliveries) read their records in order only.
+const HANDED_OVER: [&str; 7] = [
     crate::topics::CALLS,
     crate::topics::CALLS_FILES,
     crate::topics::CALLS_MEDIA,
     crate::topics::CALLS_SEND,
     crate::topics::UPDATES_KEPT,
+    crate::topics::CALLS_CANCEL,
+    crate::topics::FLOOD_TURNS,
 ];
 
 fn fetch_wait_ms(topics: &[String], local: &[String]) -> u32 {
@@ -147,20 +151,24 @@ struct LagContext {
     group: String,
     prefix: String,
     lags: Lags,
-    /// The consumer's hand-over desk and its topic's full name, when it reads a topic handed
-    /// over: told of the partitions the consumer gains and loses.
-    desk: Option<(String, Arc<Desk>)>,
+    /// The consumer's hand-over desks with their topics' full names, one for each topic it
+    /// reads that is handed over: told of the partitions the consumer gains and loses.
+    desks: Vec<(String, Arc<Desk>)>,
 }
 
 impl LagContext {
-    fn partitions(&self, list: &rdkafka::TopicPartitionList) -> Option<(&Desk, Vec<u32>)> {
-        let (topic, desk) = self.desk.as_ref()?;
-        let partitions = list
-            .elements_for_topic(topic)
-            .iter()
-            .map(|e| e.partition().max(0) as u32)
-            .collect();
-        Some((desk, partitions))
+    fn partitions<'a>(
+        &'a self,
+        list: &'a rdkafka::TopicPartitionList,
+    ) -> impl Iterator<Item = (&'a Desk, Vec<u32>)> + 'a {
+        self.desks.iter().map(move |(topic, desk)| {
+            let partitions = list
+                .elements_for_topic(topic)
+                .iter()
+                .map(|e| e.partition().max(0) as u32)
+                .collect();
+            (desk.as_ref(), partitions)
+        })
     }
 }
 
@@ -185,7 +193,7 @@ impl ClientContext for LagContext {
 impl ConsumerContext for LagContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            if let Some((desk, partitions)) = self.partitions(list) {
+            for (desk, partitions) in self.partitions(list) {
                 desk.revoked(partitions);
             }
         }
@@ -193,7 +201,7 @@ impl ConsumerContext for LagContext {
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
-            if let Some((desk, partitions)) = self.partitions(list) {
+            for (desk, partitions) in self.partitions(list) {
                 desk.assigned(partitions);
             }
         }
@@ -286,28 +294,33 @@ impl KafkaBus {
     ) -> Result<Box<dyn Consumer>, BusError> {
         // Only a consumer that reads everything from where its group stands is handed records:
         // one reading from the end must not get one its fetch would have skipped.
-        let desk = match topics {
-            [topic]
-                if reset == "earliest"
-                    && HANDED_OVER.contains(&topic.as_str())
-                    && self.cfg.local.contains(topic) =>
-            {
-                let desk = Arc::new(Desk::new(topic));
+        let bell = Arc::new(tokio::sync::Notify::new());
+        let desks: Vec<Arc<Desk>> = topics
+            .iter()
+            .filter(|t| {
+                reset == "earliest"
+                    && HANDED_OVER.contains(&t.as_str())
+                    && self.cfg.local.contains(t)
+            })
+            .map(|topic| {
+                let desk = Arc::new(Desk::new(topic, bell.clone()));
                 self.desks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(topic.clone())
                     .or_default()
                     .push(Arc::downgrade(&desk));
-                Some(desk)
-            }
-            _ => None,
-        };
+                desk
+            })
+            .collect();
         let context = LagContext {
             group: group.to_owned(),
             prefix: self.cfg.prefix.clone(),
             lags: self.lags.clone(),
-            desk: desk.as_ref().map(|d| (self.full(&topics[0]), d.clone())),
+            desks: desks
+                .iter()
+                .map(|d| (self.full(d.topic()), d.clone()))
+                .collect(),
         };
         let consumer: StreamConsumer<LagContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.brokers)
@@ -341,7 +354,8 @@ impl KafkaBus {
             consumer,
             prefix: self.cfg.prefix.clone(),
             stored: false,
-            desk,
+            desks,
+            bell,
         }))
     }
 }
@@ -422,8 +436,10 @@ struct KafkaConsumer {
     prefix: String,
     /// An offset was stored: `flush` has something to commit.
     stored: bool,
-    /// Where records of its topic published in this process are handed to it.
-    desk: Option<Arc<Desk>>,
+    /// Where records of its topics published in this process are handed to it.
+    desks: Vec<Arc<Desk>>,
+    /// Rung by its desks when they queue something.
+    bell: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
@@ -431,16 +447,17 @@ impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Record, BusError> {
         loop {
             // What was handed over (and the notices of what was read) before the broker.
-            if let Some(r) = self.desk.as_ref().and_then(|d| d.next_ready()) {
+            if let Some(r) = self.desks.iter().find_map(|d| d.next_ready()) {
                 return Ok(r);
             }
-            let m = match &self.desk {
-                Some(desk) => tokio::select! {
+            let m = if self.desks.is_empty() {
+                self.consumer.recv().await
+            } else {
+                tokio::select! {
                     biased;
-                    _ = desk.ready.notified() => continue,
+                    _ = self.bell.notified() => continue,
                     m = self.consumer.recv() => m,
-                },
-                None => self.consumer.recv().await,
+                }
             }
             .map_err(backend)?;
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
@@ -448,7 +465,7 @@ impl Consumer for KafkaConsumer {
             };
             let (partition, offset) = (m.partition().max(0) as u32, m.offset().max(0) as u64);
             let payload = m.payload().unwrap_or_default();
-            if let Some(desk) = &self.desk {
+            if let Some(desk) = self.desks.iter().find(|d| d.topic() == topic) {
                 if !desk.read(partition, offset, payload) {
                     continue;
                 }

@@ -229,6 +229,84 @@ async fn calls_are_handed_over_worked_on_once_and_committed() {
     }
 }
 
+/// A consumer of two topics published in its process (flood control's notices) is handed the
+/// records of both, one bell waking it for either: each worked on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_two_topics_is_handed_both() {
+    use bus::{Bus, Handed};
+    use std::time::Duration;
+    let topics = ["calls.cancel", "flood.turns"];
+    let Some(bus) = bus_on_broker("the two-topic hand-over test", "two", &topics) else {
+        return;
+    };
+    let t: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
+    bus.ensure_topics(&t).await.unwrap();
+    type Seen = Arc<std::sync::Mutex<Vec<(String, String, Handed)>>>;
+    let seen: Seen = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = bus.subscribe("notices", &t).await.unwrap();
+    let opts = bus::stage::Options {
+        batch: 512,
+        ..bus::stage::Options::sequential("notices")
+    };
+    let stage = tokio::spawn({
+        let seen = seen.clone();
+        bus::stage::run::<bus::BusError, _, _>(consumer, opts, stop.clone(), move |records, _| {
+            for r in records {
+                let payload = String::from_utf8_lossy(&r.payload).into_owned();
+                seen.lock()
+                    .unwrap()
+                    .push((r.topic.clone(), payload, r.handed));
+            }
+            async { Ok(()) }
+        })
+    });
+    let count = |seen: &Seen| seen.lock().unwrap().len();
+    let waited = std::time::Instant::now();
+    for (i, topic) in topics.iter().enumerate() {
+        bus.publish(topic, "k", format!("first{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    while count(&seen) < 2 {
+        assert!(waited.elapsed() < Duration::from_secs(30), "never joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..20 {
+        for topic in topics {
+            bus.publish(topic, "k", format!("{topic}-{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    while count(&seen) < 42 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "{} of 42",
+            count(&seen)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    stage.await.unwrap().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let mut payloads: Vec<&str> = seen.iter().map(|(_, p, _)| p.as_str()).collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(
+        (payloads.len(), seen.len()),
+        (42, 42),
+        "each worked on once"
+    );
+    for topic in topics {
+        let early = seen
+            .iter()
+            .filter(|(t, _, h)| t == topic && *h == Handed::Early)
+            .count();
+        assert!(early >= 10, "{topic}: only {early} of 21 handed over");
+    }
+}
+
 /// Eight publishers at once, `each` records apiece to `calls` (keys spread over five bots):
 /// records the broker acknowledges in shared batches.
 async fn publish_at_once(bus: &Arc<KafkaBus>, each: usize) {
