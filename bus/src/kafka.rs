@@ -70,19 +70,18 @@ pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
 /// concurrently (DESIGN invariant 2); the order they take calls in (a chat's flood control
 /// turns) is the order the calls arrived, give or take what a hand-over changes: a record
 /// handed over can overtake an earlier one of another process, or one that found the hand-over
-/// full, as concurrent clients' calls overtake each other anyway. And the notices each
-/// processor reads whole: `updates.kept`, which wakes a router's waiting polls (a wake is a
-/// wake, in any order), `calls.cancel` and `flood.turns` (flood control's cancellations and a
-/// call's turn steps, each step matched to its call and ask, stale ones passed over). Stages
-/// that keep order (webhook deliveries) read their records in order only.
-const HANDED_OVER: [&str; 7] = [
+/// full, as concurrent clients' calls overtake each other anyway. And `updates.kept`, which
+/// wakes a router's waiting polls (a wake is a wake, in any order). Not flood control's
+/// notices (`calls.cancel`, `flood.turns`): a router's pause and its end must not change
+/// places, and their publishers (every ingest, the file stages) often run elsewhere, where a
+/// local topic's long fetch wait would hold up their steps. Stages that keep order (webhook
+/// deliveries) read their records in order only.
+const HANDED_OVER: [&str; 5] = [
     crate::topics::CALLS,
     crate::topics::CALLS_FILES,
     crate::topics::CALLS_MEDIA,
     crate::topics::CALLS_SEND,
     crate::topics::UPDATES_KEPT,
-    crate::topics::CALLS_CANCEL,
-    crate::topics::FLOOD_TURNS,
 ];
 
 fn fetch_wait_ms(topics: &[String], local: &[String]) -> u32 {

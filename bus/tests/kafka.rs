@@ -229,13 +229,13 @@ async fn calls_are_handed_over_worked_on_once_and_committed() {
     }
 }
 
-/// A consumer of two topics published in its process (flood control's notices) is handed the
-/// records of both, one bell waking it for either: each worked on once.
+/// A consumer of two topics published in its process is handed the records of both, one bell
+/// waking it for either: each worked on once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_of_two_topics_is_handed_both() {
     use bus::{Bus, Handed};
     use std::time::Duration;
-    let topics = ["calls.cancel", "flood.turns"];
+    let topics = ["calls", "updates.kept"];
     let Some(bus) = bus_on_broker("the two-topic hand-over test", "two", &topics) else {
         return;
     };

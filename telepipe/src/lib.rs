@@ -152,14 +152,14 @@ impl Roles {
     /// The topics these roles both publish and read, on Kafka handed over within the process
     /// (`bus::kafka::KafkaConfig::local`): a stage's input where the stage before it runs too
     /// (the ingest before the router), the reply topic where the ingest and the router run
-    /// together (their answers are handed to the waiting calls directly), the notices that
-    /// wake the router's polls where the deliverer (with the ingest) runs too, and flood
-    /// control's notices where every one of their publishers runs.
+    /// together (their answers are handed to the waiting calls directly), and the notices that
+    /// wake the router's polls where the deliverer (with the ingest) runs too. Publishers in
+    /// other processes may write them too (several ingests, file workers apart): those
+    /// records wait for the fetch, up to its long wait on a broker like Tansu.
     pub fn local_topics(self, instance: &str) -> Vec<String> {
         use bus::topics;
         let s = self.stages();
         let ingest = self.ingest();
-        let every = s.router && s.files && s.media && s.send;
         [
             (ingest && s.router, topics::CALLS.to_owned()),
             (s.router && s.files, topics::CALLS_FILES.to_owned()),
@@ -168,10 +168,6 @@ impl Roles {
             (ingest && s.router, topics::responses(instance)),
             // Kept by the deliverer (with the ingest), read by the router to wake its polls.
             (ingest && s.router, topics::UPDATES_KEPT.to_owned()),
-            // Flood control's notices, read whole by every processor: cancellations come from
-            // the ingest, turn steps from the router and the file stages.
-            (ingest && every, topics::CALLS_CANCEL.to_owned()),
-            (ingest && every, topics::FLOOD_TURNS.to_owned()),
         ]
         .into_iter()
         .filter_map(|(here, topic)| here.then_some(topic))
@@ -806,9 +802,7 @@ mod tests {
                 "calls.media",
                 "calls.send",
                 "responses.a",
-                "updates.kept",
-                "calls.cancel",
-                "flood.turns"
+                "updates.kept"
             ]
         );
         assert!(Roles::Ingest.local_topics("a").is_empty());
