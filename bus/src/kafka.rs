@@ -393,11 +393,13 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
         let full = self.full(topic);
         let record = FutureRecord::to(&full).key(key).payload(&payload);
+        let sent = std::time::Instant::now();
         let delivered = self
             .producer
             .send(record, Timeout::After(Duration::from_secs(30)))
             .await
             .map_err(|(e, _)| publish_error(e))?;
+        crate::metrics::PUBLISH_SECONDS.observe(sent.elapsed().as_secs_f64());
         self.hand_over(topic, delivered.partition, delivered.offset, key, payload);
         Ok(())
     }

@@ -63,13 +63,20 @@ pub static QUEUE_SECONDS: LazyLock<prometheus::Histogram> =
     LazyLock::new(|| STAGE_SECONDS.with_label_values(&["queue"]));
 pub static UPSTREAM_SECONDS: LazyLock<prometheus::Histogram> =
     LazyLock::new(|| STAGE_SECONDS.with_label_values(&["upstream"]));
+pub static PUBLISH_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| STAGE_SECONDS.with_label_values(&["publish"]));
+pub static ATTEMPT_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(|| STAGE_SECONDS.with_label_values(&["attempt"]));
 
 pub static STAGE_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
     prometheus::register_histogram_vec!(
         "telepipe_stage_seconds",
         "Latency per pipeline stage: ingest (the call in the gateway: from its handler's start, \
          the request's head parsed, to the pipeline's answer reaching it), queue \
-         (published to taken by a processor), upstream (the Telegram round trip).",
+         (published to taken by a processor), upstream (the Telegram round trip); on Kafka \
+         also publish (a record sent until the broker acknowledged it: the broker's share of \
+         queue) and attempt (a call's attempt recorded in the store before it goes upstream, \
+         which a bus that can deliver it again needs).",
         &["stage"],
         // From 100 µs: a call through the gateway itself takes a few hundred (the ingest and
         // queue stages live there).

@@ -143,6 +143,11 @@ enum Early {
 impl Books {
     /// A record from the consumer: whether it is work for the handler (not a notice).
     async fn take(&mut self, r: &Record, consumer: &mut dyn Consumer) -> Result<bool, BusError> {
+        // A record read with nothing handed over outstanding: no key to build and look up.
+        if matches!(r.handed, Handed::Read) && self.early.is_empty() {
+            self.tracker.start(&r.topic, r.partition, r.offset);
+            return Ok(true);
+        }
         let key = (r.topic.clone(), r.partition, r.offset);
         match r.handed {
             // A record handed over whose partition was taken away and given back: read again

@@ -739,11 +739,13 @@ async fn process(deps: &Deps, run: &Run, env: &Envelope<Call>, command: Parsed) 
             }
         },
         true => {
-            match deps
+            let started = std::time::Instant::now();
+            let recorded = deps
                 .store
                 .begin(env.header.call_id, attempt_expires(run))
-                .await
-            {
+                .await;
+            bus::metrics::ATTEMPT_SECONDS.observe(started.elapsed().as_secs_f64());
+            match recorded {
                 Ok(b) => b,
                 Err(error) => {
                     // Without the store the call can still be served; a crash now could

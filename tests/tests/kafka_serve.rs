@@ -79,6 +79,15 @@ async fn calls_are_handed_over_answered_once_and_committed() {
     let metrics = telepipe_tests::metrics(&gw.url).await;
     let handed = counter(&metrics, "telepipe_bus_handed_over_total{topic=\"calls\"}") - before;
     assert!(handed >= 5, "{handed} of 10 calls handed over:\n{metrics}");
+    // Where each call's time went is told apart: the broker's acknowledgement of its record
+    // (`publish`), and the router's record of its attempt before upstream (`attempt`).
+    for stage in ["publish", "attempt"] {
+        let n = counter(
+            &metrics,
+            &format!("telepipe_stage_seconds_count{{stage=\"{stage}\"}}"),
+        );
+        assert!(n >= 41, "{n} calls with a {stage} time, of 41:\n{metrics}");
+    }
     // A long poll, woken by its update once it is kept (`updates.kept`, handed over too).
     let poll = tokio::spawn({
         let url = format!("{}/bot{}/getUpdates?timeout=20", gw.url, token(bot));
