@@ -55,8 +55,9 @@ pub(crate) fn published(label: usize) -> &'static prometheus::IntCounter {
     BY_LABEL[label].get_or_init(|| PUBLISHED.with_label_values(&[crate::topics::LABELS[label]]))
 }
 
-/// The stages of [`STAGE_SECONDS`] every call observes, each looked up once (a lookup hashes
-/// its label under a lock).
+/// The stages of [`STAGE_SECONDS`], each looked up once (a lookup hashes its label under a
+/// lock): every call observes `ingest`, `queue` and `upstream`; only a Kafka bus `publish`, and
+/// only a durable bus's router `attempt`.
 pub static INGEST_SECONDS: LazyLock<prometheus::Histogram> =
     LazyLock::new(|| STAGE_SECONDS.with_label_values(&["ingest"]));
 pub static QUEUE_SECONDS: LazyLock<prometheus::Histogram> =
@@ -74,9 +75,10 @@ pub static STAGE_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| 
         "Latency per pipeline stage: ingest (the call in the gateway: from its handler's start, \
          the request's head parsed, to the pipeline's answer reaching it), queue \
          (published to taken by a processor), upstream (the Telegram round trip); on Kafka \
-         also publish (a record sent until the broker acknowledged it: the broker's share of \
-         queue) and attempt (a call's attempt recorded in the store before it goes upstream, \
-         which a bus that can deliver it again needs).",
+         also publish (any record, of any topic, sent until the broker acknowledged it, the \
+         producer's linger included: for calls, the broker's share of queue) and attempt (the \
+         router recording a call it runs as attempted, in the store, before running it: what \
+         a bus that can deliver the call again needs).",
         &["stage"],
         // From 100 µs: a call through the gateway itself takes a few hundred (the ingest and
         // queue stages live there).

@@ -86,7 +86,7 @@ async fn calls_are_handed_over_answered_once_and_committed() {
             &metrics,
             &format!("telepipe_stage_seconds_count{{stage=\"{stage}\"}}"),
         );
-        assert!(n >= 41, "{n} calls with a {stage} time, of 41:\n{metrics}");
+        assert!(n >= 41, "{n} {stage} times, for 41 calls:\n{metrics}");
     }
     // A long poll, woken by its update once it is kept (`updates.kept`, handed over too).
     let poll = tokio::spawn({
