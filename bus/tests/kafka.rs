@@ -169,23 +169,11 @@ async fn calls_are_handed_over_worked_on_once_and_committed() {
     let count = |seen: &std::sync::Mutex<Vec<(String, Handed)>>| seen.lock().unwrap().len();
     // Once the first record is in, the consumer holds every partition.
     bus.publish("calls", "k0", b"first".to_vec()).await.unwrap();
-    let joined = std::time::Instant::now();
-    while count(&seen) < 1 {
-        assert!(joined.elapsed() < Duration::from_secs(30), "never joined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(|| count(&seen), 1, "never joined").await;
     // Concurrent publishers: records acknowledged in batches, each at its own offset.
     publish_at_once(&bus, 50).await;
     let all = 1 + 8 * 50;
-    let waited = std::time::Instant::now();
-    while count(&seen) < all {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "{} of {all}",
-            count(&seen)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(|| count(&seen), all, "not all worked on").await;
     // The drain reads the echoes of what it did, and commits them.
     stop.cancel();
     stage.await.unwrap().unwrap();
@@ -234,7 +222,6 @@ async fn calls_are_handed_over_worked_on_once_and_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_of_two_topics_is_handed_both() {
     use bus::{Bus, Handed};
-    use std::time::Duration;
     let topics = ["calls", "updates.kept"];
     let Some(bus) = bus_on_broker("the two-topic hand-over test", "two", &topics) else {
         return;
@@ -262,16 +249,12 @@ async fn a_consumer_of_two_topics_is_handed_both() {
         })
     });
     let count = |seen: &Seen| seen.lock().unwrap().len();
-    let waited = std::time::Instant::now();
     for (i, topic) in topics.iter().enumerate() {
         bus.publish(topic, "k", format!("first{i}").into_bytes())
             .await
             .unwrap();
     }
-    while count(&seen) < 2 {
-        assert!(waited.elapsed() < Duration::from_secs(30), "never joined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(|| count(&seen), 2, "never joined").await;
     for i in 0..20 {
         for topic in topics {
             bus.publish(topic, "k", format!("{topic}-{i}").into_bytes())
@@ -279,14 +262,7 @@ async fn a_consumer_of_two_topics_is_handed_both() {
                 .unwrap();
         }
     }
-    while count(&seen) < 42 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "{} of 42",
-            count(&seen)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(|| count(&seen), 42, "not all worked on").await;
     stop.cancel();
     stage.await.unwrap().unwrap();
     let seen = seen.lock().unwrap().clone();
@@ -326,6 +302,16 @@ async fn publish_at_once(bus: &Arc<KafkaBus>, each: usize) {
         .collect();
     for s in senders {
         s.await.unwrap();
+    }
+}
+
+/// Waits up to 30 s for `count()` to reach `n`; `what` says what failed if it does not.
+async fn wait_until(count: impl Fn() -> usize, n: usize, what: &str) {
+    let started = std::time::Instant::now();
+    while count() < n {
+        let (now, limit) = (count(), std::time::Duration::from_secs(30));
+        assert!(started.elapsed() < limit, "{what}: {now} of {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
