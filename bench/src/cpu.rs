@@ -81,6 +81,44 @@ pub fn tree_ticks(pid: u32) -> Ticks {
     ticks(&format!("/proc/{pid}/stat")) + children
 }
 
+/// The process listening on TCP `port` of this machine (the broker the bench was given): the
+/// owner of the listening socket's inode in `/proc/net/tcp{,6}`. None if it cannot be seen
+/// (another user's process, another machine).
+pub fn listener_pid(port: u16) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .find_map(|table| listening_inode(&table, port))?;
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
+                })
+        })
+}
+
+/// The inode of the socket listening on `port` in a `/proc/net/tcp` table: its lines are
+/// `sl local_address rem_address st ... uid timeout inode`, the address `HEXIP:HEXPORT`, the
+/// state 0A for LISTEN.
+fn listening_inode(table: &str, port: u16) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit_once(':')?.1;
+        let listening = *f.get(3)? == "0A";
+        (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
 /// Microseconds of CPU a call: `ticks` spent over `calls`.
 pub fn us_per_call(ticks: u64, calls: u64) -> f64 {
     ticks as f64 / TICKS_PER_SECOND * 1e6 / calls.max(1) as f64
@@ -104,6 +142,21 @@ mod tests {
             },
             "utime and stime"
         );
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_by_its_port() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:C45B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 81234 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C40 0100007F:C45B 01 00000000:00000000 00:00000000 00000000     0        0 81299 1 0000000000000000 20 4 30 10 -1";
+        assert_eq!(listening_inode(table, 0xC45B), Some(81234));
+        // Connected, not listening.
+        assert_eq!(listening_inode(table, 0x9C40), None);
+        assert_eq!(listening_inode(table, 80), None);
+        // This process's own listener.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(listener_pid(port), Some(std::process::id()));
     }
 
     #[test]

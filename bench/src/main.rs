@@ -298,6 +298,19 @@ where
     rx.blocking_recv().context("server did not start")
 }
 
+/// What the broker's process spent on the Kafka gateway's passes, when it runs here.
+struct BrokerCpu {
+    /// CPU a call during the concurrent pass, in microseconds.
+    loaded_us: f64,
+    /// Cores busy during it.
+    loaded_share: f64,
+    /// Cores busy with the gateway attached and idle.
+    idle_share: f64,
+}
+
+/// How long the broker's CPU is watched with the gateway idle.
+const BROKER_IDLE_WINDOW: Duration = Duration::from_secs(5);
+
 struct Pass {
     label: String,
     requests: usize,
@@ -611,6 +624,11 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    // The broker's CPU is read from /proc when it runs on this machine.
+    let broker = kafka
+        .as_deref()
+        .and_then(|b| b.rsplit_once(':')?.1.parse().ok())
+        .and_then(cpu::listener_pid);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -637,9 +655,26 @@ fn main() -> anyhow::Result<()> {
         for (name, url) in &targets {
             out.push(pass(&format!("{name}, 1 client"), &http, url, seq, 1).await);
         }
+        let broker_ticks = || broker.map(|pid| cpu::ticks(&format!("/proc/{pid}/stat")).total());
+        let mut broker_cpu = None;
         for (name, url) in &targets {
             let label = format!("{name}, {concurrency} clients");
-            out.push(pass(&label, &http, url, requests, concurrency).await);
+            let before = broker_ticks();
+            let p = pass(&label, &http, url, requests, concurrency).await;
+            if let (Some(b), Some(a), "kafka") = (before, broker_ticks(), name.as_str()) {
+                broker_cpu = Some(BrokerCpu {
+                    loaded_us: cpu::us_per_call(a.saturating_sub(b), p.requests as u64),
+                    loaded_share: a.saturating_sub(b) as f64 / 100.0 / p.seconds,
+                    idle_share: 0.0,
+                });
+            }
+            out.push(p);
+        }
+        if let (Some(cpu), Some(before)) = (broker_cpu.as_mut(), broker_ticks()) {
+            // The gateway on Kafka attached and idle: what its consumers' polls cost the broker.
+            tokio::time::sleep(BROKER_IDLE_WINDOW).await;
+            let spent = broker_ticks().unwrap_or(before).saturating_sub(before);
+            cpu.idle_share = spent as f64 / 100.0 / BROKER_IDLE_WINDOW.as_secs_f64();
         }
         let floor = match &kafka {
             Some(b) => Some((
@@ -648,9 +683,9 @@ fn main() -> anyhow::Result<()> {
             )),
             None => None,
         };
-        Ok::<_, anyhow::Error>((out, floor))
+        Ok::<_, anyhow::Error>((out, floor, broker_cpu))
     })?;
-    let (results, floor) = results;
+    let (results, floor, broker_cpu) = results;
     shutdown.cancel();
 
     println!(
@@ -699,6 +734,14 @@ fn main() -> anyhow::Result<()> {
             rate(kafka) / ceiling.per_second,
             added_1 / f.p50_ms,
         );
+        if let Some(cpu) = broker_cpu {
+            println!(
+                "broker CPU: {:.0} us a call ({:.0}% of a core) at {concurrency} clients; {:.0}% of a core with the gateway idle",
+                cpu.loaded_us,
+                cpu.loaded_share * 100.0,
+                cpu.idle_share * 100.0,
+            );
+        }
     }
     std::thread::sleep(Duration::from_millis(300));
     let _ = std::fs::remove_dir_all(&dir);

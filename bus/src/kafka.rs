@@ -2,7 +2,8 @@
 //! run each role as its own process and scale them apart.
 //!
 //! - Topics are `<prefix><name>` (prefix `telepipe.` by default), created on start when
-//!   missing, with the configured partitions and replication.
+//!   missing, with the configured partitions and replication; a topic each reader reads
+//!   whole (notices, an ingest's answers) with one partition.
 //! - Producer: `acks=all`, idempotence on, a 1 ms linger (at 32 clients it gave 1.5x the
 //!   throughput of none: fewer produce requests for the broker), Nagle off; `publish` returns
 //!   once the broker acknowledged the record.
@@ -255,8 +256,26 @@ impl KafkaBus {
         })
     }
 
+    /// What every topic and group name of this bus starts with.
+    pub fn prefix(&self) -> &str {
+        &self.cfg.prefix
+    }
+
     fn full(&self, topic: &str) -> String {
         format!("{}{topic}", self.cfg.prefix)
+    }
+
+    /// The partitions a topic is created with: one for a topic each reader reads whole
+    /// ([`crate::topics::read_whole`]). On Tansu a fetch reads every partition of its topics
+    /// at the start and at the end of its wait, and a `serve` process's notice consumers
+    /// fetch every few milliseconds: with eight partitions each, an idle `serve` took the
+    /// broker 26% of a core, with one 14% (`bench/README.md`). Topics made before keep theirs.
+    fn partitions_of(&self, topic: &str) -> i32 {
+        if crate::topics::read_whole(topic) {
+            1
+        } else {
+            self.cfg.partitions
+        }
     }
 
     /// Hands a record the broker acknowledged to this process's consumers of its topic that
@@ -362,13 +381,16 @@ impl KafkaBus {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
-        let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
+        let names: Vec<(String, i32)> = topics
+            .iter()
+            .map(|t| (self.full(t), self.partitions_of(t)))
+            .collect();
         let new: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|n| {
+            .map(|(n, partitions)| {
                 NewTopic::new(
                     n,
-                    self.cfg.partitions,
+                    *partitions,
                     TopicReplication::Fixed(self.cfg.replication),
                 )
             })

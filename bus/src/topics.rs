@@ -41,6 +41,14 @@ pub fn responses(instance: &str) -> String {
     format!("responses.{instance}")
 }
 
+/// Whether every reader of `topic` reads all of it, alone in a group of its own (the
+/// notices each processor takes whole, an ingest's answers). Partitions only share a topic
+/// among the members of a group, so such a topic gets one: more would buy its readers
+/// nothing and cost the broker a read of each at every fetch.
+pub fn read_whole(topic: &str) -> bool {
+    matches!(topic, UPDATES_KEPT | CALLS_CANCEL | FLOOD_TURNS) || topic.starts_with("responses.")
+}
+
 /// Every topic's metric label ([`label`]).
 pub const LABELS: [&str; 11] = [
     CALLS,
@@ -90,5 +98,23 @@ mod tests {
         assert_eq!(label("responses"), "other");
         assert_eq!(label("calls.other"), "other");
         assert_eq!(label(""), "other");
+    }
+
+    #[test]
+    fn only_the_topics_read_whole_are_read_whole() {
+        for topic in [UPDATES_KEPT, CALLS_CANCEL, FLOOD_TURNS, &responses("kg")] {
+            assert!(read_whole(topic), "{topic}");
+        }
+        for topic in [
+            CALLS,
+            CALLS_FILES,
+            CALLS_MEDIA,
+            CALLS_SEND,
+            UPDATES_RAW,
+            UPDATES,
+        ] {
+            assert!(!read_whole(topic), "{topic}");
+        }
+        assert!(!read_whole("responses"));
     }
 }

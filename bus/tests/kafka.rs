@@ -345,3 +345,54 @@ fn parses_kafka_urls() {
     assert!(KafkaConfig::from_url("kafka://").is_err());
     assert!(KafkaConfig::from_url("memory").is_err());
 }
+
+/// A topic each reader reads whole is made with one partition, the others with the
+/// configured number (a notice consumer's fetch reads every partition of its topics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_read_whole_get_one_partition() {
+    use bus::Bus;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Some(bus) = bus_on_broker("the partition count test", "parts", &[]) else {
+        return;
+    };
+    let responses = bus::topics::responses("kg");
+    let topics = [
+        bus::topics::CALLS,
+        bus::topics::UPDATES,
+        bus::topics::CALLS_CANCEL,
+        bus::topics::FLOOD_TURNS,
+        bus::topics::UPDATES_KEPT,
+        &responses,
+    ];
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    bus.ensure_topics(&topics).await.unwrap();
+    let brokers = std::env::var("TELEPIPE_TEST_KAFKA").unwrap();
+    let prefix = bus.prefix().to_owned();
+    let counts = tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let meta = client
+            .fetch_metadata(None, std::time::Duration::from_secs(10))
+            .unwrap();
+        topics
+            .iter()
+            .map(|t| {
+                let full = format!("{prefix}{t}");
+                let found = meta.topics().iter().find(|m| m.name() == full);
+                (t.clone(), found.map(|m| m.partitions().len()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (topic, count) in counts {
+        let want = if bus::topics::read_whole(&topic) {
+            1
+        } else {
+            3
+        };
+        assert_eq!(count, Some(want), "{topic}");
+    }
+}

@@ -217,7 +217,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_BUS", default_value = "memory")]
     pub bus: BusUrl,
 
-    /// Partitions per topic (in-process bus, and topics created on Kafka).
+    /// Partitions per topic (in-process bus, and topics created on Kafka but those each reader
+    /// reads whole, the notices and reply topics, which get one).
     #[arg(long, env = "TELEPIPE_PARTITIONS", default_value_t = 8)]
     pub partitions: u32,
 
