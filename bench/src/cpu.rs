@@ -119,6 +119,18 @@ fn listening_inode(table: &str, port: u16) -> Option<u64> {
     })
 }
 
+/// Cores kept busy: `ticks` spent over `seconds`.
+pub fn cores(ticks: u64, seconds: f64) -> f64 {
+    ticks as f64 / TICKS_PER_SECOND / seconds
+}
+
+/// A process's command name (`/proc/<pid>/comm`), empty if it is gone.
+pub fn name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|n| n.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
 /// Microseconds of CPU a call: `ticks` spent over `calls`.
 pub fn us_per_call(ticks: u64, calls: u64) -> f64 {
     ticks as f64 / TICKS_PER_SECOND * 1e6 / calls.max(1) as f64
@@ -157,6 +169,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert_eq!(listener_pid(port), Some(std::process::id()));
+        assert!(!name(std::process::id()).is_empty());
     }
 
     #[test]
@@ -171,5 +184,6 @@ mod tests {
         assert!(own > 0);
         assert!(tree_ticks(me).total() >= own);
         assert_eq!(us_per_call(100, 1_000), 1_000.0);
+        assert_eq!(cores(150, 2.0), 0.75);
     }
 }

@@ -298,8 +298,21 @@ where
     rx.blocking_recv().context("server did not start")
 }
 
+/// The process of this machine listening on the broker's port, if the bench was given one
+/// broker on a loopback address (a remote host's port may be a local proxy's, which would be
+/// measured in its place).
+fn local_broker_pid(brokers: &str) -> Option<u32> {
+    let addr: SocketAddr = brokers.parse().ok()?;
+    addr.ip()
+        .is_loopback()
+        .then(|| cpu::listener_pid(addr.port()))?
+}
+
 /// What the broker's process spent on the Kafka gateway's passes, when it runs here.
 struct BrokerCpu {
+    pid: u32,
+    /// Its command name, so a reader sees which process was measured.
+    name: String,
     /// CPU a call during the concurrent pass, in microseconds.
     loaded_us: f64,
     /// Cores busy during it.
@@ -624,11 +637,9 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    // The broker's CPU is read from /proc when it runs on this machine.
-    let broker = kafka
-        .as_deref()
-        .and_then(|b| b.rsplit_once(':')?.1.parse().ok())
-        .and_then(cpu::listener_pid);
+    // What the broker spends is half of item 4's question (what is the broker's, what is
+    // telepipe's); /proc shows it when the broker is a process of this machine.
+    let broker = kafka.as_deref().and_then(local_broker_pid);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -663,8 +674,10 @@ fn main() -> anyhow::Result<()> {
             let p = pass(&label, &http, url, requests, concurrency).await;
             if let (Some(b), Some(a), "kafka") = (before, broker_ticks(), name.as_str()) {
                 broker_cpu = Some(BrokerCpu {
+                    pid: broker.unwrap_or_default(),
+                    name: cpu::name(broker.unwrap_or_default()),
                     loaded_us: cpu::us_per_call(a.saturating_sub(b), p.requests as u64),
-                    loaded_share: a.saturating_sub(b) as f64 / 100.0 / p.seconds,
+                    loaded_share: cpu::cores(a.saturating_sub(b), p.seconds),
                     idle_share: 0.0,
                 });
             }
@@ -674,7 +687,7 @@ fn main() -> anyhow::Result<()> {
             // The gateway on Kafka attached and idle: what its consumers' polls cost the broker.
             tokio::time::sleep(BROKER_IDLE_WINDOW).await;
             let spent = broker_ticks().unwrap_or(before).saturating_sub(before);
-            cpu.idle_share = spent as f64 / 100.0 / BROKER_IDLE_WINDOW.as_secs_f64();
+            cpu.idle_share = cpu::cores(spent, BROKER_IDLE_WINDOW.as_secs_f64());
         }
         let floor = match &kafka {
             Some(b) => Some((
@@ -736,7 +749,9 @@ fn main() -> anyhow::Result<()> {
         );
         if let Some(cpu) = broker_cpu {
             println!(
-                "broker CPU: {:.0} us a call ({:.0}% of a core) at {concurrency} clients; {:.0}% of a core with the gateway idle",
+                "broker CPU (pid {}, {}): {:.0} us a call ({:.0}% of a core) at {concurrency} clients; {:.0}% of a core with the gateway idle",
+                cpu.pid,
+                cpu.name,
                 cpu.loaded_us,
                 cpu.loaded_share * 100.0,
                 cpu.idle_share * 100.0,

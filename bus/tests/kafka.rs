@@ -356,15 +356,16 @@ async fn topics_read_whole_get_one_partition() {
         return;
     };
     let responses = bus::topics::responses("kg");
-    let topics = [
-        bus::topics::CALLS,
-        bus::topics::UPDATES,
-        bus::topics::CALLS_CANCEL,
-        bus::topics::FLOOD_TURNS,
-        bus::topics::UPDATES_KEPT,
-        &responses,
+    // (topic, partitions): the configured three for topics a group's members share.
+    let want = [
+        (bus::topics::CALLS, 3),
+        (bus::topics::UPDATES, 3),
+        (bus::topics::CALLS_CANCEL, 1),
+        (bus::topics::FLOOD_TURNS, 1),
+        (bus::topics::UPDATES_KEPT, 1),
+        (&responses, 1),
     ];
-    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    let topics: Vec<String> = want.iter().map(|(t, _)| t.to_string()).collect();
     bus.ensure_topics(&topics).await.unwrap();
     let brokers = std::env::var("TELEPIPE_TEST_KAFKA").unwrap();
     let prefix = bus.prefix().to_owned();
@@ -387,12 +388,7 @@ async fn topics_read_whole_get_one_partition() {
     })
     .await
     .unwrap();
-    for (topic, count) in counts {
-        let want = if bus::topics::read_whole(&topic) {
-            1
-        } else {
-            3
-        };
+    for ((topic, count), (_, want)) in counts.into_iter().zip(want) {
         assert_eq!(count, Some(want), "{topic}");
     }
 }
