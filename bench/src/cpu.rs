@@ -64,14 +64,19 @@ pub fn ticks(path: &str) -> Ticks {
     Ticks::of(&fields(&stat))
 }
 
-/// CPU time of `pid` and of the processes it started that are running (nginx's master and its
-/// workers).
-pub fn tree_ticks(pid: u32) -> Ticks {
-    let children = std::fs::read_dir("/proc")
+/// The processes of this machine, by the numbered entries of `/proc`.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// CPU time of `pid` and of the processes it started that are running (nginx's master and its
+/// workers).
+pub fn tree_ticks(pid: u32) -> Ticks {
+    let children = pids()
         .filter_map(|child| {
             let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
             let f = fields(&stat);
@@ -90,19 +95,13 @@ pub fn listener_pid(port: u16) -> Option<u32> {
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .find_map(|table| listening_inode(&table, port))?;
     let wanted = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str())
-                })
-        })
+    pids().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == wanted.as_str()))
+    })
 }
 
 /// The inode of the socket listening on `port` in a `/proc/net/tcp` table: its lines are

@@ -672,10 +672,12 @@ fn main() -> anyhow::Result<()> {
             let label = format!("{name}, {concurrency} clients");
             let before = broker_ticks();
             let p = pass(&label, &http, url, requests, concurrency).await;
-            if let (Some(b), Some(a), "kafka") = (before, broker_ticks(), name.as_str()) {
+            if let (Some(pid), Some(b), Some(a), "kafka") =
+                (broker, before, broker_ticks(), name.as_str())
+            {
                 broker_cpu = Some(BrokerCpu {
-                    pid: broker.unwrap_or_default(),
-                    name: cpu::name(broker.unwrap_or_default()),
+                    pid,
+                    name: cpu::name(pid),
                     loaded_us: cpu::us_per_call(a.saturating_sub(b), p.requests as u64),
                     loaded_share: cpu::cores(a.saturating_sub(b), p.seconds),
                     idle_share: 0.0,
