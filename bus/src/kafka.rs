@@ -1,9 +1,10 @@
 //! The Kafka bus (rdkafka): the same `Bus` contract on a real broker, for deployments that
 //! run each role as its own process and scale them apart.
 //!
-//! - Topics are `<prefix><name>` (prefix `telepipe.` by default), created on start when
-//!   missing, with the configured partitions and replication; a topic each reader reads
-//!   whole (notices, an ingest's answers) with one partition.
+//! - Topics are `<prefix><name>` (prefix `telepipe.` by default), created when missing on
+//!   start and before a process first publishes to them, with the configured partitions and
+//!   replication; a topic each reader reads whole (notices, an ingest's answers) with one
+//!   partition.
 //! - Producer: `acks=all`, idempotence on, a 1 ms linger (at 32 clients it gave 1.5x the
 //!   throughput of none: fewer produce requests for the broker), Nagle off; `publish` returns
 //!   once the broker acknowledged the record.
@@ -42,8 +43,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 /// How often librdkafka commits the offsets the roles stored.
@@ -142,6 +143,12 @@ pub struct KafkaBus {
     lags: Lags,
     /// This process's consumers of topics handed over, by topic.
     desks: Mutex<HashMap<String, Vec<Weak<Desk>>>>,
+    /// Topics this process made or found made (`ensure_topics`, or a first publish). A publish
+    /// to another makes it first: else the broker would make it itself on the producer's
+    /// metadata request, with its own default partitions (Tansu's: four), before the readers'
+    /// `ensure_topics` (a files stage's `flood.turns` before its process's flood watcher).
+    /// Bounded by the topics a process publishes to: fixed names and one per ingest instance.
+    made: RwLock<HashSet<String>>,
 }
 
 type Lags = Arc<Mutex<HashMap<(String, String), u64>>>;
@@ -253,6 +260,7 @@ impl KafkaBus {
             admin,
             lags: Arc::default(),
             desks: Mutex::default(),
+            made: RwLock::default(),
         })
     }
 
@@ -275,6 +283,24 @@ impl KafkaBus {
             1
         } else {
             self.cfg.partitions
+        }
+    }
+
+    /// Makes `topic` with its partitions if this process has not made or found it yet.
+    /// Failing, the publish goes on (the broker may make the topic itself, as it did before
+    /// this), said once: a broker that refuses to make topics must not cost every publish an
+    /// admin request.
+    async fn make_before_publishing(&self, topic: &str) {
+        let made = (self.made.read().unwrap_or_else(|p| p.into_inner())).contains(topic);
+        if made {
+            return;
+        }
+        if let Err(error) = self.ensure_topics(&[topic.to_owned()]).await {
+            tracing::warn!(%error, topic, "could not make a topic before publishing to it");
+            self.made
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(topic.to_owned());
         }
     }
 
@@ -409,10 +435,15 @@ impl Bus for KafkaBus {
                 }
             }
         }
+        self.made
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(topics.iter().cloned());
         Ok(())
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
+        self.make_before_publishing(topic).await;
         let full = self.full(topic);
         let record = FutureRecord::to(&full).key(key).payload(&payload);
         let sent = std::time::Instant::now();

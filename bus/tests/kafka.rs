@@ -351,7 +351,6 @@ fn parses_kafka_urls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_read_whole_get_one_partition() {
     use bus::Bus;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let Some(bus) = bus_on_broker("the partition count test", "parts", &[]) else {
         return;
     };
@@ -367,16 +366,46 @@ async fn topics_read_whole_get_one_partition() {
     ];
     let topics: Vec<String> = want.iter().map(|(t, _)| t.to_string()).collect();
     bus.ensure_topics(&topics).await.unwrap();
+    assert_partitions(&bus, &want).await;
+}
+
+/// A topic first published to, before any reader of it made it, gets the partitions its
+/// readers would have made it with, not the broker's default for a topic it makes itself
+/// (a file stage's `flood.turns` published before its process's flood watcher started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_published_to_first_gets_its_partitions() {
+    use bus::Bus;
+    let Some(bus) = bus_on_broker("the publish-first partition test", "pubfirst", &[]) else {
+        return;
+    };
+    let responses = bus::topics::responses("kg");
+    let want = [
+        (bus::topics::CALLS, 3),
+        (bus::topics::FLOOD_TURNS, 1),
+        (&responses, 1),
+    ];
+    for (topic, _) in want {
+        bus.publish(topic, "k", b"first".to_vec()).await.unwrap();
+    }
+    assert_partitions(&bus, &want).await;
+}
+
+/// Asserts each topic's partition count on the broker.
+async fn assert_partitions(bus: &KafkaBus, want: &[(&str, usize)]) {
+    let topics: Vec<String> = want.iter().map(|(t, _)| t.to_string()).collect();
     let brokers = std::env::var("TELEPIPE_TEST_KAFKA").unwrap();
     let prefix = bus.prefix().to_owned();
     let counts = tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = rdkafka::ClientConfig::new()
+        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
             .unwrap();
-        let meta = client
-            .fetch_metadata(None, std::time::Duration::from_secs(10))
-            .unwrap();
+        let meta = rdkafka::consumer::Consumer::fetch_metadata(
+            &client,
+            None,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
         topics
             .iter()
             .map(|t| {
@@ -389,6 +418,6 @@ async fn topics_read_whole_get_one_partition() {
     .await
     .unwrap();
     for ((topic, count), (_, want)) in counts.into_iter().zip(want) {
-        assert_eq!(count, Some(want), "{topic}");
+        assert_eq!(count, Some(*want), "{topic}");
     }
 }
