@@ -147,7 +147,9 @@ pub struct KafkaBus {
     /// to another makes it first: else the broker would make it itself on the producer's
     /// metadata request, with its own default partitions (Tansu's: four), before the readers'
     /// `ensure_topics` (a files stage's `flood.turns` before its process's flood watcher).
-    /// Bounded by the topics a process publishes to: fixed names and one per ingest instance.
+    /// Bounded by the topics a process publishes to: fixed names, and the reply topic of each
+    /// ingest instance whose calls it answered (`responses.<instance>`, named by the ingest in
+    /// the call's envelope; made even where the broker does not make topics itself).
     made: RwLock<HashSet<String>>,
 }
 
@@ -286,22 +288,17 @@ impl KafkaBus {
         }
     }
 
-    /// Makes `topic` with its partitions if this process has not made or found it yet.
-    /// Failing, the publish goes on (the broker may make the topic itself, as it did before
-    /// this), said once: a broker that refuses to make topics must not cost every publish an
-    /// admin request.
-    async fn make_before_publishing(&self, topic: &str) {
+    /// Makes `topic` with its partitions if this process has not made or found it yet. A
+    /// failure fails the publish (retried as any failed publish): producing anyway would let
+    /// the broker make the topic with its own default partitions, which cannot be lowered
+    /// after. Every role's start makes its topics the same way, so a broker that refuses to
+    /// make topics runs no telepipe in the first place.
+    async fn make_before_publishing(&self, topic: &str) -> Result<(), BusError> {
         let made = (self.made.read().unwrap_or_else(|p| p.into_inner())).contains(topic);
         if made {
-            return;
+            return Ok(());
         }
-        if let Err(error) = self.ensure_topics(&[topic.to_owned()]).await {
-            tracing::warn!(%error, topic, "could not make a topic before publishing to it");
-            self.made
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(topic.to_owned());
-        }
+        self.ensure_topics(&[topic.to_owned()]).await
     }
 
     /// Hands a record the broker acknowledged to this process's consumers of its topic that
@@ -443,7 +440,7 @@ impl Bus for KafkaBus {
     }
 
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
-        self.make_before_publishing(topic).await;
+        self.make_before_publishing(topic).await?;
         let full = self.full(topic);
         let record = FutureRecord::to(&full).key(key).payload(&payload);
         let sent = std::time::Instant::now();
