@@ -226,7 +226,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TELEPIPE_KAFKA_PREFIX", default_value = "telepipe.")]
     pub kafka_prefix: String,
 
-    /// Kafka: replication factor of topics created on start.
+    /// Kafka: replication factor of the topics telepipe creates (on start, or before its
+    /// first publish to one).
     #[arg(long, env = "TELEPIPE_KAFKA_REPLICATION", default_value_t = 1)]
     pub kafka_replication: i32,
 
