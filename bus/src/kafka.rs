@@ -294,8 +294,12 @@ impl KafkaBus {
     /// after. Every role's start makes its topics the same way, so a broker that refuses to
     /// make topics runs no telepipe in the first place.
     async fn make_before_publishing(&self, topic: &str) -> Result<(), BusError> {
-        let made = (self.made.read().unwrap_or_else(|p| p.into_inner())).contains(topic);
-        if made {
+        if self
+            .made
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+        {
             return Ok(());
         }
         self.ensure_topics(&[topic.to_owned()]).await

@@ -401,20 +401,18 @@ async fn a_topic_published_to_first_gets_its_partitions() {
 
 /// Asserts each topic's partition count on the broker.
 async fn assert_partitions(bus: &KafkaBus, want: &[(&str, usize)]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
     let topics: Vec<String> = want.iter().map(|(t, _)| t.to_string()).collect();
     let brokers = std::env::var("TELEPIPE_TEST_KAFKA").unwrap();
     let prefix = bus.prefix().to_owned();
     let counts = tokio::task::spawn_blocking(move || {
-        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create()
             .unwrap();
-        let meta = rdkafka::consumer::Consumer::fetch_metadata(
-            &client,
-            None,
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
+        let meta = client
+            .fetch_metadata(None, std::time::Duration::from_secs(10))
+            .unwrap();
         topics
             .iter()
             .map(|t| {
