@@ -39,7 +39,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -66,6 +66,16 @@ const BACKGROUND_FETCH_WAIT_MS: u32 = 100;
 /// With every request-path consumer at 5 ms, the idle polls of a `serve` process took Tansu
 /// half a core; with these at 100 ms, a fifth.
 pub const LOCAL_FETCH_WAIT_MS: u32 = 100;
+
+/// How long a made topic may take to show in the broker's metadata before `ensure_topics`
+/// fails (and its caller retries or stops).
+const TOPIC_LISTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// How often a consumer asks the broker for its topics' metadata. A topic missing from it is
+/// read from the first refresh that finds it: at librdkafka's default of five minutes, a
+/// consumer that subscribed a moment before its topic showed stayed deaf to it that long. One
+/// small request a consumer this often costs the broker nothing measurable.
+const METADATA_REFRESH_MS: u32 = 5_000;
 
 /// Topics whose records can be handed over: the processing stages' inputs, which the
 /// in-process bus pushes to its stages too (`Bus::push_to`). The stages run a bot's calls
@@ -137,7 +147,8 @@ impl KafkaConfig {
 pub struct KafkaBus {
     cfg: KafkaConfig,
     producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    /// Shared with the blocking thread that waits for a made topic to show in the metadata.
+    admin: Arc<AdminClient<DefaultClientContext>>,
     /// Consumer lag by (topic, group), from librdkafka's statistics of this process's
     /// consumers.
     lags: Lags,
@@ -254,12 +265,15 @@ impl KafkaBus {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &cfg.brokers)
             .set("client.id", &cfg.client_id)
+            // The admin client is a producer to librdkafka, which would have the broker make
+            // a topic it asks the metadata of; it only asks for every topic anyway.
+            .set("allow.auto.create.topics", "false")
             .create()
             .map_err(backend)?;
         Ok(Self {
             cfg,
             producer,
-            admin,
+            admin: Arc::new(admin),
             lags: Arc::default(),
             desks: Mutex::default(),
             made: RwLock::default(),
@@ -303,6 +317,43 @@ impl KafkaBus {
             return Ok(());
         }
         self.ensure_topics(&[topic.to_owned()]).await
+    }
+
+    /// Waits until the broker's metadata lists each of `names` with its partitions. A made
+    /// topic is not at once in every broker's metadata (Kafka spreads it from the controller;
+    /// Tansu can answer from a stale cache of its topics for up to 5 s), and a consumer whose
+    /// first metadata misses a topic is deaf to it until its next refresh.
+    async fn wait_until_listed(&self, names: Vec<String>) -> Result<(), BusError> {
+        let admin = self.admin.clone();
+        // librdkafka's metadata request blocks: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + TOPIC_LISTED_WITHIN;
+            loop {
+                // Every topic's metadata: a request naming topics may have the broker make them.
+                let meta = admin
+                    .inner()
+                    .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
+                    .map_err(backend)?;
+                let listed = |name: &String| {
+                    meta.topics().iter().any(|t| {
+                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                };
+                let missing: Vec<&String> = names.iter().filter(|n| !listed(n)).collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(BusError::Backend(format!(
+                        "made but not in the broker's metadata after \
+                         {TOPIC_LISTED_WITHIN:?}: {missing:?}"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .map_err(backend)?
     }
 
     /// Hands a record the broker acknowledged to this process's consumers of its topic that
@@ -390,6 +441,10 @@ impl KafkaBus {
                 (self.cfg.session_timeout_ms / 4).max(100).to_string(),
             )
             .set("statistics.interval.ms", "2000")
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                METADATA_REFRESH_MS.to_string(),
+            )
             .create_with_context(context)
             .map_err(backend)?;
         let names: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
@@ -401,6 +456,7 @@ impl KafkaBus {
             stored: false,
             desks,
             bell,
+            told_missing: false,
         }))
     }
 }
@@ -436,6 +492,8 @@ impl Bus for KafkaBus {
                 }
             }
         }
+        self.wait_until_listed(names.into_iter().map(|(n, _)| n).collect())
+            .await?;
         self.made
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -495,6 +553,8 @@ struct KafkaConsumer {
     desks: Vec<Arc<Desk>>,
     /// Rung by its desks when they queue something.
     bell: Arc<tokio::sync::Notify>,
+    /// It was told a topic of its is not on the broker (warned once, then at debug).
+    told_missing: bool,
 }
 
 #[async_trait]
@@ -513,8 +573,30 @@ impl Consumer for KafkaConsumer {
                     _ = self.bell.notified() => continue,
                     m = self.consumer.recv() => m,
                 }
-            }
-            .map_err(backend)?;
+            };
+            let m = match m {
+                Ok(m) => m,
+                // Not yet in the metadata librdkafka asked for (made by another process a
+                // moment later, or still spreading through the cluster): read from the refresh
+                // that finds it. Failing here stopped the whole process.
+                Err(
+                    error @ KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                    ),
+                ) => {
+                    if std::mem::replace(&mut self.told_missing, true) {
+                        tracing::debug!(%error, "a subscribed topic is still not on the broker");
+                    } else {
+                        tracing::warn!(
+                            %error,
+                            refresh_ms = METADATA_REFRESH_MS,
+                            "a subscribed topic is not on the broker yet; read once it is"
+                        );
+                    }
+                    continue;
+                }
+                Err(e) => return Err(backend(e)),
+            };
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };

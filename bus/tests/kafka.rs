@@ -428,3 +428,33 @@ async fn assert_partitions(bus: &KafkaBus, want: &[(&str, usize)]) {
         assert_eq!(count, Some(*want), "{topic}");
     }
 }
+
+/// A consumer that subscribed before its topic was made (by another process, a moment later)
+/// reads it once it is made: it neither fails (that stopped a whole process under CI) nor
+/// stays deaf until librdkafka's default metadata refresh five minutes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_subscribed_before_its_topic_is_made_reads_it() {
+    use bus::Bus;
+    let Some(bus) = bus_on_broker("the topic-made-late test", "late", &[]) else {
+        return;
+    };
+    let topic = [bus::topics::UPDATES.to_owned()];
+    let mut consumer = bus.subscribe("late", &topic).await.unwrap();
+    let maker = tokio::spawn({
+        let (bus, topic) = (bus.clone(), topic.clone());
+        async move {
+            // Past the consumer's first metadata request, which finds no such topic.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            bus.ensure_topics(&topic).await.unwrap();
+            bus.publish(&topic[0], "k", b"made late".to_vec())
+                .await
+                .unwrap();
+        }
+    });
+    let record = tokio::time::timeout(std::time::Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the record of a topic made after the subscription arrives within 30 s")
+        .expect("a topic not made yet is no error");
+    assert_eq!(record.payload.as_ref(), b"made late");
+    maker.await.unwrap();
+}
