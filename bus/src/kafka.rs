@@ -73,8 +73,8 @@ const TOPIC_LISTED_WITHIN: Duration = Duration::from_secs(10);
 
 /// How often a consumer asks the broker for its topics' metadata. A topic missing from it is
 /// read from the first refresh that finds it: at librdkafka's default of five minutes, a
-/// consumer that subscribed a moment before its topic showed stayed deaf to it that long. One
-/// small request a consumer this often costs the broker nothing measurable.
+/// consumer that subscribed a moment before its topic showed stayed deaf to it that long
+/// (measured on Tansu: 301 s). One request naming a consumer's topics every 5 s.
 const METADATA_REFRESH_MS: u32 = 5_000;
 
 /// Topics whose records can be handed over: the processing stages' inputs, which the
@@ -265,8 +265,8 @@ impl KafkaBus {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &cfg.brokers)
             .set("client.id", &cfg.client_id)
-            // The admin client is a producer to librdkafka, which would have the broker make
-            // a topic it asks the metadata of; it only asks for every topic anyway.
+            // The admin client is a producer to librdkafka, whose metadata requests would ask
+            // the broker to make the topics they name (`wait_until_listed` names topics).
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(backend)?;
@@ -322,34 +322,50 @@ impl KafkaBus {
     /// Waits until the broker's metadata lists each of `names` with its partitions. A made
     /// topic is not at once in every broker's metadata (Kafka spreads it from the controller;
     /// Tansu can answer from a stale cache of its topics for up to 5 s), and a consumer whose
-    /// first metadata misses a topic is deaf to it until its next refresh.
+    /// first metadata misses a topic is deaf to it until its next refresh. A failed request
+    /// counts as not listed yet: only the deadline fails the wait.
     async fn wait_until_listed(&self, names: Vec<String>) -> Result<(), BusError> {
         let admin = self.admin.clone();
         // librdkafka's metadata request blocks: off the async threads.
         tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + TOPIC_LISTED_WITHIN;
+            let mut pause = Duration::from_millis(50);
+            let mut missing: Vec<String> = names;
+            let mut last_error = None;
             loop {
-                // Every topic's metadata: a request naming topics may have the broker make them.
-                let meta = admin
-                    .inner()
-                    .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
-                    .map_err(backend)?;
-                let listed = |name: &String| {
-                    meta.topics().iter().any(|t| {
-                        t.name() == name && t.error().is_none() && !t.partitions().is_empty()
-                    })
-                };
-                let missing: Vec<&String> = names.iter().filter(|n| !listed(n)).collect();
-                if missing.is_empty() {
+                let mut still = Vec::new();
+                for name in missing {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let wait = Timeout::After(left.clamp(Duration::from_millis(100), pause * 20));
+                    match admin.inner().fetch_metadata(Some(&name), wait) {
+                        Ok(meta)
+                            if meta.topics().iter().any(|t| {
+                                t.name() == name
+                                    && t.error().is_none()
+                                    && !t.partitions().is_empty()
+                            }) => {}
+                        Ok(_) => still.push(name),
+                        Err(error) => {
+                            last_error = Some(error);
+                            still.push(name);
+                        }
+                    }
+                }
+                if still.is_empty() {
                     return Ok(());
                 }
-                if std::time::Instant::now() >= deadline {
+                if std::time::Instant::now() + pause >= deadline {
+                    let error = last_error
+                        .map(|e| format!(" (last: {e})"))
+                        .unwrap_or_default();
                     return Err(BusError::Backend(format!(
                         "made but not in the broker's metadata after \
-                         {TOPIC_LISTED_WITHIN:?}: {missing:?}"
+                         {TOPIC_LISTED_WITHIN:?}: {still:?}{error}"
                     )));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+                missing = still;
             }
         })
         .await
@@ -456,6 +472,7 @@ impl KafkaBus {
             stored: false,
             desks,
             bell,
+            topics: names,
             told_missing: false,
         }))
     }
@@ -553,7 +570,11 @@ struct KafkaConsumer {
     desks: Vec<Arc<Desk>>,
     /// Rung by its desks when they queue something.
     bell: Arc<tokio::sync::Notify>,
-    /// It was told a topic of its is not on the broker (warned once, then at debug).
+    /// Its topics (full names), for the warning that one is not on the broker (librdkafka's
+    /// error says which; rdkafka keeps only its code).
+    topics: Vec<String>,
+    /// It was told a topic of its is not on the broker since its last record (warned once,
+    /// then at debug).
     told_missing: bool,
 }
 
@@ -578,17 +599,22 @@ impl Consumer for KafkaConsumer {
                 Ok(m) => m,
                 // Not yet in the metadata librdkafka asked for (made by another process a
                 // moment later, or still spreading through the cluster): read from the refresh
-                // that finds it. Failing here stopped the whole process.
+                // that finds it (a consumer from the end, from where the topic stands then).
+                // Failing here stopped the whole process. librdkafka reports a topic once per
+                // change of its state, and as this code (`UnknownTopic` is turned into it); a
+                // topic deleted under an assigned partition is `UnknownPartition`, still fatal.
                 Err(
                     error @ KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                        RDKafkaErrorCode::UnknownTopicOrPartition,
                     ),
                 ) => {
+                    let topics = &self.topics;
                     if std::mem::replace(&mut self.told_missing, true) {
-                        tracing::debug!(%error, "a subscribed topic is still not on the broker");
+                        tracing::debug!(%error, ?topics, "a subscribed topic is still missing");
                     } else {
                         tracing::warn!(
                             %error,
+                            ?topics,
                             refresh_ms = METADATA_REFRESH_MS,
                             "a subscribed topic is not on the broker yet; read once it is"
                         );
@@ -597,6 +623,7 @@ impl Consumer for KafkaConsumer {
                 }
                 Err(e) => return Err(backend(e)),
             };
+            self.told_missing = false;
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };

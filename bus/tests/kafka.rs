@@ -429,32 +429,48 @@ async fn assert_partitions(bus: &KafkaBus, want: &[(&str, usize)]) {
     }
 }
 
-/// A consumer that subscribed before its topic was made (by another process, a moment later)
-/// reads it once it is made: it neither fails (that stopped a whole process under CI) nor
-/// stays deaf until librdkafka's default metadata refresh five minutes on.
+/// Consumers that subscribed before their topic was made (by another process, a moment
+/// later) read it once it is made: they neither fail (that stopped a whole process under CI)
+/// nor stay deaf until librdkafka's default metadata refresh five minutes on. One from the
+/// start reads the topic's first record; one from the end (a flood watcher's `updates`) what
+/// is published once it has found the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_subscribed_before_its_topic_is_made_reads_it() {
+async fn consumers_subscribed_before_their_topic_is_made_read_it() {
     use bus::Bus;
+    use std::time::Duration;
     let Some(bus) = bus_on_broker("the topic-made-late test", "late", &[]) else {
         return;
     };
     let topic = [bus::topics::UPDATES.to_owned()];
-    let mut consumer = bus.subscribe("late", &topic).await.unwrap();
-    let maker = tokio::spawn({
-        let (bus, topic) = (bus.clone(), topic.clone());
+    let mut from_start = bus.subscribe("late", &topic).await.unwrap();
+    let mut from_end = bus.subscribe_from_end("late-end", &topic).await.unwrap();
+    // Their first metadata (within milliseconds) finds no such topic: nothing to read, and
+    // no error.
+    for consumer in [&mut from_start, &mut from_end] {
+        let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+        assert!(next.is_err(), "a topic not made yet is no error: {next:?}");
+    }
+    bus.ensure_topics(&topic).await.unwrap();
+    bus.publish(&topic[0], "k", b"first".to_vec())
+        .await
+        .unwrap();
+    let publishing = tokio_util::sync::CancellationToken::new();
+    let publisher = tokio::spawn({
+        let (bus, topic, publishing) = (bus.clone(), topic[0].clone(), publishing.clone());
         async move {
-            // Past the consumer's first metadata request, which finds no such topic.
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            bus.ensure_topics(&topic).await.unwrap();
-            bus.publish(&topic[0], "k", b"made late".to_vec())
-                .await
-                .unwrap();
+            while !publishing.is_cancelled() {
+                bus.publish(&topic, "k", b"later".to_vec()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     });
-    let record = tokio::time::timeout(std::time::Duration::from_secs(30), consumer.next())
-        .await
-        .expect("the record of a topic made after the subscription arrives within 30 s")
-        .expect("a topic not made yet is no error");
-    assert_eq!(record.payload.as_ref(), b"made late");
-    maker.await.unwrap();
+    for (consumer, want) in [(&mut from_start, "first"), (&mut from_end, "later")] {
+        let record = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("a record of a topic made after the subscription arrives within 30 s")
+            .expect("no error");
+        assert_eq!(record.payload.as_ref(), want.as_bytes());
+    }
+    publishing.cancel();
+    publisher.await.unwrap();
 }
