@@ -473,7 +473,7 @@ impl KafkaBus {
             desks,
             bell,
             topics: names,
-            told_missing: false,
+            told: None,
         }))
     }
 }
@@ -570,12 +570,11 @@ struct KafkaConsumer {
     desks: Vec<Arc<Desk>>,
     /// Rung by its desks when they queue something.
     bell: Arc<tokio::sync::Notify>,
-    /// Its topics (full names), for the warning that one is not on the broker (librdkafka's
-    /// error says which; rdkafka keeps only its code).
+    /// Its topics (full names), for its warnings (librdkafka's error says which topic;
+    /// rdkafka keeps only its code).
     topics: Vec<String>,
-    /// It was told a topic of its is not on the broker since its last record (warned once,
-    /// then at debug).
-    told_missing: bool,
+    /// The error it was last told of since its last record (warned once, then at debug).
+    told: Option<RDKafkaErrorCode>,
 }
 
 #[async_trait]
@@ -597,33 +596,26 @@ impl Consumer for KafkaConsumer {
             };
             let m = match m {
                 Ok(m) => m,
-                // Not yet in the metadata librdkafka asked for (made by another process a
-                // moment later, or still spreading through the cluster): read from the refresh
-                // that finds it (a consumer from the end, from where the topic stands then).
-                // Failing here stopped the whole process. librdkafka reports a topic once per
-                // change of its state, and as this code (`UnknownTopic` is turned into it); a
-                // topic deleted under an assigned partition is `UnknownPartition`, still fatal.
-                Err(
-                    error @ KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::UnknownTopicOrPartition,
-                    ),
-                ) => {
-                    let topics = &self.topics;
-                    if std::mem::replace(&mut self.told_missing, true) {
-                        tracing::debug!(%error, ?topics, "a subscribed topic is still missing");
+                Err(KafkaError::MessageConsumption(code)) if !stops_consumer(code) => {
+                    // Warned once a kind until the next record: librdkafka retries a failed
+                    // fetch every half second.
+                    let (error, topics) = (KafkaError::MessageConsumption(code), &self.topics);
+                    if self.told.replace(code) == Some(code) {
+                        tracing::debug!(%error, ?topics, "consumer error again; recovering");
                     } else {
                         tracing::warn!(
                             %error,
                             ?topics,
                             refresh_ms = METADATA_REFRESH_MS,
-                            "a subscribed topic is not on the broker yet; read once it is"
+                            "consumer error; librdkafka recovers from it (a topic not on the \
+                             broker yet is read from the metadata refresh that finds it)"
                         );
                     }
                     continue;
                 }
                 Err(e) => return Err(backend(e)),
             };
-            self.told_missing = false;
+            self.told = None;
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };
@@ -672,6 +664,29 @@ impl Consumer for KafkaConsumer {
         }
         Ok(())
     }
+}
+
+/// Whether a consumer error stops the consumer (and with it its process) rather than pass.
+/// librdkafka reports an error it recovers from itself as one too, and retries: a fetch that
+/// failed (the broker's error on a partition, or a request timed out), a topic not in its
+/// metadata yet (made by another process a moment before, still spreading through a cluster,
+/// or missing from Tansu's stale metadata cache for up to 5 s: that stopped a router under CI),
+/// read from the refresh that finds it (a consumer from the end from where the topic stands
+/// then). What only someone can mend stops: access refused, and a partition gone under its
+/// consumer (its topic deleted; made again with its partitions by the restart's
+/// `ensure_topics`). Fatal errors (`MessageConsumptionFatal`) stop too.
+fn stops_consumer(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::TopicAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::SaslAuthenticationFailed
+            | Code::Authentication
+            | Code::UnknownPartition
+            | Code::Fatal
+    )
 }
 
 /// A topic read once from a moment in time to its end as it was when the read began, by a
@@ -881,6 +896,30 @@ impl TopicReader {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_errors_someone_must_mend_stop_a_consumer() {
+        use rdkafka::error::RDKafkaErrorCode as Code;
+        for passes in [
+            Code::UnknownTopicOrPartition,
+            Code::UnknownTopic,
+            Code::BrokerTransportFailure,
+            Code::AllBrokersDown,
+            Code::RequestTimedOut,
+            Code::Unknown,
+            Code::NotLeaderForPartition,
+            Code::PollExceeded,
+        ] {
+            assert!(!super::stops_consumer(passes), "{passes:?}");
+        }
+        for stops in [
+            Code::TopicAuthorizationFailed,
+            Code::GroupAuthorizationFailed,
+            Code::UnknownPartition,
+        ] {
+            assert!(super::stops_consumer(stops), "{stops:?}");
+        }
+    }
+
     /// Only consumers of the update topics alone, or of topics published in their own
     /// process, wait long; anything else on the request path waits little.
     #[test]
