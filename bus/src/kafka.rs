@@ -41,7 +41,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -146,7 +146,8 @@ impl KafkaConfig {
 
 pub struct KafkaBus {
     cfg: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when it can deliver no more ([`producer_is_done`]).
+    producer: RwLock<FutureProducer>,
     /// Shared with the blocking thread that waits for a made topic to show in the metadata.
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// Consumer lag by (topic, group), from librdkafka's statistics of this process's
@@ -250,18 +251,39 @@ fn publish_error(e: rdkafka::error::KafkaError) -> BusError {
     }
 }
 
+/// The producer of a process: acknowledged by every replica, idempotent (a retried record is
+/// stored once, in order).
+fn new_producer(cfg: &KafkaConfig) -> Result<FutureProducer, BusError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", &cfg.client_id)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("socket.nagle.disable", "true")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(backend)
+}
+
+/// Whether a producer that failed a record so can deliver no more, whatever it is given: the
+/// broker fences its producer id (Tansu, from the first record after an outage in which one
+/// timed out: librdkafka bumps the id's epoch, and Tansu refuses every record of the bumped
+/// one; the gateway answered 503 to every call after until restarted), or librdkafka calls it
+/// fatal. A new producer, with a new id, delivers again.
+fn producer_is_done(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            Code::ProducerFenced | Code::InvalidProducerEpoch | Code::Fatal
+        )
+    )
+}
+
 impl KafkaBus {
     pub fn new(cfg: KafkaConfig) -> Result<Self, BusError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
-            .set("client.id", &cfg.client_id)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set("socket.nagle.disable", "true")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .map_err(backend)?;
+        let producer = new_producer(&cfg)?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &cfg.brokers)
             .set("client.id", &cfg.client_id)
@@ -272,12 +294,33 @@ impl KafkaBus {
             .map_err(backend)?;
         Ok(Self {
             cfg,
-            producer,
+            producer: RwLock::new(producer),
             admin: Arc::new(admin),
             lags: Arc::default(),
             desks: Mutex::default(),
             made: RwLock::default(),
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new producer in the place of `done`, unless another publish did already.
+    fn renew_producer(&self, done: FutureProducer, error: &KafkaError) -> Result<(), BusError> {
+        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if slot.client().native_ptr() != done.client().native_ptr() {
+            return Ok(());
+        }
+        tracing::warn!(%error, "the Kafka producer can deliver no more; a new one takes its place");
+        let old = std::mem::replace(&mut *slot, new_producer(&self.cfg)?);
+        drop(slot);
+        // Dropping a producer purges and flushes it (up to 500 ms) and joins its thread.
+        tokio::task::spawn_blocking(move || drop((old, done)));
+        Ok(())
     }
 
     /// What every topic and group name of this bus starts with.
@@ -521,13 +564,32 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
         self.make_before_publishing(topic).await?;
         let full = self.full(topic);
-        let record = FutureRecord::to(&full).key(key).payload(&payload);
+        let send = |producer: FutureProducer| {
+            let record = FutureRecord::to(&full).key(key).payload(&payload);
+            async move {
+                let sent = producer
+                    .send(record, Timeout::After(Duration::from_secs(30)))
+                    .await
+                    .map_err(|(e, _)| e);
+                (sent, producer)
+            }
+        };
         let sent = std::time::Instant::now();
-        let delivered = self
-            .producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map_err(|(e, _)| publish_error(e))?;
+        let delivered = match send(self.producer()).await {
+            (Ok(delivered), _) => delivered,
+            (Err(error), done) if producer_is_done(&error) => {
+                self.renew_producer(done, &error)?;
+                // Refused by the broker, so not stored: once more on the new producer.
+                if matches!(
+                    error,
+                    KafkaError::MessageProduction(RDKafkaErrorCode::Fatal)
+                ) {
+                    return Err(publish_error(error));
+                }
+                send(self.producer()).await.0.map_err(publish_error)?
+            }
+            (Err(error), _) => return Err(publish_error(error)),
+        };
         crate::metrics::PUBLISH_SECONDS.observe(sent.elapsed().as_secs_f64());
         self.hand_over(topic, delivered.partition, delivered.offset, key, payload);
         Ok(())
@@ -603,13 +665,7 @@ impl Consumer for KafkaConsumer {
                     if self.told.replace(code) == Some(code) {
                         tracing::debug!(%error, ?topics, "consumer error again; recovering");
                     } else {
-                        tracing::warn!(
-                            %error,
-                            ?topics,
-                            refresh_ms = METADATA_REFRESH_MS,
-                            "consumer error; librdkafka recovers from it (a topic not on the \
-                             broker yet is read from the metadata refresh that finds it)"
-                        );
+                        tracing::warn!(%error, ?topics, "consumer error; recovering");
                     }
                     continue;
                 }

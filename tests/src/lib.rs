@@ -346,6 +346,11 @@ impl Proc {
         let _ = self.child.wait().await;
     }
 
+    /// The main process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }

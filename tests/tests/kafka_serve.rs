@@ -1,7 +1,8 @@
 //! `telepipe serve` on Kafka: the ingest and the router in one process, so each call is handed
-//! to the router once the broker acknowledged it, ahead of the router's fetch. Runs in the
-//! suite's first pass, when `TELEPIPE_TEST_KAFKA` names a broker (`.ci/run` starts one); the
-//! split pass runs every role apart, where nothing is handed over.
+//! to the router once the broker acknowledged it, ahead of the router's fetch; and a gateway
+//! that outlives its broker's outage. Runs in the suite's first pass, when
+//! `TELEPIPE_TEST_KAFKA` names a broker (`.ci/run` starts one); the split pass runs every role
+//! apart, where nothing is handed over.
 
 use std::time::Duration;
 use telepipe_tests::{client, token, Control, Proc};
@@ -127,4 +128,112 @@ async fn calls_are_handed_over_answered_once_and_committed() {
     let sent = control.calls(bot, Some("sendMessage")).await.unwrap();
     assert_eq!(sent.len(), 42, "each call sent upstream once");
     again.stop().await.unwrap();
+}
+
+/// A broker that stops answering for 80 s (SIGSTOP: its connections stay open, its requests
+/// time out after librdkafka's 60 s, the reconnect's after 10 s more) does not stop the
+/// gateway: its consumers are told "all brokers down", which librdkafka recovers from, and it
+/// answers again once the broker does. A call made during the outage is answered with a Bot
+/// API-shaped error. It stopped the whole gateway before (its first consumer to be told
+/// failed its task). On a broker of its own, started by the project's script: pausing the
+/// suite's would stall the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_outlives_its_brokers_outage() {
+    if std::env::var_os("TELEPIPE_TEST_KAFKA").is_none() {
+        eprintln!("TELEPIPE_TEST_KAFKA not set: a broker outage was not tested");
+        return;
+    }
+    if std::env::var_os("TELEPIPE_TEST_BUS").is_some() {
+        eprintln!("the suite's own bus is set: this test runs in the first pass");
+        return;
+    }
+    let broker = Broker::start();
+    let sandbox = Proc::sandbox(&[]).await.unwrap();
+    let bus = format!("kafka://127.0.0.1:{}", broker.port);
+    let args = ["--bus", &bus, "--kafka-session-timeout-ms", "2000"];
+    let mut gw = Proc::gateway(&sandbox.url, &args).await.unwrap();
+    let bot = 812;
+    let send = |gw: String, text: &'static str| async move {
+        let url = format!("{gw}/bot{}/sendMessage", token(bot));
+        let body = serde_json::json!({"chat_id": 5, "text": text});
+        let r = client().post(url).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, v) = send(gw.url.clone(), "before").await;
+    assert_eq!(status, 200, "{v}");
+
+    broker.signal("-STOP");
+    let during = tokio::spawn(send(gw.url.clone(), "during"));
+    tokio::time::sleep(Duration::from_secs(80)).await;
+    assert!(
+        gw.is_running(),
+        "the gateway stopped with its broker:\n{}",
+        gw.log()
+    );
+    broker.signal("-CONT");
+
+    let (status, v) = during.await.unwrap();
+    if status != 200 {
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["error_code"], status, "{v}");
+    }
+    // Once the broker answers, so does the gateway (its group joined again).
+    let started = std::time::Instant::now();
+    loop {
+        let (status, v) = send(gw.url.clone(), "after").await;
+        if status == 200 {
+            assert_eq!(v["result"]["text"], "after", "{v}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no answer a minute after the broker came back: {status} {v}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(gw.is_running());
+    gw.stop().await.unwrap();
+}
+
+/// A Kafka-protocol broker of the test's own (`scripts/kafka-broker.sh`), killed when dropped.
+struct Broker {
+    pid: String,
+    port: String,
+}
+
+impl Broker {
+    fn start() -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka-broker.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("the broker script runs");
+        assert!(out.status.success(), "the broker did not start");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (pid, port) = text.trim().split_once(' ').expect("<pid> <port>");
+        Broker {
+            pid: pid.to_owned(),
+            port: port.to_owned(),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", self.pid);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // A stopped process is killed too.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.pid])
+            .status();
+    }
 }
