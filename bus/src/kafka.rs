@@ -41,7 +41,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -146,8 +146,8 @@ impl KafkaConfig {
 
 pub struct KafkaBus {
     cfg: KafkaConfig,
-    /// Replaced when it can deliver no more ([`producer_is_done`]).
-    producer: RwLock<FutureProducer>,
+    /// Replaced when it can deliver no more ([`producer_is_done`]); with when it was made.
+    producer: RwLock<(Held, std::time::Instant)>,
     /// Shared with the blocking thread that waits for a made topic to show in the metadata.
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// Consumer lag by (topic, group), from librdkafka's statistics of this process's
@@ -243,8 +243,7 @@ fn publish_error(e: rdkafka::error::KafkaError) -> BusError {
             Code::MessageTimedOut
             | Code::RequestTimedOut
             | Code::OperationTimedOut
-            | Code::PurgeInflight
-            | Code::Fatal,
+            | Code::PurgeInflight,
         )
         | KafkaError::Canceled => BusError::Unconfirmed(e.to_string()),
         _ => backend(e),
@@ -266,11 +265,47 @@ fn new_producer(cfg: &KafkaConfig) -> Result<FutureProducer, BusError> {
         .map_err(backend)
 }
 
+/// A hold on the producer: the last hold on a replaced one drops it off the async threads (a
+/// drop purges and flushes it, up to 500 ms, and joins librdkafka's threads).
+struct Held(Option<Arc<FutureProducer>>);
+
+impl Held {
+    fn same(&self, other: &Held) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = FutureProducer;
+    fn deref(&self) -> &FutureProducer {
+        self.0.as_deref().expect("held until dropped")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(last) = self.0.take().and_then(Arc::into_inner) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(last))),
+            Err(_) => drop(last),
+        }
+    }
+}
+
+/// How often a producer is replaced at most ([`KafkaBus::renew_producer`]).
+const RENEWED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
 /// Whether a producer that failed a record so can deliver no more, whatever it is given: the
 /// broker fences its producer id (Tansu, from the first record after an outage in which one
 /// timed out: librdkafka bumps the id's epoch, and Tansu refuses every record of the bumped
 /// one; the gateway answered 503 to every call after until restarted), or librdkafka calls it
-/// fatal. A new producer, with a new id, delivers again.
+/// fatal (it then refuses every record before sending it). A new producer, with a new id,
+/// delivers again.
 fn producer_is_done(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as Code;
     matches!(
@@ -294,7 +329,7 @@ impl KafkaBus {
             .map_err(backend)?;
         Ok(Self {
             cfg,
-            producer: RwLock::new(producer),
+            producer: RwLock::new((Held(Some(Arc::new(producer))), std::time::Instant::now())),
             admin: Arc::new(admin),
             lags: Arc::default(),
             desks: Mutex::default(),
@@ -302,25 +337,32 @@ impl KafkaBus {
         })
     }
 
-    fn producer(&self) -> FutureProducer {
-        self.producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn producer(&self) -> Held {
+        let slot = self.producer.read().unwrap_or_else(|p| p.into_inner());
+        Held(slot.0 .0.clone())
     }
 
-    /// Puts a new producer in the place of `done`, unless another publish did already.
-    fn renew_producer(&self, done: FutureProducer, error: &KafkaError) -> Result<(), BusError> {
-        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
-        if slot.client().native_ptr() != done.client().native_ptr() {
-            return Ok(());
+    /// Puts a new producer in the place of `done`, unless another publish did already or the
+    /// one in place is not a second old (a broker that refuses every producer gets a new one
+    /// a second, not one a call). Whether the one in place now is another than `done`.
+    fn renew_producer(&self, done: &Held, error: &KafkaError) -> Result<bool, BusError> {
+        let is_done = |slot: &(Held, std::time::Instant)| slot.0.same(done);
+        {
+            let slot = self.producer.read().unwrap_or_else(|p| p.into_inner());
+            if !is_done(&slot) {
+                return Ok(true);
+            }
+            if slot.1.elapsed() < RENEWED_AT_MOST_EVERY {
+                return Ok(false);
+            }
         }
-        tracing::warn!(%error, "the Kafka producer can deliver no more; a new one takes its place");
-        let old = std::mem::replace(&mut *slot, new_producer(&self.cfg)?);
-        drop(slot);
-        // Dropping a producer purges and flushes it (up to 500 ms) and joins its thread.
-        tokio::task::spawn_blocking(move || drop((old, done)));
-        Ok(())
+        let fresh = Held(Some(Arc::new(new_producer(&self.cfg)?)));
+        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if is_done(&slot) {
+            tracing::warn!(%error, "the Kafka producer can deliver no more; replaced");
+            *slot = (fresh, std::time::Instant::now());
+        }
+        Ok(true)
     }
 
     /// What every topic and group name of this bus starts with.
@@ -516,7 +558,7 @@ impl KafkaBus {
             desks,
             bell,
             topics: names,
-            told: None,
+            told: Vec::new(),
         }))
     }
 }
@@ -564,7 +606,7 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), BusError> {
         self.make_before_publishing(topic).await?;
         let full = self.full(topic);
-        let send = |producer: FutureProducer| {
+        let send = |producer: Held| {
             let record = FutureRecord::to(&full).key(key).payload(&payload);
             async move {
                 let sent = producer
@@ -578,14 +620,11 @@ impl Bus for KafkaBus {
         let delivered = match send(self.producer()).await {
             (Ok(delivered), _) => delivered,
             (Err(error), done) if producer_is_done(&error) => {
-                self.renew_producer(done, &error)?;
-                // Refused by the broker, so not stored: once more on the new producer.
-                if matches!(
-                    error,
-                    KafkaError::MessageProduction(RDKafkaErrorCode::Fatal)
-                ) {
+                if !self.renew_producer(&done, &error)? {
                     return Err(publish_error(error));
                 }
+                // Refused (by the broker, or by librdkafka before sending it): not stored, so
+                // once more on the new producer.
                 send(self.producer()).await.0.map_err(publish_error)?
             }
             (Err(error), _) => return Err(publish_error(error)),
@@ -635,8 +674,9 @@ struct KafkaConsumer {
     /// Its topics (full names), for its warnings (librdkafka's error says which topic;
     /// rdkafka keeps only its code).
     topics: Vec<String>,
-    /// The error it was last told of since its last record (warned once, then at debug).
-    told: Option<RDKafkaErrorCode>,
+    /// The errors it was told of since its last record: each kind, how often, and when it was
+    /// last warned of (once a minute; at debug between).
+    told: Vec<(RDKafkaErrorCode, u64, std::time::Instant)>,
 }
 
 #[async_trait]
@@ -659,19 +699,12 @@ impl Consumer for KafkaConsumer {
             let m = match m {
                 Ok(m) => m,
                 Err(KafkaError::MessageConsumption(code)) if !stops_consumer(code) => {
-                    // Warned once a kind until the next record: librdkafka retries a failed
-                    // fetch every half second.
-                    let (error, topics) = (KafkaError::MessageConsumption(code), &self.topics);
-                    if self.told.replace(code) == Some(code) {
-                        tracing::debug!(%error, ?topics, "consumer error again; recovering");
-                    } else {
-                        tracing::warn!(%error, ?topics, "consumer error; recovering");
-                    }
+                    self.tell(code);
                     continue;
                 }
                 Err(e) => return Err(backend(e)),
             };
-            self.told = None;
+            self.told.clear();
             let Some(topic) = m.topic().strip_prefix(&self.prefix) else {
                 continue;
             };
@@ -722,15 +755,49 @@ impl Consumer for KafkaConsumer {
     }
 }
 
+impl KafkaConsumer {
+    /// Counts an error passed, and warns of it the first time since the last record and once
+    /// a minute after (librdkafka retries a failed fetch every half second).
+    fn tell(&mut self, code: RDKafkaErrorCode) {
+        crate::metrics::CONSUMER_ERRORS
+            .with_label_values(&[&format!("{code:?}")])
+            .inc();
+        let now = std::time::Instant::now();
+        let (times, warn) = match self.told.iter_mut().find(|(c, ..)| *c == code) {
+            Some((_, times, warned)) => {
+                *times += 1;
+                let warn = now.duration_since(*warned) >= Duration::from_secs(60);
+                if warn {
+                    *warned = now;
+                }
+                (*times, warn)
+            }
+            None => {
+                self.told.push((code, 1, now));
+                (1, true)
+            }
+        };
+        let (error, topics) = (KafkaError::MessageConsumption(code), &self.topics);
+        if warn {
+            tracing::warn!(%error, times, ?topics, "consumer error; passed, as librdkafka retries");
+        } else {
+            tracing::debug!(%error, times, ?topics, "consumer error again");
+        }
+    }
+}
+
 /// Whether a consumer error stops the consumer (and with it its process) rather than pass.
 /// librdkafka reports an error it recovers from itself as one too, and retries: a fetch that
 /// failed (the broker's error on a partition, or a request timed out), a topic not in its
 /// metadata yet (made by another process a moment before, still spreading through a cluster,
 /// or missing from Tansu's stale metadata cache for up to 5 s: that stopped a router under CI),
 /// read from the refresh that finds it (a consumer from the end from where the topic stands
-/// then). What only someone can mend stops: access refused, and a partition gone under its
-/// consumer (its topic deleted; made again with its partitions by the restart's
-/// `ensure_topics`). Fatal errors (`MessageConsumptionFatal`) stop too.
+/// then). What only someone can mend stops: access refused, a group the broker will not let
+/// it join (a session timeout outside the broker's bounds, a protocol or version it does not
+/// speak: librdkafka would retry the join for ever), and a partition gone under its consumer
+/// (its topic deleted; made again with its partitions by the restart's `ensure_topics`).
+/// Fatal errors (`MessageConsumptionFatal`) stop too. An error that persists otherwise is
+/// warned of once a minute and counted (`telepipe_bus_consumer_errors_total`).
 fn stops_consumer(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as Code;
     matches!(
@@ -741,6 +808,10 @@ fn stops_consumer(code: RDKafkaErrorCode) -> bool {
             | Code::SaslAuthenticationFailed
             | Code::Authentication
             | Code::UnknownPartition
+            | Code::InvalidSessionTimeout
+            | Code::InconsistentGroupProtocol
+            | Code::InvalidGroupId
+            | Code::UnsupportedVersion
             | Code::Fatal
     )
 }
@@ -971,6 +1042,7 @@ mod tests {
             Code::TopicAuthorizationFailed,
             Code::GroupAuthorizationFailed,
             Code::UnknownPartition,
+            Code::InvalidSessionTimeout,
         ] {
             assert!(super::stops_consumer(stops), "{stops:?}");
         }

@@ -31,6 +31,16 @@ pub static HANDED_OVER: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static CONSUMER_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "telepipe_bus_consumer_errors_total",
+        "Errors a Kafka consumer was told of and passed, as librdkafka recovers from them (a \
+         failed fetch, a topic not on the broker yet, all brokers down), by librdkafka's code.",
+        &["code"]
+    )
+    .expect("metric registers once")
+});
+
 pub static STAGE_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "telepipe_stage_panics_total",
