@@ -35,6 +35,15 @@ pub fn bin() -> PathBuf {
     p
 }
 
+/// `kill <sig> <pid>` (`-STOP`, `-CONT`, `-KILL`), asserting it was delivered.
+pub fn signal(pid: &str, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// A fresh folder under the system temp dir, removed when dropped.
 pub struct TempDir(pub PathBuf);
 

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use telepipe_tests::{client, split, token, Control, Proc};
+use telepipe_tests::{client, signal, split, token, Control, Proc};
 
 const BOTS: [i64; 8] = [7301, 7302, 7303, 7304, 7305, 7306, 7307, 7308];
 const CLIENTS: usize = 32;
@@ -316,12 +316,4 @@ async fn record(store: &dyn store::Store) -> HashMap<String, Option<u16>> {
         }
     }
     out
-}
-
-fn signal(pid: &str, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, pid])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill {sig} {pid}");
 }

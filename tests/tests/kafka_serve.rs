@@ -234,11 +234,7 @@ impl Broker {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {}", self.pid);
+        telepipe_tests::signal(&self.pid, sig);
     }
 }
 
