@@ -91,6 +91,29 @@ pub(crate) fn env(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// Waits for a first 200 from `url`: a gateway on Kafka (`--a-env TELEPIPE_BUS=kafka://...`)
+/// answers once its groups have joined, seconds after it listens, and a warm-up before that
+/// counted no request.
+async fn first_answer(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let sent = http
+            .get(url)
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no answer within two minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn run(
     a: PathBuf,
     b: PathBuf,
@@ -109,8 +132,12 @@ pub async fn run(
         gws.push((name, gw));
     }
     let path = call_path();
-    for (_, gw) in &gws {
-        nginx::wrk(&format!("{}{path}", gw.url), connections, 2).await?;
+    for (name, gw) in &gws {
+        let url = format!("{}{path}", gw.url);
+        first_answer(&url)
+            .await
+            .with_context(|| format!("gateway {name}"))?;
+        nginx::wrk(&url, connections, 2).await?;
     }
     println!(
         "pair: sendMessage, wrk -t2 -c{connections}, {seconds} s a run, a and b in turns on one \

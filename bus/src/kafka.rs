@@ -748,8 +748,10 @@ impl Consumer for KafkaConsumer {
         }
         // A synchronous commit blocks this thread for one broker round trip; it runs once,
         // at shutdown.
-        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(%error, "final offset commit refused");
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // The automatic commit took every stored offset already: nothing left to commit.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "final offset commit refused"),
         }
         Ok(())
     }
