@@ -472,10 +472,7 @@ async fn a_stop_answers_the_request_in_hand_and_refuses_new_connections() {
     // The call is in hand (its head read, its body awaited) before the stop.
     call_in_hand(&gw).await;
     let pid = gw.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    telepipe_tests::signal(&pid, "-TERM");
     let refused = telepipe_tests::eventually(std::time::Duration::from_secs(10), || async {
         match tokio::net::TcpStream::connect(&addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
